@@ -1,0 +1,1 @@
+//! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`.

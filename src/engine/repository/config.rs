@@ -1,0 +1,1 @@
+//! The repository `config` file: a Python ConfigParser-compatible INI reader and writer.

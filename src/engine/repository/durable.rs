@@ -1,0 +1,1 @@
+//! Durable small-file replacement: write a temporary file, fsync, rename, fsync the directory.

@@ -1,0 +1,1 @@
+//! NSIndex: borg's open-addressing hash table (id -> segment, offset) and its `index.N` file format.

@@ -1,0 +1,1 @@
+//! `integrity.N`: XXH64 file digests of the index and hints, computed exactly as borg does.

@@ -1,0 +1,1 @@
+//! The engine's argv and environment, built from empty, and the final execve.

@@ -1,0 +1,1 @@
+//! The gate pipeline: policy, command, decision, audit, exec, in the order the specification gives.

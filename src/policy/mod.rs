@@ -1,0 +1,1 @@
+//! Per-key TOML policies: model, validation and loading.

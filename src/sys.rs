@@ -1,0 +1,1 @@
+//! The only module that may use `unsafe`: thin wrappers around system calls that nix marks unsafe.
