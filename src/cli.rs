@@ -1,1 +1,114 @@
 //! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`.
+//!
+//! This layer only describes what the administrator typed; `main` dispatches it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A forced-command gatekeeper for BorgBackup servers, and a drop-in `borg serve`.
+///
+/// In ~/.ssh/authorized_keys:
+///
+///   command="/usr/local/bin/borg-gate --policy /etc/borg-gate/alice.toml",restrict ssh-ed25519 AAAA... alice
+#[derive(Debug, Parser)]
+#[command(
+    name = "borg-gate",
+    version,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Gate mode: judge SSH_ORIGINAL_COMMAND against this policy, audit, and exec the engine.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The built-in engine: a drop-in replacement for `borg serve` (borg 1.x protocol).
+    ///
+    /// Takes the options of borg 1.4's `borg serve` (--restrict-to-path, --restrict-to-repository,
+    /// --append-only, --storage-quota, --umask, log levels, --debug-topic, --lock-wait and the
+    /// other common options), plus --permissions=all|read-only, --idle-timeout=DURATION and
+    /// --max-lock-wait=SECONDS.
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// borg serve options, parsed with borg's own rules.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0.., value_name = "OPTIONS")]
+        args: Vec<OsString>,
+    },
+
+    /// Print the decision gate mode would take for a command, without running anything.
+    ///
+    /// Exits 0 if the command would be accepted (or is an allowed probe), 1 if refused.
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The client's command, as sshd would put it in SSH_ORIGINAL_COMMAND.
+        #[arg(long, value_name = "STRING", allow_hyphen_values = true)]
+        command: String,
+        /// Print exactly the audit record gate mode would write.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Validate policy files; errors name the file, line and column.
+    CheckPolicy {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_takes_every_word_raw() {
+        let cli = Cli::try_parse_from([
+            "borg-gate",
+            "serve",
+            "--restrict-to-path",
+            "/x",
+            "--help",
+            "-v",
+        ])
+        .unwrap();
+        let Some(Command::Serve { args }) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args, ["--restrict-to-path", "/x", "--help", "-v"]);
+    }
+
+    #[test]
+    fn gate_mode_and_subcommands_conflict() {
+        assert!(
+            Cli::try_parse_from(["borg-gate", "--policy", "/p", "check-policy", "/p"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["borg-gate", "--policy", "/p"]).unwrap();
+        assert_eq!(cli.policy, Some(PathBuf::from("/p")));
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn explain_accepts_commands_starting_with_a_dash() {
+        let cli =
+            Cli::try_parse_from(["borg-gate", "explain", "--policy", "/p", "--command", "--x"])
+                .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Explain { ref command, .. }) if command == "--x")
+        );
+    }
+}

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod check_policy;
 pub mod cli;
 pub mod engine;
 pub mod exec;

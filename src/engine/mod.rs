@@ -4,3 +4,13 @@ pub mod lock;
 pub mod log;
 pub mod repository;
 pub mod rpc;
+
+use std::ffi::OsString;
+
+/// `borg-gate serve`: runs the engine and returns the process exit status.
+pub fn serve_main(_args: &[OsString]) -> u8 {
+    eprintln!(
+        "borg-gate: the built-in engine is not built yet; set engine.program to a borg executable"
+    );
+    2
+}

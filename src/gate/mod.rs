@@ -1,1 +1,13 @@
 //! The pure gatekeeper: splitting SSH_ORIGINAL_COMMAND, the borg option table, and the decision.
+//!
+//! Nothing in here touches the file system, the environment or other processes, so every
+//! rule can be tested exhaustively (see `tests/decision_table.rs`).
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod decision;
+pub mod options;
+
+pub use decision::{
+    Action, ClientSettings, Decision, Judgement, OptionVerdict, Refusal, ServeArgs, judge,
+};

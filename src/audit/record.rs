@@ -1,0 +1,219 @@
+//! The audit record: one JSON object per connection, built purely from the decision.
+//!
+//! serde_json escapes every control character, so a client's command can never forge a
+//! second line. Assignment values are redacted before they get here.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gate::{Decision, Judgement};
+
+/// Bumped when a field changes meaning; readers (`borg-gate audit`) check it.
+pub const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub v: u32,
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub policy_file: String,
+    /// The policy's name; `None` when the policy could not be loaded.
+    pub policy: Option<String>,
+    pub pid: u32,
+    /// sshd's SSH_CONNECTION: client address and port, server address and port.
+    pub ssh_connection: Option<String>,
+    /// The client's command with assignment values redacted; `None` for an interactive login.
+    pub command: Option<String>,
+    /// `accept`, `reject`, `probe`, or `error` when the gate itself failed.
+    pub decision: String,
+    pub reason: Option<String>,
+    pub tokens: Vec<String>,
+    pub dropped_env: Vec<String>,
+    pub options: Vec<OptionRecord>,
+    pub engine_argv: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionRecord {
+    pub option: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// Facts about the connection that the pure gate does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context<'a> {
+    pub time: SystemTime,
+    pub policy_file: &'a Path,
+    pub pid: u32,
+    pub ssh_connection: Option<&'a str>,
+    /// The raw command, used only when it could not be split into redactable words.
+    pub raw_command: Option<&'a [u8]>,
+}
+
+impl AuditRecord {
+    /// The record for a judged command.
+    pub fn for_judgement(
+        context: &Context<'_>,
+        policy_name: &str,
+        judgement: &Judgement,
+        engine_argv: Option<Vec<String>>,
+    ) -> AuditRecord {
+        let command = context.raw_command.map(|raw| {
+            if judgement.tokens.is_empty() {
+                crate::gate::command::redact_unsplit(&String::from_utf8_lossy(raw))
+            } else {
+                crate::gate::command::display_words(&judgement.tokens)
+            }
+        });
+        let reason = match &judgement.decision {
+            Decision::Reject(refusal) => Some(refusal.to_string()),
+            Decision::Accept(_) | Decision::Probe => None,
+        };
+        AuditRecord {
+            v: RECORD_VERSION,
+            time: rfc3339(context.time),
+            policy_file: context.policy_file.display().to_string(),
+            policy: Some(policy_name.to_owned()),
+            pid: context.pid,
+            ssh_connection: context.ssh_connection.map(str::to_owned),
+            command,
+            decision: judgement.decision.label().to_owned(),
+            reason,
+            tokens: judgement.tokens.clone(),
+            dropped_env: judgement.dropped_env.clone(),
+            options: judgement
+                .options
+                .iter()
+                .map(|v| OptionRecord {
+                    option: v.option.clone(),
+                    action: v.action.label().to_owned(),
+                    reason: v.reason.clone(),
+                })
+                .collect(),
+            engine_argv,
+        }
+    }
+
+    /// The record for a gate that could not judge at all (unusable policy, for example).
+    pub fn for_error(context: &Context<'_>, reason: &str) -> AuditRecord {
+        AuditRecord {
+            v: RECORD_VERSION,
+            time: rfc3339(context.time),
+            policy_file: context.policy_file.display().to_string(),
+            policy: None,
+            pid: context.pid,
+            ssh_connection: context.ssh_connection.map(str::to_owned),
+            command: context
+                .raw_command
+                .map(|raw| crate::gate::command::redact_unsplit(&String::from_utf8_lossy(raw))),
+            decision: "error".to_owned(),
+            reason: Some(reason.to_owned()),
+            tokens: Vec::new(),
+            dropped_env: Vec::new(),
+            options: Vec::new(),
+            engine_argv: None,
+        }
+    }
+
+    /// One line of JSON, newline included, ready for a single append.
+    pub fn to_line(&self) -> String {
+        // Serialising plain strings, numbers and vectors cannot fail.
+        let mut line = serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"));
+        line.push('\n');
+        line
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2026-12-06T21:39:32.123456Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::gate::{Action, OptionVerdict, Refusal};
+
+    fn context<'a>(raw: Option<&'a [u8]>) -> Context<'a> {
+        Context {
+            time: UNIX_EPOCH + Duration::from_micros(1_765_057_172_123_456),
+            policy_file: Path::new("/etc/borg-gate/alice.toml"),
+            pid: 42,
+            ssh_connection: Some("192.0.2.1 50000 192.0.2.2 22"),
+            raw_command: raw,
+        }
+    }
+
+    #[test]
+    fn record_is_one_line_even_with_control_characters() {
+        let judgement = Judgement {
+            decision: Decision::Reject(Refusal::Unreadable(
+                crate::gate::command::SplitError::ControlCharacter {
+                    byte: b'\n',
+                    position: 4,
+                },
+            )),
+            tokens: vec![],
+            dropped_env: vec![],
+            options: vec![],
+        };
+        let raw = b"borg\n{\"decision\":\"accept\"}\r\x1b[2J";
+        let record = AuditRecord::for_judgement(&context(Some(raw)), "alice", &judgement, None);
+        let line = record.to_line();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with('\n'));
+        assert!(!line.contains('\r') && !line.contains('\x1b'));
+        let parsed: AuditRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed, record);
+        assert_eq!(parsed.decision, "reject");
+    }
+
+    #[test]
+    fn record_never_contains_assignment_values() {
+        let judgement = Judgement {
+            decision: Decision::Probe,
+            tokens: vec!["BORG_PASSPHRASE=<redacted>".into(), "true".into()],
+            dropped_env: vec!["BORG_PASSPHRASE".into()],
+            options: vec![],
+        };
+        let raw = b"BORG_PASSPHRASE=hunter2 true";
+        let line =
+            AuditRecord::for_judgement(&context(Some(raw)), "alice", &judgement, None).to_line();
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(
+            line.contains("\"command\":\"BORG_PASSPHRASE=<redacted> true\""),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        let record = AuditRecord::for_error(&context(None), "policy unreadable");
+        assert_eq!(record.time, "2025-12-06T21:39:32.123456Z");
+        assert_eq!(record.decision, "error");
+        assert_eq!(record.command, None);
+    }
+
+    #[test]
+    fn options_carry_action_and_reason() {
+        let judgement = Judgement {
+            decision: Decision::Probe,
+            tokens: vec!["true".into()],
+            dropped_env: vec![],
+            options: vec![OptionVerdict {
+                option: "--umask=000".into(),
+                action: Action::Dropped,
+                reason: "the server decides this setting".into(),
+            }],
+        };
+        let line = AuditRecord::for_judgement(&context(Some(b"true")), "alice", &judgement, None)
+            .to_line();
+        assert!(line.contains(r#"{"option":"--umask=000","action":"dropped","reason":"the server decides this setting"}"#), "{line}");
+    }
+}

@@ -1,0 +1,191 @@
+//! Where audit records go: an append-only JSON-lines file, and syslog.
+//!
+//! The file is opened with O_APPEND and each record is one write(2), so records from
+//! concurrent sessions never interleave. The write is checked to be complete; a short write
+//! is a failure, and the gate then fails closed unless the policy says otherwise.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use super::record::AuditRecord;
+use crate::policy::AuditSettings;
+
+/// The syslog socket of Linux systems (journald and rsyslog both serve it).
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+#[derive(Debug)]
+pub enum AuditError {
+    File { path: PathBuf, error: io::Error },
+    Syslog { error: io::Error },
+}
+
+impl fmt::Display for AuditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditError::File { path, error } => write!(
+                f,
+                "cannot write the audit log {}: {}",
+                path.display(),
+                crate::policy::load::plain_io_error(error)
+            ),
+            AuditError::Syslog { error } => {
+                write!(
+                    f,
+                    "cannot write to syslog: {}",
+                    crate::policy::load::plain_io_error(error)
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AuditError {}
+
+/// Writes one record to every sink the policy names. The first failure is returned, but
+/// every sink is tried.
+pub fn write_record(settings: &AuditSettings, record: &AuditRecord) -> Result<(), AuditError> {
+    let line = record.to_line();
+    let mut first_error = None;
+    if let Some(path) = &settings.file {
+        if let Err(error) = append_line(path, line.as_bytes()) {
+            first_error.get_or_insert(AuditError::File {
+                path: path.clone(),
+                error,
+            });
+        }
+    }
+    if settings.syslog {
+        if let Err(error) = send_syslog(Path::new(SYSLOG_SOCKET), record, &line) {
+            first_error.get_or_insert(AuditError::Syslog { error });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Appends `line` with a single write. The file is created 0640 (before the umask) if it
+/// does not exist; a symlink is refused.
+pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
+    let mut file = File::options()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let written = file.write(line)?;
+    if written != line.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write ({written} of {} bytes)", line.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends the record as one RFC 3164-style datagram: facility auth, severity info for
+/// accepted sessions and warning for everything else.
+pub fn send_syslog(socket: &Path, record: &AuditRecord, line: &str) -> io::Result<()> {
+    const AUTH: u8 = 4;
+    let severity = if record.decision == "accept" || record.decision == "probe" {
+        6
+    } else {
+        4
+    };
+    let message = format!(
+        "<{}>borg-gate[{}]: {}",
+        AUTH * 8 + severity,
+        record.pid,
+        line.trim_end()
+    );
+    let sock = UnixDatagram::unbound()?;
+    sock.connect(socket)?;
+    sock.send(message.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::audit::record::RECORD_VERSION;
+    use crate::policy::OnAuditFailure;
+
+    fn record(decision: &str) -> AuditRecord {
+        AuditRecord {
+            v: RECORD_VERSION,
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            policy_file: "/p.toml".into(),
+            policy: Some("p".into()),
+            pid: 7,
+            ssh_connection: None,
+            command: Some("borg serve".into()),
+            decision: decision.into(),
+            reason: None,
+            tokens: vec![],
+            dropped_env: vec![],
+            options: vec![],
+            engine_argv: None,
+        }
+    }
+
+    #[test]
+    fn appends_one_line_per_record_and_creates_the_file_0640() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let settings = AuditSettings {
+            file: Some(path.clone()),
+            syslog: false,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        write_record(&settings, &record("accept")).unwrap();
+        write_record(&settings, &record("reject")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].contains("\"decision\":\"reject\""));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "mode {mode:o}");
+    }
+
+    #[test]
+    fn refuses_a_symlinked_audit_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(append_line(&link, b"x\n").is_err());
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_naming_the_file() {
+        let settings = AuditSettings {
+            file: Some(PathBuf::from("/nonexistent-dir/audit.jsonl")),
+            syslog: false,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let error = write_record(&settings, &record("accept")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot write the audit log /nonexistent-dir/audit.jsonl: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn syslog_datagram_has_priority_and_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let server = UnixDatagram::bind(&socket).unwrap();
+        let rec = record("reject");
+        send_syslog(&socket, &rec, &rec.to_line()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("<36>borg-gate[7]: {"), "{text}");
+        assert!(!text.ends_with('\n'));
+    }
+}

@@ -1,0 +1,455 @@
+//! The decision: one client command judged against one policy, as a value.
+//!
+//! [`judge`] is pure. It returns a [`Judgement`] holding the [`Decision`] (accept with the
+//! engine's sanitized arguments, answer the probe, or refuse with one sentence) and the
+//! evidence for the audit record: redacted tokens, dropped variable names, and a verdict for
+//! every option the client sent.
+
+use std::fmt;
+
+use super::command::{
+    SplitError, program_basename, quoted, redacted_words, split_command, strip_assignments,
+};
+use super::options::{
+    Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command, printable,
+};
+use crate::policy::{
+    ClientRules, ForcedSettings, LogLevel, Permissions, Policy, ProgramMatch, UnknownOptions,
+};
+
+/// What happens to the connection.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the engine's `serve` with exactly these arguments.
+    Accept(ServeArgs),
+    /// The connectivity probe `true`: exit 0, run nothing.
+    Probe,
+    Reject(Refusal),
+}
+
+impl Decision {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Accept(_) => "accept",
+            Decision::Probe => "probe",
+            Decision::Reject(_) => "reject",
+        }
+    }
+}
+
+/// The sanitized arguments that follow `serve` on the engine's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeArgs(pub Vec<String>);
+
+/// Why a command is refused. `Display` is the one sentence the client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// SSH_ORIGINAL_COMMAND is unset: an interactive login.
+    NoCommand,
+    Unreadable(SplitError),
+    OnlyAssignments,
+    ProgramNotAllowed(String),
+    ProbeNotAllowed,
+    NotServe(ParseError),
+    UnknownOption(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NoCommand => {
+                f.write_str("interactive logins are not allowed; this key only runs `borg serve`")
+            }
+            Refusal::Unreadable(error) => write!(f, "{error}; nothing was run"),
+            Refusal::OnlyAssignments => {
+                f.write_str("the command only sets variables; this key only runs `borg serve`")
+            }
+            Refusal::ProgramNotAllowed(program) => write!(
+                f,
+                "program {} is not allowed; this key only runs `borg serve`",
+                quoted(program)
+            ),
+            Refusal::ProbeNotAllowed => f.write_str(
+                "the connectivity probe `true` is not allowed by this key's policy; this key only runs `borg serve`",
+            ),
+            Refusal::NotServe(error) => write!(f, "{error}; nothing was run"),
+            Refusal::UnknownOption(option) => write!(
+                f,
+                "unknown option {} is refused by this key's policy",
+                quoted(option)
+            ),
+        }
+    }
+}
+
+/// What the gate did with one client option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Accepted,
+    /// Replaced by the policy's value (a level outside the allowed set, a pinned level).
+    Replaced,
+    /// Reduced to the policy's maximum.
+    Clamped,
+    Dropped,
+    Refused,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Accepted => "accepted",
+            Action::Replaced => "replaced",
+            Action::Clamped => "clamped",
+            Action::Dropped => "dropped",
+            Action::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionVerdict {
+    /// The option as the client wrote it, with its value.
+    pub option: String,
+    pub action: Action,
+    pub reason: String,
+}
+
+/// The client's wishes after the policy's client rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    pub log_level: LogLevel,
+    pub debug_topics: Vec<String>,
+    pub lock_wait: u32,
+}
+
+/// A decision and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub decision: Decision,
+    /// The client's words with assignment values redacted.
+    pub tokens: Vec<String>,
+    /// Names of the leading `NAME=value` words that were dropped.
+    pub dropped_env: Vec<String>,
+    pub options: Vec<OptionVerdict>,
+}
+
+/// Judges one client command (`None` when SSH_ORIGINAL_COMMAND is unset).
+pub fn judge(policy: &Policy, command: Option<&[u8]>) -> Judgement {
+    let mut judgement = Judgement {
+        decision: Decision::Probe,
+        tokens: Vec::new(),
+        dropped_env: Vec::new(),
+        options: Vec::new(),
+    };
+    judgement.decision = decide(policy, command, &mut judgement);
+    judgement
+}
+
+fn decide(policy: &Policy, command: Option<&[u8]>, evidence: &mut Judgement) -> Decision {
+    let Some(raw) = command else {
+        return Decision::Reject(Refusal::NoCommand);
+    };
+    let words = match split_command(raw) {
+        Ok(words) => words,
+        Err(error) => return Decision::Reject(Refusal::Unreadable(error)),
+    };
+    evidence.tokens = redacted_words(&words);
+    let (names, rest) = strip_assignments(&words);
+    evidence.dropped_env = names;
+    let Some((program, arguments)) = rest.split_first() else {
+        return Decision::Reject(Refusal::OnlyAssignments);
+    };
+    if is_probe(program) && arguments.is_empty() {
+        return if policy.client.allow_probe {
+            Decision::Probe
+        } else {
+            Decision::Reject(Refusal::ProbeNotAllowed)
+        };
+    }
+    if !program_allowed(&policy.client, program) {
+        return Decision::Reject(Refusal::ProgramNotAllowed(program.clone()));
+    }
+    let parsed = match parse_serve_command(arguments, Dialect::Client) {
+        Ok(parsed) => parsed,
+        Err(error) => return Decision::Reject(Refusal::NotServe(error)),
+    };
+    let (settings, verdicts) = apply_client_rules(&policy.client, &parsed);
+    evidence.options = verdicts;
+    if let Some(refused) = evidence
+        .options
+        .iter()
+        .find(|v| v.action == Action::Refused)
+    {
+        return Decision::Reject(Refusal::UnknownOption(refused.option.clone()));
+    }
+    Decision::Accept(serve_args(policy, &settings))
+}
+
+fn is_probe(program: &str) -> bool {
+    matches!(program, "true" | "/bin/true" | "/usr/bin/true")
+}
+
+fn program_allowed(rules: &ClientRules, program: &str) -> bool {
+    match rules.program_match {
+        ProgramMatch::Exact => rules.programs.iter().any(|p| p == program),
+        ProgramMatch::Basename => {
+            let base = program_basename(program);
+            !base.is_empty() && rules.programs.iter().any(|p| p == base)
+        }
+    }
+}
+
+/// Applies the policy's client rules to the parsed options: levels, topics and lock wait
+/// pass through their rules; everything else is dropped (or refused, for unknown options
+/// under `unknown_options = "reject"`).
+pub fn apply_client_rules(
+    rules: &ClientRules,
+    parsed: &[ParsedOption],
+) -> (ClientSettings, Vec<OptionVerdict>) {
+    let level_request = parsed
+        .iter()
+        .rposition(|o| matches!(o.kind(), Some(OptionKind::LogLevel(_))));
+    let log_level = final_log_level(rules, level_request.and_then(|i| parsed[i].kind()));
+    let mut verdicts = Vec::new();
+    let mut topics: Vec<String> = Vec::new();
+    let mut lock_wait = None;
+    for (index, option) in parsed.iter().enumerate() {
+        let (action, reason) = match option.kind() {
+            Some(OptionKind::LogLevel(level)) => {
+                level_verdict(rules, level, log_level, Some(index) == level_request)
+            }
+            Some(OptionKind::DebugTopic) => {
+                let topic = option.value.as_deref().unwrap_or_default();
+                let normalized = crate::policy::normalize_debug_topic(topic);
+                if !is_topic_name(topic) {
+                    (Action::Dropped, "not a valid debug topic name".to_owned())
+                } else if !rules
+                    .debug_topics
+                    .iter()
+                    .any(|pattern| glob_match(pattern, &normalized))
+                {
+                    (
+                        Action::Dropped,
+                        format!("debug topic {normalized} is not allowed by the policy"),
+                    )
+                } else {
+                    if !topics.contains(&normalized) {
+                        topics.push(normalized);
+                    }
+                    (Action::Accepted, String::new())
+                }
+            }
+            Some(OptionKind::LockWait) => {
+                let text = option.value.as_deref().unwrap_or_default();
+                match text.parse::<i64>() {
+                    Err(_) => (
+                        Action::Dropped,
+                        "lock wait is not a whole number of seconds".to_owned(),
+                    ),
+                    Ok(seconds) if seconds < 0 => {
+                        (Action::Dropped, "lock wait is negative".to_owned())
+                    }
+                    Ok(seconds) if seconds > i64::from(rules.lock_wait.max) => {
+                        lock_wait = Some(rules.lock_wait.max);
+                        let max = rules.lock_wait.max;
+                        (
+                            Action::Clamped,
+                            format!("lock wait clamped to the policy's maximum of {max} s"),
+                        )
+                    }
+                    Ok(seconds) => {
+                        lock_wait = u32::try_from(seconds).ok();
+                        (Action::Accepted, String::new())
+                    }
+                }
+            }
+            Some(kind) => (Action::Dropped, denial_reason(kind).to_owned()),
+            None => match rules.unknown_options {
+                UnknownOptions::Drop => (Action::Dropped, "unknown option".to_owned()),
+                UnknownOptions::Reject => (Action::Refused, "unknown option".to_owned()),
+            },
+        };
+        verdicts.push(OptionVerdict {
+            option: printable(&option.display()),
+            action,
+            reason,
+        });
+    }
+    let lock_wait = lock_wait.unwrap_or(rules.lock_wait.default);
+    (
+        ClientSettings {
+            log_level,
+            debug_topics: topics,
+            lock_wait,
+        },
+        verdicts,
+    )
+}
+
+/// The level the engine runs at: the pinned level, else the client's last request if the
+/// policy allows it, else the policy's default.
+fn final_log_level(rules: &ClientRules, requested: Option<OptionKind>) -> LogLevel {
+    match (rules.force_log_level, requested) {
+        (Some(forced), _) => forced,
+        (None, Some(OptionKind::LogLevel(level))) if rules.log_levels.contains(&level) => level,
+        _ => rules.default_log_level,
+    }
+}
+
+fn level_verdict(
+    rules: &ClientRules,
+    level: LogLevel,
+    final_level: LogLevel,
+    is_last: bool,
+) -> (Action, String) {
+    if !is_last {
+        return (
+            Action::Dropped,
+            "superseded by a later log level option".to_owned(),
+        );
+    }
+    if level == final_level {
+        return (Action::Accepted, String::new());
+    }
+    let reason = match rules.force_log_level {
+        Some(forced) => format!("the policy pins the log level to {forced}"),
+        None => format!("log level {level} is not allowed by the policy; using {final_level}"),
+    };
+    (Action::Replaced, reason)
+}
+
+fn denial_reason(kind: OptionKind) -> &'static str {
+    match kind {
+        OptionKind::RestrictToPath
+        | OptionKind::RestrictToRepository
+        | OptionKind::AppendOnly
+        | OptionKind::StorageQuota
+        | OptionKind::Umask => "the server decides this setting",
+        OptionKind::Help | OptionKind::Version => "a server does not print help or versions",
+        _ => "borg serve does not take this option from a client",
+    }
+}
+
+/// borg's topic names: dotted words of letters, digits, `_` and `-`.
+fn is_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 100
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !topic.split('.').any(str::is_empty)
+}
+
+/// Shell-style glob with `*` and `?` over the whole text.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// The engine's arguments after `serve`: the policy's forced settings first, then the
+/// client's settings as the rules left them. Values are attached with `=` so that no value
+/// can be mistaken for an option.
+pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
+    let mut args = forced_args(&policy.repository);
+    args.push(settings.log_level.flag().to_owned());
+    args.extend(
+        settings
+            .debug_topics
+            .iter()
+            .map(|topic| format!("--debug-topic={topic}")),
+    );
+    args.push(format!("--lock-wait={}", settings.lock_wait));
+    if policy.engine.program.is_builtin() {
+        args.push(format!("--max-lock-wait={}", policy.client.lock_wait.max));
+        if policy.repository.permissions != Permissions::All {
+            args.push(format!(
+                "--permissions={}",
+                policy.repository.permissions.name()
+            ));
+        }
+        if let Some(timeout) = policy.repository.idle_timeout {
+            args.push(format!("--idle-timeout={}s", timeout.as_secs().max(1)));
+        }
+    }
+    ServeArgs(args)
+}
+
+fn forced_args(forced: &ForcedSettings) -> Vec<String> {
+    let mut args = Vec::new();
+    for path in &forced.restrict_to_paths {
+        args.push(format!("--restrict-to-path={}", path.display()));
+    }
+    for path in &forced.restrict_to_repositories {
+        args.push(format!("--restrict-to-repository={}", path.display()));
+    }
+    if forced.append_only {
+        args.push("--append-only".to_owned());
+    }
+    if let Some(quota) = forced.storage_quota {
+        args.push(format!("--storage-quota={quota}"));
+    }
+    args.push(format!("--umask={:04o}", forced.umask));
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match(
+            "borg.debug.repository*",
+            "borg.debug.repository"
+        ));
+        assert!(glob_match(
+            "borg.debug.repository*",
+            "borg.debug.repository.x"
+        ));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("*.lock*", "borg.debug.lock"));
+        assert!(!glob_match(
+            "borg.debug.repository",
+            "borg.debug.repository2"
+        ));
+        assert!(glob_match("a*b*c", "aXbYbZc"));
+        assert!(!glob_match("a*b*c", "aXbYbZ"));
+    }
+
+    #[test]
+    fn topic_names_are_dotted_words() {
+        assert!(is_topic_name("repository"));
+        assert!(is_topic_name("borg.debug.repository"));
+        assert!(!is_topic_name("../../x"));
+        assert!(!is_topic_name("a..b"));
+        assert!(!is_topic_name(""));
+        assert!(!is_topic_name("a b"));
+        assert!(!is_topic_name("a/b"));
+    }
+}

@@ -1,0 +1,900 @@
+//! Policy validation: TOML text to a [`Policy`], with every error pointing at its key.
+//!
+//! Pure: no file system, no environment. Errors carry byte spans; [`PolicyErrors::render`]
+//! turns them into `file:line:column: message` lines that say how to fix the problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::model::{RawAudit, RawClient, RawEngine, RawMetrics, RawPolicy, RawRepository};
+use super::{
+    AuditSettings, ClientRules, DEFAULT_UMASK, EngineProgram, EngineSettings, ForcedSettings,
+    LockWaitRule, LogLevel, MetricsSettings, OnAuditFailure, Permissions, Policy, ProgramMatch,
+    UnknownOptions, parse_umask,
+};
+
+/// The largest policy file we read; a policy is a few hundred bytes.
+pub const MAX_POLICY_SIZE: usize = 1 << 20;
+
+/// Programs accepted when a policy does not name any.
+pub const DEFAULT_PROGRAMS: [&str; 1] = ["borg"];
+
+/// Lock wait when the policy does not say: borg's own default, and borg's documented 600 s
+/// as the most a client may ask for.
+pub const DEFAULT_LOCK_WAIT: LockWaitRule = LockWaitRule {
+    default: 1,
+    max: 600,
+};
+
+/// borg's smallest storage quota (`parse_storage_quota`): 10M unless 0.
+pub const MIN_STORAGE_QUOTA: u64 = 10_000_000;
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub message: String,
+    /// Byte range in the file, when the problem belongs to one key or value.
+    pub span: Option<Range<usize>>,
+}
+
+/// Every problem found in one policy file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl PolicyErrors {
+    /// One `file:line:column: message` line per error.
+    pub fn render(&self, file: &Path, text: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|error| match &error.span {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    format!("{}:{line}:{column}: {}", file.display(), error.message)
+                }
+                None => format!("{}: {}", file.display(), error.message),
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let messages: Vec<&str> = self.0.iter().map(|e| e.message.as_str()).collect();
+        f.write_str(&messages.join("; "))
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let mut start = offset;
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Parses and validates a policy. `default_name` labels the policy when it has no `name`
+/// (the loader passes the file stem).
+pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErrors> {
+    if text.len() > MAX_POLICY_SIZE {
+        return Err(PolicyErrors(vec![PolicyError {
+            message: format!(
+                "the file is larger than {MAX_POLICY_SIZE} bytes; a policy is a short TOML file"
+            ),
+            span: None,
+        }]));
+    }
+    let raw: RawPolicy = toml::from_str(text).map_err(|error| {
+        PolicyErrors(vec![PolicyError {
+            message: describe_toml_error(error.message()),
+            span: error.span(),
+        }])
+    })?;
+    let mut v = Validator::default();
+    let policy = v.policy(raw, default_name);
+    if v.errors.is_empty() {
+        Ok(policy)
+    } else {
+        v.errors
+            .sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+        Err(PolicyErrors(v.errors))
+    }
+}
+
+fn describe_toml_error(message: &str) -> String {
+    let message = message.trim_end();
+    if message.starts_with("unknown field") {
+        format!("{message}; remove it or fix its spelling (see borg-gate-policy(5))")
+    } else if message.starts_with("missing field `version`") {
+        "missing `version = 1` at the top of the file".to_owned()
+    } else {
+        message.to_owned()
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<PolicyError>,
+}
+
+impl Validator {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            message: message.into(),
+            span: Some(span),
+        });
+    }
+
+    fn error_without_span(&mut self, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            message: message.into(),
+            span: None,
+        });
+    }
+
+    fn policy(&mut self, raw: RawPolicy, default_name: &str) -> Policy {
+        if *raw.version.get_ref() != 1 {
+            self.error(
+                raw.version.span(),
+                format!(
+                    "unsupported policy version {}; this borg-gate reads `version = 1`",
+                    raw.version.get_ref()
+                ),
+            );
+        }
+        let name = match raw.name {
+            Some(name) => self.name(name),
+            None => default_name.to_owned(),
+        };
+        let engine = self.engine(raw.engine);
+        let client = self.client(raw.client);
+        let repository = self.repository(raw.repository, &engine.program);
+        let audit = self.audit(raw.audit);
+        let metrics = self.metrics(raw.metrics);
+        Policy {
+            name,
+            engine,
+            client,
+            repository,
+            audit,
+            metrics,
+        }
+    }
+
+    fn name(&mut self, name: Spanned<String>) -> String {
+        let span = name.span();
+        let name = name.into_inner();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+        if !valid {
+            self.error(
+                span,
+                format!("name {name:?} is not a plain label; use 1-64 letters, digits, '-', '_', '.' or '@'"),
+            );
+        }
+        name
+    }
+
+    fn engine(&mut self, raw: RawEngine) -> EngineSettings {
+        let program = match raw.program {
+            None => EngineProgram::Builtin,
+            Some(program) if program.get_ref() == "builtin" => EngineProgram::Builtin,
+            Some(program) => {
+                let path = PathBuf::from(program.get_ref());
+                if !is_clean_absolute(&path) {
+                    self.error(
+                        program.span(),
+                        format!(
+                            "engine program {:?} must be \"builtin\" or an absolute path without `.` or `..`, such as \"/usr/bin/borg\"",
+                            program.get_ref()
+                        ),
+                    );
+                }
+                EngineProgram::External(path)
+            }
+        };
+        let mut env = BTreeMap::new();
+        for (name, value) in raw.env {
+            self.env_name(&name, "engine.env");
+            if value.get_ref().contains('\0') {
+                self.error(
+                    value.span(),
+                    format!("the value of {} contains a NUL byte", name.get_ref()),
+                );
+            }
+            env.insert(name.into_inner(), value.into_inner());
+        }
+        let mut pass_env = Vec::new();
+        for name in raw.pass_env {
+            self.env_name(&name, "engine.pass_env");
+            if env.contains_key(name.get_ref()) {
+                self.error(
+                    name.span(),
+                    format!(
+                        "{} is in both engine.env and engine.pass_env; keep one",
+                        name.get_ref()
+                    ),
+                );
+            }
+            pass_env.push(name.into_inner());
+        }
+        EngineSettings {
+            program,
+            env,
+            pass_env,
+        }
+    }
+
+    fn env_name(&mut self, name: &Spanned<String>, key: &str) {
+        let text = name.get_ref();
+        if !is_env_name(text) {
+            self.error(
+                name.span(),
+                format!("{key}: {text:?} is not a variable name; use letters, digits and '_', not starting with a digit"),
+            );
+        } else if text == "SSH_ORIGINAL_COMMAND" {
+            self.error(
+                name.span(),
+                format!("{key}: SSH_ORIGINAL_COMMAND is the client's request and never reaches the engine; remove it"),
+            );
+        }
+    }
+
+    fn client(&mut self, raw: RawClient) -> ClientRules {
+        let program_match = match raw.program_match {
+            None => ProgramMatch::Basename,
+            Some(m) => match m.get_ref().as_str() {
+                "basename" => ProgramMatch::Basename,
+                "exact" => ProgramMatch::Exact,
+                other => {
+                    self.error(
+                        m.span(),
+                        format!(
+                            "program_match {other:?} is unknown; use \"basename\" or \"exact\""
+                        ),
+                    );
+                    ProgramMatch::Basename
+                }
+            },
+        };
+        let programs = match raw.programs {
+            None => DEFAULT_PROGRAMS.iter().map(|p| (*p).to_owned()).collect(),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        list.span(),
+                        "client.programs is empty; list at least \"borg\"",
+                    );
+                }
+                let mut programs = Vec::new();
+                for program in list.into_inner() {
+                    let text = program.get_ref();
+                    let bad_char = text.is_empty()
+                        || text.chars().any(|c| c.is_whitespace() || c.is_control());
+                    if bad_char {
+                        self.error(
+                            program.span(),
+                            format!("program name {text:?} must be a single word"),
+                        );
+                    } else if program_match == ProgramMatch::Basename && text.contains('/') {
+                        self.error(
+                            program.span(),
+                            format!(
+                                "program {text:?} contains '/', but program_match is \"basename\"; list the basename or set program_match = \"exact\""
+                            ),
+                        );
+                    }
+                    programs.push(program.into_inner());
+                }
+                programs
+            }
+        };
+        let log_levels = match raw.log_levels {
+            None => LogLevel::ALL.to_vec(),
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        list.span(),
+                        "client.log_levels is empty; list at least the default level",
+                    );
+                }
+                let mut levels = Vec::new();
+                for level in list.into_inner() {
+                    if let Some(parsed) = self.log_level(&level) {
+                        if !levels.contains(&parsed) {
+                            levels.push(parsed);
+                        }
+                    }
+                }
+                levels.sort();
+                levels
+            }
+        };
+        let default_log_level = match raw.default_log_level {
+            None if log_levels.contains(&LogLevel::Warning) || log_levels.is_empty() => {
+                LogLevel::Warning
+            }
+            None => {
+                self.error_without_span(
+                    "client.log_levels does not contain \"warning\", so client.default_log_level must name one of them",
+                );
+                LogLevel::Warning
+            }
+            Some(level) => {
+                let parsed = self.log_level(&level).unwrap_or(LogLevel::Warning);
+                if !log_levels.is_empty() && !log_levels.contains(&parsed) {
+                    self.error(
+                        level.span(),
+                        format!(
+                            "default_log_level {:?} is not in client.log_levels; add it there",
+                            level.get_ref()
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        let force_log_level = raw.force_log_level.and_then(|level| self.log_level(&level));
+        let mut debug_topics = Vec::new();
+        for pattern in raw.debug_topics {
+            let text = pattern.get_ref();
+            let valid = !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-*?".contains(&b));
+            if !valid {
+                self.error(
+                    pattern.span(),
+                    format!("debug topic pattern {text:?} may use letters, digits, '.', '_', '-' and the globs '*' and '?'"),
+                );
+            }
+            debug_topics.push(super::normalize_debug_topic(text));
+        }
+        let lock_wait = match raw.lock_wait {
+            None => DEFAULT_LOCK_WAIT,
+            Some(rule) => {
+                let span = rule.span();
+                let rule = rule.into_inner();
+                let max = self.seconds(
+                    span.clone(),
+                    "lock_wait.max",
+                    rule.max.unwrap_or(i64::from(DEFAULT_LOCK_WAIT.max)),
+                );
+                let default = self.seconds(
+                    span.clone(),
+                    "lock_wait.default",
+                    rule.default
+                        .unwrap_or(i64::from(DEFAULT_LOCK_WAIT.default.min(max))),
+                );
+                if default > max {
+                    self.error(
+                        span,
+                        format!(
+                            "lock_wait.default ({default}) is larger than lock_wait.max ({max})"
+                        ),
+                    );
+                }
+                LockWaitRule { default, max }
+            }
+        };
+        let unknown_options = match raw.unknown_options {
+            None => UnknownOptions::Drop,
+            Some(mode) => match mode.get_ref().as_str() {
+                "drop" => UnknownOptions::Drop,
+                "reject" => UnknownOptions::Reject,
+                other => {
+                    self.error(
+                        mode.span(),
+                        format!("unknown_options {other:?} is unknown; use \"drop\" or \"reject\""),
+                    );
+                    UnknownOptions::Drop
+                }
+            },
+        };
+        ClientRules {
+            programs,
+            program_match,
+            allow_probe: raw.allow_probe.unwrap_or(false),
+            log_levels,
+            default_log_level,
+            force_log_level,
+            debug_topics,
+            lock_wait,
+            unknown_options,
+        }
+    }
+
+    fn log_level(&mut self, level: &Spanned<String>) -> Option<LogLevel> {
+        let parsed = LogLevel::from_name(level.get_ref());
+        if parsed.is_none() {
+            self.error(
+                level.span(),
+                format!(
+                    "log level {:?} is unknown; use debug, info, warning, error or critical",
+                    level.get_ref()
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn seconds(&mut self, span: Range<usize>, key: &str, value: i64) -> u32 {
+        match u32::try_from(value) {
+            Ok(seconds) => seconds,
+            Err(_) => {
+                self.error(
+                    span,
+                    format!(
+                        "{key} must be a whole number of seconds from 0 to {}",
+                        u32::MAX
+                    ),
+                );
+                0
+            }
+        }
+    }
+
+    fn repository(&mut self, raw: RawRepository, program: &EngineProgram) -> ForcedSettings {
+        let restrict_to_paths = self.paths(raw.restrict_to_paths, "restrict_to_paths");
+        let restrict_to_repositories =
+            self.paths(raw.restrict_to_repositories, "restrict_to_repositories");
+        let unrestricted = raw.unrestricted.unwrap_or(false);
+        if restrict_to_paths.is_empty() && restrict_to_repositories.is_empty() && !unrestricted {
+            self.error_without_span(
+                "[repository] restricts nothing; add restrict_to_paths or restrict_to_repositories \
+                 (or `unrestricted = true` to allow every path this account can reach)",
+            );
+        }
+        if unrestricted && !(restrict_to_paths.is_empty() && restrict_to_repositories.is_empty()) {
+            self.error_without_span(
+                "[repository] sets `unrestricted = true` together with restrictions; remove one of them",
+            );
+        }
+        let storage_quota = raw.storage_quota.map(|quota| {
+            let parsed = parse_size(quota.get_ref());
+            match parsed {
+                Some(bytes) if bytes == 0 || bytes >= MIN_STORAGE_QUOTA => bytes,
+                Some(_) => {
+                    self.error(
+                        quota.span(),
+                        format!("storage_quota {:?} is too small; borg needs at least \"10M\" (or \"0\" for none)", quota.get_ref()),
+                    );
+                    0
+                }
+                None => {
+                    self.error(
+                        quota.span(),
+                        format!(
+                            "storage_quota {:?} is not a size; write a number with an optional K, M, G, T or P suffix, like \"50G\"",
+                            quota.get_ref()
+                        ),
+                    );
+                    0
+                }
+            }
+        });
+        let umask = match raw.umask {
+            None => DEFAULT_UMASK,
+            Some(mask) => parse_umask(mask.get_ref()).unwrap_or_else(|| {
+                self.error(
+                    mask.span(),
+                    format!(
+                        "umask {:?} is not an octal mode from 000 to 777; write it like \"077\"",
+                        mask.get_ref()
+                    ),
+                );
+                DEFAULT_UMASK
+            }),
+        };
+        let permissions = match raw.permissions {
+            None => Permissions::All,
+            Some(p) => {
+                let parsed = Permissions::from_name(p.get_ref()).unwrap_or_else(|| {
+                    self.error(
+                        p.span(),
+                        format!(
+                            "permissions {:?} is unknown; use \"all\" or \"read-only\"",
+                            p.get_ref()
+                        ),
+                    );
+                    Permissions::All
+                });
+                if parsed != Permissions::All && !program.is_builtin() {
+                    self.error(
+                        p.span(),
+                        "permissions = \"read-only\" needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+                    );
+                }
+                parsed
+            }
+        };
+        let idle_timeout = raw.idle_timeout.and_then(|t| {
+            let parsed = humantime::parse_duration(t.get_ref());
+            match parsed {
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => {
+                    if !program.is_builtin() {
+                        self.error(
+                            t.span(),
+                            "idle_timeout needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+                        );
+                    }
+                    Some(d)
+                }
+                Err(_) => {
+                    self.error(
+                        t.span(),
+                        format!("idle_timeout {:?} is not a duration; write it like \"10m\" or \"90s\"", t.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
+        ForcedSettings {
+            restrict_to_paths,
+            restrict_to_repositories,
+            append_only: raw.append_only.unwrap_or(false),
+            storage_quota,
+            umask,
+            permissions,
+            idle_timeout,
+        }
+    }
+
+    fn paths(&mut self, raw: Vec<Spanned<String>>, key: &str) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for path in raw {
+            let parsed = PathBuf::from(path.get_ref());
+            if !is_clean_absolute(&parsed) {
+                self.error(
+                    path.span(),
+                    format!(
+                        "{key}: {:?} must be an absolute path without `.` or `..` components",
+                        path.get_ref()
+                    ),
+                );
+            } else if parsed == Path::new("/") {
+                self.error(
+                    path.span(),
+                    format!("{key}: \"/\" restricts nothing; name the directory that holds the repositories"),
+                );
+            }
+            paths.push(parsed);
+        }
+        paths
+    }
+
+    fn audit(&mut self, raw: RawAudit) -> AuditSettings {
+        let file = raw.file.map(|file| {
+            let path = PathBuf::from(file.get_ref());
+            if !is_clean_absolute(&path) {
+                self.error(
+                    file.span(),
+                    format!(
+                        "audit.file {:?} must be an absolute path without `.` or `..`",
+                        file.get_ref()
+                    ),
+                );
+            }
+            path
+        });
+        let syslog = raw.syslog.unwrap_or(false);
+        if file.is_none() && !syslog {
+            self.error_without_span(
+                "[audit] has no sink; set audit.file = \"/var/log/borg-gate/audit.jsonl\" or audit.syslog = true",
+            );
+        }
+        let on_failure = match raw.on_failure {
+            None => OnAuditFailure::Refuse,
+            Some(mode) => {
+                match mode.get_ref().as_str() {
+                    "refuse" => OnAuditFailure::Refuse,
+                    "continue" => OnAuditFailure::Continue,
+                    other => {
+                        self.error(mode.span(), format!("audit.on_failure {other:?} is unknown; use \"refuse\" or \"continue\""));
+                        OnAuditFailure::Refuse
+                    }
+                }
+            }
+        };
+        AuditSettings {
+            file,
+            syslog,
+            on_failure,
+        }
+    }
+
+    fn metrics(&mut self, raw: RawMetrics) -> MetricsSettings {
+        let textfile = raw.textfile.map(|file| {
+            let path = PathBuf::from(file.get_ref());
+            let is_prom = path.extension().is_some_and(|ext| ext == "prom");
+            if !is_clean_absolute(&path) || !is_prom {
+                self.error(
+                    file.span(),
+                    format!(
+                        "metrics.textfile {:?} must be an absolute path ending in .prom, inside node_exporter's textfile directory",
+                        file.get_ref()
+                    ),
+                );
+            }
+            path
+        });
+        MetricsSettings { textfile }
+    }
+}
+
+/// An absolute path whose components are all normal names (no `.`, `..` or empty parts).
+pub fn is_clean_absolute(path: &Path) -> bool {
+    let text = path.as_os_str().as_encoded_bytes();
+    let Some(rest) = text.strip_prefix(b"/") else {
+        return false;
+    };
+    let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+    !text.contains(&0)
+        && (rest.is_empty()
+            || rest
+                .split(|&b| b == b'/')
+                .all(|part| !matches!(part, b"" | b"." | b"..")))
+}
+
+/// A POSIX environment variable name.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// borg's `parse_file_size`: a decimal number with an optional K/M/G/T/P (powers of 1000)
+/// suffix, fractions allowed and truncated.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let (number, factor) = match text.as_bytes().last()? {
+        b'K' => (&text[..text.len() - 1], 1e3),
+        b'M' => (&text[..text.len() - 1], 1e6),
+        b'G' => (&text[..text.len() - 1], 1e9),
+        b'T' => (&text[..text.len() - 1], 1e12),
+        b'P' => (&text[..text.len() - 1], 1e15),
+        _ => (text, 1.0),
+    };
+    let plain = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !plain {
+        return None;
+    }
+    let value = number.parse::<f64>().ok()? * factor;
+    (value.is_finite() && (0.0..1.8e19).contains(&value)).then_some(value as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "version = 1\n[repository]\nrestrict_to_paths = [\"/srv/borg/alice\"]\n[audit]\nfile = \"/var/log/borg-gate/audit.jsonl\"\n";
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse_policy(text, "test") {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.render(Path::new("p.toml"), text),
+        }
+    }
+
+    #[test]
+    fn minimal_policy_takes_safe_defaults() {
+        let policy = parse_policy(MINIMAL, "alice").unwrap();
+        assert_eq!(policy.name, "alice");
+        assert_eq!(policy.engine.program, EngineProgram::Builtin);
+        assert_eq!(policy.client.programs, vec!["borg".to_owned()]);
+        assert!(!policy.client.allow_probe);
+        assert_eq!(policy.client.default_log_level, LogLevel::Warning);
+        assert_eq!(policy.client.lock_wait, DEFAULT_LOCK_WAIT);
+        assert_eq!(policy.client.unknown_options, UnknownOptions::Drop);
+        assert!(policy.client.debug_topics.is_empty());
+        assert_eq!(policy.repository.umask, 0o077);
+        assert_eq!(policy.repository.permissions, Permissions::All);
+        assert_eq!(policy.audit.on_failure, OnAuditFailure::Refuse);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line_and_column() {
+        let text = MINIMAL.replace("[audit]", "[audit]\nsyslgo = true");
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.toml:5:1: unknown field `syslgo`"),
+            "{errors:?}"
+        );
+        assert!(errors[0].contains("fix its spelling"), "{errors:?}");
+    }
+
+    #[test]
+    fn wrong_version_points_at_the_value() {
+        let errors = errors_of(&MINIMAL.replace("version = 1", "version = 2"));
+        assert_eq!(
+            errors,
+            vec!["p.toml:1:11: unsupported policy version 2; this borg-gate reads `version = 1`"]
+        );
+    }
+
+    #[test]
+    fn missing_version_is_explained() {
+        let errors = errors_of(&MINIMAL.replace("version = 1\n", ""));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("missing `version = 1`"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_at_once() {
+        let text = "version = 1\n[client]\nlog_levels = [\"loud\"]\n[repository]\nrestrict_to_paths = [\"relative\"]\numask = \"999\"\nstorage_quota = \"1M\"\n[audit]\nsyslog = true\n";
+        let errors = errors_of(text);
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("p.toml:3:15: log level \"loud\""),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("\"relative\" must be an absolute path"))
+        );
+        assert!(errors.iter().any(|e| e.contains("umask \"999\"")));
+        assert!(errors.iter().any(|e| e.contains("too small")));
+    }
+
+    #[test]
+    fn policy_without_restriction_is_refused_unless_explicitly_unrestricted() {
+        let open = "version = 1\n[audit]\nsyslog = true\n";
+        assert!(errors_of(open)[0].contains("restricts nothing"));
+        let explicit = "version = 1\n[repository]\nunrestricted = true\n[audit]\nsyslog = true\n";
+        assert!(errors_of(explicit).is_empty());
+    }
+
+    #[test]
+    fn policy_without_audit_sink_is_refused() {
+        let text = "version = 1\n[repository]\nrestrict_to_paths = [\"/srv\"]\n";
+        assert!(errors_of(text)[0].contains("[audit] has no sink"));
+    }
+
+    #[test]
+    fn builtin_only_settings_are_refused_with_an_external_engine() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nprogram = \"/usr/bin/borg\"\n[repository]\npermissions = \"read-only\"\nidle_timeout = \"10m\"\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains("needs the built-in engine"))
+        );
+    }
+
+    #[test]
+    fn engine_program_must_be_absolute() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nprogram = \"borg\"\n[repository]\n",
+        );
+        assert!(errors_of(&text)[0].contains("must be \"builtin\" or an absolute path"));
+    }
+
+    #[test]
+    fn pass_env_cannot_name_ssh_original_command() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\npass_env = [\"SSH_ORIGINAL_COMMAND\", \"1BAD\"]\n[repository]\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn default_log_level_must_be_allowed() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nlog_levels = [\"info\"]\ndefault_log_level = \"warning\"\n[repository]\n",
+        );
+        assert!(errors_of(&text)[0].contains("not in client.log_levels"));
+        let implicit = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nlog_levels = [\"info\"]\n[repository]\n",
+        );
+        assert!(errors_of(&implicit)[0].contains("must name one of them"));
+    }
+
+    #[test]
+    fn lock_wait_default_cannot_exceed_max() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nlock_wait = { default = 700, max = 600 }\n[repository]\n",
+        );
+        assert!(errors_of(&text)[0].contains("larger than lock_wait.max"));
+        let negative = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nlock_wait = { max = -1 }\n[repository]\n",
+        );
+        assert!(errors_of(&negative)[0].contains("whole number of seconds"));
+    }
+
+    #[test]
+    fn debug_topic_patterns_are_normalised_like_borg() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\ndebug_topics = [\"repository\", \"borg.debug.lock*\"]\n[repository]\n",
+        );
+        let policy = parse_policy(&text, "x").unwrap();
+        assert_eq!(
+            policy.client.debug_topics,
+            vec!["borg.debug.repository", "borg.debug.lock*"]
+        );
+    }
+
+    #[test]
+    fn root_is_not_a_restriction() {
+        let text = MINIMAL.replace("/srv/borg/alice", "/");
+        assert!(errors_of(&text)[0].contains("restricts nothing"));
+    }
+
+    #[test]
+    fn parse_size_follows_borg() {
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("10M"), Some(10_000_000));
+        assert_eq!(parse_size("1.5T"), Some(1_500_000_000_000));
+        assert_eq!(parse_size("50G"), Some(50_000_000_000));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("-5G"), None);
+        assert_eq!(parse_size("5g"), None);
+        assert_eq!(parse_size("1e3"), None);
+        assert_eq!(parse_size("99999999999P"), None);
+    }
+
+    #[test]
+    fn umask_parsing_is_octal_and_bounded() {
+        assert_eq!(parse_umask("077"), Some(0o77));
+        assert_eq!(parse_umask("0077"), Some(0o77));
+        assert_eq!(parse_umask("0o027"), Some(0o27));
+        assert_eq!(parse_umask("000"), Some(0));
+        assert_eq!(parse_umask("8"), None);
+        assert_eq!(parse_umask("1000"), None);
+        assert_eq!(parse_umask(""), None);
+        assert_eq!(parse_umask("-1"), None);
+    }
+
+    #[test]
+    fn clean_absolute_paths() {
+        assert!(is_clean_absolute(Path::new("/srv/borg")));
+        assert!(!is_clean_absolute(Path::new("srv/borg")));
+        assert!(!is_clean_absolute(Path::new("/srv/../etc")));
+        assert!(!is_clean_absolute(Path::new("/srv/./x")));
+        assert!(!is_clean_absolute(Path::new("/srv//x")));
+        assert!(!is_clean_absolute(Path::new("/srv/.")));
+        assert!(!is_clean_absolute(Path::new("/srv/..")));
+        assert!(is_clean_absolute(Path::new("/srv/borg/")));
+        assert!(is_clean_absolute(Path::new("/")));
+    }
+
+    #[test]
+    fn line_and_column_counts_characters() {
+        assert_eq!(line_and_column("a\nbc", 3), (2, 2));
+        assert_eq!(line_and_column("ää\nx", 4), (1, 3));
+        assert_eq!(line_and_column("x", 99), (1, 2));
+    }
+
+    #[test]
+    fn oversized_file_is_refused_before_parsing() {
+        let text = "#".repeat(MAX_POLICY_SIZE + 1);
+        assert!(errors_of(&text)[0].contains("larger than"));
+    }
+}

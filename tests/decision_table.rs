@@ -1,0 +1,751 @@
+//! Table-driven tests of the gate's decision: one client command, one policy, one expected
+//! outcome. Pure (no processes, no files), so the table can be long.
+
+use borg_gate::gate::{Action, Decision, Judgement, judge};
+use borg_gate::policy::{Policy, parse_policy};
+
+const POLICY: &str = r#"
+version = 1
+name = "table"
+[engine]
+program = "builtin"
+[client]
+programs = ["borg", "borg1", "borg-1.4"]
+allow_probe = true
+log_levels = ["warning", "info"]
+default_log_level = "warning"
+debug_topics = ["borg.debug.repository*"]
+lock_wait = { default = 1, max = 600 }
+[repository]
+restrict_to_paths = ["/srv/backup/alice"]
+append_only = true
+storage_quota = "50G"
+umask = "077"
+[audit]
+file = "/var/log/borg-gate/audit.jsonl"
+"#;
+
+const FORCED: [&str; 4] = [
+    "--restrict-to-path=/srv/backup/alice",
+    "--append-only",
+    "--storage-quota=50000000000",
+    "--umask=0077",
+];
+
+fn policy() -> Policy {
+    parse_policy(POLICY, "table").expect("the table policy is valid")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Accepted with this log level flag, these debug topics and this lock wait.
+    Accept {
+        level: &'static str,
+        topics: &'static [&'static str],
+        lock_wait: u32,
+    },
+    Probe,
+    /// Refused; the reason contains this text.
+    Reject(&'static str),
+}
+
+const fn accept(level: &'static str, lock_wait: u32) -> Expect {
+    Expect::Accept {
+        level,
+        topics: &[],
+        lock_wait,
+    }
+}
+
+const WARN: Expect = accept("--warning", 1);
+const INFO: Expect = accept("--info", 1);
+
+/// (command, expected outcome, options expected to be dropped/clamped/replaced, by written form)
+type Case = (&'static str, Expect, &'static [(&'static str, Action)]);
+
+const CASES: &[Case] = &[
+    // What borg 1.2 and 1.4 clients really send.
+    ("borg serve", WARN, &[]),
+    ("borg serve --info", INFO, &[]),
+    ("borg serve --debug", WARN, &[("--debug", Action::Replaced)]),
+    ("borg serve --error", WARN, &[("--error", Action::Replaced)]),
+    (
+        "borg serve --critical",
+        WARN,
+        &[("--critical", Action::Replaced)],
+    ),
+    (
+        "borg serve --debug --debug-topic=borg.debug.repository",
+        Expect::Accept {
+            level: "--warning",
+            topics: &["borg.debug.repository"],
+            lock_wait: 1,
+        },
+        &[("--debug", Action::Replaced)],
+    ),
+    (
+        "borg serve --info --debug-topic=borg.debug.repository.compaction",
+        Expect::Accept {
+            level: "--info",
+            topics: &["borg.debug.repository.compaction"],
+            lock_wait: 1,
+        },
+        &[],
+    ),
+    (
+        "borg serve --storage-quota=20000000",
+        WARN,
+        &[("--storage-quota=20000000", Action::Dropped)],
+    ),
+    (
+        "BORG_HOSTNAME_IS_UNIQUE=no borg serve --info --lock-wait 600",
+        accept("--info", 600),
+        &[],
+    ),
+    ("borg1 serve", WARN, &[]),
+    ("borg-1.4 serve --info", INFO, &[]),
+    ("/usr/bin/borg serve", WARN, &[]),
+    ("/usr/local/bin/borg1 serve", WARN, &[]),
+    // Log level spellings.
+    ("borg serve -v", INFO, &[]),
+    ("borg serve --verbose", INFO, &[]),
+    ("borg serve --verb", INFO, &[]),
+    ("borg serve --warning", WARN, &[]),
+    ("borg --info serve", INFO, &[]),
+    (
+        "borg serve --info --warning",
+        WARN,
+        &[("--info", Action::Dropped)],
+    ),
+    (
+        "borg serve --warning --info",
+        INFO,
+        &[("--warning", Action::Dropped)],
+    ),
+    ("borg serve -vv", INFO, &[("-v", Action::Dropped)]),
+    // Debug topics.
+    (
+        "borg serve --debug-topic repository",
+        Expect::Accept {
+            level: "--warning",
+            topics: &["borg.debug.repository"],
+            lock_wait: 1,
+        },
+        &[],
+    ),
+    (
+        "borg serve --debug-topic=lock",
+        WARN,
+        &[("--debug-topic=lock", Action::Dropped)],
+    ),
+    (
+        "borg serve --debug-topic=../../x",
+        WARN,
+        &[("--debug-topic=../../x", Action::Dropped)],
+    ),
+    (
+        "borg serve --debug-topic=borg.debug.repository/x",
+        WARN,
+        &[("--debug-topic=borg.debug.repository/x", Action::Dropped)],
+    ),
+    (
+        "borg serve --debug-topic=",
+        WARN,
+        &[("--debug-topic=", Action::Dropped)],
+    ),
+    (
+        "borg serve --debug-topic=repository --debug-topic=borg.debug.repository",
+        Expect::Accept {
+            level: "--warning",
+            topics: &["borg.debug.repository"],
+            lock_wait: 1,
+        },
+        &[],
+    ),
+    (
+        "borg serve --debug-topic",
+        Expect::Reject("option --debug-topic needs a value"),
+        &[],
+    ),
+    // Lock wait.
+    ("borg serve --lock-wait 5", accept("--warning", 5), &[]),
+    ("borg serve --lock-wait=0", accept("--warning", 0), &[]),
+    ("borg serve --lock-wait=600", accept("--warning", 600), &[]),
+    (
+        "borg serve --lock-wait=601",
+        accept("--warning", 600),
+        &[("--lock-wait=601", Action::Clamped)],
+    ),
+    (
+        "borg serve --lock-wait 99999999",
+        accept("--warning", 600),
+        &[("--lock-wait 99999999", Action::Clamped)],
+    ),
+    (
+        "borg serve --lock-wait 99999999999999999999999",
+        WARN,
+        &[("--lock-wait 99999999999999999999999", Action::Dropped)],
+    ),
+    (
+        "borg serve --lock-wait=-1",
+        WARN,
+        &[("--lock-wait=-1", Action::Dropped)],
+    ),
+    (
+        "borg serve --lock-wait -1",
+        WARN,
+        &[("--lock-wait -1", Action::Dropped)],
+    ),
+    (
+        "borg serve --lock-wait=abc",
+        WARN,
+        &[("--lock-wait=abc", Action::Dropped)],
+    ),
+    (
+        "borg serve --lock-wait=1.5",
+        WARN,
+        &[("--lock-wait=1.5", Action::Dropped)],
+    ),
+    (
+        "borg serve --lock-wait=",
+        WARN,
+        &[("--lock-wait=", Action::Dropped)],
+    ),
+    ("borg serve --lock=7", accept("--warning", 7), &[]),
+    (
+        "borg serve --lock-wait 5 --lock-wait 9",
+        accept("--warning", 9),
+        &[],
+    ),
+    (
+        "borg serve --lock-wait",
+        Expect::Reject("option --lock-wait needs a value"),
+        &[],
+    ),
+    // Forced settings a client tries to set: dropped, as borg does.
+    (
+        "borg serve --restrict-to-path=/",
+        WARN,
+        &[("--restrict-to-path=/", Action::Dropped)],
+    ),
+    (
+        "borg serve --restrict-to-path /",
+        WARN,
+        &[("--restrict-to-path /", Action::Dropped)],
+    ),
+    (
+        "borg serve --restrict-to-repository=/srv",
+        WARN,
+        &[("--restrict-to-repository=/srv", Action::Dropped)],
+    ),
+    (
+        "borg serve --restrict-to-p=/",
+        WARN,
+        &[("--restrict-to-p=/", Action::Dropped)],
+    ),
+    (
+        "borg serve --append-only",
+        WARN,
+        &[("--append-only", Action::Dropped)],
+    ),
+    (
+        "borg serve --append",
+        WARN,
+        &[("--append", Action::Dropped)],
+    ),
+    (
+        "borg serve --storage-quota 1T",
+        WARN,
+        &[("--storage-quota 1T", Action::Dropped)],
+    ),
+    (
+        "borg serve --umask=000",
+        WARN,
+        &[("--umask=000", Action::Dropped)],
+    ),
+    (
+        "borg serve --umask 000",
+        WARN,
+        &[("--umask 000", Action::Dropped)],
+    ),
+    (
+        "borg --umask=000 serve",
+        WARN,
+        &[("--umask=000", Action::Dropped)],
+    ),
+    (
+        "borg serve --append-only=0",
+        Expect::Reject("option --append-only=0 takes no value"),
+        &[],
+    ),
+    ("borg serve --restrict", Expect::Reject("is ambiguous"), &[]),
+    ("borg serve --re=/", Expect::Reject("is ambiguous"), &[]),
+    // Inert common options and engine extensions a client must not reach.
+    (
+        "borg serve --progress --show-rc --log-json --iec",
+        WARN,
+        &[
+            ("--progress", Action::Dropped),
+            ("--show-rc", Action::Dropped),
+        ],
+    ),
+    ("borg serve -p", WARN, &[("-p", Action::Dropped)]),
+    (
+        "borg serve --remote-path=/bin/sh",
+        WARN,
+        &[("--remote-path=/bin/sh", Action::Dropped)],
+    ),
+    (
+        "borg serve --rsh 'sh -c id'",
+        WARN,
+        &[("--rsh sh -c id", Action::Dropped)],
+    ),
+    (
+        "borg serve --bypass-lock",
+        WARN,
+        &[("--bypass-lock", Action::Dropped)],
+    ),
+    ("borg serve --help", WARN, &[("--help", Action::Dropped)]),
+    ("borg -V serve", WARN, &[("-V", Action::Dropped)]),
+    (
+        "borg serve --permissions=all",
+        WARN,
+        &[("--permissions=all", Action::Dropped)],
+    ),
+    (
+        "borg serve --max-lock-wait=99999",
+        WARN,
+        &[("--max-lock-wait=99999", Action::Dropped)],
+    ),
+    (
+        "borg serve --idle-timeout=0",
+        WARN,
+        &[("--idle-timeout=0", Action::Dropped)],
+    ),
+    ("borg serve --foo", WARN, &[("--foo", Action::Dropped)]),
+    (
+        "borg serve --foo=bar",
+        WARN,
+        &[("--foo=bar", Action::Dropped)],
+    ),
+    ("borg serve -x", WARN, &[("-x", Action::Dropped)]),
+    (
+        "borg serve -vx",
+        Expect::Reject("option -v takes no value"),
+        &[],
+    ),
+    // The terminator.
+    ("borg serve --", WARN, &[]),
+    ("borg serve --info --", INFO, &[]),
+    (
+        "borg serve -- --append-only",
+        Expect::Reject("unexpected argument \"--append-only\""),
+        &[],
+    ),
+    // Shell syntax is just words, and stray words are refused.
+    (
+        "borg serve; rm -rf /",
+        Expect::Reject("not `borg serve;`"),
+        &[],
+    ),
+    (
+        "borg serve && id",
+        Expect::Reject("unexpected argument \"&&\""),
+        &[],
+    ),
+    (
+        "borg serve || id",
+        Expect::Reject("unexpected argument \"||\""),
+        &[],
+    ),
+    (
+        "borg serve | sh",
+        Expect::Reject("unexpected argument \"|\""),
+        &[],
+    ),
+    (
+        "borg serve $(id)",
+        Expect::Reject("unexpected argument \"$(id)\""),
+        &[],
+    ),
+    (
+        "borg serve `id`",
+        Expect::Reject("unexpected argument \"`id`\""),
+        &[],
+    ),
+    (
+        "borg serve > /etc/passwd",
+        Expect::Reject("unexpected argument \">\""),
+        &[],
+    ),
+    (
+        "borg serve &",
+        Expect::Reject("unexpected argument \"&\""),
+        &[],
+    ),
+    (
+        "borg 'serve;id'",
+        Expect::Reject("not `borg serve;id`"),
+        &[],
+    ),
+    (
+        "borg serve --info 'x y'",
+        Expect::Reject("unexpected argument \"x y\""),
+        &[],
+    ),
+    (
+        "borg serve '--lock-wait 5'",
+        Expect::Reject("unexpected argument \"--lock-wait 5\""),
+        &[],
+    ),
+    // Quoting and escapes produce the same words a shell would.
+    ("'borg' \"serve\" '--info'", INFO, &[]),
+    ("bo\\rg se\\rve", WARN, &[]),
+    ("borg serve --lock-wait '5'", accept("--warning", 5), &[]),
+    // Other programs and subcommands.
+    ("sh", Expect::Reject("program \"sh\" is not allowed"), &[]),
+    (
+        "/bin/sh -c 'borg serve'",
+        Expect::Reject("program \"/bin/sh\" is not allowed"),
+        &[],
+    ),
+    (
+        "bash -i",
+        Expect::Reject("program \"bash\" is not allowed"),
+        &[],
+    ),
+    (
+        "scp -t /tmp",
+        Expect::Reject("program \"scp\" is not allowed"),
+        &[],
+    ),
+    (
+        "rsync --server . /",
+        Expect::Reject("program \"rsync\" is not allowed"),
+        &[],
+    ),
+    (
+        "internal-sftp",
+        Expect::Reject("program \"internal-sftp\" is not allowed"),
+        &[],
+    ),
+    (
+        "env BORG_X=1 borg serve",
+        Expect::Reject("program \"env\" is not allowed"),
+        &[],
+    ),
+    (
+        "borgx serve",
+        Expect::Reject("program \"borgx\" is not allowed"),
+        &[],
+    ),
+    (
+        "/tmp/evil/borg2 serve",
+        Expect::Reject("program \"/tmp/evil/borg2\" is not allowed"),
+        &[],
+    ),
+    ("borg list", Expect::Reject("not `borg list`"), &[]),
+    (
+        "borg init -e none /x",
+        Expect::Reject("not `borg init`"),
+        &[],
+    ),
+    ("borg", Expect::Reject("names no borg subcommand"), &[]),
+    (
+        "borg --info",
+        Expect::Reject("names no borg subcommand"),
+        &[],
+    ),
+    (
+        "borg serve serve",
+        Expect::Reject("unexpected argument \"serve\""),
+        &[],
+    ),
+    ("borg Serve", Expect::Reject("not `borg Serve`"), &[]),
+    // Leading assignments are dropped, never interpreted.
+    ("BORG_RSH=x borg serve", WARN, &[]),
+    ("LD_PRELOAD=/tmp/x.so borg serve", WARN, &[]),
+    ("A=1 B=2 borg serve --info", INFO, &[]),
+    ("BORG_PASSPHRASE='a secret' borg serve", WARN, &[]),
+    ("PATH=/tmp:$PATH borg serve", WARN, &[]),
+    ("X=1", Expect::Reject("only sets variables"), &[]),
+    (
+        "1X=1 borg serve",
+        Expect::Reject("program \"1X=1\" is not allowed"),
+        &[],
+    ),
+    (
+        "--lock-wait=5 borg serve",
+        Expect::Reject("program \"--lock-wait=5\" is not allowed"),
+        &[],
+    ),
+    // The probe.
+    ("true", Expect::Probe, &[]),
+    ("/bin/true", Expect::Probe, &[]),
+    (
+        "true; rm -rf /",
+        Expect::Reject("program \"true;\" is not allowed"),
+        &[],
+    ),
+    (
+        "true x",
+        Expect::Reject("program \"true\" is not allowed"),
+        &[],
+    ),
+    // Unreadable input.
+    (
+        "borg serve\n",
+        Expect::Reject("control character 0x0a"),
+        &[],
+    ),
+    (
+        "borg serve\nrm -rf /",
+        Expect::Reject("control character 0x0a"),
+        &[],
+    ),
+    ("borg\0serve", Expect::Reject("control character 0x00"), &[]),
+    (
+        "borg serve\r",
+        Expect::Reject("control character 0x0d"),
+        &[],
+    ),
+    (
+        "borg serve \u{1b}[2J",
+        Expect::Reject("control character 0x1b"),
+        &[],
+    ),
+    ("borg 'serve", Expect::Reject("unbalanced quote"), &[]),
+    ("borg \"serve", Expect::Reject("unbalanced quote"), &[]),
+    ("borg serve \\", Expect::Reject("trailing backslash"), &[]),
+    (
+        "borg serve #--append-only",
+        Expect::Reject("'#' comment"),
+        &[],
+    ),
+    ("", Expect::Reject("the command is empty"), &[]),
+    ("   ", Expect::Reject("the command is empty"), &[]),
+    // Unicode is fine where it is a value, and refused where it is a stray word.
+    (
+        "borg serve --debug-topic=répository",
+        WARN,
+        &[("--debug-topic=répository", Action::Dropped)],
+    ),
+    (
+        "borg serve ünïcode",
+        Expect::Reject("unexpected argument \"ünïcode\""),
+        &[],
+    ),
+    (
+        "börg serve",
+        Expect::Reject("program \"börg\" is not allowed"),
+        &[],
+    ),
+];
+
+fn check(command: &str, expect: Expect, verdicts: &[(&str, Action)], policy: &Policy) -> Judgement {
+    let judgement = judge(policy, Some(command.as_bytes()));
+    match (expect, &judgement.decision) {
+        (
+            Expect::Accept {
+                level,
+                topics,
+                lock_wait,
+            },
+            Decision::Accept(args),
+        ) => {
+            let mut expected: Vec<String> = FORCED.iter().map(|s| s.to_string()).collect();
+            expected.push(level.to_owned());
+            expected.extend(topics.iter().map(|t| format!("--debug-topic={t}")));
+            expected.push(format!("--lock-wait={lock_wait}"));
+            expected.push("--max-lock-wait=600".to_owned());
+            assert_eq!(args.0, expected, "command {command:?}");
+        }
+        (Expect::Probe, Decision::Probe) => {}
+        (Expect::Reject(text), Decision::Reject(refusal)) => {
+            let sentence = refusal.to_string();
+            assert!(
+                sentence.contains(text),
+                "command {command:?}: {sentence:?} lacks {text:?}"
+            );
+            assert!(
+                !sentence.contains('\n'),
+                "command {command:?}: {sentence:?} is not one line"
+            );
+        }
+        (expect, decision) => panic!("command {command:?}: expected {expect:?}, got {decision:?}"),
+    }
+    for (written, action) in verdicts {
+        let verdict = judgement.options.iter().find(|v| v.option == *written);
+        let verdict = verdict.unwrap_or_else(|| {
+            panic!(
+                "command {command:?}: no verdict for {written:?}: {:?}",
+                judgement.options
+            )
+        });
+        assert_eq!(
+            verdict.action, *action,
+            "command {command:?}, option {written:?}: {:?}",
+            verdict.reason
+        );
+        assert!(
+            !verdict.reason.is_empty(),
+            "command {command:?}: {written:?} has no reason"
+        );
+    }
+    judgement
+}
+
+#[test]
+fn decision_table() {
+    let policy = policy();
+    assert!(CASES.len() >= 80, "the table has {} cases", CASES.len());
+    for (command, expect, verdicts) in CASES {
+        check(command, *expect, verdicts, &policy);
+    }
+}
+
+#[test]
+fn interactive_login_is_refused() {
+    let judgement = judge(&policy(), None);
+    let Decision::Reject(refusal) = judgement.decision else {
+        panic!("accepted a login")
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "interactive logins are not allowed; this key only runs `borg serve`"
+    );
+}
+
+#[test]
+fn oversized_command_is_refused_without_being_split() {
+    let command = format!("borg serve {}", "--info ".repeat(100 * 1024 / 7));
+    let judgement = judge(&policy(), Some(command.as_bytes()));
+    let Decision::Reject(refusal) = judgement.decision else {
+        panic!("accepted 100 KiB")
+    };
+    assert!(
+        refusal.to_string().contains("the limit is 4096"),
+        "{refusal}"
+    );
+    assert!(judgement.tokens.is_empty());
+}
+
+#[test]
+fn non_utf8_command_is_refused() {
+    let judgement = judge(&policy(), Some(b"borg serve --debug-topic=\xff"));
+    assert!(matches!(judgement.decision, Decision::Reject(_)));
+}
+
+#[test]
+fn assignment_values_never_reach_the_evidence() {
+    let judgement = judge(
+        &policy(),
+        Some(b"BORG_PASSPHRASE=hunter2 BORG_X='a b' borg serve"),
+    );
+    assert!(matches!(judgement.decision, Decision::Accept(_)));
+    assert_eq!(judgement.dropped_env, ["BORG_PASSPHRASE", "BORG_X"]);
+    let evidence = format!("{judgement:?}");
+    assert!(
+        !evidence.contains("hunter2") && !evidence.contains("a b"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn probe_is_refused_when_the_policy_does_not_allow_it() {
+    let text = POLICY.replace("allow_probe = true", "allow_probe = false");
+    let policy = parse_policy(&text, "t").unwrap();
+    check(
+        "true",
+        Expect::Reject("probe `true` is not allowed"),
+        &[],
+        &policy,
+    );
+}
+
+#[test]
+fn unknown_options_are_refused_when_the_policy_says_reject() {
+    let text = POLICY.replace("[repository]", "unknown_options = \"reject\"\n[repository]");
+    let policy = parse_policy(&text, "t").unwrap();
+    check(
+        "borg serve --foo",
+        Expect::Reject("unknown option \"--foo\" is refused"),
+        &[],
+        &policy,
+    );
+    // Known denied options are still just dropped.
+    check(
+        "borg serve --append-only",
+        WARN,
+        &[("--append-only", Action::Dropped)],
+        &policy,
+    );
+}
+
+#[test]
+fn pinned_log_level_overrides_the_client() {
+    let text = POLICY.replace(
+        "default_log_level = \"warning\"",
+        "default_log_level = \"warning\"\nforce_log_level = \"info\"",
+    );
+    let policy = parse_policy(&text, "t").unwrap();
+    check("borg serve", INFO, &[], &policy);
+    check(
+        "borg serve --warning",
+        INFO,
+        &[("--warning", Action::Replaced)],
+        &policy,
+    );
+    check("borg serve --info", INFO, &[], &policy);
+}
+
+#[test]
+fn exact_program_matching_needs_the_exact_word() {
+    let text = POLICY.replace(
+        "programs = [\"borg\", \"borg1\", \"borg-1.4\"]",
+        "programs = [\"borg\", \"/usr/bin/borg\"]\nprogram_match = \"exact\"",
+    );
+    let policy = parse_policy(&text, "t").unwrap();
+    check("/usr/bin/borg serve", WARN, &[], &policy);
+    check("borg serve", WARN, &[], &policy);
+    check(
+        "/usr/local/bin/borg serve",
+        Expect::Reject("is not allowed"),
+        &[],
+        &policy,
+    );
+}
+
+#[test]
+fn external_engine_gets_no_builtin_only_options() {
+    let text = POLICY.replace("program = \"builtin\"", "program = \"/usr/bin/borg\"");
+    let policy = parse_policy(&text, "t").unwrap();
+    let Decision::Accept(args) = judge(&policy, Some(b"borg serve --info")).decision else {
+        panic!()
+    };
+    assert!(
+        !args.0.iter().any(|a| a.starts_with("--max-lock-wait")),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn builtin_only_settings_reach_the_builtin_engine() {
+    let text = POLICY.replace(
+        "umask = \"077\"",
+        "umask = \"027\"\npermissions = \"read-only\"\nidle_timeout = \"10m\"",
+    );
+    let policy = parse_policy(&text, "t").unwrap();
+    let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
+        panic!()
+    };
+    assert!(args.0.contains(&"--umask=0027".to_owned()), "{args:?}");
+    assert!(
+        args.0.contains(&"--permissions=read-only".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.0.contains(&"--idle-timeout=600s".to_owned()),
+        "{args:?}"
+    );
+}
