@@ -46,17 +46,28 @@ impl Fixture {
         path
     }
 
-    /// An engine that records its argv, environment, umask and open descriptors.
+    /// An engine that records its argv, environment, umask and open descriptors. The
+    /// descriptors are listed first, by a child of the shell, before the shell opens pipes.
     fn recording_engine(&self) -> PathBuf {
         let report = self.path("engine-report");
         let script = format!(
-            "#!/bin/sh\n{{ echo \"ARGV $*\"; echo \"UMASK $(umask)\"; ls /proc/$$/fd | tr '\\n' ' ' | sed 's/^/FDS /'; echo; env | sed 's/^/ENV /'; }} > {}\n",
-            report.display()
+            "#!/bin/sh\nls /proc/$$/fd > {report}.fds\n{{ echo \"ARGV $*\"; echo \"UMASK $(umask)\"; env | sed 's/^/ENV /'; }} > {report}\n",
+            report = report.display()
         );
         let path = self.path("engine.sh");
         fs::write(&path, script).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         path
+    }
+
+    fn engine_descriptors(&self) -> Vec<i32> {
+        let text = fs::read_to_string(self.path("engine-report.fds")).unwrap();
+        let mut fds: Vec<i32> = text
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fds.sort();
+        fds
     }
 
     fn report(&self) -> String {
@@ -197,14 +208,13 @@ fn engine_gets_the_policy_umask_and_only_stdio() {
     assert!(output.status.success(), "{}", stderr(&output));
     let report = fx.report();
     assert!(report.contains("UMASK 0027"), "{report}");
-    let fds = report.lines().find_map(|l| l.strip_prefix("FDS ")).unwrap();
-    let mut fds: Vec<i32> = fds.split_whitespace().map(|f| f.parse().unwrap()).collect();
-    fds.sort();
-    // 0, 1, 2 and the shell's own descriptor for the redirected report file.
+    let fds = fx.engine_descriptors();
+    // 0, 1, 2, and the descriptor (10 or above) on which /bin/sh reads its script.
     assert!(
-        fds.iter().all(|fd| *fd <= 2 || *fd > 9),
+        fds.iter().all(|fd| *fd <= 2 || *fd >= 10),
         "engine inherited {fds:?} (extra was {raw})"
     );
+    assert_eq!(&fds[..3], &[0, 1, 2]);
 }
 
 #[test]
