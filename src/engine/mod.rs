@@ -1,7 +1,9 @@
 //! The built-in engine: a drop-in replacement for BorgBackup 1.x's `borg serve`.
 
+pub mod args;
 pub mod lock;
 pub mod log;
+pub mod paths;
 pub mod repository;
 pub mod rpc;
 
