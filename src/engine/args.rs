@@ -173,11 +173,10 @@ pub fn apply_client_command(
     }
     let mut client = ServeConfig::default();
     for option in &parsed {
-        match option.kind() {
-            Some(OptionKind::LogLevel(_) | OptionKind::DebugTopic | OptionKind::LockWait) => {
-                apply(&mut client, option).map_err(|e| ArgsError::Client(e.to_string()))?;
-            }
-            _ => {}
+        if let Some(OptionKind::LogLevel(_) | OptionKind::DebugTopic | OptionKind::LockWait) =
+            option.kind()
+        {
+            apply(&mut client, option).map_err(|e| ArgsError::Client(e.to_string()))?;
         }
     }
     config.log_level = client.log_level;
