@@ -1,0 +1,248 @@
+//! How long a lock attempt waits: borg's `TimeoutTimer` (`locking.py:17-67`) plus an abort hook.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The longest poll interval borg ever uses (`min(60, timeout / 10)`).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// The poll interval when waiting forever (`timeout=None`).
+const FOREVER_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// While sleeping, the abort hook is asked at least this often, so a long poll interval
+/// (up to a minute) does not keep a lock attempt alive after its client has gone.
+const ABORT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a lock attempt may wait, and how to abandon it early.
+///
+/// * `timeout: None` waits forever (borg's `lock_wait=None`), `Some(Duration::ZERO)` tries
+///   exactly once, anything else retries until the timeout has passed.
+/// * `should_abort`, when given, is called before every retry and every
+///   50 ms while sleeping. Once it returns `true` the attempt stops with
+///   [`LockError::Aborted`](super::LockError::Aborted) and leaves no trace on disk. The server
+///   uses it to stop waiting for a lock when its client has disconnected (for example a hook
+///   that polls stdin for hang-up, or that checks an `AtomicBool` set by a reader thread).
+#[derive(Clone, Copy)]
+pub struct LockWait<'a> {
+    timeout: Option<Duration>,
+    should_abort: Option<&'a dyn Fn() -> bool>,
+}
+
+impl<'a> LockWait<'a> {
+    /// Wait until the lock is free, however long that takes (`lock_wait=None`).
+    pub fn forever() -> Self {
+        LockWait {
+            timeout: None,
+            should_abort: None,
+        }
+    }
+
+    /// Wait at most `timeout` (zero: try once).
+    pub fn at_most(timeout: Duration) -> Self {
+        LockWait {
+            timeout: Some(timeout),
+            should_abort: None,
+        }
+    }
+
+    /// `None` waits forever, `Some` waits at most that long.
+    pub fn from_timeout(timeout: Option<Duration>) -> Self {
+        LockWait {
+            timeout,
+            should_abort: None,
+        }
+    }
+
+    /// Give up (with `LockError::Aborted`) as soon as `should_abort` returns true.
+    pub fn abort_when(self, should_abort: &'a dyn Fn() -> bool) -> Self {
+        LockWait {
+            timeout: self.timeout,
+            should_abort: Some(should_abort),
+        }
+    }
+
+    /// The timeout; `None` means forever.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Whether the caller wants the attempt abandoned now.
+    pub(crate) fn aborted(&self) -> bool {
+        self.should_abort.is_some_and(|should_abort| should_abort())
+    }
+
+    /// Sleep `duration`, waking early when the abort hook fires. Returns false if aborted.
+    fn sleep_unless_aborted(&self, duration: Duration) -> bool {
+        if self.should_abort.is_none() {
+            thread::sleep(duration);
+            return true;
+        }
+        let end = Instant::now() + duration;
+        loop {
+            if self.aborted() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            thread::sleep((end - now).min(ABORT_CHECK_INTERVAL));
+        }
+    }
+}
+
+impl std::fmt::Debug for LockWait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWait")
+            .field("timeout", &self.timeout)
+            .field("should_abort", &self.should_abort.is_some())
+            .finish()
+    }
+}
+
+/// borg's automatic poll interval: 1 s when waiting forever, else `min(60 s, timeout / 10)`.
+pub fn default_poll_interval(timeout: Option<Duration>) -> Duration {
+    match timeout {
+        None => FOREVER_POLL_INTERVAL,
+        Some(timeout) => (timeout / 10).min(MAX_POLL_INTERVAL),
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NextStep {
+    /// The poll interval has been slept; try again.
+    Retry,
+    /// The timeout has passed.
+    TimedOut,
+    /// The abort hook fired.
+    Aborted,
+}
+
+/// One running timer: started when an attempt begins, asked after every failed try.
+pub(crate) struct TimeoutTimer<'w, 'a> {
+    wait: &'w LockWait<'a>,
+    poll_interval: Duration,
+    end: Option<Instant>,
+}
+
+impl<'w, 'a> TimeoutTimer<'w, 'a> {
+    /// Start now. `poll_interval: None` picks borg's automatic interval.
+    pub(crate) fn start(wait: &'w LockWait<'a>, poll_interval: Option<Duration>) -> Self {
+        let now = Instant::now();
+        TimeoutTimer {
+            wait,
+            poll_interval: poll_interval.unwrap_or_else(|| default_poll_interval(wait.timeout)),
+            // A timeout too large to represent is the same as no timeout.
+            end: wait.timeout.and_then(|timeout| now.checked_add(timeout)),
+        }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.end.is_some_and(|end| Instant::now() >= end)
+    }
+
+    /// borg's `timed_out_or_sleep`, with the abort hook asked first and while sleeping.
+    pub(crate) fn timed_out_or_sleep(&self) -> NextStep {
+        if self.wait.aborted() {
+            return NextStep::Aborted;
+        }
+        if self.timed_out() {
+            return NextStep::TimedOut;
+        }
+        if self.wait.sleep_unless_aborted(self.poll_interval) {
+            NextStep::Retry
+        } else {
+            NextStep::Aborted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn poll_interval_is_one_second_when_waiting_forever() {
+        assert_eq!(default_poll_interval(None), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn poll_interval_is_a_tenth_of_the_timeout() {
+        assert_eq!(
+            default_poll_interval(Some(Duration::from_secs(1))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            default_poll_interval(Some(Duration::from_secs(300))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(default_poll_interval(Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn poll_interval_is_capped_at_sixty_seconds() {
+        assert_eq!(
+            default_poll_interval(Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn zero_timeout_times_out_at_the_first_failure() {
+        let wait = LockWait::at_most(Duration::ZERO);
+        let timer = TimeoutTimer::start(&wait, None);
+        assert_eq!(timer.timed_out_or_sleep(), NextStep::TimedOut);
+    }
+
+    #[test]
+    fn short_timeout_retries_then_times_out() {
+        let wait = LockWait::at_most(Duration::from_millis(100));
+        let timer = TimeoutTimer::start(&wait, None);
+        let started = Instant::now();
+        let mut retries = 0;
+        while timer.timed_out_or_sleep() == NextStep::Retry {
+            retries += 1;
+            assert!(retries < 100, "timer never expired");
+        }
+        assert!(retries >= 5, "slept only {retries} times of 10 ms");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn forever_never_times_out() {
+        let wait = LockWait::forever();
+        let timer = TimeoutTimer::start(&wait, Some(Duration::ZERO));
+        for _ in 0..1000 {
+            assert_eq!(timer.timed_out_or_sleep(), NextStep::Retry);
+        }
+    }
+
+    #[test]
+    fn huge_timeout_behaves_like_forever() {
+        let wait = LockWait::at_most(Duration::MAX);
+        let timer = TimeoutTimer::start(&wait, Some(Duration::ZERO));
+        assert_eq!(timer.timed_out_or_sleep(), NextStep::Retry);
+    }
+
+    #[test]
+    fn abort_hook_stops_a_forever_wait_during_the_sleep() {
+        let calls = Cell::new(0);
+        let hook = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 2
+        };
+        let wait = LockWait::forever().abort_when(&hook);
+        let timer = TimeoutTimer::start(&wait, Some(Duration::from_secs(600)));
+        let started = Instant::now();
+        assert_eq!(timer.timed_out_or_sleep(), NextStep::Aborted);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn abort_hook_wins_over_timeout() {
+        let hook = || true;
+        let wait = LockWait::at_most(Duration::ZERO).abort_when(&hook);
+        let timer = TimeoutTimer::start(&wait, None);
+        assert_eq!(timer.timed_out_or_sleep(), NextStep::Aborted);
+    }
+}
