@@ -15,69 +15,57 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Python logging levels, in order of severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum LogLevel {
-    Debug = 10,
-    Info = 20,
-    #[default]
-    Warning = 30,
-    Error = 40,
-    Critical = 50,
+pub use crate::policy::LogLevel;
+
+/// Python's level name, as sent in `levelname`.
+fn python_level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warning => "WARNING",
+        LogLevel::Error => "ERROR",
+        LogLevel::Critical => "CRITICAL",
+    }
 }
 
-impl LogLevel {
-    /// Python's level name, as sent in `levelname`.
-    pub fn name(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "DEBUG",
-            LogLevel::Info => "INFO",
-            LogLevel::Warning => "WARNING",
-            LogLevel::Error => "ERROR",
-            LogLevel::Critical => "CRITICAL",
-        }
+/// `log` has no CRITICAL; TRACE is reported as DEBUG.
+fn level_of_record(level: log::Level) -> LogLevel {
+    match level {
+        log::Level::Error => LogLevel::Error,
+        log::Level::Warn => LogLevel::Warning,
+        log::Level::Info => LogLevel::Info,
+        log::Level::Debug | log::Level::Trace => LogLevel::Debug,
     }
+}
 
-    /// From a level name as in borg's `--log-level` (any case; "warn" is accepted too).
-    pub fn from_name(name: &str) -> Option<LogLevel> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "debug" => LogLevel::Debug,
-            "info" => LogLevel::Info,
-            "warning" | "warn" => LogLevel::Warning,
-            "error" => LogLevel::Error,
-            "critical" => LogLevel::Critical,
-            _ => return None,
-        })
+/// Python's numeric level, kept in an atomic.
+fn level_number(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Debug => 10,
+        LogLevel::Info => 20,
+        LogLevel::Warning => 30,
+        LogLevel::Error => 40,
+        LogLevel::Critical => 50,
     }
+}
 
-    /// `log` has no CRITICAL; TRACE is reported as DEBUG.
-    pub fn from_record(level: log::Level) -> LogLevel {
-        match level {
-            log::Level::Error => LogLevel::Error,
-            log::Level::Warn => LogLevel::Warning,
-            log::Level::Info => LogLevel::Info,
-            log::Level::Debug | log::Level::Trace => LogLevel::Debug,
-        }
+fn level_from_number(value: u8) -> LogLevel {
+    match value {
+        0..=10 => LogLevel::Debug,
+        11..=20 => LogLevel::Info,
+        21..=30 => LogLevel::Warning,
+        31..=40 => LogLevel::Error,
+        _ => LogLevel::Critical,
     }
+}
 
-    fn from_u8(value: u8) -> LogLevel {
-        match value {
-            0..=10 => LogLevel::Debug,
-            11..=20 => LogLevel::Info,
-            21..=30 => LogLevel::Warning,
-            31..=40 => LogLevel::Error,
-            _ => LogLevel::Critical,
-        }
-    }
-
-    fn to_filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Debug => log::LevelFilter::Trace,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Warning => log::LevelFilter::Warn,
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Critical => log::LevelFilter::Off,
-        }
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
+        LogLevel::Debug => log::LevelFilter::Trace,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Warning => log::LevelFilter::Warn,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Critical => log::LevelFilter::Off,
     }
 }
 
@@ -110,7 +98,7 @@ struct Shared {
 
 impl Shared {
     fn root_level(&self) -> LogLevel {
-        LogLevel::from_u8(self.level.load(Ordering::Relaxed))
+        level_from_number(self.level.load(Ordering::Relaxed))
     }
 
     fn effective_level(&self, name: &str) -> LogLevel {
@@ -153,7 +141,7 @@ impl Shared {
         } else {
             self.root_level()
         };
-        log::set_max_level(lowest.to_filter());
+        log::set_max_level(level_filter(lowest));
     }
 }
 
@@ -175,7 +163,7 @@ impl RemoteLogger {
         let logger = RemoteLogger {
             shared: Arc::new(Shared {
                 json: AtomicBool::new(false),
-                level: AtomicU8::new(config.level as u8),
+                level: AtomicU8::new(level_number(config.level)),
                 topics: RwLock::new(Vec::new()),
                 sink: Mutex::new(sink),
                 installed: AtomicBool::new(false),
@@ -209,11 +197,11 @@ impl RemoteLogger {
 impl log::Log for RemoteLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         self.shared
-            .passes(LogLevel::from_record(metadata.level()), metadata.target())
+            .passes(level_of_record(metadata.level()), metadata.target())
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let level = LogLevel::from_record(record.level());
+        let level = level_of_record(record.level());
         if !self.shared.passes(level, record.target()) {
             return;
         }
@@ -246,7 +234,9 @@ impl LogHandle {
     }
 
     pub fn set_level(&self, level: LogLevel) {
-        self.shared.level.store(level as u8, Ordering::Relaxed);
+        self.shared
+            .level
+            .store(level_number(level), Ordering::Relaxed);
         self.shared.update_max_level();
     }
 
@@ -343,7 +333,7 @@ fn log_message_line(time: f64, message: &str, level: LogLevel, name: &str) -> St
     line.push_str(", \"message\": ");
     push_json_string(&mut line, message);
     line.push_str(", \"levelname\": \"");
-    line.push_str(level.name());
+    line.push_str(python_level_name(level));
     line.push_str("\", \"name\": ");
     push_json_string(&mut line, name);
     line.push_str("}\n");
@@ -720,9 +710,9 @@ mod tests {
             LogLevel::Critical,
         ] {
             assert_eq!(LogLevel::from_name(level.name()), Some(level));
-            assert_eq!(LogLevel::from_u8(level as u8), level);
+            assert_eq!(level_from_number(level_number(level)), level);
+            assert_eq!(python_level_name(level), level.name().to_ascii_uppercase());
         }
-        assert_eq!(LogLevel::from_name("warn"), Some(LogLevel::Warning));
         assert_eq!(LogLevel::from_name("loud"), None);
         assert_eq!(LogLevel::default(), LogLevel::Warning);
     }

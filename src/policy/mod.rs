@@ -126,10 +126,12 @@ pub struct MetricsSettings {
 }
 
 /// borg's log levels, from most to least verbose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum LogLevel {
     Debug,
     Info,
+    /// borg's default.
+    #[default]
     Warning,
     Error,
     Critical,
