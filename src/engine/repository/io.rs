@@ -1,0 +1,361 @@
+//! Segment file I/O (borg's `LoggedIO`): the one open write segment, batched appends,
+//! cached read handles, and the segment-level operations of transactions.
+//!
+//! Appends are collected in memory and written in large chunks; nothing is fsynced until a
+//! segment is closed, which is what a commit does. Reads of the segment being written
+//! flush the pending bytes first, so a transaction reads its own writes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::num::NonZeroU32;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::durable::{fsync_dir, safe_unlink};
+use super::segment::{
+    self, COMMIT_ENTRY, MAGIC, MAGIC_LEN, MANIFEST_ID, ObjectId, ReadMode, SegmentEntries, SegmentError, SegmentFile,
+};
+
+/// Pending appends are written out when they reach this size.
+const WRITE_BATCH: usize = 4 << 20;
+/// Payloads at least this large are written straight from the caller's buffer.
+const DIRECT_WRITE: usize = 256 << 10;
+/// Read handles kept open (borg keeps up to 90).
+const READ_HANDLES: usize = 64;
+
+/// The segment being appended to.
+struct WriteSegment {
+    segment: u32,
+    file: File,
+    path: PathBuf,
+    /// Bytes accepted but not yet written to the file.
+    pending: Vec<u8>,
+    /// Logical end of the segment: file length plus pending bytes.
+    offset: u64,
+}
+
+/// Where an entry was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub segment: u32,
+    pub offset: u32,
+    pub size: u32,
+}
+
+pub struct SegmentIo {
+    repo: PathBuf,
+    segments_per_dir: NonZeroU32,
+    max_segment_size: u64,
+    /// The number the next new segment gets.
+    next_segment: u32,
+    writer: Option<WriteSegment>,
+    readers: HashMap<u32, (File, u64)>,
+    read_clock: u64,
+    read_buf: Vec<u8>,
+}
+
+impl SegmentIo {
+    pub fn new(repo: &Path, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
+        SegmentIo {
+            repo: repo.to_path_buf(),
+            segments_per_dir,
+            max_segment_size,
+            next_segment: 0,
+            writer: None,
+            readers: HashMap::new(),
+            read_clock: 0,
+            read_buf: Vec::new(),
+        }
+    }
+
+    pub fn segments_per_dir(&self) -> NonZeroU32 {
+        self.segments_per_dir
+    }
+
+    pub fn segment_path(&self, segment: u32) -> PathBuf {
+        segment::segment_path(&self.repo, segment, self.segments_per_dir)
+    }
+
+    /// Every segment file, ascending, zero-length (logically deleted) ones included.
+    pub fn list(&self) -> io::Result<Vec<SegmentFile>> {
+        match segment::list_segments(&self.repo, self.segments_per_dir) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    pub fn latest_segment(&self) -> io::Result<Option<u32>> {
+        match segment::latest_segment(&self.repo, self.segments_per_dir) {
+            Ok(found) => Ok(found.map(|f| f.segment)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// borg's `get_segments_transaction_id`: the highest committed segment.
+    pub fn segments_transaction_id(&mut self) -> io::Result<Option<u32>> {
+        self.flush()?;
+        for file in self.list()?.iter().rev() {
+            if file.len > 0 && segment::is_committed(&file.path)? {
+                return Ok(Some(file.segment));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a segment exists and is not logically deleted (zero length).
+    pub fn segment_exists(&self, segment: u32) -> bool {
+        std::fs::metadata(self.segment_path(segment)).is_ok_and(|m| m.len() > 0)
+    }
+
+    pub fn segment_size(&mut self, segment: u32) -> io::Result<u64> {
+        if let Some(writer) = &self.writer {
+            if writer.segment == segment {
+                return Ok(writer.offset);
+            }
+        }
+        Ok(std::fs::metadata(self.segment_path(segment))?.len())
+    }
+
+    /// Deletes segments above `transaction_id` (all of them for `None`) and starts writing
+    /// after it (borg's `cleanup`).
+    pub fn cleanup(&mut self, transaction_id: Option<u32>) -> io::Result<usize> {
+        self.abandon_segment();
+        self.next_segment = transaction_id.map_or(0, |t| t + 1);
+        let mut removed = 0;
+        for file in self.list()?.iter().rev() {
+            if transaction_id.is_some_and(|t| file.segment <= t) {
+                break;
+            }
+            self.delete_segment(file.segment)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
+        self.readers.remove(&segment);
+        match safe_unlink(&self.segment_path(segment)) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes `data/N` directories that hold no segment any more.
+    pub fn clear_empty_dirs(&self) -> io::Result<()> {
+        let data = segment::data_dir(&self.repo);
+        if let Ok(entries) = std::fs::read_dir(&data) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_str().is_some_and(|n| segment::parse_canonical_u32(n).is_some()) {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+        fsync_dir(&data)
+    }
+
+    /// Appends a PUT. A new segment is started for the manifest and when the current one
+    /// has passed the size limit (`full_ok = false` reports that as `Ok(None)` instead, for
+    /// compaction's intermediate commits).
+    pub fn write_put(&mut self, id: &ObjectId, data: &[u8], full_ok: bool) -> io::Result<Option<Written>> {
+        let header = segment::put_header(id, data).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if !self.prepare_write(*id == MANIFEST_ID, full_ok)? {
+            return Ok(None);
+        }
+        self.append(&header, data).map(Some)
+    }
+
+    /// Appends a DELETE, under the same rules as [`SegmentIo::write_put`].
+    pub fn write_delete(&mut self, id: &ObjectId, full_ok: bool) -> io::Result<Option<Written>> {
+        if !self.prepare_write(*id == MANIFEST_ID, full_ok)? {
+            return Ok(None);
+        }
+        self.append(&segment::delete_entry(id), &[]).map(Some)
+    }
+
+    /// Writes a COMMIT and closes its segment (fsync of file and directory). A final
+    /// commit gets a segment of its own; an intermediate one (compaction) goes into the
+    /// current segment after an fsync. Returns the segment holding the commit.
+    pub fn write_commit(&mut self, intermediate: bool) -> io::Result<u32> {
+        if intermediate {
+            if self.writer.is_none() {
+                self.open_segment()?;
+            } else {
+                self.sync_current()?;
+            }
+        } else {
+            self.close_segment()?;
+            self.open_segment()?;
+        }
+        self.append(&COMMIT_ENTRY, &[])?;
+        let segment = self.writer.as_ref().map_or(self.next_segment, |w| w.segment);
+        self.close_segment()?;
+        Ok(segment)
+    }
+
+    /// Decides whether the next entry goes into a new segment; `Ok(false)` means "full" when
+    /// the caller asked to be told instead.
+    fn prepare_write(&mut self, want_new: bool, full_ok: bool) -> io::Result<bool> {
+        let full = self.writer.as_ref().is_some_and(|w| w.offset > self.max_segment_size);
+        if want_new || full {
+            if !full_ok && self.writer.is_some() {
+                return Ok(false);
+            }
+            self.close_segment()?;
+        }
+        if self.writer.is_none() {
+            self.open_segment()?;
+        }
+        Ok(true)
+    }
+
+    fn open_segment(&mut self) -> io::Result<()> {
+        let segment = self.next_segment;
+        let dir = segment::segment_dir(&self.repo, segment, self.segments_per_dir);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)?;
+            fsync_dir(&segment::data_dir(&self.repo))?;
+        }
+        let path = self.segment_path(segment);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(nix::libc::O_CLOEXEC)
+            .open(&path)?;
+        self.readers.remove(&segment);
+        let mut pending = Vec::with_capacity(WRITE_BATCH);
+        pending.extend_from_slice(MAGIC);
+        self.writer = Some(WriteSegment { segment, file, path, pending, offset: MAGIC_LEN as u64 });
+        Ok(())
+    }
+
+    fn append(&mut self, header: &[u8], data: &[u8]) -> io::Result<Written> {
+        let writer = self.writer.as_mut().ok_or_else(|| io::Error::other("no open segment"))?;
+        let offset = u32::try_from(writer.offset)
+            .map_err(|_| io::Error::other("segment offset beyond 4 GiB; max_segment_size is too large"))?;
+        let size = (header.len() + data.len()) as u32;
+        if data.len() >= DIRECT_WRITE {
+            writer.pending.extend_from_slice(header);
+            write_all(&mut writer.file, &writer.pending)?;
+            writer.pending.clear();
+            write_all(&mut writer.file, data)?;
+        } else {
+            writer.pending.extend_from_slice(header);
+            writer.pending.extend_from_slice(data);
+            if writer.pending.len() >= WRITE_BATCH {
+                write_all(&mut writer.file, &writer.pending)?;
+                writer.pending.clear();
+            }
+        }
+        writer.offset += u64::from(size);
+        Ok(Written { segment: writer.segment, offset, size })
+    }
+
+    /// Writes pending bytes of the current segment to the file (no fsync).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(writer) = self.writer.as_mut() {
+            if !writer.pending.is_empty() {
+                write_all(&mut writer.file, &writer.pending)?;
+                writer.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_current(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if let Some(writer) = &self.writer {
+            writer.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, fsyncs and closes the current segment, and fsyncs its directory.
+    pub fn close_segment(&mut self) -> io::Result<()> {
+        self.sync_current()?;
+        if let Some(writer) = self.writer.take() {
+            self.next_segment = writer.segment + 1;
+            if let Some(dir) = writer.path.parent() {
+                fsync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the current segment without syncing (rollback; the file is garbage that the
+    /// next transaction deletes).
+    pub fn abandon_segment(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            self.next_segment = writer.segment + 1;
+        }
+    }
+
+    /// Reads and verifies the PUT of `id` at (segment, offset); the data borrows an
+    /// internal buffer.
+    pub fn read(&mut self, segment: u32, offset: u32, id: &ObjectId) -> Result<&[u8], SegmentError> {
+        self.flush_if_writing(segment)?;
+        let path = self.segment_path(segment);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        segment::read_put(file, segment, offset, id, &mut self.read_buf)
+    }
+
+    /// The size of the PUT of `id` at (segment, offset), from its header only.
+    pub fn entry_size(&mut self, segment: u32, offset: u32, id: &ObjectId) -> Result<u32, SegmentError> {
+        self.flush_if_writing(segment)?;
+        let path = self.segment_path(segment);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        segment::entry_size_at(file, segment, offset, id)
+    }
+
+    /// An entry reader over one segment, from `offset`.
+    pub fn entries(&mut self, segment: u32, offset: u32, mode: ReadMode) -> Result<SegmentEntries<File>, SegmentError> {
+        self.flush_if_writing(segment)?;
+        let file = File::open(self.segment_path(segment))?;
+        Ok(SegmentEntries::new(file, segment, offset, mode))
+    }
+
+    pub fn segment_magic(&mut self, segment: u32) -> io::Result<Vec<u8>> {
+        let path = self.segment_path(segment);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        segment::read_magic(file)
+    }
+
+    fn flush_if_writing(&mut self, segment: u32) -> io::Result<()> {
+        if self.writer.as_ref().is_some_and(|w| w.segment == segment) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every cached read handle (after segments were rewritten in place).
+    pub fn forget_readers(&mut self) {
+        self.readers.clear();
+    }
+}
+
+fn write_all(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    file.write_all(bytes)
+}
+
+/// A cached read handle for `segment`, least recently used ones closed first.
+fn cached_reader<'a>(
+    readers: &'a mut HashMap<u32, (File, u64)>,
+    clock: &mut u64,
+    segment: u32,
+    path: &Path,
+) -> io::Result<&'a File> {
+    *clock += 1;
+    if !readers.contains_key(&segment) {
+        if readers.len() >= READ_HANDLES {
+            if let Some(oldest) = readers.iter().min_by_key(|(_, (_, used))| *used).map(|(s, _)| *s) {
+                readers.remove(&oldest);
+            }
+        }
+        readers.insert(segment, (File::open(path)?, *clock));
+    }
+    let entry = readers.get_mut(&segment).ok_or_else(|| io::Error::other("segment handle vanished"))?;
+    entry.1 = *clock;
+    Ok(&entry.0)
+}
