@@ -347,6 +347,11 @@ impl RemoteException {
         Self::python("TypeError", message, vec![ExcArg::from(message)])
     }
 
+    /// Python's `OSError` for a file system failure, e.g. a full disk.
+    pub fn os_error(message: &str) -> Self {
+        Self::python("OSError", message, vec![ExcArg::from(message)])
+    }
+
     pub fn attribute_error(message: &str) -> Self {
         Self::python("AttributeError", message, vec![ExcArg::from(message)])
     }

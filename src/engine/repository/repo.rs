@@ -1,0 +1,430 @@
+//! The repository as `borg serve` exposes it: open and create, locking, config, keys,
+//! nonces, and the object operations. Transactions live in `transaction.rs`, compaction in
+//! `compact.rs`, and check in `check.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use super::config::RepoConfig;
+use super::error::RepoError;
+use super::hashindex::NsIndex;
+use super::io::SegmentIo;
+use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
+use super::{durable, units};
+use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
+
+pub const LOG: &str = "borg.repository";
+
+/// `README` of every borg repository (`constants.py`).
+pub const REPOSITORY_README: &str = "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
+pub const DEFAULT_SEGMENTS_PER_DIR: u32 = 1000;
+pub const DEFAULT_MAX_SEGMENT_SIZE: u64 = 524_288_000;
+
+/// How a client opens a repository (the RPC `open` arguments, after the server's rules).
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub create: bool,
+    pub lock: bool,
+    /// `None` for pre-1.0.7 clients, which expect a lock upgrade when they write.
+    pub exclusive: Option<bool>,
+    pub append_only: bool,
+    pub make_parent_dirs: bool,
+    /// The server's `--storage-quota`; overrides the repository's own.
+    pub storage_quota: Option<u64>,
+}
+
+/// Bookkeeping persisted in `hints.N` (see `hints.rs` for the invariants).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// Live PUT count per segment.
+    pub segments: BTreeMap<u32, i64>,
+    /// Freeable bytes per segment.
+    pub compact: BTreeMap<u32, u64>,
+    pub storage_quota_use: u64,
+    /// Segments that still hold superseded PUTs of an id.
+    pub shadow_index: HashMap<ObjectId, Vec<u32>>,
+}
+
+pub struct Repository {
+    pub(super) path: PathBuf,
+    pub(super) config: RepoConfig,
+    pub(super) id: [u8; 32],
+    pub(super) lock: Option<RepositoryLock>,
+    pub(super) exclusive: Option<bool>,
+    pub(super) append_only: bool,
+    /// 0 means no quota.
+    pub(super) storage_quota: u64,
+    pub(super) additional_free_space: u64,
+    pub(super) max_segment_size: u64,
+    pub(super) io: SegmentIo,
+    /// The loaded index; `None` until first needed (borg loads it lazily).
+    pub(super) index: Option<NsIndex>,
+    pub(super) books: Bookkeeping,
+    pub(super) active_txn: bool,
+    /// Set when a put exceeded the quota: the next commit rolls back and fails with it.
+    pub(super) doomed: Option<(String, String)>,
+    /// Created in this session: a failed free-space check at commit destroys it again.
+    pub(super) created: bool,
+}
+
+impl Repository {
+    /// Opens (and with `options.create`, first creates) the repository at `path`, an absolute
+    /// path that already passed the server's restrictions.
+    pub fn open(
+        path: &Path,
+        options: &OpenOptions,
+        identity: LockIdentity,
+        wait: &LockWait<'_>,
+    ) -> Result<Repository, RepoError> {
+        let mut created = false;
+        if options.create {
+            create_repository(path, options)?;
+            created = true;
+        }
+        let display = path.display().to_string();
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(RepoError::DoesNotExist(display)),
+            Err(error) => return Err(RepoError::io(format!("cannot open {display}"), error)),
+        };
+        if !metadata.is_dir() {
+            return Err(RepoError::InvalidRepository(display));
+        }
+        let lock = if options.lock {
+            let mode = if options.exclusive == Some(true) { LockMode::Exclusive } else { LockMode::Shared };
+            Some(RepositoryLock::acquire(path, identity, mode, wait)?)
+        } else {
+            None
+        };
+        // From here on the lock guard releases on every error path.
+        let config = match std::fs::read(path.join("config")) {
+            Ok(bytes) => RepoConfig::parse(&String::from_utf8_lossy(&bytes))
+                .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(RepoError::InvalidRepository(display)),
+            Err(error) => return Err(RepoError::io(format!("cannot read {display}/config"), error)),
+        };
+        let settings = config
+            .repository_settings()
+            .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?;
+        let segments_per_dir = NonZeroU32::new(settings.segments_per_dir).ok_or_else(|| {
+            RepoError::InvalidRepositoryConfig(display.clone(), "segments_per_dir must be positive".into())
+        })?;
+        let mut io = SegmentIo::new(path, segments_per_dir, settings.max_segment_size);
+        if let Some(latest) = io.latest_segment().map_err(|e| RepoError::io("cannot list segments", e))? {
+            if io.segment_magic(latest).is_ok_and(|magic| magic == ATTIC_MAGIC) {
+                return Err(RepoError::AtticRepository(display));
+            }
+        }
+        let append_only = (!options.create && options.append_only) || settings.append_only || options.append_only;
+        Ok(Repository {
+            path: path.to_path_buf(),
+            id: settings.id,
+            storage_quota: options.storage_quota.unwrap_or(settings.storage_quota),
+            additional_free_space: settings.additional_free_space,
+            max_segment_size: settings.max_segment_size,
+            config,
+            lock,
+            exclusive: options.exclusive,
+            append_only,
+            io,
+            index: None,
+            books: Bookkeeping::default(),
+            active_txn: false,
+            doomed: None,
+            created,
+        })
+    }
+
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn display_path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Ends the session: an open transaction is abandoned (its segments stay until the next
+    /// transaction deletes them, as in borg), and the lock is released.
+    pub fn close(mut self) -> Result<(), RepoError> {
+        self.rollback();
+        self.io.abandon_segment();
+        match self.lock.take() {
+            Some(lock) => lock.release().map_err(RepoError::Lock),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this session holds the exclusive lock (or runs without locking, as borg's
+    /// `lock=False` sessions do).
+    pub(super) fn may_write(&self) -> bool {
+        self.lock.as_ref().is_none_or(|lock| lock.got_exclusive_lock())
+    }
+
+    pub(super) fn require_exclusive(&self) -> Result<(), RepoError> {
+        if self.may_write() {
+            Ok(())
+        } else {
+            Err(RepoError::Assertion("bug in code, exclusive lock should exist here".into()))
+        }
+    }
+
+    /// The loaded index, loading it (and replaying if needed) on first use.
+    pub(super) fn index(&mut self) -> Result<&mut NsIndex, RepoError> {
+        if self.index.is_none() {
+            let transaction_id = self.get_transaction_id()?;
+            let index = self.open_index(transaction_id, true)?;
+            self.index = Some(index);
+        }
+        self.index.as_mut().ok_or_else(|| RepoError::Exception("index vanished".into()))
+    }
+
+    pub fn len(&mut self) -> Result<usize, RepoError> {
+        Ok(self.index()?.len())
+    }
+
+    pub fn is_empty(&mut self) -> Result<bool, RepoError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Ids in index order, after `marker`.
+    pub fn list(&mut self, limit: Option<usize>, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>, RepoError> {
+        let index = self.index()?;
+        index.list(limit, marker).map_err(|_| RepoError::Key(marker.map(|m| m.to_vec()).unwrap_or_default()))
+    }
+
+    /// Ids of current objects in on-disk order, after `marker` (borg's `scan`).
+    pub fn scan(&mut self, limit: Option<i64>, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>, RepoError> {
+        let limit = match limit {
+            Some(limit) if limit < 1 => return Err(RepoError::Value("please use limit > 0 or limit = None".into())),
+            Some(limit) => Some(usize::try_from(limit).unwrap_or(usize::MAX)),
+            None => None,
+        };
+        let (start_segment, mut start_offset) = match marker {
+            None => (0, 0),
+            Some(marker) => self.index()?.get(marker).ok_or_else(|| RepoError::Key(marker.to_vec()))?,
+        };
+        self.index()?;
+        let segments = self.io.list().map_err(|e| RepoError::io("cannot list segments", e))?;
+        let mut result = Vec::new();
+        for file in segments.iter().filter(|f| f.segment >= start_segment) {
+            let mut entries = match self.io.entries(file.segment, start_offset, ReadMode::HeaderOnly) {
+                Ok(entries) => entries,
+                Err(_) => continue,
+            };
+            let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("index vanished".into()))?;
+            // Either the end of the segment or a bad header ends it; like borg, skip to the next.
+            while let Ok(Some(entry)) = entries.next_entry() {
+                if start_offset > 0 {
+                    // The marker itself was returned by the previous call.
+                    start_offset = 0;
+                    continue;
+                }
+                if let super::segment::EntryKind::Put { key } = entry.kind {
+                    if index.get(&key) == Some((file.segment, entry.offset)) {
+                        result.push(key);
+                        if Some(result.len()) == limit {
+                            return Ok(result);
+                        }
+                    }
+                }
+            }
+            start_offset = 0;
+        }
+        Ok(result)
+    }
+
+    /// The data of object `id` (borrowed until the next read).
+    pub fn get(&mut self, id: &ObjectId) -> Result<&[u8], RepoError> {
+        let Some((segment, offset)) = self.index()?.get(id) else {
+            return Err(RepoError::ObjectNotFound(*id, self.display_path()));
+        };
+        self.io.read(segment, offset, id).map_err(RepoError::from)
+    }
+
+    pub fn save_key(&mut self, keydata: &[u8]) -> Result<(), RepoError> {
+        let text = String::from_utf8_lossy(keydata).into_owned();
+        self.config.set("key", &text);
+        self.save_config()
+    }
+
+    pub fn load_key(&self) -> Vec<u8> {
+        self.config.get("key").map(|k| k.trim().as_bytes().to_vec()).unwrap_or_default()
+    }
+
+    /// Writes the config as borg does: link the old one aside, replace atomically, then
+    /// securely erase the old copy so an old repokey does not linger on disk.
+    pub(super) fn save_config(&self) -> Result<(), RepoError> {
+        save_config(&self.path, &self.config, self.lock.is_some())
+    }
+
+    pub fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
+        self.require_exclusive()?;
+        read_nonce(&self.path)
+    }
+
+    pub fn commit_nonce_reservation(&self, next_unreserved: u64, start_nonce: Option<u64>) -> Result<(), RepoError> {
+        self.require_exclusive()?;
+        if read_nonce(&self.path)? != start_nonce {
+            return Err(RepoError::Exception("nonce space reservation with mismatched previous state".into()));
+        }
+        match durable::write_atomic(&self.path, "nonce", units::format_nonce(next_unreserved).as_bytes()) {
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied && self.lock.is_none() => {
+                log::warn!(target: LOG, "{}: Failed writing to '{}/nonce'. This is expected when working on read-only repositories.", error, self.path.display());
+                Ok(())
+            }
+            other => other.map_err(|e| RepoError::io("cannot write the nonce file", e)),
+        }
+    }
+
+    /// Deletes the whole repository (config first, so a half-deleted one is never opened).
+    pub fn destroy(mut self) -> Result<(), RepoError> {
+        if self.append_only {
+            return Err(RepoError::Value(format!("{} is in append-only mode", self.display_path())));
+        }
+        self.rollback();
+        self.io.abandon_segment();
+        let path = self.path.clone();
+        if let Some(lock) = self.lock.take() {
+            lock.release().map_err(RepoError::Lock)?;
+        }
+        std::fs::remove_file(path.join("config")).map_err(|e| RepoError::io("cannot remove config", e))?;
+        std::fs::remove_dir_all(&path).map_err(|e| RepoError::io("cannot remove the repository", e))
+    }
+
+    /// Breaks the lock of the repository at `path` (borg's `break_lock`).
+    pub fn break_lock(path: &Path) -> Result<(), RepoError> {
+        break_lock(path).map_err(RepoError::Lock)
+    }
+}
+
+/// borg's `is_repository`: a README that says so in its first 100 bytes.
+pub fn is_repository(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 100];
+    let Ok(mut file) = std::fs::File::open(path.join("README")) else {
+        return false;
+    };
+    let read = file.read(&mut head).unwrap_or(0);
+    let head = &head[..read];
+    contains(head, b"Borg Backup repository") || contains(head, b"Borg repository")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// borg's `check_can_create_repository` and `create`.
+fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError> {
+    let display = path.display().to_string();
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(RepoError::PathPermissionDenied(display));
+        }
+        Err(error) => return Err(RepoError::io(format!("cannot inspect {display}"), error)),
+        Ok(metadata) => {
+            if is_repository(path) {
+                return Err(RepoError::AlreadyExists(display));
+            }
+            if !metadata.is_dir() {
+                return Err(RepoError::PathAlreadyExists(display));
+            }
+            match std::fs::read_dir(path) {
+                Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                    return Err(RepoError::PathPermissionDenied(display));
+                }
+                Err(error) => return Err(RepoError::io(format!("cannot list {display}"), error)),
+                Ok(mut entries) => {
+                    if entries.next().is_some() {
+                        return Err(RepoError::PathAlreadyExists(display));
+                    }
+                }
+            }
+        }
+    }
+    for parent in path.ancestors().skip(1) {
+        if is_repository(parent) {
+            return Err(RepoError::AlreadyExists(parent.display().to_string()));
+        }
+    }
+    if options.make_parent_dirs {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| RepoError::io(format!("cannot create {}", parent.display()), e))?;
+        }
+    }
+    if !path.exists() {
+        match std::fs::create_dir(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::ParentPathDoesNotExist(display));
+            }
+            Err(error) => return Err(RepoError::io(format!("cannot create {display}"), error)),
+            Ok(()) => {}
+        }
+    }
+    std::fs::write(path.join("README"), REPOSITORY_README).map_err(|e| RepoError::io("cannot write README", e))?;
+    std::fs::create_dir(path.join("data")).map_err(|e| RepoError::io("cannot create data", e))?;
+    let config = RepoConfig::new_repository(
+        DEFAULT_SEGMENTS_PER_DIR,
+        DEFAULT_MAX_SEGMENT_SIZE,
+        options.append_only,
+        options.storage_quota.unwrap_or(0),
+        random_id().map_err(|e| RepoError::io("cannot read /dev/urandom", e))?,
+    );
+    save_config(path, &config, true)
+}
+
+fn random_id() -> io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut id = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+    Ok(id)
+}
+
+fn save_config(path: &Path, config: &RepoConfig, locked: bool) -> Result<(), RepoError> {
+    let config_path = path.join("config");
+    let old_path = path.join("config.old");
+    if old_path.is_file() {
+        log::warn!(target: LOG, "Old config file not securely erased on previous config update");
+        durable::secure_erase(&old_path).map_err(|e| RepoError::io("cannot erase config.old", e))?;
+    }
+    if config_path.is_file() {
+        if let Err(error) = std::fs::hard_link(&config_path, &old_path) {
+            let tolerated = [nix::libc::EMLINK, nix::libc::ENOSYS, nix::libc::EPERM, nix::libc::EACCES, nix::libc::ENOTSUP, nix::libc::EIO];
+            if error.raw_os_error().is_some_and(|code| tolerated.contains(&code)) {
+                log::warn!(target: LOG, "Failed to securely erase old repository config file (hardlinks not supported). Old repokey data, if any, might persist on physical storage.");
+            } else {
+                return Err(RepoError::io("cannot link config.old", error));
+            }
+        }
+    }
+    match durable::write_atomic(path, "config", config.to_text().as_bytes()) {
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied && !locked => {
+            log::warn!(target: LOG, "{error}: Failed writing to '{}'. This is expected when working on read-only repositories.", config_path.display());
+        }
+        other => other.map_err(|e| RepoError::io("cannot write config", e))?,
+    }
+    if old_path.is_file() {
+        durable::secure_erase(&old_path).map_err(|e| RepoError::io("cannot erase config.old", e))?;
+    }
+    Ok(())
+}
+
+fn read_nonce(repo: &Path) -> Result<Option<u64>, RepoError> {
+    match std::fs::read_to_string(repo.join("nonce")) {
+        Ok(text) => units::parse_nonce(&text)
+            .map(Some)
+            .map_err(|reason| RepoError::Error(format!("Repository has an invalid nonce file: {reason}"))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(RepoError::io("cannot read the nonce file", error)),
+    }
+}

@@ -1,0 +1,572 @@
+//! Transactions: finding the committed state, replaying segments, writing objects, and the
+//! commit that makes them durable in borg's order.
+//!
+//! A transaction id is the number of the last committed segment. `index.N`, `hints.N` and
+//! `integrity.N` describe the state after transaction N; when they are behind the segments
+//! (a crash between the commit entry and the index write), the segments are replayed.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::RepoError;
+use super::hashindex::{IndexHeader, NsIndex};
+use super::hints::{self, DecodedHints};
+use super::integrity::{self, DigestReader, DigestWriter, IntegrityFile};
+use super::repo::{Bookkeeping, LOG, Repository};
+use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
+use super::units::format_file_size;
+
+/// One entry of a segment, as replay and check need it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LoggedEntry {
+    pub kind: EntryKind,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// `MAX_OBJECT_SIZE`, for the free-space estimate.
+const MAX_OBJECT_SIZE: u64 = super::segment::MAX_OBJECT_SIZE as u64;
+
+impl Repository {
+    /// The largest N of a non-empty `index.N` (borg's `get_index_transaction_id`).
+    pub(super) fn index_transaction_id(&self) -> Result<Option<u32>, RepoError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| RepoError::io("cannot list the repository", e))?;
+        let mut best = None;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(number) = name.to_str().and_then(|n| n.strip_prefix("index.")) else { continue };
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(number) = number.parse::<u32>() else { continue };
+            if entry.metadata().is_ok_and(|m| m.len() > 0) {
+                best = best.max(Some(number));
+            }
+        }
+        Ok(best)
+    }
+
+    pub(super) fn segments_transaction_id(&mut self) -> Result<Option<u32>, RepoError> {
+        self.io.segments_transaction_id().map_err(|e| RepoError::io("cannot read segments", e))
+    }
+
+    /// Replays segments when the index is behind them (borg's `check_transaction`).
+    pub(super) fn check_transaction(&mut self) -> Result<(), RepoError> {
+        let index_tid = self.index_transaction_id()?;
+        let segments_tid = self.segments_transaction_id()?;
+        match (index_tid, segments_tid) {
+            (Some(_), None) => Err(RepoError::CheckNeeded(format!(
+                "{}\" - although likely this is \"beyond repair",
+                self.display_path()
+            ))),
+            (index, segments) if index == segments => Ok(()),
+            (Some(index), Some(segments)) if index > segments => self.replay_segments(None, segments),
+            (index, Some(segments)) => self.replay_segments(index, segments),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// borg's `get_transaction_id`.
+    pub(super) fn get_transaction_id(&mut self) -> Result<Option<u32>, RepoError> {
+        self.check_transaction()?;
+        self.index_transaction_id()
+    }
+
+    /// Reads `index.N`, verified against `integrity.N`. With `auto_recover`, a damaged index
+    /// is deleted and rebuilt by replay, as borg does.
+    pub(super) fn open_index(&mut self, transaction_id: Option<u32>, auto_recover: bool) -> Result<NsIndex, RepoError> {
+        let Some(tid) = transaction_id else {
+            return Ok(NsIndex::new());
+        };
+        let index_path = self.path.join(format!("index.{tid}"));
+        match read_index(&self.path, tid) {
+            Ok(index) => Ok(index),
+            Err(reason) => {
+                log::warn!(target: LOG, "Repository index missing or corrupted, trying to recover from: {reason}");
+                let _ = std::fs::remove_file(&index_path);
+                if !auto_recover {
+                    return Err(RepoError::Integrity(reason));
+                }
+                let tid = self.get_transaction_id()?;
+                self.prepare_txn(tid, true)?;
+                self.commit(false, 0.1, false)?;
+                let tid = self.get_transaction_id()?;
+                match tid {
+                    Some(tid) => read_index(&self.path, tid).map_err(RepoError::Integrity),
+                    None => Ok(NsIndex::new()),
+                }
+            }
+        }
+    }
+
+    /// Starts a write transaction on top of `transaction_id` (borg's `prepare_txn`).
+    pub(super) fn prepare_txn(&mut self, transaction_id: Option<u32>, do_cleanup: bool) -> Result<(), RepoError> {
+        self.active_txn = true;
+        if let Some(lock) = self.lock.as_mut() {
+            if !lock.got_exclusive_lock() {
+                if self.exclusive.is_some() {
+                    self.active_txn = false;
+                    return Err(RepoError::Assertion("bug in code, exclusive lock should exist here".into()));
+                }
+                if let Err(error) = lock.upgrade(&crate::engine::lock::LockWait::forever()) {
+                    self.active_txn = false;
+                    return Err(RepoError::Lock(error));
+                }
+            }
+        }
+        if self.index.is_none() || transaction_id.is_none() {
+            let index = match self.open_index(transaction_id, false) {
+                Ok(index) => index,
+                Err(error) => {
+                    log::warn!(target: LOG, "Checking repository transaction due to previous error: {error}");
+                    self.check_transaction()?;
+                    self.open_index(transaction_id, false)?
+                }
+            };
+            self.index = Some(index);
+        }
+        let Some(tid) = transaction_id else {
+            self.books = Bookkeeping::default();
+            if do_cleanup {
+                // No commit at all: any segment is garbage (borg would trip over a stale 0).
+                self.io.cleanup(None).map_err(|e| RepoError::io("cannot clean up segments", e))?;
+            }
+            return Ok(());
+        };
+        if do_cleanup {
+            self.io.cleanup(Some(tid)).map_err(|e| RepoError::io("cannot clean up segments", e))?;
+        }
+        match read_hints(&self.path, tid) {
+            Ok(DecodedHints::Current(books)) => self.books = books,
+            Ok(DecodedHints::Version1 { segments }) => {
+                log::debug!(target: LOG, "Upgrading from v1 hints.{tid}");
+                self.books = Bookkeeping { segments, ..Bookkeeping::default() };
+                let listed: Vec<u32> = self.books.segments.keys().copied().collect();
+                for segment in listed {
+                    self.rebuild_sparse(segment)?;
+                }
+            }
+            Err(reason) => {
+                log::warn!(target: LOG, "Repository hints file missing or corrupted, trying to recover: {reason}");
+                let _ = std::fs::remove_file(self.path.join(format!("hints.{tid}")));
+                let _ = std::fs::remove_file(self.path.join(format!("index.{tid}")));
+                self.check_transaction()?;
+                return self.prepare_txn(Some(tid), do_cleanup);
+            }
+        }
+        self.log_storage_quota();
+        for shadowed in self.books.shadow_index.values_mut() {
+            shadowed.retain(|segment| *segment <= tid);
+        }
+        Ok(())
+    }
+
+    fn ensure_transaction(&mut self) -> Result<(), RepoError> {
+        if !self.active_txn {
+            let tid = self.get_transaction_id()?;
+            self.prepare_txn(tid, true)?;
+        }
+        Ok(())
+    }
+
+    pub fn put(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
+        if data.len() > super::segment::MAX_DATA_SIZE {
+            // Checked before anything is written (borg writes a stray DELETE first).
+            return Err(RepoError::Integrity(format!(
+                "More than allowed put data [{} > {}]",
+                data.len(),
+                super::segment::MAX_DATA_SIZE
+            )));
+        }
+        self.ensure_transaction()?;
+        let previous = self.index()?.get(id);
+        if let Some((segment, offset)) = previous {
+            self.delete_entry(id, segment, offset)?;
+        }
+        let written = self
+            .io
+            .write_put(id, data, true)
+            .map_err(|e| RepoError::io("cannot write segment", e))?
+            .ok_or_else(|| RepoError::Exception("segment unexpectedly full".into()))?;
+        self.books.storage_quota_use += u64::from(written.size);
+        *self.books.segments.entry(written.segment).or_insert(0) += 1;
+        self.index()?
+            .insert(id, written.segment, written.offset)
+            .map_err(|e| RepoError::Exception(e.to_string()))?;
+        if self.storage_quota > 0 && self.books.storage_quota_use > self.storage_quota {
+            let doomed = (format_file_size(self.storage_quota as i64), format_file_size(self.books.storage_quota_use as i64));
+            self.doomed = Some(doomed.clone());
+            return Err(RepoError::StorageQuotaExceeded { quota: doomed.0, usage: doomed.1 });
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, id: &ObjectId) -> Result<(), RepoError> {
+        self.ensure_transaction()?;
+        let Some((segment, offset)) = self.index()?.remove(id) else {
+            return Err(RepoError::ObjectNotFound(*id, self.display_path()));
+        };
+        self.delete_entry(id, segment, offset)
+    }
+
+    /// Shared by put and delete: account the superseded PUT and write a DELETE entry.
+    fn delete_entry(&mut self, id: &ObjectId, segment: u32, offset: u32) -> Result<(), RepoError> {
+        self.books.shadow_index.entry(*id).or_default().push(segment);
+        *self.books.segments.entry(segment).or_insert(0) -= 1;
+        let size = self.io.entry_size(segment, offset, id)?;
+        *self.books.compact.entry(segment).or_insert(0) += u64::from(size);
+        let written = self
+            .io
+            .write_delete(id, true)
+            .map_err(|e| RepoError::io("cannot write segment", e))?
+            .ok_or_else(|| RepoError::Exception("segment unexpectedly full".into()))?;
+        *self.books.compact.entry(written.segment).or_insert(0) += u64::from(written.size);
+        self.books.segments.entry(written.segment).or_insert(0);
+        Ok(())
+    }
+
+    /// Makes the transaction durable: free-space check, a COMMIT in a segment of its own,
+    /// optional compaction, then index, hints and integrity (borg's `commit`).
+    pub fn commit(&mut self, compact: bool, threshold: f64, cleanup_commits: bool) -> Result<(), RepoError> {
+        if let Some((quota, usage)) = self.doomed.take() {
+            self.rollback();
+            return Err(RepoError::StorageQuotaExceeded { quota, usage });
+        }
+        if !self.active_txn {
+            // Python fails with AttributeError here; a commit with nothing to commit is a no-op
+            // beyond making sure a transaction exists, as it would for a client that wrote.
+            self.ensure_transaction()?;
+        }
+        self.require_exclusive()?;
+        self.check_free_space()?;
+        self.log_storage_quota();
+        let segment = self.io.write_commit(false).map_err(|e| RepoError::io("cannot write the commit", e))?;
+        self.books.segments.entry(segment).or_insert(0);
+        *self.books.compact.entry(segment).or_insert(0) += super::segment::HEADER_SIZE as u64;
+        if compact && !self.append_only {
+            if cleanup_commits {
+                for file in self.io.list().map_err(|e| RepoError::io("cannot list segments", e))? {
+                    if file.len == super::segment::COMMIT_ONLY_SEGMENT_LEN {
+                        self.books.segments.insert(file.segment, 0);
+                        self.books.compact.insert(file.segment, super::segment::HEADER_SIZE as u64);
+                    }
+                }
+            }
+            self.compact_segments(threshold)?;
+        }
+        self.write_index()?;
+        // The index in memory is exactly what was just written; keep it for the next
+        // transaction instead of reading it back (borg drops and rereads it).
+        self.active_txn = false;
+        self.doomed = None;
+        Ok(())
+    }
+
+    /// Forgets the transaction (borg's `rollback`); nothing on disk changes.
+    pub fn rollback(&mut self) {
+        self.io.abandon_segment();
+        self.index = None;
+        self.active_txn = false;
+        self.doomed = None;
+    }
+
+    /// Rollback that also deletes the uncommitted segments, to give space back after a full
+    /// disk (borg does this when ENOSPC ends a transaction).
+    pub fn rollback_with_cleanup(&mut self) {
+        self.rollback();
+        match self.io.segments_transaction_id() {
+            Ok(tid) => {
+                if let Err(error) = self.io.cleanup(tid) {
+                    log::warn!(target: LOG, "cleanup of the failed transaction failed: {error}");
+                }
+            }
+            Err(error) => log::warn!(target: LOG, "cleanup of the failed transaction failed: {error}"),
+        }
+    }
+
+    /// Writes hints, index and integrity for the transaction just committed, in borg's
+    /// order: each as a fsynced temporary file, integrity renamed first, then the others,
+    /// with directory fsyncs in between; then older generations are removed.
+    pub(super) fn write_index(&mut self) -> Result<(), RepoError> {
+        let tid = self
+            .segments_transaction_id()?
+            .ok_or_else(|| RepoError::Exception("no committed segment after commit".into()))?;
+        if self.append_only {
+            append_transaction_log(&self.path, tid).map_err(|e| RepoError::io("cannot write transactions", e))?;
+        }
+        let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("no index to write".into()))?;
+        let hints_name = format!("hints.{tid}");
+        let index_name = format!("index.{tid}");
+        let integrity_name = format!("integrity.{tid}");
+        let io_error = |what: &str| {
+            let what = what.to_owned();
+            move |e: io::Error| RepoError::io(format!("cannot write {what}"), e)
+        };
+
+        let hints_bytes = hints::encode(&self.books);
+        let hints_digests = write_tmp(&self.path, &hints_name, |writer| writer.write_all(&hints_bytes), &[])
+            .map_err(io_error(&hints_name))?;
+        let index_digests = write_tmp(
+            &self.path,
+            &index_name,
+            |writer| {
+                index.write_header(&mut *writer)?;
+                writer.part("HashHeader");
+                index.write_buckets(&mut *writer)
+            },
+            &["HashHeader"],
+        )
+        .map_err(io_error(&index_name))?;
+        let integrity = IntegrityFile { hints: Some(hints_digests), index: Some(index_digests) };
+        let integrity_tmp = tmp_path(&self.path, &integrity_name);
+        write_synced(&integrity_tmp, &integrity.encode()).map_err(io_error(&integrity_name))?;
+
+        let rename = |name: &str| std::fs::rename(tmp_path(&self.path, name), self.path.join(name));
+        rename(&integrity_name).map_err(io_error(&integrity_name))?;
+        super::durable::fsync_dir(&self.path).map_err(io_error("the repository directory"))?;
+        rename(&hints_name).map_err(io_error(&hints_name))?;
+        rename(&index_name).map_err(io_error(&index_name))?;
+        super::durable::fsync_dir(&self.path).map_err(io_error("the repository directory"))?;
+
+        let current = format!(".{tid}");
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let generational = name.starts_with("index.") || name.starts_with("hints.") || name.starts_with("integrity.");
+                if generational && !name.ends_with(&current) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds index and hints from the segments after `index_tid` up to `segments_tid`.
+    pub(super) fn replay_segments(&mut self, index_tid: Option<u32>, segments_tid: u32) -> Result<(), RepoError> {
+        // A shared lock is upgraded for the replay, as borg does by faking an old client.
+        let remember_exclusive = self.exclusive.take();
+        let result = self.replay_inner(index_tid, segments_tid);
+        self.exclusive = remember_exclusive;
+        self.rollback();
+        result
+    }
+
+    fn replay_inner(&mut self, index_tid: Option<u32>, segments_tid: u32) -> Result<(), RepoError> {
+        self.index = None;
+        self.prepare_txn(index_tid, false)?;
+        log::warn!(target: LOG, "Replaying segments. Please wait, this can take a while...");
+        let segments = self.io.list().map_err(|e| RepoError::io("cannot list segments", e))?;
+        for file in segments {
+            if index_tid.is_some_and(|tid| file.segment <= tid) {
+                continue;
+            }
+            if file.segment > segments_tid {
+                break;
+            }
+            let entries = self.read_segment_entries(file.segment)?;
+            self.update_index(file.segment, &entries)?;
+        }
+        self.write_index()
+    }
+
+    /// Reads every entry of a segment with full crc verification (borg's
+    /// `list(iter_objects(segment))`).
+    pub(super) fn read_segment_entries(&mut self, segment: u32) -> Result<Vec<LoggedEntry>, SegmentError> {
+        let mut entries = self.io.entries(segment, 0, ReadMode::Verified)?;
+        let mut logged = Vec::new();
+        while let Some(entry) = entries.next_entry()? {
+            logged.push(LoggedEntry { kind: entry.kind, offset: entry.offset, size: entry.size });
+        }
+        Ok(logged)
+    }
+
+    /// Applies one segment's entries to index and bookkeeping (borg's `_update_index`).
+    pub(super) fn update_index(&mut self, segment: u32, entries: &[LoggedEntry]) -> Result<(), RepoError> {
+        self.books.segments.insert(segment, 0);
+        for entry in entries {
+            let size = u64::from(entry.size);
+            let index = self.index.as_mut().ok_or_else(|| RepoError::Exception("no index".into()))?;
+            match entry.kind {
+                EntryKind::Put { key } => {
+                    if let Some((old_segment, _)) = index.get(&key) {
+                        // borg charges the new entry's size to the old segment; matching it keeps
+                        // hints identical to borg's.
+                        *self.books.compact.entry(old_segment).or_insert(0) += size;
+                        *self.books.segments.entry(old_segment).or_insert(0) -= 1;
+                        self.books.shadow_index.entry(key).or_default().push(old_segment);
+                    }
+                    index.insert(&key, segment, entry.offset).map_err(|e| RepoError::Exception(e.to_string()))?;
+                    *self.books.segments.entry(segment).or_insert(0) += 1;
+                    self.books.storage_quota_use += size;
+                }
+                EntryKind::Delete { key } => {
+                    if let Some((old_segment, old_offset)) = index.remove(&key) {
+                        // A PUT in a segment compaction already removed needs no accounting.
+                        if self.io.segment_exists(old_segment) {
+                            *self.books.segments.entry(old_segment).or_insert(0) -= 1;
+                            let old_size = self.io.entry_size(old_segment, old_offset, &key)?;
+                            *self.books.compact.entry(old_segment).or_insert(0) += u64::from(old_size);
+                            self.books.shadow_index.entry(key).or_default().push(old_segment);
+                        }
+                    }
+                }
+                EntryKind::Commit => {}
+            }
+        }
+        if self.books.segments.get(&segment) == Some(&0) {
+            let size = self.io.segment_size(segment).map_err(|e| RepoError::io("cannot stat segment", e))?;
+            self.books.compact.insert(segment, size);
+        }
+        Ok(())
+    }
+
+    /// Freeable bytes of one segment relative to the index (borg's `_rebuild_sparse`, for
+    /// hints written by borg 1.0).
+    fn rebuild_sparse(&mut self, segment: u32) -> Result<(), RepoError> {
+        let Ok(size) = self.io.segment_size(segment) else {
+            self.books.segments.remove(&segment);
+            return Ok(());
+        };
+        if self.books.segments.get(&segment).copied().unwrap_or(0) == 0 {
+            self.books.compact.insert(segment, size);
+            return Ok(());
+        }
+        let mut freeable = 0u64;
+        let mut entries = self.io.entries(segment, 0, ReadMode::HeaderOnly)?;
+        let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("no index".into()))?;
+        while let Some(entry) = entries.next_entry()? {
+            match entry.kind {
+                EntryKind::Put { key } if index.get(&key) != Some((segment, entry.offset)) => {
+                    freeable += u64::from(entry.size)
+                }
+                EntryKind::Delete { .. } => freeable += u64::from(entry.size),
+                _ => {}
+            }
+        }
+        self.books.compact.insert(segment, freeable);
+        Ok(())
+    }
+
+    /// borg's pre-commit free-space check.
+    fn check_free_space(&mut self) -> Result<(), RepoError> {
+        let index_size = self.index.as_ref().map_or(0, NsIndex::size_on_disk);
+        let mut required = index_size * 4;
+        required += (self.books.segments.len() as u64) * 10 + (self.books.compact.len() as u64) * 10 + 4096;
+        required += self.additional_free_space;
+        if !self.append_only {
+            let full_segment = self.max_segment_size + MAX_OBJECT_SIZE;
+            if self.books.compact.len() < 10 {
+                let mut working = 0u64;
+                let compact: Vec<(u32, u64)> = self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
+                for (segment, free) in compact {
+                    if let Ok(size) = self.io.segment_size(segment) {
+                        working += size.saturating_sub(free);
+                    }
+                }
+                required += working.min(full_segment);
+            } else {
+                required += full_segment;
+            }
+        }
+        let free = match nix::sys::statvfs::statvfs(&self.path) {
+            Ok(stats) => stats.blocks_available() as u64 * stats.fragment_size() as u64,
+            Err(error) => {
+                log::warn!(target: LOG, "Failed to check free space before committing: {error}");
+                return Ok(());
+            }
+        };
+        log::debug!(target: LOG, "check_free_space: required bytes {required}, free bytes {free}");
+        if free < required {
+            if self.created {
+                log::error!(target: LOG, "Not enough free space to initialize repository at this location.");
+                let path = self.path.clone();
+                self.rollback();
+                let _ = std::fs::remove_file(path.join("config"));
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                self.rollback_with_cleanup();
+            }
+            return Err(RepoError::InsufficientFreeSpace {
+                required: format_file_size(required as i64),
+                available: format_file_size(free as i64),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn log_storage_quota(&self) {
+        if self.storage_quota > 0 {
+            log::info!(
+                target: LOG,
+                "Storage quota: {} out of {} used.",
+                format_file_size(self.books.storage_quota_use as i64),
+                format_file_size(self.storage_quota as i64)
+            );
+        }
+    }
+}
+
+/// Reads `index.N`, checked against the digests in `integrity.N` when there are any.
+fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
+    let name = format!("index.{tid}");
+    let expected = integrity::read_expected(repo, tid, integrity::Part::Index)?;
+    let file = File::open(repo.join(&name)).map_err(|e| format!("[Errno {}] {}: '{}'", e.raw_os_error().unwrap_or(0), crate::policy::load::plain_io_error(&e), repo.join(&name).display()))?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut reader = DigestReader::new(BufReader::with_capacity(1 << 20, file), &name);
+    let header = IndexHeader::read_from(&mut reader).map_err(|e| e.to_string())?;
+    reader.part("HashHeader");
+    let index = NsIndex::read_buckets(header, &mut reader, file_len).map_err(|e| e.to_string())?;
+    let digests = reader.finish();
+    if let Some(expected) = expected {
+        integrity::verify(&name, &expected, &digests).map_err(|e| e.to_string())?;
+    }
+    Ok(index)
+}
+
+fn read_hints(repo: &Path, tid: u32) -> Result<DecodedHints, String> {
+    let name = format!("hints.{tid}");
+    let expected = integrity::read_expected(repo, tid, integrity::Part::Hints)?;
+    let bytes = std::fs::read(repo.join(&name)).map_err(|e| format!("{}: '{}'", crate::policy::load::plain_io_error(&e), repo.join(&name).display()))?;
+    if let Some(expected) = expected {
+        let digests = integrity::digest_bytes(&name, &bytes, &[]);
+        integrity::verify(&name, &expected, &digests).map_err(|e| e.to_string())?;
+    }
+    hints::decode(&bytes).map_err(|e| e.to_string())
+}
+
+fn tmp_path(repo: &Path, name: &str) -> PathBuf {
+    repo.join(format!("{name}.tmp"))
+}
+
+/// Writes `<name>.tmp` through a digester, fsyncs it, and returns its integrity record.
+fn write_tmp(
+    repo: &Path,
+    name: &str,
+    write: impl FnOnce(&mut DigestWriter<BufWriter<File>>) -> io::Result<()>,
+    _parts: &[&str],
+) -> io::Result<String> {
+    let file = File::create(tmp_path(repo, name))?;
+    let mut writer = DigestWriter::new(BufWriter::with_capacity(1 << 20, file), name);
+    write(&mut writer)?;
+    let (file, record) = writer.finish()?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(record)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// borg's append-only `transactions` log line.
+fn append_transaction_log(repo: &Path, tid: u32) -> io::Result<()> {
+    let now = crate::audit::record::rfc3339(std::time::SystemTime::now());
+    // RFC 3339 with microseconds: `2026-12-06T21:39:32.123456Z` -> borg's ISO_FORMAT without zone.
+    let stamp = now.trim_end_matches('Z');
+    let mut file = std::fs::OpenOptions::new().append(true).create(true).open(repo.join("transactions"))?;
+    writeln!(file, "transaction {tid}, UTC time {stamp}")
+}

@@ -1,0 +1,424 @@
+//! The serve loop: requests in, replies out, in order, with the repository opened by the
+//! client's `open` and closed on every way out (EOF, a dead pipe, a signal, idle timeout).
+//!
+//! Requests are handled as they stream in; replies are batched and flushed only when no
+//! further request is already buffered, so pipelined puts cost one write per batch.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::args::ServeConfig;
+use super::lock::{LockIdentity, LockWait};
+use super::log::LogHandle;
+use super::paths::{PathContext, resolve_and_check};
+use super::repository::error::RepoError;
+use super::repository::repo::{OpenOptions, Repository};
+use super::rpc::{Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader, SERVER_VERSION};
+use crate::policy::Permissions;
+
+pub const LOG: &str = "borg.remote";
+
+/// Why the loop ended, for the exit status.
+#[derive(Debug)]
+pub enum Ending {
+    /// The client closed stdin (the normal end).
+    ClientClosed,
+    /// stdout failed: the client is gone.
+    ClientGone(io::Error),
+    Signal(Signal),
+    IdleTimeout(Duration),
+    /// The client sent something that is not a borg request.
+    BadInput { message: String, exit_code: i32 },
+}
+
+/// Everything about the connection that outlives one request.
+pub struct Server {
+    config: ServeConfig,
+    log: LogHandle,
+    repository: Option<Repository>,
+    /// stdin, for noticing a vanished client while waiting for a lock.
+    stdin: File,
+    signals: Option<SignalFd>,
+    path_context: PathContext<'static>,
+}
+
+/// What one request produced.
+enum Outcome<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Bytes(&'a [u8]),
+    Id([u8; 32]),
+    Ids(Vec<[u8; 32]>),
+    Negotiate(Option<i64>),
+}
+
+type Reply<'a> = Result<Outcome<'a>, RemoteException>;
+
+impl Server {
+    pub fn new(config: ServeConfig, log: LogHandle, stdin: File, path_context: PathContext<'static>) -> Server {
+        let signals = watch_signals();
+        Server { config, log, repository: None, stdin, signals, path_context }
+    }
+
+    /// Serves until the client goes away; the repository is closed on every path.
+    pub fn run<R: io::Read, W: Write>(&mut self, reader: &mut RequestReader<R>, writer: &mut ReplyWriter<W>) -> Ending {
+        let ending = self.serve(reader, writer);
+        self.close_repository();
+        ending
+    }
+
+    fn serve<R: io::Read, W: Write>(&mut self, reader: &mut RequestReader<R>, writer: &mut ReplyWriter<W>) -> Ending {
+        loop {
+            if !reader.has_buffered_request() {
+                if let Err(error) = writer.flush() {
+                    return Ending::ClientGone(error);
+                }
+                if let Some(ending) = self.wait_for_input() {
+                    return ending;
+                }
+            }
+            let request = match reader.next_request() {
+                Ok(Some(request)) => request,
+                Ok(None) => return Ending::ClientClosed,
+                Err(error) => {
+                    let message = error.borg_log_message("1.4.5").unwrap_or_else(|| error.to_string());
+                    return Ending::BadInput { message, exit_code: error.exit_code(modern_exit_codes()) };
+                }
+            };
+            let (format, msgid) = (request.format, request.msgid);
+            let reply = self.handle(&request);
+            let written = match reply {
+                Ok(outcome) => write_outcome(writer, format, msgid, outcome),
+                Err(exception) => {
+                    log::debug!(target: LOG, "{}: {}", exception.class, exception.short.trim_end());
+                    writer.exception(format, msgid, &exception)
+                }
+            };
+            if let Err(error) = written {
+                return Ending::ClientGone(error);
+            }
+        }
+    }
+
+    /// Blocks until a request can be read, or the session must end.
+    fn wait_for_input(&mut self) -> Option<Ending> {
+        let timeout = match self.config.idle_timeout {
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        loop {
+            let stdin_fd = self.stdin.as_fd();
+            let mut fds = vec![PollFd::new(stdin_fd, PollFlags::POLLIN)];
+            if let Some(signals) = &self.signals {
+                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(0) => return self.config.idle_timeout.map(Ending::IdleTimeout),
+                Ok(_) => {
+                    let signalled = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+                    if signalled {
+                        if let Some(signal) = self.take_signal() {
+                            return Some(Ending::Signal(signal));
+                        }
+                    }
+                    // Readable, hung up or in error: reading will tell.
+                    return None;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn take_signal(&mut self) -> Option<Signal> {
+        let signals = self.signals.as_mut()?;
+        match signals.read_signal() {
+            Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether the client has disconnected or a signal asks us to stop (used while waiting
+    /// for a lock, so that a waiting server never outlives its client).
+    fn should_abort(&self) -> bool {
+        let mut fds = vec![PollFd::new(self.stdin.as_fd(), PollFlags::POLLRDHUP)];
+        if let Some(signals) = &self.signals {
+            fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+            return false;
+        }
+        let gone = PollFlags::POLLHUP | PollFlags::POLLRDHUP | PollFlags::POLLERR;
+        let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
+        let signalled = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        stdin_gone || signalled
+    }
+
+    fn handle<'a>(&'a mut self, request: &Request<'_>) -> Reply<'a> {
+        let args = &request.args;
+        match &request.method {
+            Method::Negotiate => Ok(self.negotiate(args)),
+            Method::Open => self.open(args),
+            Method::InjectException => inject_exception(args),
+            Method::Unknown(name) => Err(RemoteException::invalid_rpc_method(name)),
+            method => self.repository_call(method, args),
+        }
+    }
+
+    fn negotiate(&mut self, args: &Args<'_>) -> Outcome<'static> {
+        match args.client_data() {
+            Some(ClientData::Int(2)) => Outcome::Negotiate(Some(2)),
+            Some(ClientData::Map { .. }) => {
+                self.log.enable_json();
+                Outcome::Negotiate(None)
+            }
+            _ => Outcome::Negotiate(None),
+        }
+    }
+
+    fn open(&mut self, args: &Args<'_>) -> Reply<'_> {
+        let path = args.bytes("path")?.unwrap_or_default();
+        let create = args.bool_or("create", false)?;
+        let lock = args.bool_or("lock", true)?;
+        let exclusive = args.opt_bool("exclusive")?;
+        let client_append_only = args.bool_or("append_only", false)?;
+        let make_parent_dirs = args.bool_or("make_parent_dirs", false)?;
+        let lock_wait = match args.opt_int("lock_wait") {
+            Ok(seconds) => seconds.map(|s| s.max(0) as f64),
+            Err(_) => args.opt_float("lock_wait")?,
+        };
+        // A second open replaces the first repository; close it properly first.
+        self.close_repository();
+        log::debug!(target: LOG, "Resolving repository path {:?}", String::from_utf8_lossy(path));
+        let resolved = resolve_and_check(
+            path,
+            &self.path_context,
+            &self.config.restrict_to_paths,
+            &self.config.restrict_to_repositories,
+        )
+        .map_err(|denied| RemoteException::path_not_allowed(&denied.0))?;
+        log::debug!(target: LOG, "Resolved repository path to {:?}", resolved.display().to_string());
+        if create && self.config.permissions == Permissions::ReadOnly {
+            return Err(RepoError::ReadOnly("init").to_remote());
+        }
+        let options = OpenOptions {
+            create,
+            lock,
+            exclusive,
+            append_only: (!create && self.config.append_only) || client_append_only,
+            make_parent_dirs,
+            storage_quota: self.config.storage_quota,
+        };
+        let wait_for = clamp_lock_wait(lock_wait, self.config.max_lock_wait);
+        let abort = || self.should_abort();
+        let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
+        let identity = LockIdentity::for_current_process();
+        let repository = Repository::open(&resolved, &options, identity, &wait).map_err(|e| e.to_remote())?;
+        let id = repository.id();
+        self.repository = Some(repository);
+        Ok(Outcome::Id(id))
+    }
+
+    fn repository_call<'a>(&'a mut self, method: &Method, args: &Args<'_>) -> Reply<'a> {
+        let read_only = self.config.permissions == Permissions::ReadOnly;
+        let refuse = |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
+        if method == &Method::BreakLock {
+            if read_only {
+                return refuse("break-lock");
+            }
+        }
+        let Some(repository) = self.repository.as_mut() else {
+            return Err(RemoteException::attribute_error("no repository is open; the client must call open first"));
+        };
+        let result: Result<Outcome<'a>, RepoError> = match method {
+            Method::Len => repository.len().map(|n| Outcome::Int(n as i64)),
+            Method::List => {
+                let limit = list_limit(args)?;
+                let marker = marker(args)?;
+                repository.list(limit, marker.as_ref()).map(Outcome::Ids)
+            }
+            Method::Scan => {
+                let limit = args.opt_int("limit")?;
+                let marker = marker(args)?;
+                repository.scan(limit, marker.as_ref()).map(Outcome::Ids)
+            }
+            Method::Get => {
+                let id = object_id(args)?;
+                repository.get(&id).map(Outcome::Bytes)
+            }
+            Method::Put if read_only => return refuse("put"),
+            Method::Put => {
+                let id = object_id(args)?;
+                let data = args.bytes("data")?.unwrap_or_default();
+                guard_disk(repository, |repo| repo.put(&id, data)).map(|()| Outcome::Nil)
+            }
+            Method::Delete if read_only => return refuse("delete"),
+            Method::Delete => {
+                let id = object_id(args)?;
+                guard_disk(repository, |repo| repo.delete(&id)).map(|()| Outcome::Nil)
+            }
+            Method::Commit if read_only => {
+                // Nothing can have changed; a commit would only clean up others' leftovers.
+                Ok(Outcome::Nil)
+            }
+            Method::Commit => {
+                let compact = args.bool_or("compact", true)?;
+                let threshold = args.float_or("threshold", 0.1)?;
+                let cleanup_commits = args.bool_or("cleanup_commits", false)?;
+                guard_disk(repository, |repo| repo.commit(compact, threshold, cleanup_commits)).map(|()| Outcome::Nil)
+            }
+            Method::Rollback => {
+                repository.rollback();
+                Ok(Outcome::Nil)
+            }
+            Method::Check => {
+                let repair = args.bool_or("repair", false)?;
+                let max_duration = args.opt_int("max_duration")?.unwrap_or(0).max(0) as u64;
+                if repair && read_only {
+                    return refuse("check --repair");
+                }
+                repository.check(repair, max_duration).map(Outcome::Bool)
+            }
+            Method::Destroy if read_only => return refuse("destroy"),
+            Method::Destroy => {
+                let repository = self.repository.take();
+                match repository {
+                    Some(repository) => repository.destroy().map(|()| Outcome::Nil),
+                    None => Ok(Outcome::Nil),
+                }
+            }
+            Method::SaveKey if read_only => return refuse("save_key"),
+            Method::SaveKey => {
+                let keydata = args.bytes("keydata")?.unwrap_or_default();
+                repository.save_key(keydata).map(|()| Outcome::Nil)
+            }
+            Method::LoadKey => Ok(Outcome::Bytes(repository.load_key_ref())),
+            Method::GetFreeNonce if read_only => return refuse("nonce reservation"),
+            Method::GetFreeNonce => repository.get_free_nonce().map(|n| match n {
+                Some(n) => Outcome::Int(n as i64),
+                None => Outcome::Nil,
+            }),
+            Method::CommitNonceReservation if read_only => return refuse("nonce reservation"),
+            Method::CommitNonceReservation => {
+                let next = args.opt_uint("next_unreserved")?.unwrap_or(0);
+                let start = args.opt_uint("start_nonce")?;
+                repository.commit_nonce_reservation(next, start).map(|()| Outcome::Nil)
+            }
+            Method::BreakLock => {
+                let path: PathBuf = repository.path().to_path_buf();
+                Repository::break_lock(&path).map(|()| Outcome::Nil)
+            }
+            Method::Negotiate | Method::Open | Method::InjectException | Method::Unknown(_) => Ok(Outcome::Nil),
+        };
+        result.map_err(|e| e.to_remote())
+    }
+
+    /// Closes the repository: rolls back what was not committed and releases the lock.
+    pub fn close_repository(&mut self) {
+        if let Some(repository) = self.repository.take() {
+            if let Err(error) = repository.close() {
+                log::warn!(target: LOG, "closing the repository: {error}");
+            }
+        }
+    }
+}
+
+/// A full disk ends the transaction with a cleanup that gives the space back, and the
+/// client gets a clean error; the repository stays at its last commit.
+fn guard_disk(repository: &mut Repository, operation: impl FnOnce(&mut Repository) -> Result<(), RepoError>) -> Result<(), RepoError> {
+    let result = operation(repository);
+    if let Err(error) = &result {
+        if error.is_no_space() {
+            log::warn!(target: LOG, "No space left on device, cleaning up partial transaction to free space.");
+            repository.rollback_with_cleanup();
+        }
+    }
+    result
+}
+
+fn write_outcome<W: Write>(writer: &mut ReplyWriter<W>, format: Format, msgid: u64, outcome: Outcome<'_>) -> io::Result<()> {
+    match outcome {
+        Outcome::Nil => writer.result_nil(format, msgid),
+        Outcome::Bool(value) => writer.result_bool(format, msgid, value),
+        Outcome::Int(value) => writer.result_int(format, msgid, value),
+        Outcome::Bytes(bytes) => writer.result_bytes(format, msgid, bytes),
+        Outcome::Id(id) => writer.result_bytes(format, msgid, &id),
+        Outcome::Ids(ids) => writer.result_id_list(format, msgid, &ids),
+        Outcome::Negotiate(Some(legacy)) => writer.result_int(format, msgid, legacy),
+        Outcome::Negotiate(None) => writer.result_negotiate(format, msgid, &SERVER_VERSION),
+    }
+}
+
+fn object_id(args: &Args<'_>) -> Result<[u8; 32], RemoteException> {
+    let bytes = args.bytes("id")?.unwrap_or_default();
+    <[u8; 32]>::try_from(bytes).map_err(|_| RemoteException::type_error(&format!("id must be 32 bytes, got {}", bytes.len())))
+}
+
+fn marker(args: &Args<'_>) -> Result<Option<[u8; 32]>, RemoteException> {
+    match args.opt_bytes("marker")? {
+        None | Some([]) => Ok(None),
+        Some(bytes) => <[u8; 32]>::try_from(bytes)
+            .map(Some)
+            .map_err(|_| RemoteException::key_error(bytes)),
+    }
+}
+
+fn list_limit(args: &Args<'_>) -> Result<Option<usize>, RemoteException> {
+    match args.opt_int("limit")? {
+        None => Ok(None),
+        Some(limit) if limit < 0 => Err(RemoteException::value_error(
+            "Stop argument for islice() must be None or an integer: 0 <= x <= sys.maxsize.",
+        )),
+        Some(limit) => Ok(Some(usize::try_from(limit).unwrap_or(usize::MAX))),
+    }
+}
+
+/// The lock wait of an `open`, clamped to the policy's maximum. `None` (wait forever)
+/// becomes the maximum when there is one.
+pub fn clamp_lock_wait(requested: Option<f64>, max: Option<u32>) -> Option<Duration> {
+    let requested = requested.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    match (requested, max.map(|m| Duration::from_secs(u64::from(m)))) {
+        (Some(wait), Some(max)) => Some(wait.min(max)),
+        (None, Some(max)) => Some(max),
+        (wait, None) => wait,
+    }
+}
+
+/// borg's test hook `inject_exception`.
+fn inject_exception<'a>(args: &Args<'_>) -> Reply<'a> {
+    let kind = args.bytes("kind")?.unwrap_or_default();
+    Err(match kind {
+        b"DoesNotExist" => RemoteException::does_not_exist("test string"),
+        b"AlreadyExists" => RemoteException::already_exists("test string"),
+        b"CheckNeeded" => RemoteException::check_needed("test string"),
+        b"IntegrityError" => RemoteException::integrity_error("test string"),
+        b"PathNotAllowed" => RemoteException::path_not_allowed("foo"),
+        b"ObjectNotFound" => RemoteException::object_not_found("test string", "test string2"),
+        b"InvalidRPCMethod" => RemoteException::invalid_rpc_method("test string"),
+        b"divide" => RemoteException::zero_division_error(),
+        _ => return Ok(Outcome::Nil),
+    })
+}
+
+fn modern_exit_codes() -> bool {
+    std::env::var("BORG_EXIT_CODES").is_ok_and(|v| v == "modern")
+}
+
+/// SIGHUP, SIGTERM and SIGINT become readable events instead of killing the process, so
+/// the repository can be rolled back and its lock released first.
+fn watch_signals() -> Option<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGHUP);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block().ok()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
+}
