@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs what the tests need on Debian 12, idempotently: Debian's borg (1.2) and OpenSSH,
+# borg 1.4.5 from PyPI in a venv (built from source when no wheel fits, hence the -dev
+# packages), and sshd's privilege separation directory. Prints the versions at the end.
+#
+#   BORG14_VENV   where the borg 1.4.5 venv lives (default /opt/borg145)
+#   BORG14_PYTHON the python that creates it (default: python3 on PATH)
+set -euo pipefail
+
+BORG14_VERSION=1.4.5
+BORG14_VENV=${BORG14_VENV:-/opt/borg145}
+BORG14_PYTHON=${BORG14_PYTHON:-python3}
+
+log() { printf '==> setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "setup.sh: needs root (or sudo) to install packages" >&2
+    exit 1
+fi
+
+installed() {
+    dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
+}
+
+apt_updated=0
+apt_install() {
+    local missing=() package
+    for package in "$@"; do
+        installed "$package" || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    if [ "$apt_updated" -eq 0 ]; then
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    # Installing openssh-server must not start a system sshd: we start our own on loopback.
+    # Docker images already carry such a policy; elsewhere we add one for the duration.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+        "${as_root[@]}" chmod 755 "$policy"
+        added_policy=1
+    fi
+    local status=0
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" || status=$?
+    if [ "$added_policy" -eq 1 ]; then
+        "${as_root[@]}" rm -f "$policy"
+    fi
+    return "$status"
+}
+
+# 1. Debian packages: the real components, plus what a source build of borg 1.4.5 needs.
+apt_install borgbackup openssh-server openssh-client man-db groff-base \
+    pkg-config libssl-dev libacl1-dev liblz4-dev libzstd-dev libxxhash-dev
+command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+
+# 2. A python that can make venvs (pyenv's can; Debian's needs python3-venv and headers).
+if ! "$BORG14_PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv python3-dev
+    BORG14_PYTHON=/usr/bin/python3
+fi
+
+# 3. borg 1.4.5 in its own venv, unless it is there already.
+borg14_version() {
+    "$BORG14_VENV/bin/borg" --version 2>/dev/null || true
+}
+if [ "$(borg14_version)" != "borg $BORG14_VERSION" ]; then
+    if ! "$BORG14_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        log "creating venv $BORG14_VENV with $("$BORG14_PYTHON" --version 2>&1)"
+        "${as_root[@]}" "$BORG14_PYTHON" -m venv --clear "$BORG14_VENV"
+    fi
+    log "pip install borgbackup==$BORG14_VERSION into $BORG14_VENV (may build from source)"
+    "${as_root[@]}" "$BORG14_VENV/bin/python" -m pip install --quiet --prefer-binary \
+        "borgbackup==$BORG14_VERSION"
+    if [ "$(borg14_version)" != "borg $BORG14_VERSION" ]; then
+        echo "setup.sh: $BORG14_VENV/bin/borg is '$(borg14_version)', not borg $BORG14_VERSION" >&2
+        exit 1
+    fi
+fi
+
+# 4. sshd refuses to start without its privilege separation directory (/run is a tmpfs).
+"${as_root[@]}" mkdir -p /run/sshd
+"${as_root[@]}" chmod 0755 /run/sshd
+
+# 5. What we have.
+log "versions"
+printf '  %-16s %s\n' \
+    "debian borg" "$(/usr/bin/borg --version)" \
+    "pypi borg" "$(borg14_version) ($BORG14_VENV/bin/borg)" \
+    "openssh" "$(ssh -V 2>&1)" \
+    "sshd" "$(dpkg-query -W -f='${Version}' openssh-server)" \
+    "python (venv)" "$("$BORG14_VENV/bin/python" --version 2>&1)" \
+    "rustc" "$(rustc --version 2>/dev/null || echo 'not found')" \
+    "cargo" "$(cargo --version 2>/dev/null || echo 'not found')"
