@@ -6,13 +6,101 @@ pub mod log;
 pub mod paths;
 pub mod repository;
 pub mod rpc;
+pub mod server;
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use args::{apply_client_command, parse_serve_args};
+use log::{LogConfig, RemoteLogger};
+use paths::PathContext;
+use rpc::{ReplyWriter, RequestReader, SysInfo};
+use server::{Ending, Server};
+
+/// Exit status for bad command lines and unusable environments.
+const EXIT_ERROR: u8 = 2;
 
 /// `borg-gate serve`: runs the engine and returns the process exit status.
-pub fn serve_main(_args: &[OsString]) -> u8 {
-    eprintln!(
-        "borg-gate: the built-in engine is not built yet; set engine.program to a borg executable"
-    );
-    2
+pub fn serve_main(args: &[OsString]) -> u8 {
+    match serve(args) {
+        Ok(status) => status,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "borg-gate: serve: {message}");
+            EXIT_ERROR
+        }
+    }
 }
+
+fn serve(args: &[OsString]) -> Result<u8, String> {
+    let args = args
+        .iter()
+        .map(|arg| arg.to_str().map(str::to_owned).ok_or_else(|| format!("argument {arg:?} is not UTF-8")))
+        .collect::<Result<Vec<String>, String>>()?;
+    let mut config = parse_serve_args(&args).map_err(|e| e.to_string())?;
+    if config.help {
+        print!("{}", USAGE);
+        return Ok(0);
+    }
+    if let Some(command) = std::env::var_os("SSH_ORIGINAL_COMMAND") {
+        use std::os::unix::ffi::OsStrExt;
+        apply_client_command(&mut config, command.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(config.umask));
+    let log = RemoteLogger::stderr(&LogConfig { level: config.log_level, debug_topics: config.debug_topics.clone() })
+        .install()
+        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    let stdin = rpc::raw_stdin().map_err(|e| format!("cannot use stdin: {e}"))?;
+    let stdout = rpc::raw_stdout().map_err(|e| format!("cannot use stdout: {e}"))?;
+    let watch = stdin.try_clone().map_err(|e| format!("cannot use stdin: {e}"))?;
+    let show = rpc::errors::show_sysinfo(std::env::var("BORG_SHOW_SYSINFO").ok().as_deref());
+    let sysinfo = SysInfo::of_this_process(concat!("borg-gate ", env!("CARGO_PKG_VERSION"))).render(show);
+    let mut reader = RequestReader::new(stdin);
+    let mut writer = ReplyWriter::with_sysinfo(stdout, sysinfo);
+    let mut server = Server::new(config, log, watch, path_context());
+    Ok(match server.run(&mut reader, &mut writer) {
+        Ending::ClientClosed | Ending::ClientGone(_) => 0,
+        Ending::IdleTimeout(timeout) => {
+            ::log::warn!(target: server::LOG, "no request for {} s; closing the connection", timeout.as_secs());
+            0
+        }
+        Ending::Signal(signal) => 128 + signal as u8,
+        Ending::BadInput { message, exit_code } => {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            u8::try_from(exit_code).unwrap_or(EXIT_ERROR)
+        }
+    })
+}
+
+/// How `~`, `/~/` and relative repository paths resolve, from this process's account.
+fn path_context() -> PathContext<'static> {
+    let uid = nix::unistd::geteuid();
+    let account = nix::unistd::User::from_uid(uid).ok().flatten();
+    let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0)).ok().flatten().map(|u| u.dir);
+    let env = |name: &str| std::env::var_os(name);
+    let base_dir = paths::base_dir(&env, account.as_ref().map(|a| a.dir.clone()), root_home, uid.is_root());
+    PathContext {
+        base_dir,
+        user: account.map(|a| a.name).unwrap_or_default(),
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        home_of: &home_of,
+    }
+}
+
+fn home_of(name: &str) -> Option<PathBuf> {
+    nix::unistd::User::from_name(name).ok().flatten().map(|user| user.dir)
+}
+
+/// `borg-gate serve --help`.
+const USAGE: &str = "usage: borg-gate serve [--restrict-to-path PATH] [--restrict-to-repository PATH]
+                       [--append-only] [--storage-quota QUOTA] [--umask M]
+                       [--debug | --info | --warning | --error | --critical]
+                       [--debug-topic TOPIC] [--lock-wait SECONDS]
+                       [--permissions all|read-only] [--idle-timeout DURATION]
+                       [--max-lock-wait SECONDS]
+
+A drop-in replacement for BorgBackup 1.x's `borg serve`: speaks borg's RPC protocol
+on stdin/stdout and reads and writes borg's repository format.
+See borg-gate(1).
+";
+

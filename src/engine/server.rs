@@ -55,6 +55,7 @@ enum Outcome<'a> {
     Bool(bool),
     Int(i64),
     Bytes(&'a [u8]),
+    Owned(Vec<u8>),
     Id([u8; 32]),
     Ids(Vec<[u8; 32]>),
     Negotiate(Option<i64>),
@@ -149,14 +150,16 @@ impl Server {
     /// Whether the client has disconnected or a signal asks us to stop (used while waiting
     /// for a lock, so that a waiting server never outlives its client).
     fn should_abort(&self) -> bool {
-        let mut fds = vec![PollFd::new(self.stdin.as_fd(), PollFlags::POLLRDHUP)];
+        // POLLRDHUP notices a socket peer that shut down its side (sshd may use socketpairs).
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = vec![PollFd::new(self.stdin.as_fd(), rdhup)];
         if let Some(signals) = &self.signals {
             fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
         }
         if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
             return false;
         }
-        let gone = PollFlags::POLLHUP | PollFlags::POLLRDHUP | PollFlags::POLLERR;
+        let gone = PollFlags::POLLHUP | rdhup | PollFlags::POLLERR;
         let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
         let signalled = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
         stdin_gone || signalled
@@ -230,13 +233,19 @@ impl Server {
     fn repository_call<'a>(&'a mut self, method: &Method, args: &Args<'_>) -> Reply<'a> {
         let read_only = self.config.permissions == Permissions::ReadOnly;
         let refuse = |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
-        if method == &Method::BreakLock {
-            if read_only {
-                return refuse("break-lock");
+        match method {
+            Method::BreakLock if read_only => return refuse("break-lock"),
+            Method::Destroy if read_only => return refuse("destroy"),
+            Method::Destroy => {
+                return match self.repository.take() {
+                    Some(repository) => repository.destroy().map(|()| Outcome::Nil).map_err(|e| e.to_remote()),
+                    None => Err(no_repository()),
+                };
             }
+            _ => {}
         }
         let Some(repository) = self.repository.as_mut() else {
-            return Err(RemoteException::attribute_error("no repository is open; the client must call open first"));
+            return Err(no_repository());
         };
         let result: Result<Outcome<'a>, RepoError> = match method {
             Method::Len => repository.len().map(|n| Outcome::Int(n as i64)),
@@ -287,20 +296,12 @@ impl Server {
                 }
                 repository.check(repair, max_duration).map(Outcome::Bool)
             }
-            Method::Destroy if read_only => return refuse("destroy"),
-            Method::Destroy => {
-                let repository = self.repository.take();
-                match repository {
-                    Some(repository) => repository.destroy().map(|()| Outcome::Nil),
-                    None => Ok(Outcome::Nil),
-                }
-            }
             Method::SaveKey if read_only => return refuse("save_key"),
             Method::SaveKey => {
                 let keydata = args.bytes("keydata")?.unwrap_or_default();
                 repository.save_key(keydata).map(|()| Outcome::Nil)
             }
-            Method::LoadKey => Ok(Outcome::Bytes(repository.load_key_ref())),
+            Method::LoadKey => Ok(Outcome::Owned(repository.load_key())),
             Method::GetFreeNonce if read_only => return refuse("nonce reservation"),
             Method::GetFreeNonce => repository.get_free_nonce().map(|n| match n {
                 Some(n) => Outcome::Int(n as i64),
@@ -316,7 +317,9 @@ impl Server {
                 let path: PathBuf = repository.path().to_path_buf();
                 Repository::break_lock(&path).map(|()| Outcome::Nil)
             }
-            Method::Negotiate | Method::Open | Method::InjectException | Method::Unknown(_) => Ok(Outcome::Nil),
+            Method::Negotiate | Method::Open | Method::InjectException | Method::Unknown(_) | Method::Destroy => {
+                Ok(Outcome::Nil)
+            }
         };
         result.map_err(|e| e.to_remote())
     }
@@ -350,11 +353,16 @@ fn write_outcome<W: Write>(writer: &mut ReplyWriter<W>, format: Format, msgid: u
         Outcome::Bool(value) => writer.result_bool(format, msgid, value),
         Outcome::Int(value) => writer.result_int(format, msgid, value),
         Outcome::Bytes(bytes) => writer.result_bytes(format, msgid, bytes),
+        Outcome::Owned(bytes) => writer.result_bytes(format, msgid, &bytes),
         Outcome::Id(id) => writer.result_bytes(format, msgid, &id),
         Outcome::Ids(ids) => writer.result_id_list(format, msgid, &ids),
         Outcome::Negotiate(Some(legacy)) => writer.result_int(format, msgid, legacy),
         Outcome::Negotiate(None) => writer.result_negotiate(format, msgid, &SERVER_VERSION),
     }
+}
+
+fn no_repository() -> RemoteException {
+    RemoteException::attribute_error("no repository is open; the client must call open first")
 }
 
 fn object_id(args: &Args<'_>) -> Result<[u8; 32], RemoteException> {

@@ -26,7 +26,7 @@ impl Repository {
             }
             let size = self.io.segment_size(segment).map_err(|e| RepoError::io("cannot stat segment", e))?;
             let ratio = freeable as f64 / size.max(1) as f64;
-            if !(ratio > threshold) {
+            if ratio <= threshold || ratio.is_nan() {
                 log::debug!(target: LOG, "not compacting segment {segment} (maybe freeable: {:.2}% [{freeable} bytes])", ratio * 100.0);
                 continue;
             }

@@ -284,6 +284,12 @@ impl SegmentIo {
         Ok(())
     }
 
+    /// Continues writing at `segment` (check --repair adds a commit after the last segment).
+    pub fn set_next_segment(&mut self, segment: u32) {
+        self.abandon_segment();
+        self.next_segment = segment;
+    }
+
     /// Drops the current segment without syncing (rollback; the file is garbage that the
     /// next transaction deletes).
     pub fn abandon_segment(&mut self) {

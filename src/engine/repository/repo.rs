@@ -12,7 +12,7 @@ use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
-use super::{durable, units};
+use super::durable;
 use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
 
 pub const LOG: &str = "borg.repository";
@@ -117,7 +117,8 @@ impl Repository {
                 return Err(RepoError::AtticRepository(display));
             }
         }
-        let append_only = (!options.create && options.append_only) || settings.append_only || options.append_only;
+        // `options.append_only` is already the effective flag (see `OpenOptions`); the config can add it.
+        let append_only = options.append_only || settings.append_only;
         Ok(Repository {
             path: path.to_path_buf(),
             id: settings.id,
@@ -277,7 +278,7 @@ impl Repository {
         if read_nonce(&self.path)? != start_nonce {
             return Err(RepoError::Exception("nonce space reservation with mismatched previous state".into()));
         }
-        match durable::write_atomic(&self.path, "nonce", units::format_nonce(next_unreserved).as_bytes()) {
+        match durable::write_atomic(&self.path, "nonce", format_nonce(next_unreserved).as_bytes()) {
             Err(error) if error.kind() == io::ErrorKind::PermissionDenied && self.lock.is_none() => {
                 log::warn!(target: LOG, "{}: Failed writing to '{}/nonce'. This is expected when working on read-only repositories.", error, self.path.display());
                 Ok(())
@@ -421,10 +422,39 @@ fn save_config(path: &Path, config: &RepoConfig, locked: bool) -> Result<(), Rep
 
 fn read_nonce(repo: &Path) -> Result<Option<u64>, RepoError> {
     match std::fs::read_to_string(repo.join("nonce")) {
-        Ok(text) => units::parse_nonce(&text)
+        Ok(text) => parse_nonce(&text)
             .map(Some)
             .map_err(|reason| RepoError::Error(format!("Repository has an invalid nonce file: {reason}"))),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(RepoError::io("cannot read the nonce file", error)),
+    }
+}
+
+/// The nonce file: 16 lowercase hex digits of a big-endian u64, no newline.
+pub fn format_nonce(nonce: u64) -> String {
+    format!("{nonce:016x}")
+}
+
+/// borg 1.4's strict reading: exactly 8 bytes of hex after stripping whitespace.
+pub fn parse_nonce(text: &str) -> Result<u64, String> {
+    let hex = text.trim();
+    if hex.len() != 16 {
+        return Err(format!("Expected 8 bytes, got {} bytes", hex.len() / 2));
+    }
+    u64::from_str_radix(hex, 16).map_err(|_| "Non-hexadecimal digit found".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_round_trips_and_is_strict() {
+        assert_eq!(format_nonce(0x8000191c), "000000008000191c");
+        assert_eq!(parse_nonce("000000008000191c"), Ok(0x8000191c));
+        assert_eq!(parse_nonce(" 000000008000191c\n"), Ok(0x8000191c));
+        assert!(parse_nonce("8000191c").is_err());
+        assert!(parse_nonce("zz00000008000191").is_err());
+        assert!(parse_nonce("").is_err());
     }
 }

@@ -471,7 +471,7 @@ impl Repository {
             }
         }
         let free = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(stats) => stats.blocks_available() as u64 * stats.fragment_size() as u64,
+            Ok(stats) => stats.blocks_available() * stats.fragment_size(),
             Err(error) => {
                 log::warn!(target: LOG, "Failed to check free space before committing: {error}");
                 return Ok(());
