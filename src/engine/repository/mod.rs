@@ -6,3 +6,4 @@ pub mod hashindex;
 pub mod hints;
 pub mod integrity;
 pub mod segment;
+pub mod units;
