@@ -53,12 +53,13 @@ impl Repository {
             return Err(RepoError::Assertion("a partial check cannot repair".into()));
         }
         let last_checked: i64 = if partial {
-            let last = self.config.get("last_segment_checked").and_then(|v| v.trim().parse().ok()).unwrap_or(-1);
+            let last = super::config::last_segment_checked(&self.config).unwrap_or(-1);
             log::info!(target: LOG, "skipping to segments >= {}", last + 1);
             last
         } else {
-            self.config.remove("last_segment_checked");
-            self.save_config()?;
+            if self.remove_option("last_segment_checked") {
+                self.save_config()?;
+            }
             -1
         };
         let started = Instant::now();
@@ -92,7 +93,7 @@ impl Repository {
             }
             if partial && started.elapsed() > budget {
                 log::info!(target: LOG, "finished partial segment check, last segment checked is {}", file.segment);
-                self.config.set("last_segment_checked", &file.segment.to_string());
+                self.set_option("last_segment_checked", &file.segment.to_string())?;
                 self.save_config()?;
                 finished = false;
                 break;
@@ -100,8 +101,9 @@ impl Repository {
         }
         if finished {
             log::info!(target: LOG, "finished segment check at segment {last_segment}");
-            self.config.remove("last_segment_checked");
-            self.save_config()?;
+            if self.remove_option("last_segment_checked") {
+                self.save_config()?;
+            }
         }
         if repair && segments_transaction_id.is_none() {
             report(format!("Adding commit tag to segment {transaction_id}"));

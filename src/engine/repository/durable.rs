@@ -46,12 +46,25 @@ const TEMP_NAME_ATTEMPTS: usize = 100;
 impl AtomicWriter {
     /// Creates `dir/<name>-<random>.tmp` exclusively. `name` must be a plain file name.
     pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a plain file name: {name:?}")));
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a plain file name: {name:?}"),
+            ));
         }
         for _ in 0..TEMP_NAME_ATTEMPTS {
             let temp_path = dir.join(format!("{name}-{}.tmp", random_suffix()));
-            match OpenOptions::new().write(true).create_new(true).mode(0o666).open(&temp_path) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&temp_path)
+            {
                 Ok(file) => {
                     return Ok(Self {
                         file: Some(BufWriter::with_capacity(WRITE_BUFFER_SIZE, file)),
@@ -64,7 +77,10 @@ impl AtomicWriter {
                 Err(err) => return Err(err),
             }
         }
-        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no usable temporary file name found"))
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no usable temporary file name found",
+        ))
     }
 
     pub fn temp_path(&self) -> &Path {
@@ -87,7 +103,9 @@ impl AtomicWriter {
         // From here on `pending` owns the cleanup of the temporary file.
         let writer = self.file.take();
         if let Some(writer) = writer {
-            let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+            let file = writer
+                .into_inner()
+                .map_err(io::IntoInnerError::into_error)?;
             file.sync_data()?;
             drop(file);
         }
@@ -117,13 +135,18 @@ impl Write for AtomicWriter {
 
 impl AtomicWriter {
     fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
-        self.file.as_mut().ok_or_else(|| io::Error::other("atomic writer already finished"))
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("atomic writer already finished"))
     }
 }
 
 impl Drop for AtomicWriter {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if let Some(writer) = self.file.take() {
+            // Discard the buffered tail instead of flushing it into a file about to be removed.
+            let (file, _unwritten) = writer.into_parts();
+            drop(file);
             let _ = safe_unlink(&self.temp_path);
         }
     }
@@ -199,7 +222,11 @@ pub fn safe_unlink(path: &Path) -> io::Result<()> {
     if std::fs::metadata(path)?.nlink() > 1 {
         return Err(unlink_error);
     }
-    let truncated = OpenOptions::new().read(true).write(true).open(path).and_then(|file| file.set_len(0));
+    let truncated = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(0));
     if truncated.is_err() {
         return Err(unlink_error);
     }
@@ -236,8 +263,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         names.sort();
         names
     }
@@ -248,7 +277,10 @@ mod tests {
         write_atomic(dir.path(), "config", b"one").unwrap();
         assert_eq!(std::fs::read(dir.path().join("config")).unwrap(), b"one");
         write_atomic(dir.path(), "config", b"two, longer").unwrap();
-        assert_eq!(std::fs::read(dir.path().join("config")).unwrap(), b"two, longer");
+        assert_eq!(
+            std::fs::read(dir.path().join("config")).unwrap(),
+            b"two, longer"
+        );
         assert_eq!(names(dir.path()), vec!["config"]);
     }
 
@@ -256,8 +288,19 @@ mod tests {
     fn temporary_files_follow_borgs_naming() {
         let dir = tempfile::tempdir().unwrap();
         let writer = AtomicWriter::create(dir.path(), "nonce").unwrap();
-        let temp = writer.temp_path().file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(temp.starts_with("nonce-") && temp.ends_with(".tmp") && temp.len() == "nonce-".len() + 8 + 4, "{temp}");
+        let temp = writer
+            .temp_path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            temp.starts_with("nonce-")
+                && temp.ends_with(".tmp")
+                && temp.len() == "nonce-".len() + 8 + 4,
+            "{temp}"
+        );
         let other = AtomicWriter::create(dir.path(), "nonce").unwrap();
         assert_ne!(writer.temp_path(), other.temp_path());
     }
@@ -315,9 +358,18 @@ mod tests {
     fn files_are_created_with_0666_minus_umask() {
         let dir = tempfile::tempdir().unwrap();
         write_atomic(dir.path(), "f", b"x").unwrap();
-        let mode = std::fs::metadata(dir.path().join("f")).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join("f"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         let probe = dir.path().join("probe");
-        OpenOptions::new().write(true).create_new(true).mode(0o666).open(&probe).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&probe)
+            .unwrap();
         let expected = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, expected);
         assert_eq!(mode & !0o666, 0);
@@ -337,7 +389,10 @@ mod tests {
         std::fs::write(&path, b"data").unwrap();
         safe_unlink(&path).unwrap();
         assert!(!path.exists());
-        assert_eq!(safe_unlink(&path).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            safe_unlink(&path).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]
@@ -351,7 +406,10 @@ mod tests {
         let mut content = Vec::new();
         (&keep).read_to_end(&mut content).unwrap();
         assert_eq!(content.len(), 200_000);
-        assert!(content.iter().filter(|&&b| b == b'k').count() < 5_000, "content was overwritten");
+        assert!(
+            content.iter().filter(|&&b| b == b'k').count() < 5_000,
+            "content was overwritten"
+        );
     }
 
     #[test]

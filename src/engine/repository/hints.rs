@@ -1,288 +1,881 @@
 //! `hints.N`: the msgpack compaction hints (live counts, freeable bytes, quota use, shadow index).
 //!
-//! Written exactly as borg 1.4 writes them: a map with raw-string keys `version`,
-//! `segments`, `compact`, `storage_quota_use`, `shadow_index`, ids as raw strings (never
-//! the bin family). Read: version 2 (optional `storage_quota_use` and `shadow_index`) and
-//! borg 1.0's version 1, whose freeable bytes must be rebuilt from the segments.
+//! Encoding is byte-identical to borg 1.4 (`repository.py:651-657`): a map with raw-string keys in the
+//! order version, segments, compact, storage_quota_use, shadow_index; ints in their shortest msgpack
+//! form; ids as raw strings (`da 00 20 ...`, never the bin family, never str8, exactly as msgpack-python
+//! packs bytes with `use_bin_type=False`). Decoding accepts what borg 1.0-1.4 wrote (section 6.10).
+//! The small slice-based msgpack reader and writer here are shared with [`super::integrity`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::fmt;
 
-use rmpv::Value;
+use rmp::Marker;
+use rmp::encode::{ByteBuf, ValueWriteError};
 
-use super::repo::Bookkeeping;
 use super::segment::ObjectId;
 
-/// The largest hints file read (a repository with millions of segments has a few hundred MB).
-pub const MAX_HINTS_SIZE: usize = 1 << 30;
+/// The hints version borg 1.1+ writes.
+pub const HINTS_VERSION: i64 = 2;
 
-/// A decoded hints file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodedHints {
-    Current(Bookkeeping),
-    /// borg 1.0: only live counts are usable; freeable bytes must be rebuilt.
-    Version1 { segments: BTreeMap<u32, i64> },
+/// Larger hints files are refused (a replay rebuilds them). Even ten million shadowed ids take
+/// under 600 MB, so this only stops absurd inputs.
+pub const MAX_HINTS_FILE_SIZE: usize = 2 << 30;
+
+/// The compaction bookkeeping that accompanies `index.N` (section 6.6 lists the invariants).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// Segment number -> number of current PUTs in it.
+    pub segments: BTreeMap<u32, i64>,
+    /// Segment number -> bytes in it that compaction could free.
+    pub compact: BTreeMap<u32, u64>,
+    /// Total size of all PUT entries (headers included) counted against the storage quota.
+    pub storage_quota_use: u64,
+    /// Object id -> segments that still hold a superseded PUT of it.
+    pub shadow_index: HashMap<ObjectId, Vec<u32>>,
 }
 
+/// What a hints file held.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HintsError(pub String);
+pub enum DecodedHints {
+    /// Version 2 (borg 1.1+). Missing `storage_quota_use`/`shadow_index` default to 0 and empty.
+    Current(Hints),
+    /// Version 1 (borg 1.0): live counts only. Freeable space must be rebuilt by rereading each of
+    /// `compact_segments` against the index (borg's `_rebuild_sparse`); quota use starts at 0 and the
+    /// shadow index empty.
+    Legacy {
+        segments: BTreeMap<u32, i64>,
+        compact_segments: Vec<u32>,
+    },
+}
+
+/// Why a hints file was refused. Each case means "rebuild the hints", except [`HintsError::UnknownVersion`],
+/// which borg reports as a `ValueError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HintsError {
+    TooLarge { len: usize },
+    Malformed(MsgpackError),
+    MissingField(&'static str),
+    UnknownVersion(i128),
+}
 
 impl fmt::Display for HintsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid hints file: {}", self.0)
+        match self {
+            Self::TooLarge { len } => {
+                write!(
+                    f,
+                    "hints file is {len} bytes, more than the {MAX_HINTS_FILE_SIZE} bytes accepted"
+                )
+            }
+            Self::Malformed(err) => write!(f, "hints file is malformed: {err}"),
+            Self::MissingField(name) => write!(f, "hints file has no {name:?} entry"),
+            Self::UnknownVersion(version) => write!(f, "Unknown hints file version: {version}"),
+        }
     }
 }
 
 impl std::error::Error for HintsError {}
 
-/// Encodes bookkeeping as borg's version 2 hints.
-pub fn encode(books: &Bookkeeping) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + books.segments.len() * 10 + books.compact.len() * 10 + books.shadow_index.len() * 40);
-    // Writing into a Vec cannot fail; the results are ignored deliberately.
-    let _ = rmp::encode::write_map_len(&mut out, 5);
-    write_key(&mut out, "version");
-    let _ = rmp::encode::write_uint(&mut out, 2);
-    write_key(&mut out, "segments");
-    let _ = rmp::encode::write_map_len(&mut out, books.segments.len() as u32);
-    for (segment, count) in &books.segments {
-        let _ = rmp::encode::write_uint(&mut out, u64::from(*segment));
-        let _ = rmp::encode::write_sint(&mut out, *count);
+impl From<MsgpackError> for HintsError {
+    fn from(err: MsgpackError) -> Self {
+        Self::Malformed(err)
     }
-    write_key(&mut out, "compact");
-    let _ = rmp::encode::write_map_len(&mut out, books.compact.len() as u32);
-    for (segment, freeable) in &books.compact {
-        let _ = rmp::encode::write_uint(&mut out, u64::from(*segment));
-        let _ = rmp::encode::write_uint(&mut out, *freeable);
+}
+
+impl Hints {
+    /// The msgpack bytes borg would write for these hints (segments and compact in ascending order,
+    /// shadow ids sorted, so equal hints always encode equally).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MsgpackWriter::with_capacity(
+            64 + 12 * (self.segments.len() + self.compact.len()) + 48 * self.shadow_index.len(),
+        );
+        out.map_len(5);
+        out.raw_str(b"version");
+        out.int(HINTS_VERSION);
+        out.raw_str(b"segments");
+        out.map_len(self.segments.len());
+        for (&segment, &count) in &self.segments {
+            out.uint(u64::from(segment));
+            out.int(count);
+        }
+        out.raw_str(b"compact");
+        out.map_len(self.compact.len());
+        for (&segment, &freeable) in &self.compact {
+            out.uint(u64::from(segment));
+            out.uint(freeable);
+        }
+        out.raw_str(b"storage_quota_use");
+        out.uint(self.storage_quota_use);
+        out.raw_str(b"shadow_index");
+        out.map_len(self.shadow_index.len());
+        let mut ids: Vec<&ObjectId> = self.shadow_index.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            out.raw_str(id);
+            let segments = self.shadow_index.get(id).map_or(&[][..], Vec::as_slice);
+            out.array_len(segments.len());
+            for &segment in segments {
+                out.uint(u64::from(segment));
+            }
+        }
+        out.into_vec()
     }
-    write_key(&mut out, "storage_quota_use");
-    let _ = rmp::encode::write_uint(&mut out, books.storage_quota_use);
-    write_key(&mut out, "shadow_index");
-    // Sorted, so that equal bookkeeping gives equal bytes.
-    let mut shadow: Vec<(&ObjectId, &Vec<u32>)> = books.shadow_index.iter().collect();
-    shadow.sort_unstable_by_key(|(id, _)| **id);
-    let _ = rmp::encode::write_map_len(&mut out, shadow.len() as u32);
-    for (id, segments) in shadow {
-        write_raw(&mut out, id);
-        let _ = rmp::encode::write_array_len(&mut out, segments.len() as u32);
-        for segment in segments {
-            let _ = rmp::encode::write_uint(&mut out, u64::from(*segment));
+
+    /// Drops shadow entries for segments above the transaction id: they belonged to an aborted
+    /// transaction whose segments are gone (borg does this after loading, `repository.py:637-641`).
+    pub fn drop_shadows_above(&mut self, transaction_id: u32) {
+        for segments in self.shadow_index.values_mut() {
+            segments.retain(|&segment| segment <= transaction_id);
         }
     }
-    out
 }
 
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    write_raw(out, key.as_bytes());
-}
-
-/// A msgpack raw string as msgpack-python writes it with `use_bin_type=False`:
-/// fixstr, str16 or str32, never str8 and never bin.
-fn write_raw(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len();
-    if len < 32 {
-        out.push(0xa0 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0xda);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0xdb);
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// Decodes a hints file written by borg 1.0 to 1.4 or by us.
+/// Decodes a hints file (version 1 or 2, byte fields as str or bin, unknown keys ignored, last of
+/// duplicate keys wins as in a Python dict). Never allocates beyond what `bytes` can hold.
 pub fn decode(bytes: &[u8]) -> Result<DecodedHints, HintsError> {
-    if bytes.len() > MAX_HINTS_SIZE {
-        return Err(HintsError(format!("{} bytes is too large", bytes.len())));
+    if bytes.len() > MAX_HINTS_FILE_SIZE {
+        return Err(HintsError::TooLarge { len: bytes.len() });
     }
-    let mut reader = bytes;
-    let value = rmpv::decode::read_value_with_max_depth(&mut reader, 32).map_err(|e| HintsError(e.to_string()))?;
-    if !reader.is_empty() {
-        return Err(HintsError("trailing bytes after the hints map".into()));
-    }
-    let Value::Map(entries) = value else {
-        return Err(HintsError("not a map".into()));
-    };
-    let field = |name: &str| entries.iter().find(|(k, _)| key_is(k, name)).map(|(_, v)| v);
-    let version = field("version").and_then(Value::as_u64).ok_or_else(|| HintsError("no version".into()))?;
-    let segments = int_map(field("segments").ok_or_else(|| HintsError("no segments".into()))?, "segments")?;
-    match version {
-        1 => Ok(DecodedHints::Version1 { segments }),
-        2 => {
-            let compact = int_map(field("compact").ok_or_else(|| HintsError("no compact".into()))?, "compact")?
-                .into_iter()
-                .map(|(segment, freeable)| (segment, freeable.max(0) as u64))
-                .collect();
-            let storage_quota_use = match field("storage_quota_use") {
-                None => 0,
-                Some(value) => value.as_u64().ok_or_else(|| HintsError("storage_quota_use is not a count".into()))?,
-            };
-            let shadow_index = match field("shadow_index") {
-                None => HashMap::new(),
-                Some(value) => shadow_map(value)?,
-            };
-            Ok(DecodedHints::Current(Bookkeeping { segments, compact, storage_quota_use, shadow_index }))
+    let mut reader = MsgpackReader::new(bytes);
+    let fields = reader.map_len()?;
+    let mut version = None;
+    let mut segments = None;
+    let mut compact = None;
+    let mut quota = None;
+    let mut shadow = None;
+    for _ in 0..fields {
+        let key = reader.bytes()?;
+        let start = reader.position();
+        reader.skip_value()?;
+        let value = &bytes[start..reader.position()];
+        match key {
+            b"version" => version = Some(value),
+            b"segments" => segments = Some(value),
+            b"compact" => compact = Some(value),
+            b"storage_quota_use" => quota = Some(value),
+            b"shadow_index" => shadow = Some(value),
+            _ => {}
         }
-        other => Err(HintsError(format!("Unknown hints file version: {other}"))),
+    }
+    reader.expect_end()?;
+    // borg looks at the version first, so an unknown version wins over missing fields.
+    let version = MsgpackReader::new(version.ok_or(HintsError::MissingField("version"))?).int()?;
+    if version != 1 && version != 2 {
+        return Err(HintsError::UnknownVersion(version));
+    }
+    let segments = decode_segment_counts(segments.ok_or(HintsError::MissingField("segments"))?)?;
+    let compact = compact.ok_or(HintsError::MissingField("compact"))?;
+    match version {
+        1 => Ok(DecodedHints::Legacy {
+            segments,
+            compact_segments: decode_legacy_compact(compact)?,
+        }),
+        2 => Ok(DecodedHints::Current(Hints {
+            segments,
+            compact: decode_freeable(compact)?,
+            storage_quota_use: match quota {
+                Some(value) => MsgpackReader::new(value).uint()?,
+                None => 0,
+            },
+            shadow_index: match shadow {
+                Some(value) => decode_shadow_index(value)?,
+                None => HashMap::new(),
+            },
+        })),
+        other => Err(HintsError::UnknownVersion(other)),
     }
 }
 
-fn key_is(key: &Value, name: &str) -> bool {
-    match key {
-        Value::String(text) => text.as_bytes() == name.as_bytes(),
-        Value::Binary(bytes) => bytes == name.as_bytes(),
-        _ => false,
+fn decode_segment_counts(value: &[u8]) -> Result<BTreeMap<u32, i64>, MsgpackError> {
+    let mut reader = MsgpackReader::new(value);
+    let mut counts = BTreeMap::new();
+    for _ in 0..reader.map_len()? {
+        let segment = reader.segment()?;
+        let count = reader.i64()?;
+        counts.insert(segment, count);
     }
+    Ok(counts)
 }
 
-fn segment_number(value: &Value, what: &str) -> Result<u32, HintsError> {
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| HintsError(format!("{what}: segment number out of range")))
-}
-
-fn int_map(value: &Value, what: &str) -> Result<BTreeMap<u32, i64>, HintsError> {
-    match value {
-        Value::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| {
-                let count = v.as_i64().ok_or_else(|| HintsError(format!("{what}: value is not an integer")))?;
-                Ok((segment_number(k, what)?, count))
-            })
-            .collect(),
-        // borg 1.0 wrote `compact` as a list of segment numbers.
-        Value::Array(items) => items.iter().map(|k| Ok((segment_number(k, what)?, 0))).collect(),
-        _ => Err(HintsError(format!("{what} is not a map"))),
+fn decode_freeable(value: &[u8]) -> Result<BTreeMap<u32, u64>, MsgpackError> {
+    let mut reader = MsgpackReader::new(value);
+    let mut freeable = BTreeMap::new();
+    for _ in 0..reader.map_len()? {
+        let segment = reader.segment()?;
+        let bytes = reader.uint()?;
+        freeable.insert(segment, bytes);
     }
+    Ok(freeable)
 }
 
-fn shadow_map(value: &Value) -> Result<HashMap<ObjectId, Vec<u32>>, HintsError> {
-    let Value::Map(entries) = value else {
-        return Err(HintsError("shadow_index is not a map".into()));
-    };
-    let mut shadow = HashMap::with_capacity(entries.len());
-    for (key, segments) in entries {
-        let bytes = match key {
-            Value::String(text) => text.as_bytes(),
-            Value::Binary(bytes) => bytes.as_slice(),
-            _ => return Err(HintsError("shadow_index key is not an id".into())),
-        };
-        let id = ObjectId::try_from(bytes).map_err(|_| HintsError("shadow_index key is not 32 bytes".into()))?;
-        let Value::Array(items) = segments else {
-            return Err(HintsError("shadow_index value is not a list".into()));
-        };
-        let list = items.iter().map(|s| segment_number(s, "shadow_index")).collect::<Result<Vec<u32>, _>>()?;
-        shadow.insert(id, list);
+/// borg 1.0's `compact`: a list of segments, or a map whose keys are segments. Sorted, deduplicated.
+fn decode_legacy_compact(value: &[u8]) -> Result<Vec<u32>, MsgpackError> {
+    let mut reader = MsgpackReader::new(value);
+    let mut segments = Vec::new();
+    if reader.peek_is_array() {
+        for _ in 0..reader.array_len()? {
+            segments.push(reader.segment()?);
+        }
+    } else {
+        for _ in 0..reader.map_len()? {
+            segments.push(reader.segment()?);
+            reader.skip_value()?;
+        }
+    }
+    segments.sort_unstable();
+    segments.dedup();
+    Ok(segments)
+}
+
+fn decode_shadow_index(value: &[u8]) -> Result<HashMap<ObjectId, Vec<u32>>, MsgpackError> {
+    // Smallest entry: 3-byte str16 header + 32-byte id + 1-byte empty array.
+    const MIN_ENTRY_LEN: usize = 36;
+    let mut reader = MsgpackReader::new(value);
+    let len = reader.map_len()?;
+    let mut shadow = HashMap::with_capacity(len.min(reader.remaining() / MIN_ENTRY_LEN));
+    for _ in 0..len {
+        let id_offset = reader.position();
+        let id: ObjectId = reader.bytes()?.try_into().map_err(|_| MsgpackError {
+            offset: id_offset,
+            reason: "shadow index key is not a 32-byte id",
+        })?;
+        let count = reader.array_len()?;
+        let mut segments = Vec::with_capacity(count.min(reader.remaining()));
+        for _ in 0..count {
+            segments.push(reader.segment()?);
+        }
+        shadow.insert(id, segments);
     }
     Ok(shadow)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Minimal msgpack over byte slices, in borg's dialect.
+
+/// A msgpack decoding failure at a byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgpackError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for MsgpackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.reason, self.offset)
+    }
+}
+
+impl std::error::Error for MsgpackError {}
+
+/// Reads msgpack values from a slice without building a value tree.
+pub(crate) struct MsgpackReader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> MsgpackReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+
+    fn error(&self, reason: &'static str) -> MsgpackError {
+        MsgpackError {
+            offset: self.position,
+            reason,
+        }
+    }
+
+    pub(crate) fn expect_end(&self) -> Result<(), MsgpackError> {
+        if self.remaining() == 0 {
+            Ok(())
+        } else {
+            Err(self.error("trailing bytes after the value"))
+        }
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], MsgpackError> {
+        if len > self.remaining() {
+            return Err(self.error("value extends past the end of the data"));
+        }
+        let slice = &self.bytes[self.position..self.position + len];
+        self.position += len;
+        Ok(slice)
+    }
+
+    fn be_uint(&mut self, width: usize) -> Result<u64, MsgpackError> {
+        Ok(self
+            .take(width)?
+            .iter()
+            .fold(0u64, |acc, &b| acc << 8 | u64::from(b)))
+    }
+
+    fn marker(&mut self) -> Result<Marker, MsgpackError> {
+        let byte = *self
+            .bytes
+            .get(self.position)
+            .ok_or_else(|| self.error("unexpected end of data"))?;
+        self.position += 1;
+        Ok(Marker::from_u8(byte))
+    }
+
+    fn peek_is_array(&self) -> bool {
+        self.bytes.get(self.position).is_some_and(|&b| {
+            matches!(
+                Marker::from_u8(b),
+                Marker::FixArray(_) | Marker::Array16 | Marker::Array32
+            )
+        })
+    }
+
+    pub(crate) fn map_len(&mut self) -> Result<usize, MsgpackError> {
+        let start = self.position;
+        let len = match self.marker()? {
+            Marker::FixMap(len) => u64::from(len),
+            Marker::Map16 => self.be_uint(2)?,
+            Marker::Map32 => self.be_uint(4)?,
+            _ => {
+                return Err(MsgpackError {
+                    offset: start,
+                    reason: "expected a map",
+                });
+            }
+        };
+        Ok(len as usize)
+    }
+
+    pub(crate) fn array_len(&mut self) -> Result<usize, MsgpackError> {
+        let start = self.position;
+        let len = match self.marker()? {
+            Marker::FixArray(len) => u64::from(len),
+            Marker::Array16 => self.be_uint(2)?,
+            Marker::Array32 => self.be_uint(4)?,
+            _ => {
+                return Err(MsgpackError {
+                    offset: start,
+                    reason: "expected an array",
+                });
+            }
+        };
+        Ok(len as usize)
+    }
+
+    /// A byte string of the str (raw) or bin family.
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], MsgpackError> {
+        let start = self.position;
+        let len = match self.marker()? {
+            Marker::FixStr(len) => u64::from(len),
+            Marker::Str8 | Marker::Bin8 => self.be_uint(1)?,
+            Marker::Str16 | Marker::Bin16 => self.be_uint(2)?,
+            Marker::Str32 | Marker::Bin32 => self.be_uint(4)?,
+            _ => {
+                return Err(MsgpackError {
+                    offset: start,
+                    reason: "expected a byte string",
+                });
+            }
+        };
+        self.take(len as usize)
+    }
+
+    /// Any integer, widened so that every msgpack int fits.
+    pub(crate) fn int(&mut self) -> Result<i128, MsgpackError> {
+        let start = self.position;
+        Ok(match self.marker()? {
+            Marker::FixPos(value) => i128::from(value),
+            Marker::FixNeg(value) => i128::from(value),
+            Marker::U8 => i128::from(self.be_uint(1)?),
+            Marker::U16 => i128::from(self.be_uint(2)?),
+            Marker::U32 => i128::from(self.be_uint(4)?),
+            Marker::U64 => i128::from(self.be_uint(8)?),
+            Marker::I8 => i128::from(self.be_uint(1)? as u8 as i8),
+            Marker::I16 => i128::from(self.be_uint(2)? as u16 as i16),
+            Marker::I32 => i128::from(self.be_uint(4)? as u32 as i32),
+            Marker::I64 => i128::from(self.be_uint(8)? as i64),
+            _ => {
+                return Err(MsgpackError {
+                    offset: start,
+                    reason: "expected an integer",
+                });
+            }
+        })
+    }
+
+    fn ranged<T: TryFrom<i128>>(&mut self, reason: &'static str) -> Result<T, MsgpackError> {
+        let start = self.position;
+        let value = self.int()?;
+        T::try_from(value).map_err(|_| MsgpackError {
+            offset: start,
+            reason,
+        })
+    }
+
+    pub(crate) fn uint(&mut self) -> Result<u64, MsgpackError> {
+        self.ranged("expected a non-negative integer")
+    }
+
+    fn i64(&mut self) -> Result<i64, MsgpackError> {
+        self.ranged("integer out of range")
+    }
+
+    fn segment(&mut self) -> Result<u32, MsgpackError> {
+        self.ranged("segment number out of range")
+    }
+
+    /// Skips one complete value of any type, iteratively (no recursion depth to exhaust).
+    pub(crate) fn skip_value(&mut self) -> Result<(), MsgpackError> {
+        let mut pending: u64 = 1;
+        while pending > 0 {
+            pending -= 1;
+            let skip = match self.marker()? {
+                Marker::FixPos(_)
+                | Marker::FixNeg(_)
+                | Marker::Null
+                | Marker::True
+                | Marker::False => 0,
+                Marker::U8 | Marker::I8 => 1,
+                Marker::U16 | Marker::I16 => 2,
+                Marker::U32 | Marker::I32 | Marker::F32 => 4,
+                Marker::U64 | Marker::I64 | Marker::F64 => 8,
+                Marker::FixStr(len) => u64::from(len),
+                Marker::Str8 | Marker::Bin8 => self.be_uint(1)?,
+                Marker::Str16 | Marker::Bin16 => self.be_uint(2)?,
+                Marker::Str32 | Marker::Bin32 => self.be_uint(4)?,
+                Marker::FixArray(len) => {
+                    pending += u64::from(len);
+                    0
+                }
+                Marker::Array16 => {
+                    pending += self.be_uint(2)?;
+                    0
+                }
+                Marker::Array32 => {
+                    pending += self.be_uint(4)?;
+                    0
+                }
+                Marker::FixMap(len) => {
+                    pending += 2 * u64::from(len);
+                    0
+                }
+                Marker::Map16 => {
+                    pending += 2 * self.be_uint(2)?;
+                    0
+                }
+                Marker::Map32 => {
+                    pending += 2 * self.be_uint(4)?;
+                    0
+                }
+                Marker::FixExt1 => 2,
+                Marker::FixExt2 => 3,
+                Marker::FixExt4 => 5,
+                Marker::FixExt8 => 9,
+                Marker::FixExt16 => 17,
+                Marker::Ext8 => self.be_uint(1)? + 1,
+                Marker::Ext16 => self.be_uint(2)? + 1,
+                Marker::Ext32 => self.be_uint(4)? + 1,
+                Marker::Reserved => return Err(self.error("reserved msgpack marker 0xc1")),
+            };
+            let skip = usize::try_from(skip)
+                .map_err(|_| self.error("value extends past the end of the data"))?;
+            self.take(skip)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes msgpack the way msgpack-python does with `use_bin_type=False` (borg 1.x).
+pub(crate) struct MsgpackWriter {
+    buf: ByteBuf,
+}
+
+/// Writing into a `ByteBuf` cannot fail; this unwraps its uninhabited error type without a panic path.
+fn infallible<T>(result: Result<T, ValueWriteError<Infallible>>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(
+            ValueWriteError::InvalidMarkerWrite(never) | ValueWriteError::InvalidDataWrite(never),
+        ) => match never {},
+    }
+}
+
+impl MsgpackWriter {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            buf: ByteBuf::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        self.buf.into_vec()
+    }
+
+    pub(crate) fn map_len(&mut self, len: usize) {
+        infallible(rmp::encode::write_map_len(
+            &mut self.buf,
+            saturating_u32(len),
+        ));
+    }
+
+    pub(crate) fn array_len(&mut self, len: usize) {
+        infallible(rmp::encode::write_array_len(
+            &mut self.buf,
+            saturating_u32(len),
+        ));
+    }
+
+    pub(crate) fn int(&mut self, value: i64) {
+        infallible(rmp::encode::write_sint(&mut self.buf, value));
+    }
+
+    pub(crate) fn uint(&mut self, value: u64) {
+        infallible(rmp::encode::write_uint(&mut self.buf, value));
+    }
+
+    /// A raw string: fixstr below 32 bytes, else str16/str32. msgpack-python never emits str8 for
+    /// bytes in this mode, so neither may we (a 32-byte id is `da 00 20`).
+    pub(crate) fn raw_str(&mut self, bytes: &[u8]) {
+        let out = self.buf.as_mut_vec();
+        let len = bytes.len();
+        if len < 32 {
+            out.push(0xa0 | len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            out.push(0xda);
+            out.extend_from_slice(&len.to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&saturating_u32(len).to_be_bytes());
+        }
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// Lengths in our own structures never reach 4 Gi elements; saturating keeps the writer total.
+fn saturating_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::repository::segment::real_borg;
+    use proptest::prelude::*;
 
-    fn sample() -> Bookkeeping {
-        let mut books = Bookkeeping::default();
-        books.segments.insert(0, 1);
-        books.segments.insert(1, 0);
-        books.segments.insert(70_000, -1);
-        books.compact.insert(1, 9);
-        books.compact.insert(70_000, 5_000_000_000);
-        books.storage_quota_use = 468;
-        books.shadow_index.insert([7; 32], vec![0, 3]);
-        books.shadow_index.insert([1; 32], vec![]);
-        books
+    fn sample() -> Hints {
+        Hints {
+            segments: BTreeMap::from([(0, 1), (1, 0), (2, 300), (70_000, -2)]),
+            compact: BTreeMap::from([(1, 9), (2, 128), (3, 5_000_000_000)]),
+            storage_quota_use: 468,
+            shadow_index: HashMap::from([
+                ([0u8; 32], vec![0]),
+                ([7u8; 32], vec![]),
+                ([9u8; 32], vec![1, 2, 3]),
+            ]),
+        }
     }
 
     #[test]
-    fn round_trips() {
-        let books = sample();
-        assert_eq!(decode(&encode(&books)), Ok(DecodedHints::Current(books)));
-    }
-
-    #[test]
-    fn encodes_like_borg_a_fresh_repository() {
-        // {version:2, segments:{0:1, 1:0}, compact:{1:9}, storage_quota_use:468, shadow_index:{}}
-        let mut books = Bookkeeping::default();
-        books.segments.insert(0, 1);
-        books.segments.insert(1, 0);
-        books.compact.insert(1, 9);
-        books.storage_quota_use = 468;
+    fn encodes_a_fresh_init_like_borg() {
+        // borg init: {version: 2, segments: {0: 1, 1: 0}, compact: {1: 9}, storage_quota_use: 468, shadow_index: {}}
+        let hints = Hints {
+            segments: BTreeMap::from([(0, 1), (1, 0)]),
+            compact: BTreeMap::from([(1, 9)]),
+            storage_quota_use: 468,
+            shadow_index: HashMap::new(),
+        };
         let mut expected = vec![0x85, 0xa7];
         expected.extend_from_slice(b"version");
         expected.push(0x02);
         expected.push(0xa8);
         expected.extend_from_slice(b"segments");
-        expected.extend_from_slice(&[0x82, 0x00, 0x01, 0x01, 0x00]);
-        expected.push(0xa7);
+        expected.extend_from_slice(&[0x82, 0x00, 0x01, 0x01, 0x00, 0xa7]);
         expected.extend_from_slice(b"compact");
-        expected.extend_from_slice(&[0x81, 0x01, 0x09]);
-        expected.push(0xb1);
+        expected.extend_from_slice(&[0x81, 0x01, 0x09, 0xb1]);
         expected.extend_from_slice(b"storage_quota_use");
-        expected.extend_from_slice(&[0xcd, 0x01, 0xd4]);
-        expected.push(0xac);
+        expected.extend_from_slice(&[0xcd, 0x01, 0xd4, 0xac]);
         expected.extend_from_slice(b"shadow_index");
         expected.push(0x80);
-        assert_eq!(encode(&books), expected);
+        assert_eq!(hints.encode(), expected);
     }
 
     #[test]
-    fn ids_are_raw_strings_never_bin() {
-        let mut books = Bookkeeping::default();
-        books.shadow_index.insert([0xab; 32], vec![5]);
-        let bytes = encode(&books);
-        let position = bytes.windows(3).position(|w| w == [0xda, 0x00, 0x20]).expect("str16 id");
-        assert_eq!(&bytes[position + 3..position + 35], &[0xab; 32]);
-        assert!(!bytes.contains(&0xc4));
+    fn ids_are_raw_str16_never_bin_or_str8() {
+        let hints = Hints {
+            shadow_index: HashMap::from([([5u8; 32], vec![3])]),
+            ..Hints::default()
+        };
+        let bytes = hints.encode();
+        let mut needle = vec![0xda, 0x00, 0x20];
+        needle.extend_from_slice(&[5u8; 32]);
+        needle.extend_from_slice(&[0x91, 0x03]);
+        assert!(bytes.windows(needle.len()).any(|w| w == needle));
+        assert!(!bytes.contains(&0xc4) && !bytes.contains(&0xd9));
     }
 
     #[test]
-    fn reads_version_1_and_bin_keys() {
-        // {b"version": 1, b"segments": {3: 2}, b"compact": [3]} with bin-typed keys.
-        let value = Value::Map(vec![
-            (Value::Binary(b"version".to_vec()), Value::from(1)),
-            (Value::Binary(b"segments".to_vec()), Value::Map(vec![(Value::from(3), Value::from(2))])),
-            (Value::Binary(b"compact".to_vec()), Value::Array(vec![Value::from(3)])),
-        ]);
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, &value).unwrap();
+    fn round_trips() {
+        let hints = sample();
+        assert_eq!(decode(&hints.encode()), Ok(DecodedHints::Current(hints)));
+    }
+
+    #[test]
+    fn accepts_version_2_without_optional_fields_and_with_bin_keys() {
+        let mut out = MsgpackWriter::with_capacity(64);
+        out.map_len(4);
+        out.raw_str(b"segments");
+        out.map_len(1);
+        out.uint(3);
+        out.int(2);
+        // bin8-encoded key, as msgpack with use_bin_type=True would write
+        let mut bytes = out.into_vec();
+        bytes.extend_from_slice(&[0xc4, 7]);
+        bytes.extend_from_slice(b"compact");
+        bytes.extend_from_slice(&[0x81, 0x03, 0xcc, 0xc8]);
+        bytes.extend_from_slice(&[0xa7]);
+        bytes.extend_from_slice(b"version");
+        bytes.push(0x02);
+        bytes.extend_from_slice(&[0xa5]);
+        bytes.extend_from_slice(b"extra");
+        bytes.extend_from_slice(&[0x92, 0xc0, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0]);
         let decoded = decode(&bytes).unwrap();
-        assert_eq!(decoded, DecodedHints::Version1 { segments: BTreeMap::from([(3, 2)]) });
+        assert_eq!(
+            decoded,
+            DecodedHints::Current(Hints {
+                segments: BTreeMap::from([(3, 2)]),
+                compact: BTreeMap::from([(3, 200)]),
+                storage_quota_use: 0,
+                shadow_index: HashMap::new(),
+            })
+        );
     }
 
     #[test]
-    fn optional_fields_default() {
-        let value = Value::Map(vec![
-            (Value::from("version"), Value::from(2)),
-            (Value::from("segments"), Value::Map(vec![])),
-            (Value::from("compact"), Value::Map(vec![])),
-        ]);
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, &value).unwrap();
-        assert_eq!(decode(&bytes), Ok(DecodedHints::Current(Bookkeeping::default())));
-    }
-
-    #[test]
-    fn corrupt_files_are_clean_errors() {
-        let good = encode(&sample());
-        for cut in 0..good.len() {
-            assert!(decode(&good[..cut]).is_err(), "prefix {cut} decoded");
+    fn accepts_version_1_with_compact_as_list_or_map() {
+        for compact in [
+            vec![0x93, 0x05, 0x01, 0x05],
+            vec![0x82, 0x05, 0x00, 0x01, 0xa0],
+        ] {
+            let mut out = MsgpackWriter::with_capacity(64);
+            out.map_len(3);
+            out.raw_str(b"version");
+            out.int(1);
+            out.raw_str(b"segments");
+            out.map_len(2);
+            out.uint(1);
+            out.int(4);
+            out.uint(5);
+            out.int(0);
+            out.raw_str(b"compact");
+            let mut bytes = out.into_vec();
+            bytes.extend_from_slice(&compact);
+            assert_eq!(
+                decode(&bytes),
+                Ok(DecodedHints::Legacy {
+                    segments: BTreeMap::from([(1, 4), (5, 0)]),
+                    compact_segments: vec![1, 5]
+                })
+            );
         }
-        assert!(decode(&[0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode(&[0xc0]).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_versions_and_missing_fields() {
+        let mut hints = sample().encode();
+        hints[9] = 3; // the version value
+        assert_eq!(decode(&hints), Err(HintsError::UnknownVersion(3)));
+        assert_eq!(
+            HintsError::UnknownVersion(3).to_string(),
+            "Unknown hints file version: 3"
+        );
+        let mut out = MsgpackWriter::with_capacity(16);
+        out.map_len(1);
+        out.raw_str(b"version");
+        out.int(2);
+        assert_eq!(
+            decode(&out.into_vec()),
+            Err(HintsError::MissingField("segments"))
+        );
+        assert_eq!(decode(&[0x80]), Err(HintsError::MissingField("version")));
+        let mut only_version = MsgpackWriter::with_capacity(16);
+        only_version.map_len(1);
+        only_version.raw_str(b"version");
+        only_version.int(7);
+        assert_eq!(
+            decode(&only_version.into_vec()),
+            Err(HintsError::UnknownVersion(7))
+        );
+    }
+
+    #[test]
+    fn corrupt_inputs_give_errors_not_panics() {
+        let good = sample().encode();
+        for len in 0..good.len() {
+            assert!(decode(&good[..len]).is_err(), "truncated at {len}");
+        }
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(decode(&trailing).is_err());
-        let wrong_version = encode(&Bookkeeping::default()).iter().map(|&b| if b == 0x02 { 0x03 } else { b }).collect::<Vec<_>>();
-        assert_eq!(decode(&wrong_version), Err(HintsError("Unknown hints file version: 3".into())));
+        assert!(matches!(decode(&trailing), Err(HintsError::Malformed(_))));
+        // A map32 header claiming 4 billion entries must not allocate for them.
+        assert!(decode(&[0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let mut huge_shadow = vec![0x82, 0xa7];
+        huge_shadow.extend_from_slice(b"version");
+        huge_shadow.push(2);
+        huge_shadow.push(0xac);
+        huge_shadow.extend_from_slice(b"shadow_index");
+        huge_shadow.extend_from_slice(&[0xdf, 0xff, 0xff, 0xff, 0xff]);
+        assert!(decode(&huge_shadow).is_err());
+        // Negative freeable bytes, wrong id length, segment beyond u32.
+        for (field, value) in [
+            (&b"compact"[..], vec![0x81, 0x01, 0xff]),
+            (b"shadow_index", vec![0x81, 0xa3, 1, 2, 3, 0x90]),
+            (b"segments", vec![0x81, 0xcf, 0, 0, 0, 1, 0, 0, 0, 0, 0x00]),
+        ] {
+            let mut out = MsgpackWriter::with_capacity(64);
+            out.map_len(3);
+            out.raw_str(b"version");
+            out.int(2);
+            out.raw_str(b"segments");
+            out.map_len(0);
+            out.raw_str(field);
+            let mut bytes = out.into_vec();
+            bytes.extend_from_slice(&value);
+            if field != b"compact" {
+                bytes.extend_from_slice(&[0xa7]);
+                bytes.extend_from_slice(b"compact");
+                bytes.push(0x80);
+                bytes[0] = 0x84;
+            }
+            assert!(
+                matches!(decode(&bytes), Err(HintsError::Malformed(_))),
+                "{field:?}"
+            );
+        }
     }
 
     #[test]
-    fn deep_nesting_is_refused_without_recursion_blowup() {
-        let mut bytes = vec![0x91; 100_000];
-        bytes.push(0xc0);
-        assert!(decode(&bytes).is_err());
+    fn drops_shadow_segments_of_aborted_transactions() {
+        let mut hints = sample();
+        hints.drop_shadows_above(1);
+        assert_eq!(hints.shadow_index[&[9u8; 32]], vec![1]);
+        assert_eq!(hints.shadow_index[&[7u8; 32]], Vec::<u32>::new());
+    }
+
+    #[test]
+    fn decodes_and_reencodes_real_borg_hints_byte_for_byte() {
+        let Some(borg) = real_borg::borg() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let repo = real_borg::make_repository(&borg, dir.path(), "none");
+        let tid = real_borg::transaction_id(&repo);
+        let bytes = std::fs::read(repo.join(format!("hints.{tid}"))).unwrap();
+        let DecodedHints::Current(hints) = decode(&bytes).unwrap() else {
+            panic!("borg 1.4 writes version 2")
+        };
+        assert!(
+            !hints.shadow_index.is_empty(),
+            "the archive delete leaves shadowed PUTs"
+        );
+        assert!(hints.storage_quota_use > 300_000);
+        // borg's dicts keep insertion order, ours are sorted: have borg's msgpack re-pack the file's
+        // values in sorted order, and require our encoding to equal that byte for byte.
+        let Some(python) = real_borg::python() else {
+            return;
+        };
+        let script = r#"
+import sys
+from borg.helpers import msgpack
+raw = sys.stdin.buffer.read()
+h = msgpack.unpackb(raw)
+s = {b'version': h[b'version'], b'segments': dict(sorted(h[b'segments'].items())),
+     b'compact': dict(sorted(h[b'compact'].items())), b'storage_quota_use': h[b'storage_quota_use'],
+     b'shadow_index': dict(sorted(h[b'shadow_index'].items()))}
+print(msgpack.packb(s).hex())
+print(msgpack.packb(s) == raw)
+"#;
+        let output = real_borg::run_python(&python, script, &bytes);
+        let mut lines = output.lines();
+        let sorted_hex = lines.next().unwrap();
+        let ours = hints.encode();
+        let ours_hex: String = ours.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(ours_hex, sorted_hex);
+        if lines.next() == Some("True") {
+            assert_eq!(
+                ours, bytes,
+                "borg wrote sorted maps, so the file itself must match"
+            );
+        }
+    }
+
+    #[test]
+    fn borg_python_decodes_our_hints_to_the_same_values() {
+        let Some(python) = real_borg::python() else {
+            return;
+        };
+        let hints = sample();
+        let script = r#"
+import sys
+from borg.helpers import msgpack
+h = msgpack.unpackb(sys.stdin.buffer.read())
+print(h[b'version'])
+print(sorted(h[b'segments'].items()))
+print(sorted(h[b'compact'].items()))
+print(h[b'storage_quota_use'])
+print(sorted((k.hex(), v) for k, v in h[b'shadow_index'].items()))
+print(msgpack.packb(h).hex())
+"#;
+        let output = real_borg::run_python(&python, script, &hints.encode());
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines[0], "2");
+        assert_eq!(lines[1], "[(0, 1), (1, 0), (2, 300), (70000, -2)]");
+        assert_eq!(lines[2], "[(1, 9), (2, 128), (3, 5000000000)]");
+        assert_eq!(lines[3], "468");
+        assert_eq!(
+            lines[4],
+            format!(
+                "[('{}', [0]), ('{}', []), ('{}', [1, 2, 3])]",
+                "00".repeat(32),
+                "07".repeat(32),
+                "09".repeat(32)
+            )
+        );
+        let repacked: String = hints.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            lines[5], repacked,
+            "msgpack-python re-packs our bytes identically"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_hints_round_trip(
+            segments in proptest::collection::btree_map(any::<u32>(), any::<i64>(), 0..40),
+            compact in proptest::collection::btree_map(any::<u32>(), any::<u64>(), 0..40),
+            quota in any::<u64>(),
+            shadow in proptest::collection::hash_map(any::<[u8; 32]>(), proptest::collection::vec(any::<u32>(), 0..5), 0..20),
+        ) {
+            let hints = Hints { segments, compact, storage_quota_use: quota, shadow_index: shadow };
+            prop_assert_eq!(decode(&hints.encode()), Ok(DecodedHints::Current(hints)));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_hints_never_panic(position in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = sample().encode();
+            let index = position % bytes.len();
+            bytes[index] = byte;
+            let _ = decode(&bytes);
+        }
     }
 }

@@ -2,12 +2,10 @@
 //! nonces, and the object operations. Transactions live in `transaction.rs`, compaction in
 //! `compact.rs`, and check in `check.rs`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
-use super::config::RepoConfig;
+use super::config::{self, ConfigFile, REPOSITORY_SECTION, RepositoryConfig};
 use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
@@ -19,8 +17,6 @@ pub const LOG: &str = "borg.repository";
 
 /// `README` of every borg repository (`constants.py`).
 pub const REPOSITORY_README: &str = "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
-pub const DEFAULT_SEGMENTS_PER_DIR: u32 = 1000;
-pub const DEFAULT_MAX_SEGMENT_SIZE: u64 = 524_288_000;
 
 /// How a client opens a repository (the RPC `open` arguments, after the server's rules).
 #[derive(Debug, Clone, Default)]
@@ -36,26 +32,17 @@ pub struct OpenOptions {
 }
 
 /// Bookkeeping persisted in `hints.N` (see `hints.rs` for the invariants).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Bookkeeping {
-    /// Live PUT count per segment.
-    pub segments: BTreeMap<u32, i64>,
-    /// Freeable bytes per segment.
-    pub compact: BTreeMap<u32, u64>,
-    pub storage_quota_use: u64,
-    /// Segments that still hold superseded PUTs of an id.
-    pub shadow_index: HashMap<ObjectId, Vec<u32>>,
-}
+pub type Bookkeeping = super::hints::Hints;
 
 pub struct Repository {
     pub(super) path: PathBuf,
-    pub(super) config: RepoConfig,
+    pub(super) config: ConfigFile,
     pub(super) id: [u8; 32],
     pub(super) lock: Option<RepositoryLock>,
     pub(super) exclusive: Option<bool>,
     pub(super) append_only: bool,
     /// 0 means no quota.
-    pub(super) storage_quota: u64,
+    pub(super) storage_quota: i64,
     pub(super) additional_free_space: u64,
     pub(super) max_segment_size: u64,
     pub(super) io: SegmentIo,
@@ -100,18 +87,15 @@ impl Repository {
         };
         // From here on the lock guard releases on every error path.
         let config = match std::fs::read(path.join("config")) {
-            Ok(bytes) => RepoConfig::parse(&String::from_utf8_lossy(&bytes))
+            Ok(bytes) => ConfigFile::parse_bytes(&bytes)
                 .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(RepoError::InvalidRepository(display)),
             Err(error) => return Err(RepoError::io(format!("cannot read {display}/config"), error)),
         };
-        let settings = config
-            .repository_settings()
+        let quota_override = options.storage_quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+        let settings = RepositoryConfig::from_config(&config, quota_override)
             .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?;
-        let segments_per_dir = NonZeroU32::new(settings.segments_per_dir).ok_or_else(|| {
-            RepoError::InvalidRepositoryConfig(display.clone(), "segments_per_dir must be positive".into())
-        })?;
-        let mut io = SegmentIo::new(path, segments_per_dir, settings.max_segment_size);
+        let mut io = SegmentIo::new(path, settings.segments_per_dir, settings.max_segment_size);
         if let Some(latest) = io.latest_segment().map_err(|e| RepoError::io("cannot list segments", e))? {
             if io.segment_magic(latest).is_ok_and(|magic| magic == ATTIC_MAGIC) {
                 return Err(RepoError::AtticRepository(display));
@@ -122,8 +106,9 @@ impl Repository {
         Ok(Repository {
             path: path.to_path_buf(),
             id: settings.id,
-            storage_quota: options.storage_quota.unwrap_or(settings.storage_quota),
-            additional_free_space: settings.additional_free_space,
+            // A negative quota (borg accepts one) refuses every write, as in borg.
+            storage_quota: settings.storage_quota,
+            additional_free_space: settings.additional_free_space.max(0) as u64,
             max_segment_size: settings.max_segment_size,
             config,
             lock,
@@ -254,12 +239,23 @@ impl Repository {
 
     pub fn save_key(&mut self, keydata: &[u8]) -> Result<(), RepoError> {
         let text = String::from_utf8_lossy(keydata).into_owned();
-        self.config.set("key", &text);
+        self.set_option("key", &text)?;
         self.save_config()
     }
 
     pub fn load_key(&self) -> Vec<u8> {
-        self.config.get("key").map(|k| k.trim().as_bytes().to_vec()).unwrap_or_default()
+        config::repository_key(&self.config).as_bytes().to_vec()
+    }
+
+    pub(super) fn set_option(&mut self, name: &str, value: &str) -> Result<(), RepoError> {
+        self.config
+            .set(REPOSITORY_SECTION, name, value)
+            .map_err(|e| RepoError::InvalidRepositoryConfig(self.path.display().to_string(), e.to_string()))
+    }
+
+    /// Removes an option; returns whether it was there.
+    pub(super) fn remove_option(&mut self, name: &str) -> bool {
+        self.config.remove_option(REPOSITORY_SECTION, name).unwrap_or(false)
     }
 
     /// Writes the config as borg does: link the old one aside, replace atomically, then
@@ -278,7 +274,7 @@ impl Repository {
         if read_nonce(&self.path)? != start_nonce {
             return Err(RepoError::Exception("nonce space reservation with mismatched previous state".into()));
         }
-        match durable::write_atomic(&self.path, "nonce", format_nonce(next_unreserved).as_bytes()) {
+        match durable::write_atomic(&self.path, "nonce", config::encode_nonce(next_unreserved).as_bytes()) {
             Err(error) if error.kind() == io::ErrorKind::PermissionDenied && self.lock.is_none() => {
                 log::warn!(target: LOG, "{}: Failed writing to '{}/nonce'. This is expected when working on read-only repositories.", error, self.path.display());
                 Ok(())
@@ -374,13 +370,9 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
     }
     std::fs::write(path.join("README"), REPOSITORY_README).map_err(|e| RepoError::io("cannot write README", e))?;
     std::fs::create_dir(path.join("data")).map_err(|e| RepoError::io("cannot create data", e))?;
-    let config = RepoConfig::new_repository(
-        DEFAULT_SEGMENTS_PER_DIR,
-        DEFAULT_MAX_SEGMENT_SIZE,
-        options.append_only,
-        options.storage_quota.unwrap_or(0),
-        random_id().map_err(|e| RepoError::io("cannot read /dev/urandom", e))?,
-    );
+    let id = random_id().map_err(|e| RepoError::io("cannot read /dev/urandom", e))?;
+    let quota = i64::try_from(options.storage_quota.unwrap_or(0)).unwrap_or(i64::MAX);
+    let config = config::new_repository_config(&id, options.append_only, quota);
     save_config(path, &config, true)
 }
 
@@ -391,7 +383,7 @@ fn random_id() -> io::Result<[u8; 32]> {
     Ok(id)
 }
 
-fn save_config(path: &Path, config: &RepoConfig, locked: bool) -> Result<(), RepoError> {
+fn save_config(path: &Path, config: &ConfigFile, locked: bool) -> Result<(), RepoError> {
     let config_path = path.join("config");
     let old_path = path.join("config.old");
     if old_path.is_file() {
@@ -421,40 +413,10 @@ fn save_config(path: &Path, config: &RepoConfig, locked: bool) -> Result<(), Rep
 }
 
 fn read_nonce(repo: &Path) -> Result<Option<u64>, RepoError> {
-    match std::fs::read_to_string(repo.join("nonce")) {
-        Ok(text) => parse_nonce(&text)
-            .map(Some)
-            .map_err(|reason| RepoError::Error(format!("Repository has an invalid nonce file: {reason}"))),
+    match std::fs::read(repo.join("nonce")) {
+        Ok(bytes) => config::parse_nonce(&bytes).map(Some).map_err(|e| RepoError::Error(e.to_string())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(RepoError::io("cannot read the nonce file", error)),
     }
 }
 
-/// The nonce file: 16 lowercase hex digits of a big-endian u64, no newline.
-pub fn format_nonce(nonce: u64) -> String {
-    format!("{nonce:016x}")
-}
-
-/// borg 1.4's strict reading: exactly 8 bytes of hex after stripping whitespace.
-pub fn parse_nonce(text: &str) -> Result<u64, String> {
-    let hex = text.trim();
-    if hex.len() != 16 {
-        return Err(format!("Expected 8 bytes, got {} bytes", hex.len() / 2));
-    }
-    u64::from_str_radix(hex, 16).map_err(|_| "Non-hexadecimal digit found".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nonce_round_trips_and_is_strict() {
-        assert_eq!(format_nonce(0x8000191c), "000000008000191c");
-        assert_eq!(parse_nonce("000000008000191c"), Ok(0x8000191c));
-        assert_eq!(parse_nonce(" 000000008000191c\n"), Ok(0x8000191c));
-        assert!(parse_nonce("8000191c").is_err());
-        assert!(parse_nonce("zz00000008000191").is_err());
-        assert!(parse_nonce("").is_err());
-    }
-}

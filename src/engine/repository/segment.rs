@@ -70,15 +70,36 @@ pub enum IntegrityError {
     /// The file does not start with [`MAGIC`].
     BadMagic { segment: u32 },
     /// Fewer header bytes than `header_size` (9, or 41 for a `get`) were left in the file.
-    ShortHeader { segment: u32, offset: u64, header_size: usize },
+    ShortHeader {
+        segment: u32,
+        offset: u64,
+        header_size: usize,
+    },
     /// The size field exceeds [`MAX_OBJECT_SIZE`].
-    SizeTooBig { segment: u32, offset: u64, size: u32 },
+    SizeTooBig {
+        segment: u32,
+        offset: u64,
+        size: u32,
+    },
     /// The size field is below the header size (9, or 41 for PUT and DELETE).
-    SizeTooSmall { segment: u32, offset: u64, size: u32 },
+    SizeTooSmall {
+        segment: u32,
+        offset: u64,
+        size: u32,
+    },
     /// The file ended inside the entry body.
-    ShortData { segment: u32, offset: u64, expected: u64, got: u64 },
+    ShortData {
+        segment: u32,
+        offset: u64,
+        expected: u64,
+        got: u64,
+    },
     /// Header-only reading: the file ended inside a PUT/DELETE key.
-    ShortKey { segment: u32, offset: u64, got: usize },
+    ShortKey {
+        segment: u32,
+        offset: u64,
+        got: usize,
+    },
     /// crc32 over size, tag, key and data does not match.
     ChecksumMismatch { segment: u32, offset: u64 },
     /// A tag that is unknown, or not PUT where a PUT was required.
@@ -94,29 +115,55 @@ pub enum IntegrityError {
 impl fmt::Display for IntegrityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::BadMagic { segment } => write!(f, "Invalid segment magic [segment {segment}, offset 0]"),
-            Self::ShortHeader { segment, offset, header_size } => write!(
+            Self::BadMagic { segment } => {
+                write!(f, "Invalid segment magic [segment {segment}, offset 0]")
+            }
+            Self::ShortHeader {
+                segment,
+                offset,
+                header_size,
+            } => write!(
                 f,
                 "Invalid segment entry header [segment {segment}, offset {offset}]: unpack requires a buffer of {header_size} bytes"
             ),
-            Self::SizeTooBig { segment, offset, size } => write!(
+            Self::SizeTooBig {
+                segment,
+                offset,
+                size,
+            } => write!(
                 f,
                 "Invalid segment entry size {size} - too big [segment {segment}, offset {offset}]"
             ),
-            Self::SizeTooSmall { segment, offset, size } => write!(
+            Self::SizeTooSmall {
+                segment,
+                offset,
+                size,
+            } => write!(
                 f,
                 "Invalid segment entry size {size} - too small [segment {segment}, offset {offset}]"
             ),
-            Self::ShortData { segment, offset, expected, got } => write!(
+            Self::ShortData {
+                segment,
+                offset,
+                expected,
+                got,
+            } => write!(
                 f,
                 "Segment entry data short read [segment {segment}, offset {offset}]: expected {expected}, got {got} bytes"
             ),
-            Self::ShortKey { segment, offset, got } => write!(
+            Self::ShortKey {
+                segment,
+                offset,
+                got,
+            } => write!(
                 f,
                 "Segment entry key short read [segment {segment}, offset {offset}]: expected 32, got {got} bytes"
             ),
             Self::ChecksumMismatch { segment, offset } => {
-                write!(f, "Segment entry checksum mismatch [segment {segment}, offset {offset}]")
+                write!(
+                    f,
+                    "Segment entry checksum mismatch [segment {segment}, offset {offset}]"
+                )
             }
             Self::UnacceptableTag { segment, offset } => write!(
                 f,
@@ -130,7 +177,9 @@ impl fmt::Display for IntegrityError {
                 f,
                 "Invalid segment entry offset {offset} - segment exceeds 4 GiB [segment {segment}, offset {offset}]"
             ),
-            Self::PutDataTooLarge { len } => write!(f, "More than allowed put data [{len} > {MAX_DATA_SIZE}]"),
+            Self::PutDataTooLarge { len } => {
+                write!(f, "More than allowed put data [{len} > {MAX_DATA_SIZE}]")
+            }
         }
     }
 }
@@ -234,12 +283,25 @@ fn parse_header(bytes: &[u8]) -> Option<RawHeader> {
     })
 }
 
-fn check_size_bounds(size: u32, minimum: usize, segment: u32, offset: u64) -> Result<(), IntegrityError> {
+fn check_size_bounds(
+    size: u32,
+    minimum: usize,
+    segment: u32,
+    offset: u64,
+) -> Result<(), IntegrityError> {
     if size as usize > MAX_OBJECT_SIZE {
-        return Err(IntegrityError::SizeTooBig { segment, offset, size });
+        return Err(IntegrityError::SizeTooBig {
+            segment,
+            offset,
+            size,
+        });
     }
     if (size as usize) < minimum {
-        return Err(IntegrityError::SizeTooSmall { segment, offset, size });
+        return Err(IntegrityError::SizeTooSmall {
+            segment,
+            offset,
+            size,
+        });
     }
     Ok(())
 }
@@ -304,20 +366,37 @@ pub fn read_put<'buf>(
     crc.update(&header[4..]);
     crc.update(data);
     if crc.finalize() != raw.crc {
-        return Err(IntegrityError::ChecksumMismatch { segment, offset: position }.into());
+        return Err(IntegrityError::ChecksumMismatch {
+            segment,
+            offset: position,
+        }
+        .into());
     }
     if raw.tag != Tag::Put as u8 {
-        return Err(IntegrityError::UnacceptableTag { segment, offset: position }.into());
+        return Err(IntegrityError::UnacceptableTag {
+            segment,
+            offset: position,
+        }
+        .into());
     }
     if header[9..] != id[..] {
-        return Err(IntegrityError::WrongId { segment, offset: position }.into());
+        return Err(IntegrityError::WrongId {
+            segment,
+            offset: position,
+        }
+        .into());
     }
     Ok(&buf[..data_len])
 }
 
 /// The size of the PUT of `id` at `offset`, checking only its header (borg's `read(..., read_data=False)`):
 /// size bounds, tag PUT and key. No crc; the answer is informational, as in borg.
-pub fn entry_size_at(file: &File, segment: u32, offset: u32, id: &ObjectId) -> Result<u32, SegmentError> {
+pub fn entry_size_at(
+    file: &File,
+    segment: u32,
+    offset: u32,
+    id: &ObjectId,
+) -> Result<u32, SegmentError> {
     let position = u64::from(offset);
     let header = read_put_header(file, segment, position)?;
     let raw = parse_header(&header).ok_or(IntegrityError::ShortHeader {
@@ -327,19 +406,36 @@ pub fn entry_size_at(file: &File, segment: u32, offset: u32, id: &ObjectId) -> R
     })?;
     check_size_bounds(raw.size, PUT_HEADER_SIZE, segment, position)?;
     if raw.tag != Tag::Put as u8 {
-        return Err(IntegrityError::UnacceptableTag { segment, offset: position }.into());
+        return Err(IntegrityError::UnacceptableTag {
+            segment,
+            offset: position,
+        }
+        .into());
     }
     if header[9..] != id[..] {
-        return Err(IntegrityError::WrongId { segment, offset: position }.into());
+        return Err(IntegrityError::WrongId {
+            segment,
+            offset: position,
+        }
+        .into());
     }
     Ok(raw.size)
 }
 
-fn read_put_header(file: &File, segment: u32, position: u64) -> Result<[u8; PUT_HEADER_SIZE], SegmentError> {
+fn read_put_header(
+    file: &File,
+    segment: u32,
+    position: u64,
+) -> Result<[u8; PUT_HEADER_SIZE], SegmentError> {
     let mut header = [0u8; PUT_HEADER_SIZE];
     let got = read_at_most(file, &mut header, position)?;
     if got != PUT_HEADER_SIZE {
-        return Err(IntegrityError::ShortHeader { segment, offset: position, header_size: PUT_HEADER_SIZE }.into());
+        return Err(IntegrityError::ShortHeader {
+            segment,
+            offset: position,
+            header_size: PUT_HEADER_SIZE,
+        }
+        .into());
     }
     Ok(header)
 }
@@ -452,7 +548,13 @@ impl<F: Borrow<File>> SegmentEntries<F> {
     }
 
     /// Like [`SegmentEntries::new`], reusing a buffer from [`SegmentEntries::into_buffer`] of an earlier reader.
-    pub fn with_buffer(file: F, segment: u32, start_offset: u32, mode: ReadMode, buffer: Vec<u8>) -> Self {
+    pub fn with_buffer(
+        file: F,
+        segment: u32,
+        start_offset: u32,
+        mode: ReadMode,
+        buffer: Vec<u8>,
+    ) -> Self {
         if mode != ReadMode::HeaderOnly {
             advise_sequential(file.borrow());
         }
@@ -464,7 +566,11 @@ impl<F: Borrow<File>> SegmentEntries<F> {
             buf_start: u64::from(start_offset),
             buf_len: 0,
             offset: u64::from(start_offset),
-            state: if start_offset == 0 { ReaderState::NeedMagic } else { ReaderState::Running },
+            state: if start_offset == 0 {
+                ReaderState::NeedMagic
+            } else {
+                ReaderState::Running
+            },
         }
     }
 
@@ -490,7 +596,12 @@ impl<F: Borrow<File>> SegmentEntries<F> {
         match self.advance() {
             Ok(Some(found)) => {
                 let data = &self.buf[found.data.0..found.data.1];
-                Ok(Some(Entry { kind: found.kind, offset: found.offset, size: found.size, data }))
+                Ok(Some(Entry {
+                    kind: found.kind,
+                    offset: found.offset,
+                    size: found.size,
+                    data,
+                }))
             }
             Ok(None) => {
                 self.state = ReaderState::Finished;
@@ -514,24 +625,34 @@ impl<F: Borrow<File>> SegmentEntries<F> {
             self.state = ReaderState::Running;
         }
         let offset = self.offset;
-        let read_size = if self.mode == ReadMode::HeaderOnly { HEADER_READ_SIZE } else { STREAM_READ_SIZE };
+        let read_size = if self.mode == ReadMode::HeaderOnly {
+            HEADER_READ_SIZE
+        } else {
+            STREAM_READ_SIZE
+        };
         let available = self.fill(offset, HEADER_SIZE, read_size)?;
         if available == 0 {
             return Ok(None);
         }
-        let raw = parse_header(self.bytes(offset, available)).ok_or(IntegrityError::ShortHeader {
-            segment,
-            offset,
-            header_size: HEADER_SIZE,
-        })?;
+        let raw =
+            parse_header(self.bytes(offset, available)).ok_or(IntegrityError::ShortHeader {
+                segment,
+                offset,
+                header_size: HEADER_SIZE,
+            })?;
         check_size_bounds(raw.size, HEADER_SIZE, segment, offset)?;
         let tag = Tag::from_u8(raw.tag);
         if matches!(tag, Some(Tag::Put | Tag::Delete)) && (raw.size as usize) < PUT_HEADER_SIZE {
             // borg would yield a key shorter than 32 bytes here; no valid writer produces this.
-            return Err(IntegrityError::SizeTooSmall { segment, offset, size: raw.size }.into());
+            return Err(IntegrityError::SizeTooSmall {
+                segment,
+                offset,
+                size: raw.size,
+            }
+            .into());
         }
-        let entry_offset =
-            u32::try_from(offset).map_err(|_| IntegrityError::OffsetTooLarge { segment, offset })?;
+        let entry_offset = u32::try_from(offset)
+            .map_err(|_| IntegrityError::OffsetTooLarge { segment, offset })?;
         let size = raw.size as usize;
         let body_start = match tag {
             Some(Tag::Put | Tag::Delete) => PUT_HEADER_SIZE,
@@ -543,8 +664,15 @@ impl<F: Borrow<File>> SegmentEntries<F> {
             expected: (size - HEADER_SIZE) as u64,
             got: got.saturating_sub(HEADER_SIZE) as u64,
         };
-        let (key, data) = match self.mode {
-            ReadMode::WithData => {
+        // Entries that fit one read are checked in place; larger ones stream in Verified mode so the
+        // buffer does not grow to 20 MiB just to compute a crc.
+        let body = match self.mode {
+            ReadMode::HeaderOnly => Body::Skipped,
+            ReadMode::Verified if size > read_size => Body::Streamed,
+            ReadMode::Verified | ReadMode::WithData => Body::InPlace,
+        };
+        let (key, data) = match body {
+            Body::InPlace => {
                 let available = self.fill(offset, size, read_size)?;
                 if available < size {
                     return Err(short_data(available).into());
@@ -554,16 +682,22 @@ impl<F: Borrow<File>> SegmentEntries<F> {
                     return Err(IntegrityError::ChecksumMismatch { segment, offset }.into());
                 }
                 let key = (body_start == PUT_HEADER_SIZE).then(|| key_from(&entry[HEADER_SIZE..]));
-                let start = self.index_of(offset) + body_start;
-                (key, (start, self.index_of(offset) + size))
+                let start = self.index_of(offset);
+                let data = if self.mode == ReadMode::WithData {
+                    (start + body_start, start + size)
+                } else {
+                    (0, 0)
+                };
+                (key, data)
             }
-            ReadMode::Verified => {
+            Body::Streamed => {
                 let key_end = body_start.min(size);
                 let available = self.fill(offset, key_end, read_size)?;
                 if available < key_end {
                     return Err(short_data(available).into());
                 }
-                let key = (body_start == PUT_HEADER_SIZE).then(|| key_from(&self.bytes(offset, key_end)[HEADER_SIZE..]));
+                let key = (body_start == PUT_HEADER_SIZE)
+                    .then(|| key_from(&self.bytes(offset, key_end)[HEADER_SIZE..]));
                 let mut crc = crc32fast::Hasher::new();
                 let end = offset + size as u64;
                 let mut position = offset + 4;
@@ -581,14 +715,21 @@ impl<F: Borrow<File>> SegmentEntries<F> {
                 }
                 (key, (0, 0))
             }
-            ReadMode::HeaderOnly => {
+            Body::Skipped => {
                 let key = if body_start == PUT_HEADER_SIZE {
                     let available = self.fill(offset, PUT_HEADER_SIZE, read_size)?;
                     if available < PUT_HEADER_SIZE {
                         let got = available.saturating_sub(HEADER_SIZE);
-                        return Err(IntegrityError::ShortKey { segment, offset, got }.into());
+                        return Err(IntegrityError::ShortKey {
+                            segment,
+                            offset,
+                            got,
+                        }
+                        .into());
                     }
-                    Some(key_from(&self.bytes(offset, PUT_HEADER_SIZE)[HEADER_SIZE..]))
+                    Some(key_from(
+                        &self.bytes(offset, PUT_HEADER_SIZE)[HEADER_SIZE..],
+                    ))
                 } else {
                     None
                 };
@@ -602,7 +743,12 @@ impl<F: Borrow<File>> SegmentEntries<F> {
             _ => return Err(IntegrityError::UnacceptableTag { segment, offset }.into()),
         };
         self.offset = offset + size as u64;
-        Ok(Some(Found { kind, offset: entry_offset, size: raw.size, data }))
+        Ok(Some(Found {
+            kind,
+            offset: entry_offset,
+            size: raw.size,
+            data,
+        }))
     }
 
     /// Index into `buf` of file position `position`, which must be buffered.
@@ -640,7 +786,11 @@ impl<F: Borrow<File>> SegmentEntries<F> {
         while self.buf_len < needed {
             let read_position = self.buf_start + self.buf_len as u64;
             let got = loop {
-                match self.file.borrow().read_at(&mut self.buf[self.buf_len..read_end], read_position) {
+                match self
+                    .file
+                    .borrow()
+                    .read_at(&mut self.buf[self.buf_len..read_end], read_position)
+                {
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     other => break other?,
                 }
@@ -654,6 +804,16 @@ impl<F: Borrow<File>> SegmentEntries<F> {
     }
 }
 
+/// How [`SegmentEntries`] treats one entry body.
+enum Body {
+    /// Buffered whole, crc-checked, and its data available.
+    InPlace,
+    /// crc-checked through the buffer in read-sized pieces.
+    Streamed,
+    /// Not read (header-only mode).
+    Skipped,
+}
+
 struct Found {
     kind: EntryKind,
     offset: u32,
@@ -663,7 +823,12 @@ struct Found {
 
 fn advise_sequential(file: &File) {
     // Only a hint for the page cache's read-ahead; failure changes nothing but speed.
-    let _ = nix::fcntl::posix_fadvise(file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+    let _ = nix::fcntl::posix_fadvise(
+        file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -684,7 +849,9 @@ pub fn is_committed_file(file: &File) -> io::Result<bool> {
         return Ok(false);
     }
     let mut tail = [0u8; HEADER_SIZE];
-    if read_at_most(file, &mut tail, len - HEADER_SIZE as u64)? != HEADER_SIZE || tail != COMMIT_ENTRY {
+    if read_at_most(file, &mut tail, len - HEADER_SIZE as u64)? != HEADER_SIZE
+        || tail != COMMIT_ENTRY
+    {
         return Ok(false);
     }
     let mut entries = SegmentEntries::new(file, 0, 0, ReadMode::Verified);
@@ -693,7 +860,9 @@ pub fn is_committed_file(file: &File) -> io::Result<bool> {
         match entries.next_entry() {
             Ok(Some(entry)) => match entry.kind {
                 EntryKind::Commit => seen_commit = true,
-                EntryKind::Put { .. } | EntryKind::Delete { .. } if seen_commit => return Ok(false),
+                EntryKind::Put { .. } | EntryKind::Delete { .. } if seen_commit => {
+                    return Ok(false);
+                }
                 EntryKind::Put { .. } | EntryKind::Delete { .. } => {}
             },
             Ok(None) => return Ok(seen_commit),
@@ -747,7 +916,8 @@ pub fn recover_segment_file(source: &File, dest: &mut impl Write) -> io::Result<
             file_position += got as u64;
         }
         let at_eof = window_len < window.len() || file_position >= len;
-        let consumed = salvage_window(&window[..window_len], at_eof, |entry| dest.write_all(entry))?;
+        let consumed =
+            salvage_window(&window[..window_len], at_eof, |entry| dest.write_all(entry))?;
         if at_eof {
             return Ok(());
         }
@@ -770,9 +940,14 @@ fn salvage_window<E>(
         if rest.len() < HEADER_SIZE || (!at_eof && rest.len() < MAX_OBJECT_SIZE) {
             return Ok(position);
         }
-        let Some(raw) = parse_header(rest) else { return Ok(position) };
+        let Some(raw) = parse_header(rest) else {
+            return Ok(position);
+        };
         let size = raw.size as usize;
-        let plausible = size <= MAX_OBJECT_SIZE && raw.tag <= MAX_TAG_ID && size >= HEADER_SIZE && size <= rest.len();
+        let plausible = size <= MAX_OBJECT_SIZE
+            && raw.tag <= MAX_TAG_ID
+            && size >= HEADER_SIZE
+            && size <= rest.len();
         if plausible && entry_crc(&rest[4..size]) == raw.crc {
             emit(&rest[..size])?;
             position += size;
@@ -827,8 +1002,9 @@ pub fn list_segments(repo: &Path, segments_per_dir: NonZeroU32) -> io::Result<Ve
     let mut found = Vec::new();
     for (dir_number, dir_path) in numbered_entries(&data_dir(repo), true)? {
         for (segment, path) in numbered_entries(&dir_path, false)? {
-            if segment / segments_per_dir.get() == dir_number {
-                let len = std::fs::metadata(&path)?.len();
+            if segment / segments_per_dir.get() == dir_number
+                && let Some(len) = file_len_unless_vanished(&path)?
+            {
                 found.push(SegmentFile { segment, path, len });
             }
         }
@@ -837,17 +1013,30 @@ pub fn list_segments(repo: &Path, segments_per_dir: NonZeroU32) -> io::Result<Ve
 }
 
 /// The highest-numbered segment file (borg's `get_latest_segment`), reading only as many directories as needed.
-pub fn latest_segment(repo: &Path, segments_per_dir: NonZeroU32) -> io::Result<Option<SegmentFile>> {
+pub fn latest_segment(
+    repo: &Path,
+    segments_per_dir: NonZeroU32,
+) -> io::Result<Option<SegmentFile>> {
     for (dir_number, dir_path) in numbered_entries(&data_dir(repo), true)?.into_iter().rev() {
         let files = numbered_entries(&dir_path, false)?;
-        if let Some((segment, path)) =
-            files.into_iter().rev().find(|(segment, _)| segment / segments_per_dir.get() == dir_number)
-        {
-            let len = std::fs::metadata(&path)?.len();
-            return Ok(Some(SegmentFile { segment, path, len }));
+        for (segment, path) in files.into_iter().rev() {
+            if segment / segments_per_dir.get() == dir_number
+                && let Some(len) = file_len_unless_vanished(&path)?
+            {
+                return Ok(Some(SegmentFile { segment, path, len }));
+            }
         }
     }
     Ok(None)
+}
+
+/// The length of a listed file, or `None` if it was deleted since the listing (a concurrent cleanup).
+fn file_len_unless_vanished(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta.len())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// Entries of `dir` with canonical u32 names that are directories (`want_dirs`) or regular files,
@@ -876,7 +1065,9 @@ fn numbered_entries(dir: &Path, want_dirs: bool) -> io::Result<Vec<(u32, PathBuf
 
 /// Parses `0` or a decimal number without leading zeros that fits in u32.
 pub fn parse_canonical_u32(name: &str) -> Option<u32> {
-    let canonical = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && (name == "0" || !name.starts_with('0'));
+    let canonical = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name == "0" || !name.starts_with('0'));
     if canonical { name.parse().ok() } else { None }
 }
 
@@ -897,7 +1088,10 @@ pub(crate) mod real_borg {
         if Path::new(path).exists() {
             return Some(PathBuf::from(path));
         }
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{path} is required when CI=true");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{path} is required when CI=true"
+        );
         eprintln!("note: {path} not found, skipping the comparison with real borg");
         None
     }
@@ -942,7 +1136,11 @@ pub(crate) mod real_borg {
             .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
@@ -967,9 +1165,17 @@ pub(crate) mod real_borg {
         let repo_arg = repo.to_str().unwrap();
         let source_arg = source.to_str().unwrap();
         run_borg(borg, &base, &["init", "-e", encryption, repo_arg]);
-        run_borg(borg, &base, &["create", &format!("{repo_arg}::one"), source_arg]);
+        run_borg(
+            borg,
+            &base,
+            &["create", &format!("{repo_arg}::one"), source_arg],
+        );
         std::fs::write(source.join("small"), b"changed\n").unwrap();
-        run_borg(borg, &base, &["create", &format!("{repo_arg}::two"), source_arg]);
+        run_borg(
+            borg,
+            &base,
+            &["create", &format!("{repo_arg}::two"), source_arg],
+        );
         run_borg(borg, &base, &["delete", &format!("{repo_arg}::one")]);
         repo
     }
@@ -978,7 +1184,15 @@ pub(crate) mod real_borg {
     pub fn transaction_id(repo: &Path) -> u32 {
         std::fs::read_dir(repo)
             .unwrap()
-            .filter_map(|entry| entry.unwrap().file_name().to_str()?.strip_prefix("index.")?.parse().ok())
+            .filter_map(|entry| {
+                entry
+                    .unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("index.")?
+                    .parse()
+                    .ok()
+            })
             .max()
             .unwrap()
     }
@@ -1027,7 +1241,12 @@ mod tests {
         let mut reader = SegmentEntries::new(file, 5, start, mode);
         let mut out = Vec::new();
         while let Some(entry) = reader.next_entry()? {
-            out.push(Owned { kind: entry.kind, offset: entry.offset, size: entry.size, data: entry.data.to_vec() });
+            out.push(Owned {
+                kind: entry.kind,
+                offset: entry.offset,
+                size: entry.size,
+                data: entry.data.to_vec(),
+            });
         }
         Ok(out)
     }
@@ -1041,7 +1260,10 @@ mod tests {
 
     #[test]
     fn commit_entry_is_crc_of_its_header() {
-        assert_eq!(entry_crc(&COMMIT_ENTRY[4..]).to_le_bytes(), COMMIT_ENTRY[..4]);
+        assert_eq!(
+            entry_crc(&COMMIT_ENTRY[4..]).to_le_bytes(),
+            COMMIT_ENTRY[..4]
+        );
         assert_eq!(MAX_SEGMENT_SIZE_LIMIT, 4_273_995_776);
     }
 
@@ -1051,8 +1273,14 @@ mod tests {
         let header = put_header(&id(7), data).unwrap();
         let mut whole = header[4..].to_vec();
         whole.extend_from_slice(data);
-        assert_eq!(u32::from_le_bytes(header[..4].try_into().unwrap()), crc32fast::hash(&whole));
-        assert_eq!(u32::from_le_bytes(header[4..8].try_into().unwrap()), 41 + data.len() as u32);
+        assert_eq!(
+            u32::from_le_bytes(header[..4].try_into().unwrap()),
+            crc32fast::hash(&whole)
+        );
+        assert_eq!(
+            u32::from_le_bytes(header[4..8].try_into().unwrap()),
+            41 + data.len() as u32
+        );
         assert_eq!(header[8], 0);
         assert_eq!(&header[9..], &id(7));
     }
@@ -1061,14 +1289,20 @@ mod tests {
     fn delete_entry_has_size_41_and_tag_1() {
         let entry = delete_entry(&id(3));
         assert_eq!(&entry[4..9], &[41, 0, 0, 0, 1]);
-        assert_eq!(u32::from_le_bytes(entry[..4].try_into().unwrap()), crc32fast::hash(&entry[4..]));
+        assert_eq!(
+            u32::from_le_bytes(entry[..4].try_into().unwrap()),
+            crc32fast::hash(&entry[4..])
+        );
     }
 
     #[test]
     fn rejects_put_data_above_the_limit() {
         assert!(put_entry_size(MAX_DATA_SIZE).is_ok());
         let err = put_header(&id(1), &vec![0; MAX_DATA_SIZE + 1]).unwrap_err();
-        assert_eq!(err.to_string(), "More than allowed put data [20971480 > 20971479]");
+        assert_eq!(
+            err.to_string(),
+            "More than allowed put data [20971480 > 20971479]"
+        );
     }
 
     #[test]
@@ -1084,15 +1318,38 @@ mod tests {
         assert_eq!(
             with_data,
             vec![
-                Owned { kind: EntryKind::Put { key: id(1) }, offset: 8, size: 46, data: b"first".to_vec() },
-                Owned { kind: EntryKind::Delete { key: id(2) }, offset: 54, size: 41, data: vec![] },
-                Owned { kind: EntryKind::Put { key: id(3) }, offset: 95, size: 41, data: vec![] },
-                Owned { kind: EntryKind::Commit, offset: 136, size: 9, data: vec![] },
+                Owned {
+                    kind: EntryKind::Put { key: id(1) },
+                    offset: 8,
+                    size: 46,
+                    data: b"first".to_vec()
+                },
+                Owned {
+                    kind: EntryKind::Delete { key: id(2) },
+                    offset: 54,
+                    size: 41,
+                    data: vec![]
+                },
+                Owned {
+                    kind: EntryKind::Put { key: id(3) },
+                    offset: 95,
+                    size: 41,
+                    data: vec![]
+                },
+                Owned {
+                    kind: EntryKind::Commit,
+                    offset: 136,
+                    size: 9,
+                    data: vec![]
+                },
             ]
         );
         for mode in [ReadMode::Verified, ReadMode::HeaderOnly] {
             let entries = collect(&file, 0, mode).unwrap();
-            let without_data: Vec<Owned> = with_data.iter().map(|e| Owned { data: vec![], ..*e }).collect();
+            let without_data: Vec<Owned> = with_data
+                .iter()
+                .map(|e| Owned { data: vec![], ..*e })
+                .collect();
             assert_eq!(entries, without_data, "{mode:?}");
         }
         assert!(is_committed_file(&file).unwrap());
@@ -1106,7 +1363,10 @@ mod tests {
         let entries = collect(&file, 50, ReadMode::WithData).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].data, b"bb");
-        assert_eq!(integrity(collect(&file, 0, ReadMode::HeaderOnly)), IntegrityError::BadMagic { segment: 5 });
+        assert_eq!(
+            integrity(collect(&file, 0, ReadMode::HeaderOnly)),
+            IntegrityError::BadMagic { segment: 5 }
+        );
     }
 
     #[test]
@@ -1121,7 +1381,10 @@ mod tests {
         for bytes in [&b""[..], b"BORG_SE", b"ATTICSEG", b"BORG_SEH\x00"] {
             let (_dir, _path, file) = temp_file(bytes);
             let err = integrity(collect(&file, 0, ReadMode::Verified));
-            assert_eq!(err.to_string(), "Invalid segment magic [segment 5, offset 0]");
+            assert_eq!(
+                err.to_string(),
+                "Invalid segment magic [segment 5, offset 0]"
+            );
         }
     }
 
@@ -1161,7 +1424,10 @@ mod tests {
         bytes.truncate(8 + 20);
         let (_dir, _path, file) = temp_file(&bytes);
         let err = integrity(collect(&file, 0, ReadMode::HeaderOnly));
-        assert_eq!(err.to_string(), "Segment entry key short read [segment 5, offset 8]: expected 32, got 11 bytes");
+        assert_eq!(
+            err.to_string(),
+            "Segment entry key short read [segment 5, offset 8]: expected 32, got 11 bytes"
+        );
     }
 
     #[test]
@@ -1176,7 +1442,11 @@ mod tests {
             let (_dir, _path, file) = temp_file(&bytes);
             let err = integrity(collect(&file, 0, ReadMode::Verified));
             assert!(
-                matches!(err, IntegrityError::ChecksumMismatch { .. } | IntegrityError::UnacceptableTag { .. }),
+                matches!(
+                    err,
+                    IntegrityError::ChecksumMismatch { .. }
+                        | IntegrityError::UnacceptableTag { .. }
+                ),
                 "flip at {position}: {err}"
             );
             assert!(!is_committed_file(&file).unwrap() || position >= good.len() - 9);
@@ -1186,11 +1456,26 @@ mod tests {
     #[test]
     fn reports_sizes_out_of_bounds() {
         for (size, text) in [
-            (MAX_OBJECT_SIZE as u32 + 1, "Invalid segment entry size 20971521 - too big [segment 5, offset 8]"),
-            (u32::MAX, "Invalid segment entry size 4294967295 - too big [segment 5, offset 8]"),
-            (8, "Invalid segment entry size 8 - too small [segment 5, offset 8]"),
-            (0, "Invalid segment entry size 0 - too small [segment 5, offset 8]"),
-            (40, "Invalid segment entry size 40 - too small [segment 5, offset 8]"),
+            (
+                MAX_OBJECT_SIZE as u32 + 1,
+                "Invalid segment entry size 20971521 - too big [segment 5, offset 8]",
+            ),
+            (
+                u32::MAX,
+                "Invalid segment entry size 4294967295 - too big [segment 5, offset 8]",
+            ),
+            (
+                8,
+                "Invalid segment entry size 8 - too small [segment 5, offset 8]",
+            ),
+            (
+                0,
+                "Invalid segment entry size 0 - too small [segment 5, offset 8]",
+            ),
+            (
+                40,
+                "Invalid segment entry size 40 - too small [segment 5, offset 8]",
+            ),
         ] {
             let mut entry = put_entry(&id(1), b"abc");
             entry[4..8].copy_from_slice(&size.to_le_bytes());
@@ -1246,14 +1531,22 @@ mod tests {
         assert_eq!(with_data.len(), 204);
         assert_eq!(with_data[200].data, big);
         assert_eq!(with_data[201].data, max);
-        for (i, entry) in with_data.iter().enumerate().take(200) {
+        for (i, entry) in with_data[..200].iter().enumerate() {
             assert_eq!(entry.data, vec![i as u8; i * 300]);
         }
         let mut buf = Vec::new();
         for entry in &with_data[..202] {
-            let EntryKind::Put { key } = entry.kind else { panic!() };
-            assert_eq!(read_put(&file, 5, entry.offset, &key, &mut buf).unwrap(), &entry.data[..]);
-            assert_eq!(entry_size_at(&file, 5, entry.offset, &key).unwrap(), entry.size);
+            let EntryKind::Put { key } = entry.kind else {
+                panic!()
+            };
+            assert_eq!(
+                read_put(&file, 5, entry.offset, &key, &mut buf).unwrap(),
+                &entry.data[..]
+            );
+            assert_eq!(
+                entry_size_at(&file, 5, entry.offset, &key).unwrap(),
+                entry.size
+            );
         }
         for mode in [ReadMode::Verified, ReadMode::HeaderOnly] {
             let entries = collect(&file, 0, mode).unwrap();
@@ -1267,7 +1560,11 @@ mod tests {
 
     #[test]
     fn read_put_checks_every_field() {
-        let bytes = segment_bytes(&[put_entry(&id(1), b"data"), delete_entry(&id(2)).to_vec(), COMMIT_ENTRY.to_vec()]);
+        let bytes = segment_bytes(&[
+            put_entry(&id(1), b"data"),
+            delete_entry(&id(2)).to_vec(),
+            COMMIT_ENTRY.to_vec(),
+        ]);
         let (_dir, _path, file) = temp_file(&bytes);
         let mut buf = Vec::new();
         assert_eq!(read_put(&file, 5, 8, &id(1), &mut buf).unwrap(), b"data");
@@ -1294,7 +1591,10 @@ mod tests {
         let mut corrupt = bytes.clone();
         corrupt[50] ^= 1;
         let (_dir2, _path2, file2) = temp_file(&corrupt);
-        assert_eq!(err(read_put(&file2, 5, 8, &id(1), &mut buf)), "Segment entry checksum mismatch [segment 5, offset 8]");
+        assert_eq!(
+            err(read_put(&file2, 5, 8, &id(1), &mut buf)),
+            "Segment entry checksum mismatch [segment 5, offset 8]"
+        );
         let short = &bytes[..49];
         let (_dir3, _path3, file3) = temp_file(short);
         assert_eq!(
@@ -1307,10 +1607,16 @@ mod tests {
 
     #[test]
     fn read_put_reuses_a_larger_buffer() {
-        let bytes = segment_bytes(&[put_entry(&id(1), b"long payload here"), put_entry(&id(2), b"s")]);
+        let bytes = segment_bytes(&[
+            put_entry(&id(1), b"long payload here"),
+            put_entry(&id(2), b"s"),
+        ]);
         let (_dir, _path, file) = temp_file(&bytes);
         let mut buf = Vec::new();
-        assert_eq!(read_put(&file, 5, 8, &id(1), &mut buf).unwrap(), b"long payload here");
+        assert_eq!(
+            read_put(&file, 5, 8, &id(1), &mut buf).unwrap(),
+            b"long payload here"
+        );
         assert_eq!(read_put(&file, 5, 66, &id(2), &mut buf).unwrap(), b"s");
         assert_eq!(buf.len(), 17);
     }
@@ -1321,12 +1627,28 @@ mod tests {
         let cases: Vec<(Vec<u8>, bool)> = vec![
             (segment_bytes(&[COMMIT_ENTRY.to_vec()]), true),
             (segment_bytes(&[put.clone(), COMMIT_ENTRY.to_vec()]), true),
-            (segment_bytes(&[put.clone(), COMMIT_ENTRY.to_vec(), COMMIT_ENTRY.to_vec()]), true),
+            (
+                segment_bytes(&[put.clone(), COMMIT_ENTRY.to_vec(), COMMIT_ENTRY.to_vec()]),
+                true,
+            ),
             (segment_bytes(std::slice::from_ref(&put)), false),
-            (segment_bytes(&[COMMIT_ENTRY.to_vec(), put.clone(), COMMIT_ENTRY.to_vec()]), false),
-            (segment_bytes(&[COMMIT_ENTRY.to_vec(), delete_entry(&id(1)).to_vec(), COMMIT_ENTRY.to_vec()]), false),
+            (
+                segment_bytes(&[COMMIT_ENTRY.to_vec(), put.clone(), COMMIT_ENTRY.to_vec()]),
+                false,
+            ),
+            (
+                segment_bytes(&[
+                    COMMIT_ENTRY.to_vec(),
+                    delete_entry(&id(1)).to_vec(),
+                    COMMIT_ENTRY.to_vec(),
+                ]),
+                false,
+            ),
             (COMMIT_ENTRY.to_vec(), false),
-            (b"ATTICSEG".iter().copied().chain(COMMIT_ENTRY).collect(), false),
+            (
+                b"ATTICSEG".iter().copied().chain(COMMIT_ENTRY).collect(),
+                false,
+            ),
             (Vec::new(), false),
             (MAGIC[..5].to_vec(), false),
         ];
@@ -1357,24 +1679,36 @@ mod tests {
         assert_eq!(recovered, segment_bytes(&[a, b, COMMIT_ENTRY.to_vec()]));
         assert_eq!(recover_segment(&old[..16]), MAGIC.to_vec());
         assert_eq!(recover_segment(&[]), MAGIC.to_vec());
-        assert_eq!(recover_segment(&segment_bytes(&[COMMIT_ENTRY.to_vec()])), segment_bytes(&[COMMIT_ENTRY.to_vec()]));
+        assert_eq!(
+            recover_segment(&segment_bytes(&[COMMIT_ENTRY.to_vec()])),
+            segment_bytes(&[COMMIT_ENTRY.to_vec()])
+        );
     }
 
     #[test]
     fn streaming_recovery_equals_the_pure_one_across_window_boundaries() {
+        // Random payloads: runs of 0x00/0x01 would read as plausible 16 MiB entries at every byte and make
+        // the (borg-identical, quadratic) scan crawl.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
         let mut old = MAGIC.to_vec();
-        let mut state = 1u32;
         let mut counter = 0u8;
-        while old.len() < 3 * MAX_OBJECT_SIZE {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        while old.len() < 2 * MAX_OBJECT_SIZE + MAX_OBJECT_SIZE / 2 {
             counter = counter.wrapping_add(1);
-            let len = (state >> 8) as usize % (3 * 1024 * 1024);
-            let entry = put_entry(&id(counter), &vec![counter; len]);
-            if state % 5 == 0 {
-                old.extend_from_slice(&entry[..entry.len() / 2]); // torn write
+            let torn = counter % 5 == 0;
+            let len = (next() % if torn { 2000 } else { 3 << 20 }) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let entry = put_entry(&id(counter), &payload);
+            old.extend_from_slice(if torn {
+                &entry[..entry.len() / 2]
             } else {
-                old.extend_from_slice(&entry);
-            }
+                &entry
+            });
             old.extend_from_slice(&COMMIT_ENTRY);
         }
         let (_dir, _path, file) = temp_file(&old);
@@ -1385,7 +1719,9 @@ mod tests {
 
     #[test]
     fn recovery_agrees_with_borg_python() {
-        let Some(python) = real_borg::python() else { return };
+        let Some(python) = real_borg::python() else {
+            return;
+        };
         let mut old = segment_bytes(&[put_entry(&id(1), b"one"), delete_entry(&id(2)).to_vec()]);
         old.extend_from_slice(&[0x55; 13]);
         old.extend_from_slice(&put_entry(&id(4), b"four")[..30]);
@@ -1410,16 +1746,28 @@ io.recover_segment(0, p)
 sys.stdout.write(open(p, 'rb').read().hex())
 "#;
         let expected = real_borg::run_python(&python, script, &old);
-        let ours: String = recover_segment(&old).iter().map(|b| format!("{b:02x}")).collect();
+        let ours: String = recover_segment(&old)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(ours, expected);
     }
 
     #[test]
     fn segment_paths_use_the_directory_number() {
         let spd = NonZeroU32::new(1000).unwrap();
-        assert_eq!(segment_path(Path::new("/r"), 0, spd), PathBuf::from("/r/data/0/0"));
-        assert_eq!(segment_path(Path::new("/r"), 1999, spd), PathBuf::from("/r/data/1/1999"));
-        assert_eq!(segment_path(Path::new("/r"), u32::MAX, spd), PathBuf::from("/r/data/4294967/4294967295"));
+        assert_eq!(
+            segment_path(Path::new("/r"), 0, spd),
+            PathBuf::from("/r/data/0/0")
+        );
+        assert_eq!(
+            segment_path(Path::new("/r"), 1999, spd),
+            PathBuf::from("/r/data/1/1999")
+        );
+        assert_eq!(
+            segment_path(Path::new("/r"), u32::MAX, spd),
+            PathBuf::from("/r/data/4294967/4294967295")
+        );
     }
 
     #[test]
@@ -1427,7 +1775,12 @@ sys.stdout.write(open(p, 'rb').read().hex())
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path();
         let spd = NonZeroU32::new(10).unwrap();
-        for (d, files) in [("0", &["0", "2", "9", "10", "007", "x", "3.tmp"][..]), ("1", &["10", "19"]), ("10", &["100"]), ("2", &[])] {
+        for (d, files) in [
+            ("0", &["0", "2", "9", "10", "007", "x", "3.tmp"][..]),
+            ("1", &["10", "19"]),
+            ("10", &["100"]),
+            ("2", &[]),
+        ] {
             std::fs::create_dir_all(repo.join("data").join(d)).unwrap();
             for f in files {
                 std::fs::write(repo.join("data").join(d).join(f), b"BORG_SEG").unwrap();
@@ -1443,9 +1796,15 @@ sys.stdout.write(open(p, 'rb').read().hex())
         assert_eq!(numbers, vec![0, 2, 9, 10, 19, 100]);
         assert!(listed[1].is_empty());
         assert_eq!(listed[4].path, repo.join("data/1/19"));
-        assert_eq!(latest_segment(repo, spd).unwrap().map(|s| s.segment), Some(100));
+        assert_eq!(
+            latest_segment(repo, spd).unwrap().map(|s| s.segment),
+            Some(100)
+        );
         std::fs::remove_file(repo.join("data/10/100")).unwrap();
-        assert_eq!(latest_segment(repo, spd).unwrap().map(|s| s.segment), Some(19));
+        assert_eq!(
+            latest_segment(repo, spd).unwrap().map(|s| s.segment),
+            Some(19)
+        );
         assert!(list_segments(&repo.join("missing"), spd).is_err());
     }
 
@@ -1460,7 +1819,9 @@ sys.stdout.write(open(p, 'rb').read().hex())
 
     #[test]
     fn reads_every_segment_of_a_real_borg_repository() {
-        let Some(borg) = real_borg::borg() else { return };
+        let Some(borg) = real_borg::borg() else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let repo = real_borg::make_repository(&borg, dir.path(), "none");
         let tid = real_borg::transaction_id(&repo);
@@ -1474,8 +1835,13 @@ sys.stdout.write(open(p, 'rb').read().hex())
         for segment in &segments {
             let file = File::open(&segment.path).unwrap();
             assert_eq!(read_magic(&file).unwrap(), MAGIC);
-            committed.push(format!("{} {}", segment.segment, is_committed(&segment.path).unwrap()));
-            let mut reader = SegmentEntries::with_buffer(&file, segment.segment, 0, ReadMode::WithData, reuse);
+            committed.push(format!(
+                "{} {}",
+                segment.segment,
+                is_committed(&segment.path).unwrap()
+            ));
+            let mut reader =
+                SegmentEntries::with_buffer(&file, segment.segment, 0, ReadMode::WithData, reuse);
             let mut positions = Vec::new();
             while let Some(entry) = reader.next_entry().unwrap() {
                 match entry.kind {
@@ -1490,17 +1856,29 @@ sys.stdout.write(open(p, 'rb').read().hex())
             assert_eq!(reader.offset(), segment.len);
             reuse = reader.into_buffer();
             for (key, offset, data) in positions {
-                assert_eq!(read_put(&file, segment.segment, offset, &key, &mut buf).unwrap(), &data[..]);
+                assert_eq!(
+                    read_put(&file, segment.segment, offset, &key, &mut buf).unwrap(),
+                    &data[..]
+                );
             }
             let old = std::fs::read(&segment.path).unwrap();
-            assert_eq!(recover_segment(&old), old, "an intact segment survives recovery unchanged");
+            assert_eq!(
+                recover_segment(&old),
+                old,
+                "an intact segment survives recovery unchanged"
+            );
         }
         assert!(puts > 0 && commits > 0);
-        assert!(deletes > 0, "the archive delete must have written DELETE entries");
+        assert!(
+            deletes > 0,
+            "the archive delete must have written DELETE entries"
+        );
         let latest = latest_segment(&repo, spd).unwrap().unwrap();
         assert_eq!(latest.segment, segments.last().unwrap().segment);
         assert_eq!(latest.segment, tid);
-        let Some(python) = real_borg::python() else { return };
+        let Some(python) = real_borg::python() else {
+            return;
+        };
         let script = r#"
 import sys
 from borg.repository import LoggedIO
@@ -1508,16 +1886,31 @@ io = LoggedIO(sys.argv[1], 1000, 1000)
 for segment, _ in io.segment_iterator():
     print(segment, io.is_committed_segment(segment))
 "#;
-        let output = std::process::Command::new(&python).args(["-c", script, repo.to_str().unwrap()]).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let expected = String::from_utf8(output.stdout).unwrap().replace("True", "true").replace("False", "false");
+        let output = std::process::Command::new(&python)
+            .args(["-c", script, repo.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = String::from_utf8(output.stdout)
+            .unwrap()
+            .replace("True", "true")
+            .replace("False", "false");
         assert_eq!(committed.join("\n") + "\n", expected);
-        assert!(committed.iter().any(|line| line.ends_with("false")), "data segments are not committed");
+        assert!(
+            committed.iter().any(|line| line.ends_with("false")),
+            "data segments are not committed"
+        );
     }
 
     #[test]
     fn borg_reads_our_segments() {
-        let Some(python) = real_borg::python() else { return };
+        let Some(python) = real_borg::python() else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg");
         let bytes = segment_bytes(&[
@@ -1542,7 +1935,11 @@ for tag, key, offset, data in io.iter_objects(0, include_data=True):
             .args(["-c", script, dir.path().to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let text = String::from_utf8(output.stdout).unwrap();
         let expected = format!(
             "True\n0 {} 8 3\n0 {} 52 100000\n1 {} 100093 0\n2 None 100134 0\n",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::error::RepoError;
 use super::hashindex::{IndexHeader, NsIndex};
 use super::hints::{self, DecodedHints};
-use super::integrity::{self, DigestReader, DigestWriter, IntegrityFile};
+use super::integrity::{self, DigestingWriter, FileVerifier, IntegrityData, IntegrityFile, Verification};
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
@@ -139,11 +139,10 @@ impl Repository {
         }
         match read_hints(&self.path, tid) {
             Ok(DecodedHints::Current(books)) => self.books = books,
-            Ok(DecodedHints::Version1 { segments }) => {
+            Ok(DecodedHints::Legacy { segments, compact_segments }) => {
                 log::debug!(target: LOG, "Upgrading from v1 hints.{tid}");
                 self.books = Bookkeeping { segments, ..Bookkeeping::default() };
-                let listed: Vec<u32> = self.books.segments.keys().copied().collect();
-                for segment in listed {
+                for segment in compact_segments {
                     self.rebuild_sparse(segment)?;
                 }
             }
@@ -156,9 +155,7 @@ impl Repository {
             }
         }
         self.log_storage_quota();
-        for shadowed in self.books.shadow_index.values_mut() {
-            shadowed.retain(|segment| *segment <= tid);
-        }
+        self.books.drop_shadows_above(tid);
         Ok(())
     }
 
@@ -194,8 +191,8 @@ impl Repository {
         self.index()?
             .insert(id, written.segment, written.offset)
             .map_err(|e| RepoError::Exception(e.to_string()))?;
-        if self.storage_quota > 0 && self.books.storage_quota_use > self.storage_quota {
-            let doomed = (format_file_size(self.storage_quota as i64), format_file_size(self.books.storage_quota_use as i64));
+        if self.storage_quota != 0 && i128::from(self.books.storage_quota_use) > i128::from(self.storage_quota) {
+            let doomed = (format_file_size(self.storage_quota), format_file_size(self.books.storage_quota_use as i64));
             self.doomed = Some(doomed.clone());
             return Err(RepoError::StorageQuotaExceeded { quota: doomed.0, usage: doomed.1 });
         }
@@ -304,23 +301,18 @@ impl Repository {
             move |e: io::Error| RepoError::io(format!("cannot write {what}"), e)
         };
 
-        let hints_bytes = hints::encode(&self.books);
-        let hints_digests = write_tmp(&self.path, &hints_name, |writer| writer.write_all(&hints_bytes), &[])
+        let hints_bytes = self.books.encode();
+        let hints_integrity = write_tmp(&self.path, &hints_name, |writer| writer.write_all(&hints_bytes))
             .map_err(io_error(&hints_name))?;
-        let index_digests = write_tmp(
-            &self.path,
-            &index_name,
-            |writer| {
-                index.write_header(&mut *writer)?;
-                writer.part("HashHeader");
-                index.write_buckets(&mut *writer)
-            },
-            &["HashHeader"],
-        )
+        let index_integrity = write_tmp(&self.path, &index_name, |writer| {
+            index.write_header(&mut *writer)?;
+            writer.part(integrity::HASH_HEADER_PART);
+            index.write_buckets(&mut *writer)
+        })
         .map_err(io_error(&index_name))?;
-        let integrity = IntegrityFile { hints: Some(hints_digests), index: Some(index_digests) };
         let integrity_tmp = tmp_path(&self.path, &integrity_name);
-        write_synced(&integrity_tmp, &integrity.encode()).map_err(io_error(&integrity_name))?;
+        write_synced(&integrity_tmp, &integrity::encode_integrity_file(&hints_integrity, &index_integrity))
+            .map_err(io_error(&integrity_name))?;
 
         let rename = |name: &str| std::fs::rename(tmp_path(&self.path, name), self.path.join(name));
         rename(&integrity_name).map_err(io_error(&integrity_name))?;
@@ -497,12 +489,12 @@ impl Repository {
     }
 
     pub(super) fn log_storage_quota(&self) {
-        if self.storage_quota > 0 {
+        if self.storage_quota != 0 {
             log::info!(
                 target: LOG,
                 "Storage quota: {} out of {} used.",
                 format_file_size(self.books.storage_quota_use as i64),
-                format_file_size(self.storage_quota as i64)
+                format_file_size(self.storage_quota)
             );
         }
     }
@@ -510,48 +502,118 @@ impl Repository {
 
 /// Reads `index.N`, checked against the digests in `integrity.N` when there are any.
 fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
-    let name = format!("index.{tid}");
-    let expected = integrity::read_expected(repo, tid, integrity::Part::Index)?;
-    let file = File::open(repo.join(&name)).map_err(|e| format!("[Errno {}] {}: '{}'", e.raw_os_error().unwrap_or(0), crate::policy::load::plain_io_error(&e), repo.join(&name).display()))?;
-    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut reader = DigestReader::new(BufReader::with_capacity(1 << 20, file), &name);
+    let path = repo.join(format!("index.{tid}"));
+    let expected = expected_integrity(repo, tid, Part::Index, &path)?;
+    let file = File::open(&path).map_err(|e| describe_io(&e, &path))?;
+    let file_len = file.metadata().map_err(|e| describe_io(&e, &path))?.len();
+    let mut reader = VerifyingReader { inner: BufReader::with_capacity(1 << 20, file), verifier: expected.map(|e| FileVerifier::new(e, &path)) };
     let header = IndexHeader::read_from(&mut reader).map_err(|e| e.to_string())?;
-    reader.part("HashHeader");
+    reader.check_part(integrity::HASH_HEADER_PART)?;
     let index = NsIndex::read_buckets(header, &mut reader, file_len).map_err(|e| e.to_string())?;
-    let digests = reader.finish();
-    if let Some(expected) = expected {
-        integrity::verify(&name, &expected, &digests).map_err(|e| e.to_string())?;
+    if let Some(verifier) = reader.verifier {
+        verifier.check_final().map_err(|e| e.to_string())?;
     }
     Ok(index)
 }
 
 fn read_hints(repo: &Path, tid: u32) -> Result<DecodedHints, String> {
-    let name = format!("hints.{tid}");
-    let expected = integrity::read_expected(repo, tid, integrity::Part::Hints)?;
-    let bytes = std::fs::read(repo.join(&name)).map_err(|e| format!("{}: '{}'", crate::policy::load::plain_io_error(&e), repo.join(&name).display()))?;
+    let path = repo.join(format!("hints.{tid}"));
+    let expected = expected_integrity(repo, tid, Part::Hints, &path)?;
+    let bytes = std::fs::read(&path).map_err(|e| describe_io(&e, &path))?;
     if let Some(expected) = expected {
-        let digests = integrity::digest_bytes(&name, &bytes, &[]);
-        integrity::verify(&name, &expected, &digests).map_err(|e| e.to_string())?;
+        integrity::verify_hints(expected, &path, &bytes).map_err(|e| e.to_string())?;
     }
     hints::decode(&bytes).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Index,
+    Hints,
+}
+
+/// The digests to check a file against, or `None` when there is nothing to check: no
+/// `integrity.N` (borg < 1.1), an unknown version or an unknown algorithm (warned, as borg).
+fn expected_integrity(repo: &Path, tid: u32, part: Part, path: &Path) -> Result<Option<IntegrityData>, String> {
+    let name = format!("integrity.{tid}");
+    let bytes = match std::fs::read(repo.join(&name)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(describe_io(&error, &repo.join(&name))),
+    };
+    let (hints, index) = match integrity::decode_integrity_file(&bytes).map_err(|e| format!("{name}: {e}"))? {
+        IntegrityFile::Version2 { hints, index } => (hints, index),
+        IntegrityFile::UnknownVersion(version) => {
+            log::warn!(target: LOG, "Unknown integrity data version {version} in {name}");
+            return Ok(None);
+        }
+    };
+    let json = match part {
+        Part::Index => index,
+        Part::Hints => hints,
+    };
+    let Some(json) = json else {
+        return Err(format!("{name} has no record for {}", path.display()));
+    };
+    match integrity::parse_integrity_json(path, &json).map_err(|e| e.to_string())? {
+        Verification::Verify(expected) => Ok(Some(expected)),
+        Verification::UnknownAlgorithm(algorithm) => {
+            log::warn!(target: LOG, "Cannot verify integrity of {}: Unknown algorithm {algorithm}", path.display());
+            Ok(None)
+        }
+    }
+}
+
+/// Python's `[Errno N] text: 'path'`, as borg's warnings show OS errors.
+fn describe_io(error: &io::Error, path: &Path) -> String {
+    format!(
+        "[Errno {}] {}: '{}'",
+        error.raw_os_error().unwrap_or(0),
+        crate::policy::load::plain_io_error(error),
+        path.display()
+    )
+}
+
+/// A reader that feeds an integrity verifier (when there is one).
+struct VerifyingReader<R> {
+    inner: R,
+    verifier: Option<FileVerifier>,
+}
+
+impl<R> VerifyingReader<R> {
+    fn check_part(&mut self, part: &str) -> Result<(), String> {
+        match self.verifier.as_mut() {
+            Some(verifier) => verifier.check_part(part).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if let Some(verifier) = self.verifier.as_mut() {
+            verifier.update(&buf[..read]);
+        }
+        Ok(read)
+    }
 }
 
 fn tmp_path(repo: &Path, name: &str) -> PathBuf {
     repo.join(format!("{name}.tmp"))
 }
 
-/// Writes `<name>.tmp` through a digester, fsyncs it, and returns its integrity record.
+/// Writes `<name>.tmp` through a digester and fsyncs it; returns its integrity record.
 fn write_tmp(
     repo: &Path,
     name: &str,
-    write: impl FnOnce(&mut DigestWriter<BufWriter<File>>) -> io::Result<()>,
-    _parts: &[&str],
-) -> io::Result<String> {
+    write: impl FnOnce(&mut DigestingWriter<BufWriter<File>>) -> io::Result<()>,
+) -> io::Result<IntegrityData> {
     let file = File::create(tmp_path(repo, name))?;
-    let mut writer = DigestWriter::new(BufWriter::with_capacity(1 << 20, file), name);
+    let mut writer = DigestingWriter::new(BufWriter::with_capacity(1 << 20, file), name);
     write(&mut writer)?;
-    let (file, record) = writer.finish()?;
-    let file = file.into_inner().map_err(|e| e.into_error())?;
+    let (buffered, record) = writer.finish();
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(record)
 }

@@ -21,7 +21,11 @@ impl fmt::Display for FileSizeError {
         match self {
             Self::Empty => write!(f, "invalid literal for int() with base 10: ''"),
             Self::NotANumber { text } => {
-                write!(f, "could not convert string to float: {}", python_str_repr(text))
+                write!(
+                    f,
+                    "could not convert string to float: {}",
+                    python_str_repr(text)
+                )
             }
             Self::NotFinite { nan: true } => write!(f, "cannot convert float NaN to integer"),
             Self::NotFinite { nan: false } => write!(f, "cannot convert float infinity to integer"),
@@ -48,8 +52,14 @@ pub fn parse_file_size(text: &str) -> Result<i64, FileSizeError> {
         'P' => 1e15,
         _ => 1.0,
     };
-    let number = if factor == 1.0 { text } else { &text[..text.len() - suffix.len_utf8()] };
-    let value = parse_python_float(number).ok_or_else(|| FileSizeError::NotANumber { text: number.to_owned() })?;
+    let number = if factor == 1.0 {
+        text
+    } else {
+        &text[..text.len() - suffix.len_utf8()]
+    };
+    let value = parse_python_float(number).ok_or_else(|| FileSizeError::NotANumber {
+        text: number.to_owned(),
+    })?;
     let product = value * factor;
     if product.is_nan() {
         return Err(FileSizeError::NotFinite { nan: true });
@@ -154,9 +164,7 @@ fn take_digit_part(bytes: &[u8], index: &mut usize, out: &mut String) -> usize {
             out.push(char::from(byte));
             count += 1;
             *index += 1;
-        } else if byte == b'_'
-            && count > 0
-            && bytes.get(*index + 1).is_some_and(u8::is_ascii_digit)
+        } else if byte == b'_' && count > 0 && bytes.get(*index + 1).is_some_and(u8::is_ascii_digit)
         {
             *index += 1;
         } else {
@@ -168,7 +176,11 @@ fn take_digit_part(bytes: &[u8], index: &mut usize, out: &mut String) -> usize {
 
 /// A close approximation of Python's `repr(str)`, for error messages that quote user input.
 pub(crate) fn python_str_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(text.len() + 2);
     out.push(quote);
     for c in text.chars() {
@@ -217,11 +229,20 @@ mod tests {
     #[test]
     fn rejects_what_python_rejects() {
         assert_eq!(parse_file_size(""), Err(FileSizeError::Empty));
-        for bad in ["k", "5k", "5KB", "5 K ", "abc", "1__0", "_1", "1_", "e5", "1e", ".", "--1", "0x10", "K"] {
+        for bad in [
+            "k", "5k", "5KB", "5 K ", "abc", "1__0", "_1", "1_", "e5", "1e", ".", "--1", "0x10",
+            "K",
+        ] {
             assert!(parse_file_size(bad).is_err(), "{bad:?} must be rejected");
         }
-        assert_eq!(parse_file_size("nan"), Err(FileSizeError::NotFinite { nan: true }));
-        assert_eq!(parse_file_size("-infK"), Err(FileSizeError::NotFinite { nan: false }));
+        assert_eq!(
+            parse_file_size("nan"),
+            Err(FileSizeError::NotFinite { nan: true })
+        );
+        assert_eq!(
+            parse_file_size("-infK"),
+            Err(FileSizeError::NotFinite { nan: false })
+        );
     }
 
     #[test]
@@ -254,13 +275,40 @@ mod tests {
     }
 
     const SIZE_SAMPLES: &[&str] = &[
-        "0", "1", "1.5", "1.9K", "500M", "1.5G", "2T", "3P", "1e3", "1_000", " 42 ", "-7", "-1.5K", ".5M", "5.",
-        "1e-3K", "0.0001P", "123456789", "9007199254740993", "1e18", "abc", "5KB", "", "nan", "inf", "1__0", "+3K",
+        "0",
+        "1",
+        "1.5",
+        "1.9K",
+        "500M",
+        "1.5G",
+        "2T",
+        "3P",
+        "1e3",
+        "1_000",
+        " 42 ",
+        "-7",
+        "-1.5K",
+        ".5M",
+        "5.",
+        "1e-3K",
+        "0.0001P",
+        "123456789",
+        "9007199254740993",
+        "1e18",
+        "abc",
+        "5KB",
+        "",
+        "nan",
+        "inf",
+        "1__0",
+        "+3K",
     ];
 
     #[test]
     fn parse_file_size_agrees_with_borg_python() {
-        let Some(python) = real_borg::python() else { return };
+        let Some(python) = real_borg::python() else {
+            return;
+        };
         let script = "import sys\nfrom borg.helpers import parse_file_size\nfor line in sys.stdin.read().split('\\x00'):\n    try:\n        print(parse_file_size(line))\n    except Exception:\n        print('ERR')\n";
         let input = SIZE_SAMPLES.join("\u{0}");
         let output = real_borg::run_python(&python, script, input.as_bytes());
@@ -277,23 +325,48 @@ mod tests {
 
     #[test]
     fn format_file_size_agrees_with_borg_python() {
-        let Some(python) = real_borg::python() else { return };
-        let mut samples: Vec<i64> = vec![0, 1, 999, 1000, 1001, 999_994, 999_995, 999_999, 1_000_000, 20_971_520];
-        samples.extend([4_273_995_776, 524_288_000, 20_000_000, -1, -1000, -999_995, -20_971_520, i64::MAX, i64::MIN]);
+        let Some(python) = real_borg::python() else {
+            return;
+        };
+        let mut samples: Vec<i64> = vec![
+            0, 1, 999, 1000, 1001, 999_994, 999_995, 999_999, 1_000_000, 20_971_520,
+        ];
+        samples.extend([
+            4_273_995_776,
+            524_288_000,
+            20_000_000,
+            -1,
+            -1000,
+            -999_995,
+            -20_971_520,
+            i64::MAX,
+            i64::MIN,
+        ]);
         let mut value: i64 = 7;
         for _ in 0..400 {
-            value = value.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            value = value
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             samples.push(value >> (value.unsigned_abs() % 60));
         }
         for power in 0..18u32 {
             let base = 10i64.pow(power);
-            samples.extend([base * 9 + base / 2, base - 1, base * 5 / 2, (i128::from(base) * 999_995 / 1_000_000) as i64]);
+            samples.extend([
+                base * 9 + base / 2,
+                base - 1,
+                base * 5 / 2,
+                (i128::from(base) * 999_995 / 1_000_000) as i64,
+            ]);
         }
         let script = "import sys\nfrom borg.helpers import format_file_size\nfor line in sys.stdin:\n    print(format_file_size(int(line)))\n";
         let input: String = samples.iter().map(|v| format!("{v}\n")).collect();
         let output = real_borg::run_python(&python, script, input.as_bytes());
         for (sample, want) in samples.iter().zip(output.lines()) {
-            assert_eq!(format_file_size(*sample), want, "format_file_size({sample})");
+            assert_eq!(
+                format_file_size(*sample),
+                want,
+                "format_file_size({sample})"
+            );
         }
         assert_eq!(output.lines().count(), samples.len());
     }
