@@ -35,7 +35,11 @@ pub fn serve_main(args: &[OsString]) -> u8 {
 fn serve(args: &[OsString]) -> Result<u8, String> {
     let args = args
         .iter()
-        .map(|arg| arg.to_str().map(str::to_owned).ok_or_else(|| format!("argument {arg:?} is not UTF-8")))
+        .map(|arg| {
+            arg.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("argument {arg:?} is not UTF-8"))
+        })
         .collect::<Result<Vec<String>, String>>()?;
     let mut config = parse_serve_args(&args).map_err(|e| e.to_string())?;
     if config.help {
@@ -47,14 +51,20 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
         apply_client_command(&mut config, command.as_bytes()).map_err(|e| e.to_string())?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(config.umask));
-    let log = RemoteLogger::stderr(&LogConfig { level: config.log_level, debug_topics: config.debug_topics.clone() })
-        .install()
-        .map_err(|e| format!("cannot install the logger: {e}"))?;
+    let log = RemoteLogger::stderr(&LogConfig {
+        level: config.log_level,
+        debug_topics: config.debug_topics.clone(),
+    })
+    .install()
+    .map_err(|e| format!("cannot install the logger: {e}"))?;
     let stdin = rpc::raw_stdin().map_err(|e| format!("cannot use stdin: {e}"))?;
     let stdout = rpc::raw_stdout().map_err(|e| format!("cannot use stdout: {e}"))?;
-    let watch = stdin.try_clone().map_err(|e| format!("cannot use stdin: {e}"))?;
+    let watch = stdin
+        .try_clone()
+        .map_err(|e| format!("cannot use stdin: {e}"))?;
     let show = rpc::errors::show_sysinfo(std::env::var("BORG_SHOW_SYSINFO").ok().as_deref());
-    let sysinfo = SysInfo::of_this_process(concat!("borg-gate ", env!("CARGO_PKG_VERSION"))).render(show);
+    let sysinfo =
+        SysInfo::of_this_process(concat!("borg-gate ", env!("CARGO_PKG_VERSION"))).render(show);
     let mut reader = RequestReader::new(stdin);
     let mut writer = ReplyWriter::with_sysinfo(stdout, sysinfo);
     let mut server = Server::new(config, log, watch, path_context());
@@ -76,9 +86,17 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
 fn path_context() -> PathContext<'static> {
     let uid = nix::unistd::geteuid();
     let account = nix::unistd::User::from_uid(uid).ok().flatten();
-    let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0)).ok().flatten().map(|u| u.dir);
+    let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
     let env = |name: &str| std::env::var_os(name);
-    let base_dir = paths::base_dir(&env, account.as_ref().map(|a| a.dir.clone()), root_home, uid.is_root());
+    let base_dir = paths::base_dir(
+        &env,
+        account.as_ref().map(|a| a.dir.clone()),
+        root_home,
+        uid.is_root(),
+    );
     PathContext {
         base_dir,
         user: account.map(|a| a.name).unwrap_or_default(),
@@ -88,11 +106,15 @@ fn path_context() -> PathContext<'static> {
 }
 
 fn home_of(name: &str) -> Option<PathBuf> {
-    nix::unistd::User::from_name(name).ok().flatten().map(|user| user.dir)
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|user| user.dir)
 }
 
 /// `borg-gate serve --help`.
-const USAGE: &str = "usage: borg-gate serve [--restrict-to-path PATH] [--restrict-to-repository PATH]
+const USAGE: &str =
+    "usage: borg-gate serve [--restrict-to-path PATH] [--restrict-to-repository PATH]
                        [--append-only] [--storage-quota QUOTA] [--umask M]
                        [--debug | --info | --warning | --error | --critical]
                        [--debug-topic TOPIC] [--lock-wait SECONDS]
@@ -103,4 +125,3 @@ A drop-in replacement for BorgBackup 1.x's `borg serve`: speaks borg's RPC proto
 on stdin/stdout and reads and writes borg's repository format.
 See borg-gate(1).
 ";
-

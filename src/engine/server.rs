@@ -20,7 +20,10 @@ use super::log::LogHandle;
 use super::paths::{PathContext, resolve_and_check};
 use super::repository::error::RepoError;
 use super::repository::repo::{OpenOptions, Repository};
-use super::rpc::{Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader, SERVER_VERSION};
+use super::rpc::{
+    Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader,
+    SERVER_VERSION,
+};
 use crate::policy::Permissions;
 
 pub const LOG: &str = "borg.remote";
@@ -35,7 +38,10 @@ pub enum Ending {
     Signal(Signal),
     IdleTimeout(Duration),
     /// The client sent something that is not a borg request.
-    BadInput { message: String, exit_code: i32 },
+    BadInput {
+        message: String,
+        exit_code: i32,
+    },
 }
 
 /// Everything about the connection that outlives one request.
@@ -64,19 +70,39 @@ enum Outcome<'a> {
 type Reply<'a> = Result<Outcome<'a>, RemoteException>;
 
 impl Server {
-    pub fn new(config: ServeConfig, log: LogHandle, stdin: File, path_context: PathContext<'static>) -> Server {
+    pub fn new(
+        config: ServeConfig,
+        log: LogHandle,
+        stdin: File,
+        path_context: PathContext<'static>,
+    ) -> Server {
         let signals = watch_signals();
-        Server { config, log, repository: None, stdin, signals, path_context }
+        Server {
+            config,
+            log,
+            repository: None,
+            stdin,
+            signals,
+            path_context,
+        }
     }
 
     /// Serves until the client goes away; the repository is closed on every path.
-    pub fn run<R: io::Read, W: Write>(&mut self, reader: &mut RequestReader<R>, writer: &mut ReplyWriter<W>) -> Ending {
+    pub fn run<R: io::Read, W: Write>(
+        &mut self,
+        reader: &mut RequestReader<R>,
+        writer: &mut ReplyWriter<W>,
+    ) -> Ending {
         let ending = self.serve(reader, writer);
         self.close_repository();
         ending
     }
 
-    fn serve<R: io::Read, W: Write>(&mut self, reader: &mut RequestReader<R>, writer: &mut ReplyWriter<W>) -> Ending {
+    fn serve<R: io::Read, W: Write>(
+        &mut self,
+        reader: &mut RequestReader<R>,
+        writer: &mut ReplyWriter<W>,
+    ) -> Ending {
         loop {
             if !reader.has_buffered_request() {
                 if let Err(error) = writer.flush() {
@@ -90,8 +116,13 @@ impl Server {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(error) => {
-                    let message = error.borg_log_message("1.4.5").unwrap_or_else(|| error.to_string());
-                    return Ending::BadInput { message, exit_code: error.exit_code(modern_exit_codes()) };
+                    let message = error
+                        .borg_log_message("1.4.5")
+                        .unwrap_or_else(|| error.to_string());
+                    return Ending::BadInput {
+                        message,
+                        exit_code: error.exit_code(modern_exit_codes()),
+                    };
                 }
             };
             let (format, msgid) = (request.format, request.msgid);
@@ -124,7 +155,10 @@ impl Server {
             match poll(&mut fds, timeout) {
                 Ok(0) => return self.config.idle_timeout.map(Ending::IdleTimeout),
                 Ok(_) => {
-                    let signalled = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+                    let signalled = fds
+                        .get(1)
+                        .and_then(PollFd::revents)
+                        .is_some_and(|r| !r.is_empty());
                     if signalled {
                         if let Some(signal) = self.take_signal() {
                             return Some(Ending::Signal(signal));
@@ -161,7 +195,10 @@ impl Server {
         }
         let gone = PollFlags::POLLHUP | rdhup | PollFlags::POLLERR;
         let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
-        let signalled = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        let signalled = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
         stdin_gone || signalled
     }
 
@@ -224,7 +261,8 @@ impl Server {
         let abort = || self.should_abort();
         let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
         let identity = LockIdentity::for_current_process();
-        let repository = Repository::open(&resolved, &options, identity, &wait).map_err(|e| e.to_remote())?;
+        let repository =
+            Repository::open(&resolved, &options, identity, &wait).map_err(|e| e.to_remote())?;
         let id = repository.id();
         self.repository = Some(repository);
         Ok(Outcome::Id(id))
@@ -232,13 +270,17 @@ impl Server {
 
     fn repository_call<'a>(&'a mut self, method: &Method, args: &Args<'_>) -> Reply<'a> {
         let read_only = self.config.permissions == Permissions::ReadOnly;
-        let refuse = |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
+        let refuse =
+            |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
         match method {
             Method::BreakLock if read_only => return refuse("break-lock"),
             Method::Destroy if read_only => return refuse("destroy"),
             Method::Destroy => {
                 return match self.repository.take() {
-                    Some(repository) => repository.destroy().map(|()| Outcome::Nil).map_err(|e| e.to_remote()),
+                    Some(repository) => repository
+                        .destroy()
+                        .map(|()| Outcome::Nil)
+                        .map_err(|e| e.to_remote()),
                     None => Err(no_repository()),
                 };
             }
@@ -282,7 +324,10 @@ impl Server {
                 let compact = args.bool_or("compact", true)?;
                 let threshold = args.float_or("threshold", 0.1)?;
                 let cleanup_commits = args.bool_or("cleanup_commits", false)?;
-                guard_disk(repository, |repo| repo.commit(compact, threshold, cleanup_commits)).map(|()| Outcome::Nil)
+                guard_disk(repository, |repo| {
+                    repo.commit(compact, threshold, cleanup_commits)
+                })
+                .map(|()| Outcome::Nil)
             }
             Method::Rollback => {
                 repository.rollback();
@@ -311,15 +356,19 @@ impl Server {
             Method::CommitNonceReservation => {
                 let next = args.opt_uint("next_unreserved")?.unwrap_or(0);
                 let start = args.opt_uint("start_nonce")?;
-                repository.commit_nonce_reservation(next, start).map(|()| Outcome::Nil)
+                repository
+                    .commit_nonce_reservation(next, start)
+                    .map(|()| Outcome::Nil)
             }
             Method::BreakLock => {
                 let path: PathBuf = repository.path().to_path_buf();
                 Repository::break_lock(&path).map(|()| Outcome::Nil)
             }
-            Method::Negotiate | Method::Open | Method::InjectException | Method::Unknown(_) | Method::Destroy => {
-                Ok(Outcome::Nil)
-            }
+            Method::Negotiate
+            | Method::Open
+            | Method::InjectException
+            | Method::Unknown(_)
+            | Method::Destroy => Ok(Outcome::Nil),
         };
         result.map_err(|e| e.to_remote())
     }
@@ -336,7 +385,10 @@ impl Server {
 
 /// A full disk ends the transaction with a cleanup that gives the space back, and the
 /// client gets a clean error; the repository stays at its last commit.
-fn guard_disk(repository: &mut Repository, operation: impl FnOnce(&mut Repository) -> Result<(), RepoError>) -> Result<(), RepoError> {
+fn guard_disk(
+    repository: &mut Repository,
+    operation: impl FnOnce(&mut Repository) -> Result<(), RepoError>,
+) -> Result<(), RepoError> {
     let result = operation(repository);
     if let Err(error) = &result {
         if error.is_no_space() {
@@ -347,7 +399,12 @@ fn guard_disk(repository: &mut Repository, operation: impl FnOnce(&mut Repositor
     result
 }
 
-fn write_outcome<W: Write>(writer: &mut ReplyWriter<W>, format: Format, msgid: u64, outcome: Outcome<'_>) -> io::Result<()> {
+fn write_outcome<W: Write>(
+    writer: &mut ReplyWriter<W>,
+    format: Format,
+    msgid: u64,
+    outcome: Outcome<'_>,
+) -> io::Result<()> {
     match outcome {
         Outcome::Nil => writer.result_nil(format, msgid),
         Outcome::Bool(value) => writer.result_bool(format, msgid, value),
@@ -367,7 +424,9 @@ fn no_repository() -> RemoteException {
 
 fn object_id(args: &Args<'_>) -> Result<[u8; 32], RemoteException> {
     let bytes = args.bytes("id")?.unwrap_or_default();
-    <[u8; 32]>::try_from(bytes).map_err(|_| RemoteException::type_error(&format!("id must be 32 bytes, got {}", bytes.len())))
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
+        RemoteException::type_error(&format!("id must be 32 bytes, got {}", bytes.len()))
+    })
 }
 
 fn marker(args: &Args<'_>) -> Result<Option<[u8; 32]>, RemoteException> {

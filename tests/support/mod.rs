@@ -34,6 +34,7 @@ pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 /// Returns the value of an `Option`, or returns from the calling test (which has skipped or
 /// failed already, by the rule of [`require_tool`]) when it is `None`.
+#[allow(unused_macros)]
 macro_rules! require {
     ($option:expr) => {
         match $option {

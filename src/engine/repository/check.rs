@@ -13,7 +13,10 @@ impl Repository {
     /// borg's `Repository.check`. Returns `!error_found || repair`.
     pub fn check(&mut self, repair: bool, max_duration: u64) -> Result<bool, RepoError> {
         if self.append_only && repair {
-            return Err(RepoError::Value(format!("{} is in append-only mode", self.display_path())));
+            return Err(RepoError::Value(format!(
+                "{} is in append-only mode",
+                self.display_path()
+            )));
         }
         self.require_exclusive()?;
         let mut errors = 0usize;
@@ -25,7 +28,9 @@ impl Repository {
         if self.active_txn {
             self.rollback();
         }
-        let committed = self.get_transaction_id().and_then(|tid| Ok((tid, self.open_index(tid, true)?)));
+        let committed = self
+            .get_transaction_id()
+            .and_then(|tid| Ok((tid, self.open_index(tid, true)?)));
         let (mut transaction_id, current_index) = match committed {
             Ok((tid, index)) => (tid, Some(index)),
             Err(error) => {
@@ -37,14 +42,19 @@ impl Repository {
             transaction_id = self.index_transaction_id()?;
         }
         if transaction_id.is_none() {
-            transaction_id = self.io.latest_segment().map_err(|e| RepoError::io("cannot list segments", e))?;
+            transaction_id = self
+                .io
+                .latest_segment()
+                .map_err(|e| RepoError::io("cannot list segments", e))?;
         }
         let Some(transaction_id) = transaction_id else {
             report("This repository contains no valid data.".into());
             return Ok(false);
         };
         if repair {
-            self.io.cleanup(Some(transaction_id)).map_err(|e| RepoError::io("cannot clean up segments", e))?;
+            self.io
+                .cleanup(Some(transaction_id))
+                .map_err(|e| RepoError::io("cannot clean up segments", e))?;
         }
         let segments_transaction_id = self.segments_transaction_id()?;
         self.prepare_txn(None, false)?;
@@ -64,7 +74,10 @@ impl Repository {
         };
         let started = Instant::now();
         let budget = Duration::from_secs(max_duration);
-        let segments = self.io.list().map_err(|e| RepoError::io("cannot list segments", e))?;
+        let segments = self
+            .io
+            .list()
+            .map_err(|e| RepoError::io("cannot list segments", e))?;
         let mut finished = true;
         let mut last_segment = -1i64;
         for file in &segments {
@@ -84,7 +97,12 @@ impl Repository {
                         Vec::new()
                     }
                 }
-                Err(SegmentError::Io(error)) => return Err(RepoError::io(format!("cannot read {}", file.path.display()), error)),
+                Err(SegmentError::Io(error)) => {
+                    return Err(RepoError::io(
+                        format!("cannot read {}", file.path.display()),
+                        error,
+                    ));
+                }
             };
             if !partial {
                 if let Err(error) = self.update_index(file.segment, &entries) {
@@ -108,11 +126,16 @@ impl Repository {
         if repair && segments_transaction_id.is_none() {
             report(format!("Adding commit tag to segment {transaction_id}"));
             self.io.set_next_segment(transaction_id + 1);
-            self.io.write_commit(false).map_err(|e| RepoError::io("cannot write the commit", e))?;
+            self.io
+                .write_commit(false)
+                .map_err(|e| RepoError::io("cannot write the commit", e))?;
         }
         if !partial {
             log::info!(target: LOG, "Starting repository index check");
-            let rebuilt = self.index.as_ref().ok_or_else(|| RepoError::Exception("no index".into()))?;
+            let rebuilt = self
+                .index
+                .as_ref()
+                .ok_or_else(|| RepoError::Exception("no index".into()))?;
             if let (Some(current), false) = (&current_index, repair) {
                 if current.len() != rebuilt.len() {
                     report("Index object count mismatch.".into());
@@ -157,7 +180,9 @@ impl Repository {
         self.io.forget_readers();
         let io_error = |e| RepoError::io(format!("cannot recover {}", path.display()), e);
         let source = std::fs::File::open(path).map_err(io_error)?;
-        let dir = path.parent().ok_or_else(|| RepoError::Exception("segment without directory".into()))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| RepoError::Exception("segment without directory".into()))?;
         let name = number.to_string();
         let mut writer = AtomicWriter::create(dir, &name).map_err(io_error)?;
         segment::recover_segment_file(&source, &mut writer).map_err(io_error)?;
@@ -167,7 +192,11 @@ impl Repository {
 }
 
 /// borg's `'ID: %-64s rebuilt index: %-16s committed index: %-16s'` line.
-fn mismatch_line(key: &[u8; 32], rebuilt: Option<(u32, u32)>, committed: Option<(u32, u32)>) -> String {
+fn mismatch_line(
+    key: &[u8; 32],
+    rebuilt: Option<(u32, u32)>,
+    committed: Option<(u32, u32)>,
+) -> String {
     let show = |value: Option<(u32, u32)>| match value {
         Some((segment, offset)) => format!("({segment}, {offset})"),
         None => "<not found>".to_owned(),

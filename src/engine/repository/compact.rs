@@ -16,7 +16,8 @@ impl Repository {
         let index_tid = self.index_transaction_id()?;
         let mut unused: Vec<u32> = Vec::new();
         log::debug!(target: LOG, "Compaction started (threshold is {}%).", (threshold * 100.0) as i64);
-        let candidates: Vec<(u32, u64)> = self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
+        let candidates: Vec<(u32, u64)> =
+            self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
         for (segment, freeable) in candidates {
             if !self.io.segment_exists(segment) {
                 log::warn!(target: LOG, "segment {segment} not found, but listed in compaction data");
@@ -24,7 +25,10 @@ impl Repository {
                 self.books.segments.remove(&segment);
                 continue;
             }
-            let size = self.io.segment_size(segment).map_err(|e| RepoError::io("cannot stat segment", e))?;
+            let size = self
+                .io
+                .segment_size(segment)
+                .map_err(|e| RepoError::io("cannot stat segment", e))?;
             let ratio = freeable as f64 / size.max(1) as f64;
             if ratio <= threshold || ratio.is_nan() {
                 log::debug!(target: LOG, "not compacting segment {segment} (maybe freeable: {:.2}% [{freeable} bytes])", ratio * 100.0);
@@ -42,30 +46,50 @@ impl Repository {
             unused.push(segment);
         }
         self.complete_transfer(false, &mut unused)?;
-        self.io.clear_empty_dirs().map_err(|e| RepoError::io("cannot tidy data directories", e))?;
+        self.io
+            .clear_empty_dirs()
+            .map_err(|e| RepoError::io("cannot tidy data directories", e))?;
         let freed = quota_before.saturating_sub(self.books.storage_quota_use);
         log::info!(target: LOG, "compaction freed about {} repository space.", format_file_size(freed as i64));
         Ok(())
     }
 
     /// Copies the live entries of one segment to the write segment.
-    fn compact_one(&mut self, segment: u32, index_tid: Option<u32>, unused: &mut Vec<u32>) -> Result<(), RepoError> {
+    fn compact_one(
+        &mut self,
+        segment: u32,
+        index_tid: Option<u32>,
+        unused: &mut Vec<u32>,
+    ) -> Result<(), RepoError> {
         let mut entries = self.io.entries(segment, 0, ReadMode::WithData)?;
         while let Some(entry) = entries.next_entry()? {
             match entry.kind {
                 EntryKind::Commit => {}
                 EntryKind::Put { key } => {
-                    let current = self.index.as_ref().and_then(|index| index.get(&key)) == Some((segment, entry.offset));
+                    let current = self.index.as_ref().and_then(|index| index.get(&key))
+                        == Some((segment, entry.offset));
                     if current {
-                        let written = match self.io.write_put(&key, entry.data, false).map_err(write_error)? {
+                        let written = match self
+                            .io
+                            .write_put(&key, entry.data, false)
+                            .map_err(write_error)?
+                        {
                             Some(written) => written,
                             None => {
                                 self.complete_transfer(true, unused)?;
-                                self.io.write_put(&key, entry.data, true).map_err(write_error)?.ok_or_else(full_error)?
+                                self.io
+                                    .write_put(&key, entry.data, true)
+                                    .map_err(write_error)?
+                                    .ok_or_else(full_error)?
                             }
                         };
-                        let index = self.index.as_mut().ok_or_else(|| RepoError::Exception("no index".into()))?;
-                        index.insert(&key, written.segment, written.offset).map_err(|e| RepoError::Exception(e.to_string()))?;
+                        let index = self
+                            .index
+                            .as_mut()
+                            .ok_or_else(|| RepoError::Exception("no index".into()))?;
+                        index
+                            .insert(&key, written.segment, written.offset)
+                            .map_err(|e| RepoError::Exception(e.to_string()))?;
                         *self.books.segments.entry(written.segment).or_insert(0) += 1;
                         *self.books.segments.entry(segment).or_insert(0) -= 1;
                     } else {
@@ -75,12 +99,17 @@ impl Repository {
                                 shadowed.remove(position);
                             }
                         }
-                        self.books.storage_quota_use =
-                            self.books.storage_quota_use.saturating_sub(u64::from(entry.size));
+                        self.books.storage_quota_use = self
+                            .books
+                            .storage_quota_use
+                            .saturating_sub(u64::from(entry.size));
                     }
                 }
                 EntryKind::Delete { key } => {
-                    let in_index = self.index.as_ref().is_some_and(|index| index.contains(&key));
+                    let in_index = self
+                        .index
+                        .as_ref()
+                        .is_some_and(|index| index.contains(&key));
                     if in_index {
                         // Re-PUT later: the DELETE is no longer needed.
                         continue;
@@ -93,14 +122,19 @@ impl Repository {
                     if shadowed_put_exists || delete_is_not_stable {
                         // Keep the DELETE: an older PUT may still exist on disk, or the delete is
                         // not yet settled by an index (borg 6425d16a).
-                        let written = match self.io.write_delete(&key, false).map_err(write_error)? {
-                            Some(written) => written,
-                            None => {
-                                self.complete_transfer(true, unused)?;
-                                self.io.write_delete(&key, true).map_err(write_error)?.ok_or_else(full_error)?
-                            }
-                        };
-                        *self.books.compact.entry(written.segment).or_insert(0) += u64::from(written.size);
+                        let written =
+                            match self.io.write_delete(&key, false).map_err(write_error)? {
+                                Some(written) => written,
+                                None => {
+                                    self.complete_transfer(true, unused)?;
+                                    self.io
+                                        .write_delete(&key, true)
+                                        .map_err(write_error)?
+                                        .ok_or_else(full_error)?
+                                }
+                            };
+                        *self.books.compact.entry(written.segment).or_insert(0) +=
+                            u64::from(written.size);
                         self.books.segments.entry(written.segment).or_insert(0);
                     } else if self.books.shadow_index.get(&key).is_some_and(Vec::is_empty) {
                         self.books.shadow_index.remove(&key);
@@ -113,8 +147,15 @@ impl Repository {
 
     /// Commits what was copied so far and deletes the segments it replaces (borg's
     /// `complete_xfer`).
-    fn complete_transfer(&mut self, intermediate: bool, unused: &mut Vec<u32>) -> Result<(), RepoError> {
-        let segment = self.io.write_commit(intermediate).map_err(|e| RepoError::io("cannot write the commit", e))?;
+    fn complete_transfer(
+        &mut self,
+        intermediate: bool,
+        unused: &mut Vec<u32>,
+    ) -> Result<(), RepoError> {
+        let segment = self
+            .io
+            .write_commit(intermediate)
+            .map_err(|e| RepoError::io("cannot write the commit", e))?;
         self.books.segments.entry(segment).or_insert(0);
         *self.books.compact.entry(segment).or_insert(0) += HEADER_SIZE as u64;
         for old in unused.drain(..) {
@@ -122,7 +163,9 @@ impl Repository {
             if count != 0 {
                 log::warn!(target: LOG, "Corrupted segment reference count {count} (expected 0) for segment {old} - corrupted index or hints");
             }
-            self.io.delete_segment(old).map_err(|e| RepoError::io("cannot delete segment", e))?;
+            self.io
+                .delete_segment(old)
+                .map_err(|e| RepoError::io("cannot delete segment", e))?;
             self.books.compact.remove(&old);
         }
         Ok(())

@@ -25,8 +25,14 @@ pub enum RepoError {
     ObjectNotFound(ObjectId, String),
     /// borg's `IntegrityError`, with its message.
     Integrity(String),
-    StorageQuotaExceeded { quota: String, usage: String },
-    InsufficientFreeSpace { required: String, available: String },
+    StorageQuotaExceeded {
+        quota: String,
+        usage: String,
+    },
+    InsufficientFreeSpace {
+        required: String,
+        available: String,
+    },
     Lock(LockError),
     /// A write on a read-only key: the operation's name.
     ReadOnly(&'static str),
@@ -41,12 +47,18 @@ pub enum RepoError {
     /// Python `Exception` (nonce reservation mismatch).
     Exception(String),
     /// A file system failure, with what was being done.
-    Io { context: String, error: io::Error },
+    Io {
+        context: String,
+        error: io::Error,
+    },
 }
 
 impl RepoError {
     pub fn io(context: impl Into<String>, error: io::Error) -> RepoError {
-        RepoError::Io { context: context.into(), error }
+        RepoError::Io {
+            context: context.into(),
+            error,
+        }
     }
 
     /// Whether the failure was a full disk (the transaction is then rolled back with cleanup).
@@ -63,32 +75,47 @@ impl RepoError {
             RepoError::DoesNotExist(path) => RemoteException::does_not_exist(path),
             RepoError::AlreadyExists(path) => RemoteException::already_exists(path),
             RepoError::InvalidRepository(path) => RemoteException::invalid_repository(path),
-            RepoError::InvalidRepositoryConfig(path, reason) => RemoteException::invalid_repository_config(path, reason),
+            RepoError::InvalidRepositoryConfig(path, reason) => {
+                RemoteException::invalid_repository_config(path, reason)
+            }
             RepoError::AtticRepository(path) => RemoteException::attic_repository(path),
-            RepoError::ParentPathDoesNotExist(path) => RemoteException::parent_path_does_not_exist(path),
+            RepoError::ParentPathDoesNotExist(path) => {
+                RemoteException::parent_path_does_not_exist(path)
+            }
             RepoError::PathAlreadyExists(path) => RemoteException::path_already_exists(path),
             RepoError::PathPermissionDenied(path) => RemoteException::path_permission_denied(path),
             RepoError::CheckNeeded(path) => RemoteException::check_needed(path),
-            RepoError::ObjectNotFound(id, path) => RemoteException::object_not_found(&hex_id(id), path),
-            RepoError::Integrity(message) => RemoteException::integrity_error(message),
-            RepoError::StorageQuotaExceeded { quota, usage } => RemoteException::storage_quota_exceeded(quota, usage),
-            RepoError::InsufficientFreeSpace { required, available } => {
-                RemoteException::insufficient_free_space(required, available)
+            RepoError::ObjectNotFound(id, path) => {
+                RemoteException::object_not_found(&hex_id(id), path)
             }
+            RepoError::Integrity(message) => RemoteException::integrity_error(message),
+            RepoError::StorageQuotaExceeded { quota, usage } => {
+                RemoteException::storage_quota_exceeded(quota, usage)
+            }
+            RepoError::InsufficientFreeSpace {
+                required,
+                available,
+            } => RemoteException::insufficient_free_space(required, available),
             RepoError::Lock(LockError::LockTimeout(path) | LockError::Aborted(path)) => {
                 RemoteException::lock_timeout(path)
             }
-            RepoError::Lock(LockError::LockFailed(path, reason)) => RemoteException::lock_failed(path, reason),
+            RepoError::Lock(LockError::LockFailed(path, reason)) => {
+                RemoteException::lock_failed(path, reason)
+            }
             RepoError::Lock(LockError::NotLocked(path)) => RemoteException::not_locked(path),
             RepoError::Lock(LockError::NotMyLock(path)) => RemoteException::not_my_lock(path),
-            RepoError::Lock(LockError::Io(path, reason)) => RemoteException::os_error(&format!("{reason}: {path}")),
+            RepoError::Lock(LockError::Io(path, reason)) => {
+                RemoteException::os_error(&format!("{reason}: {path}"))
+            }
             RepoError::ReadOnly(operation) => RemoteException::read_only(operation),
             RepoError::Value(message) => RemoteException::value_error(message),
             RepoError::Key(key) => RemoteException::key_error(key),
             RepoError::Assertion(message) => RemoteException::assertion_error(message),
             RepoError::Error(message) => RemoteException::error(message),
             RepoError::Exception(message) => RemoteException::exception(message),
-            RepoError::Io { context, error } => RemoteException::os_error(&format!("{context}: {}", plain_io_error(error))),
+            RepoError::Io { context, error } => {
+                RemoteException::os_error(&format!("{context}: {}", plain_io_error(error)))
+            }
         }
     }
 }
@@ -115,4 +142,3 @@ impl From<SegmentError> for RepoError {
         }
     }
 }
-

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use super::durable::{fsync_dir, safe_unlink};
 use super::segment::{
-    self, COMMIT_ENTRY, MAGIC, MAGIC_LEN, MANIFEST_ID, ObjectId, ReadMode, SegmentEntries, SegmentError, SegmentFile,
+    self, COMMIT_ENTRY, MAGIC, MAGIC_LEN, MANIFEST_ID, ObjectId, ReadMode, SegmentEntries,
+    SegmentError, SegmentFile,
 };
 
 /// Pending appends are written out when they reach this size.
@@ -147,7 +148,11 @@ impl SegmentIo {
         let data = segment::data_dir(&self.repo);
         if let Ok(entries) = std::fs::read_dir(&data) {
             for entry in entries.flatten() {
-                if entry.file_name().to_str().is_some_and(|n| segment::parse_canonical_u32(n).is_some()) {
+                if entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| segment::parse_canonical_u32(n).is_some())
+                {
                     let _ = std::fs::remove_dir(entry.path());
                 }
             }
@@ -158,8 +163,14 @@ impl SegmentIo {
     /// Appends a PUT. A new segment is started for the manifest and when the current one
     /// has passed the size limit (`full_ok = false` reports that as `Ok(None)` instead, for
     /// compaction's intermediate commits).
-    pub fn write_put(&mut self, id: &ObjectId, data: &[u8], full_ok: bool) -> io::Result<Option<Written>> {
-        let header = segment::put_header(id, data).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    pub fn write_put(
+        &mut self,
+        id: &ObjectId,
+        data: &[u8],
+        full_ok: bool,
+    ) -> io::Result<Option<Written>> {
+        let header = segment::put_header(id, data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         if !self.prepare_write(*id == MANIFEST_ID, full_ok)? {
             return Ok(None);
         }
@@ -189,7 +200,10 @@ impl SegmentIo {
             self.open_segment()?;
         }
         self.append(&COMMIT_ENTRY, &[])?;
-        let segment = self.writer.as_ref().map_or(self.next_segment, |w| w.segment);
+        let segment = self
+            .writer
+            .as_ref()
+            .map_or(self.next_segment, |w| w.segment);
         self.close_segment()?;
         Ok(segment)
     }
@@ -197,7 +211,10 @@ impl SegmentIo {
     /// Decides whether the next entry goes into a new segment; `Ok(false)` means "full" when
     /// the caller asked to be told instead.
     fn prepare_write(&mut self, want_new: bool, full_ok: bool) -> io::Result<bool> {
-        let full = self.writer.as_ref().is_some_and(|w| w.offset > self.max_segment_size);
+        let full = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.offset > self.max_segment_size);
         if want_new || full {
             if !full_ok && self.writer.is_some() {
                 return Ok(false);
@@ -227,14 +244,24 @@ impl SegmentIo {
         self.readers.remove(&segment);
         let mut pending = Vec::with_capacity(WRITE_BATCH);
         pending.extend_from_slice(MAGIC);
-        self.writer = Some(WriteSegment { segment, file, path, pending, offset: MAGIC_LEN as u64 });
+        self.writer = Some(WriteSegment {
+            segment,
+            file,
+            path,
+            pending,
+            offset: MAGIC_LEN as u64,
+        });
         Ok(())
     }
 
     fn append(&mut self, header: &[u8], data: &[u8]) -> io::Result<Written> {
-        let writer = self.writer.as_mut().ok_or_else(|| io::Error::other("no open segment"))?;
-        let offset = u32::try_from(writer.offset)
-            .map_err(|_| io::Error::other("segment offset beyond 4 GiB; max_segment_size is too large"))?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no open segment"))?;
+        let offset = u32::try_from(writer.offset).map_err(|_| {
+            io::Error::other("segment offset beyond 4 GiB; max_segment_size is too large")
+        })?;
         let size = (header.len() + data.len()) as u32;
         if data.len() >= DIRECT_WRITE {
             writer.pending.extend_from_slice(header);
@@ -250,7 +277,11 @@ impl SegmentIo {
             }
         }
         writer.offset += u64::from(size);
-        Ok(Written { segment: writer.segment, offset, size })
+        Ok(Written {
+            segment: writer.segment,
+            offset,
+            size,
+        })
     }
 
     /// Writes pending bytes of the current segment to the file (no fsync).
@@ -300,7 +331,12 @@ impl SegmentIo {
 
     /// Reads and verifies the PUT of `id` at (segment, offset); the data borrows an
     /// internal buffer.
-    pub fn read(&mut self, segment: u32, offset: u32, id: &ObjectId) -> Result<&[u8], SegmentError> {
+    pub fn read(
+        &mut self,
+        segment: u32,
+        offset: u32,
+        id: &ObjectId,
+    ) -> Result<&[u8], SegmentError> {
         self.flush_if_writing(segment)?;
         let path = self.segment_path(segment);
         let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
@@ -308,7 +344,12 @@ impl SegmentIo {
     }
 
     /// The size of the PUT of `id` at (segment, offset), from its header only.
-    pub fn entry_size(&mut self, segment: u32, offset: u32, id: &ObjectId) -> Result<u32, SegmentError> {
+    pub fn entry_size(
+        &mut self,
+        segment: u32,
+        offset: u32,
+        id: &ObjectId,
+    ) -> Result<u32, SegmentError> {
         self.flush_if_writing(segment)?;
         let path = self.segment_path(segment);
         let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
@@ -316,7 +357,12 @@ impl SegmentIo {
     }
 
     /// An entry reader over one segment, from `offset`.
-    pub fn entries(&mut self, segment: u32, offset: u32, mode: ReadMode) -> Result<SegmentEntries<File>, SegmentError> {
+    pub fn entries(
+        &mut self,
+        segment: u32,
+        offset: u32,
+        mode: ReadMode,
+    ) -> Result<SegmentEntries<File>, SegmentError> {
         self.flush_if_writing(segment)?;
         let file = File::open(self.segment_path(segment))?;
         Ok(SegmentEntries::new(file, segment, offset, mode))
@@ -355,13 +401,19 @@ fn cached_reader<'a>(
     *clock += 1;
     if !readers.contains_key(&segment) {
         if readers.len() >= READ_HANDLES {
-            if let Some(oldest) = readers.iter().min_by_key(|(_, (_, used))| *used).map(|(s, _)| *s) {
+            if let Some(oldest) = readers
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(s, _)| *s)
+            {
                 readers.remove(&oldest);
             }
         }
         readers.insert(segment, (File::open(path)?, *clock));
     }
-    let entry = readers.get_mut(&segment).ok_or_else(|| io::Error::other("segment handle vanished"))?;
+    let entry = readers
+        .get_mut(&segment)
+        .ok_or_else(|| io::Error::other("segment handle vanished"))?;
     entry.1 = *clock;
     Ok(&entry.0)
 }

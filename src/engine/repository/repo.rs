@@ -6,17 +6,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::config::{self, ConfigFile, REPOSITORY_SECTION, RepositoryConfig};
+use super::durable;
 use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
-use super::durable;
 use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
 
 pub const LOG: &str = "borg.repository";
 
 /// `README` of every borg repository (`constants.py`).
-pub const REPOSITORY_README: &str = "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
+pub const REPOSITORY_README: &str =
+    "This is a Borg Backup repository.\nSee https://borgbackup.readthedocs.io/\n";
 
 /// How a client opens a repository (the RPC `open` arguments, after the server's rules).
 #[derive(Debug, Clone, Default)]
@@ -73,31 +74,55 @@ impl Repository {
         let display = path.display().to_string();
         let metadata = match std::fs::metadata(path) {
             Ok(metadata) => metadata,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(RepoError::DoesNotExist(display)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::DoesNotExist(display));
+            }
             Err(error) => return Err(RepoError::io(format!("cannot open {display}"), error)),
         };
         if !metadata.is_dir() {
             return Err(RepoError::InvalidRepository(display));
         }
         let lock = if options.lock {
-            let mode = if options.exclusive == Some(true) { LockMode::Exclusive } else { LockMode::Shared };
+            let mode = if options.exclusive == Some(true) {
+                LockMode::Exclusive
+            } else {
+                LockMode::Shared
+            };
             Some(RepositoryLock::acquire(path, identity, mode, wait)?)
         } else {
             None
         };
         // From here on the lock guard releases on every error path.
         let config = match std::fs::read(path.join("config")) {
-            Ok(bytes) => ConfigFile::parse_bytes(&bytes)
-                .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(RepoError::InvalidRepository(display)),
-            Err(error) => return Err(RepoError::io(format!("cannot read {display}/config"), error)),
+            Ok(bytes) => ConfigFile::parse_bytes(&bytes).map_err(|reason| {
+                RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
+            })?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::InvalidRepository(display));
+            }
+            Err(error) => {
+                return Err(RepoError::io(
+                    format!("cannot read {display}/config"),
+                    error,
+                ));
+            }
         };
-        let quota_override = options.storage_quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-        let settings = RepositoryConfig::from_config(&config, quota_override)
-            .map_err(|reason| RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string()))?;
+        let quota_override = options
+            .storage_quota
+            .map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+        let settings =
+            RepositoryConfig::from_config(&config, quota_override).map_err(|reason| {
+                RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
+            })?;
         let mut io = SegmentIo::new(path, settings.segments_per_dir, settings.max_segment_size);
-        if let Some(latest) = io.latest_segment().map_err(|e| RepoError::io("cannot list segments", e))? {
-            if io.segment_magic(latest).is_ok_and(|magic| magic == ATTIC_MAGIC) {
+        if let Some(latest) = io
+            .latest_segment()
+            .map_err(|e| RepoError::io("cannot list segments", e))?
+        {
+            if io
+                .segment_magic(latest)
+                .is_ok_and(|magic| magic == ATTIC_MAGIC)
+            {
                 return Err(RepoError::AtticRepository(display));
             }
         }
@@ -153,14 +178,18 @@ impl Repository {
     /// Whether this session holds the exclusive lock (or runs without locking, as borg's
     /// `lock=False` sessions do).
     pub(super) fn may_write(&self) -> bool {
-        self.lock.as_ref().is_none_or(|lock| lock.got_exclusive_lock())
+        self.lock
+            .as_ref()
+            .is_none_or(|lock| lock.got_exclusive_lock())
     }
 
     pub(super) fn require_exclusive(&self) -> Result<(), RepoError> {
         if self.may_write() {
             Ok(())
         } else {
-            Err(RepoError::Assertion("bug in code, exclusive lock should exist here".into()))
+            Err(RepoError::Assertion(
+                "bug in code, exclusive lock should exist here".into(),
+            ))
         }
     }
 
@@ -171,7 +200,9 @@ impl Repository {
             let index = self.open_index(transaction_id, true)?;
             self.index = Some(index);
         }
-        self.index.as_mut().ok_or_else(|| RepoError::Exception("index vanished".into()))
+        self.index
+            .as_mut()
+            .ok_or_else(|| RepoError::Exception("index vanished".into()))
     }
 
     pub fn len(&mut self) -> Result<usize, RepoError> {
@@ -183,31 +214,58 @@ impl Repository {
     }
 
     /// Ids in index order, after `marker`.
-    pub fn list(&mut self, limit: Option<usize>, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>, RepoError> {
+    pub fn list(
+        &mut self,
+        limit: Option<usize>,
+        marker: Option<&ObjectId>,
+    ) -> Result<Vec<ObjectId>, RepoError> {
         let index = self.index()?;
-        index.list(limit, marker).map_err(|_| RepoError::Key(marker.map(|m| m.to_vec()).unwrap_or_default()))
+        index
+            .list(limit, marker)
+            .map_err(|_| RepoError::Key(marker.map(|m| m.to_vec()).unwrap_or_default()))
     }
 
     /// Ids of current objects in on-disk order, after `marker` (borg's `scan`).
-    pub fn scan(&mut self, limit: Option<i64>, marker: Option<&ObjectId>) -> Result<Vec<ObjectId>, RepoError> {
+    pub fn scan(
+        &mut self,
+        limit: Option<i64>,
+        marker: Option<&ObjectId>,
+    ) -> Result<Vec<ObjectId>, RepoError> {
         let limit = match limit {
-            Some(limit) if limit < 1 => return Err(RepoError::Value("please use limit > 0 or limit = None".into())),
+            Some(limit) if limit < 1 => {
+                return Err(RepoError::Value(
+                    "please use limit > 0 or limit = None".into(),
+                ));
+            }
             Some(limit) => Some(usize::try_from(limit).unwrap_or(usize::MAX)),
             None => None,
         };
         let (start_segment, mut start_offset) = match marker {
             None => (0, 0),
-            Some(marker) => self.index()?.get(marker).ok_or_else(|| RepoError::Key(marker.to_vec()))?,
+            Some(marker) => self
+                .index()?
+                .get(marker)
+                .ok_or_else(|| RepoError::Key(marker.to_vec()))?,
         };
         self.index()?;
-        let segments = self.io.list().map_err(|e| RepoError::io("cannot list segments", e))?;
+        let segments = self
+            .io
+            .list()
+            .map_err(|e| RepoError::io("cannot list segments", e))?;
         let mut result = Vec::new();
         for file in segments.iter().filter(|f| f.segment >= start_segment) {
-            let mut entries = match self.io.entries(file.segment, start_offset, ReadMode::HeaderOnly) {
-                Ok(entries) => entries,
-                Err(_) => continue,
-            };
-            let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("index vanished".into()))?;
+            let mut entries =
+                match self
+                    .io
+                    .entries(file.segment, start_offset, ReadMode::HeaderOnly)
+                {
+                    Ok(entries) => entries,
+                    Err(_) => continue,
+                };
+            let index = self
+                .index
+                .as_ref()
+                .ok_or_else(|| RepoError::Exception("index vanished".into()))?;
             // Either the end of the segment or a bad header ends it; like borg, skip to the next.
             while let Ok(Some(entry)) = entries.next_entry() {
                 if start_offset > 0 {
@@ -250,12 +308,16 @@ impl Repository {
     pub(super) fn set_option(&mut self, name: &str, value: &str) -> Result<(), RepoError> {
         self.config
             .set(REPOSITORY_SECTION, name, value)
-            .map_err(|e| RepoError::InvalidRepositoryConfig(self.path.display().to_string(), e.to_string()))
+            .map_err(|e| {
+                RepoError::InvalidRepositoryConfig(self.path.display().to_string(), e.to_string())
+            })
     }
 
     /// Removes an option; returns whether it was there.
     pub(super) fn remove_option(&mut self, name: &str) -> bool {
-        self.config.remove_option(REPOSITORY_SECTION, name).unwrap_or(false)
+        self.config
+            .remove_option(REPOSITORY_SECTION, name)
+            .unwrap_or(false)
     }
 
     /// Writes the config as borg does: link the old one aside, replace atomically, then
@@ -269,13 +331,25 @@ impl Repository {
         read_nonce(&self.path)
     }
 
-    pub fn commit_nonce_reservation(&self, next_unreserved: u64, start_nonce: Option<u64>) -> Result<(), RepoError> {
+    pub fn commit_nonce_reservation(
+        &self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> Result<(), RepoError> {
         self.require_exclusive()?;
         if read_nonce(&self.path)? != start_nonce {
-            return Err(RepoError::Exception("nonce space reservation with mismatched previous state".into()));
+            return Err(RepoError::Exception(
+                "nonce space reservation with mismatched previous state".into(),
+            ));
         }
-        match durable::write_atomic(&self.path, "nonce", config::encode_nonce(next_unreserved).as_bytes()) {
-            Err(error) if error.kind() == io::ErrorKind::PermissionDenied && self.lock.is_none() => {
+        match durable::write_atomic(
+            &self.path,
+            "nonce",
+            config::encode_nonce(next_unreserved).as_bytes(),
+        ) {
+            Err(error)
+                if error.kind() == io::ErrorKind::PermissionDenied && self.lock.is_none() =>
+            {
                 log::warn!(target: LOG, "{}: Failed writing to '{}/nonce'. This is expected when working on read-only repositories.", error, self.path.display());
                 Ok(())
             }
@@ -286,7 +360,10 @@ impl Repository {
     /// Deletes the whole repository (config first, so a half-deleted one is never opened).
     pub fn destroy(mut self) -> Result<(), RepoError> {
         if self.append_only {
-            return Err(RepoError::Value(format!("{} is in append-only mode", self.display_path())));
+            return Err(RepoError::Value(format!(
+                "{} is in append-only mode",
+                self.display_path()
+            )));
         }
         self.rollback();
         self.io.abandon_segment();
@@ -294,7 +371,8 @@ impl Repository {
         if let Some(lock) = self.lock.take() {
             lock.release().map_err(RepoError::Lock)?;
         }
-        std::fs::remove_file(path.join("config")).map_err(|e| RepoError::io("cannot remove config", e))?;
+        std::fs::remove_file(path.join("config"))
+            .map_err(|e| RepoError::io("cannot remove config", e))?;
         std::fs::remove_dir_all(&path).map_err(|e| RepoError::io("cannot remove the repository", e))
     }
 
@@ -356,7 +434,8 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
     }
     if options.make_parent_dirs {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| RepoError::io(format!("cannot create {}", parent.display()), e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| RepoError::io(format!("cannot create {}", parent.display()), e))?;
         }
     }
     if !path.exists() {
@@ -368,7 +447,8 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
             Ok(()) => {}
         }
     }
-    std::fs::write(path.join("README"), REPOSITORY_README).map_err(|e| RepoError::io("cannot write README", e))?;
+    std::fs::write(path.join("README"), REPOSITORY_README)
+        .map_err(|e| RepoError::io("cannot write README", e))?;
     std::fs::create_dir(path.join("data")).map_err(|e| RepoError::io("cannot create data", e))?;
     let id = random_id().map_err(|e| RepoError::io("cannot read /dev/urandom", e))?;
     let quota = i64::try_from(options.storage_quota.unwrap_or(0)).unwrap_or(i64::MAX);
@@ -388,12 +468,23 @@ fn save_config(path: &Path, config: &ConfigFile, locked: bool) -> Result<(), Rep
     let old_path = path.join("config.old");
     if old_path.is_file() {
         log::warn!(target: LOG, "Old config file not securely erased on previous config update");
-        durable::secure_erase(&old_path).map_err(|e| RepoError::io("cannot erase config.old", e))?;
+        durable::secure_erase(&old_path)
+            .map_err(|e| RepoError::io("cannot erase config.old", e))?;
     }
     if config_path.is_file() {
         if let Err(error) = std::fs::hard_link(&config_path, &old_path) {
-            let tolerated = [nix::libc::EMLINK, nix::libc::ENOSYS, nix::libc::EPERM, nix::libc::EACCES, nix::libc::ENOTSUP, nix::libc::EIO];
-            if error.raw_os_error().is_some_and(|code| tolerated.contains(&code)) {
+            let tolerated = [
+                nix::libc::EMLINK,
+                nix::libc::ENOSYS,
+                nix::libc::EPERM,
+                nix::libc::EACCES,
+                nix::libc::ENOTSUP,
+                nix::libc::EIO,
+            ];
+            if error
+                .raw_os_error()
+                .is_some_and(|code| tolerated.contains(&code))
+            {
                 log::warn!(target: LOG, "Failed to securely erase old repository config file (hardlinks not supported). Old repokey data, if any, might persist on physical storage.");
             } else {
                 return Err(RepoError::io("cannot link config.old", error));
@@ -407,16 +498,18 @@ fn save_config(path: &Path, config: &ConfigFile, locked: bool) -> Result<(), Rep
         other => other.map_err(|e| RepoError::io("cannot write config", e))?,
     }
     if old_path.is_file() {
-        durable::secure_erase(&old_path).map_err(|e| RepoError::io("cannot erase config.old", e))?;
+        durable::secure_erase(&old_path)
+            .map_err(|e| RepoError::io("cannot erase config.old", e))?;
     }
     Ok(())
 }
 
 fn read_nonce(repo: &Path) -> Result<Option<u64>, RepoError> {
     match std::fs::read(repo.join("nonce")) {
-        Ok(bytes) => config::parse_nonce(&bytes).map(Some).map_err(|e| RepoError::Error(e.to_string())),
+        Ok(bytes) => config::parse_nonce(&bytes)
+            .map(Some)
+            .map_err(|e| RepoError::Error(e.to_string())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(RepoError::io("cannot read the nonce file", error)),
     }
 }
-

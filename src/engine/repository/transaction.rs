@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use super::error::RepoError;
 use super::hashindex::{IndexHeader, NsIndex};
 use super::hints::{self, DecodedHints};
-use super::integrity::{self, DigestingWriter, FileVerifier, IntegrityData, IntegrityFile, Verification};
+use super::integrity::{
+    self, DigestingWriter, FileVerifier, IntegrityData, IntegrityFile, Verification,
+};
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
@@ -31,15 +33,20 @@ const MAX_OBJECT_SIZE: u64 = super::segment::MAX_OBJECT_SIZE as u64;
 impl Repository {
     /// The largest N of a non-empty `index.N` (borg's `get_index_transaction_id`).
     pub(super) fn index_transaction_id(&self) -> Result<Option<u32>, RepoError> {
-        let entries = std::fs::read_dir(&self.path).map_err(|e| RepoError::io("cannot list the repository", e))?;
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| RepoError::io("cannot list the repository", e))?;
         let mut best = None;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(number) = name.to_str().and_then(|n| n.strip_prefix("index.")) else { continue };
+            let Some(number) = name.to_str().and_then(|n| n.strip_prefix("index.")) else {
+                continue;
+            };
             if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let Ok(number) = number.parse::<u32>() else { continue };
+            let Ok(number) = number.parse::<u32>() else {
+                continue;
+            };
             if entry.metadata().is_ok_and(|m| m.len() > 0) {
                 best = best.max(Some(number));
             }
@@ -48,7 +55,9 @@ impl Repository {
     }
 
     pub(super) fn segments_transaction_id(&mut self) -> Result<Option<u32>, RepoError> {
-        self.io.segments_transaction_id().map_err(|e| RepoError::io("cannot read segments", e))
+        self.io
+            .segments_transaction_id()
+            .map_err(|e| RepoError::io("cannot read segments", e))
     }
 
     /// Replays segments when the index is behind them (borg's `check_transaction`).
@@ -61,7 +70,9 @@ impl Repository {
                 self.display_path()
             ))),
             (index, segments) if index == segments => Ok(()),
-            (Some(index), Some(segments)) if index > segments => self.replay_segments(None, segments),
+            (Some(index), Some(segments)) if index > segments => {
+                self.replay_segments(None, segments)
+            }
             (index, Some(segments)) => self.replay_segments(index, segments),
             (_, None) => Ok(()),
         }
@@ -75,7 +86,11 @@ impl Repository {
 
     /// Reads `index.N`, verified against `integrity.N`. With `auto_recover`, a damaged index
     /// is deleted and rebuilt by replay, as borg does.
-    pub(super) fn open_index(&mut self, transaction_id: Option<u32>, auto_recover: bool) -> Result<NsIndex, RepoError> {
+    pub(super) fn open_index(
+        &mut self,
+        transaction_id: Option<u32>,
+        auto_recover: bool,
+    ) -> Result<NsIndex, RepoError> {
         let Some(tid) = transaction_id else {
             return Ok(NsIndex::new());
         };
@@ -101,13 +116,19 @@ impl Repository {
     }
 
     /// Starts a write transaction on top of `transaction_id` (borg's `prepare_txn`).
-    pub(super) fn prepare_txn(&mut self, transaction_id: Option<u32>, do_cleanup: bool) -> Result<(), RepoError> {
+    pub(super) fn prepare_txn(
+        &mut self,
+        transaction_id: Option<u32>,
+        do_cleanup: bool,
+    ) -> Result<(), RepoError> {
         self.active_txn = true;
         if let Some(lock) = self.lock.as_mut() {
             if !lock.got_exclusive_lock() {
                 if self.exclusive.is_some() {
                     self.active_txn = false;
-                    return Err(RepoError::Assertion("bug in code, exclusive lock should exist here".into()));
+                    return Err(RepoError::Assertion(
+                        "bug in code, exclusive lock should exist here".into(),
+                    ));
                 }
                 if let Err(error) = lock.upgrade(&crate::engine::lock::LockWait::forever()) {
                     self.active_txn = false;
@@ -130,18 +151,28 @@ impl Repository {
             self.books = Bookkeeping::default();
             if do_cleanup {
                 // No commit at all: any segment is garbage (borg would trip over a stale 0).
-                self.io.cleanup(None).map_err(|e| RepoError::io("cannot clean up segments", e))?;
+                self.io
+                    .cleanup(None)
+                    .map_err(|e| RepoError::io("cannot clean up segments", e))?;
             }
             return Ok(());
         };
         if do_cleanup {
-            self.io.cleanup(Some(tid)).map_err(|e| RepoError::io("cannot clean up segments", e))?;
+            self.io
+                .cleanup(Some(tid))
+                .map_err(|e| RepoError::io("cannot clean up segments", e))?;
         }
         match read_hints(&self.path, tid) {
             Ok(DecodedHints::Current(books)) => self.books = books,
-            Ok(DecodedHints::Legacy { segments, compact_segments }) => {
+            Ok(DecodedHints::Legacy {
+                segments,
+                compact_segments,
+            }) => {
                 log::debug!(target: LOG, "Upgrading from v1 hints.{tid}");
-                self.books = Bookkeeping { segments, ..Bookkeeping::default() };
+                self.books = Bookkeeping {
+                    segments,
+                    ..Bookkeeping::default()
+                };
                 for segment in compact_segments {
                     self.rebuild_sparse(segment)?;
                 }
@@ -191,10 +222,18 @@ impl Repository {
         self.index()?
             .insert(id, written.segment, written.offset)
             .map_err(|e| RepoError::Exception(e.to_string()))?;
-        if self.storage_quota != 0 && i128::from(self.books.storage_quota_use) > i128::from(self.storage_quota) {
-            let doomed = (format_file_size(self.storage_quota), format_file_size(self.books.storage_quota_use as i64));
+        if self.storage_quota != 0
+            && i128::from(self.books.storage_quota_use) > i128::from(self.storage_quota)
+        {
+            let doomed = (
+                format_file_size(self.storage_quota),
+                format_file_size(self.books.storage_quota_use as i64),
+            );
             self.doomed = Some(doomed.clone());
-            return Err(RepoError::StorageQuotaExceeded { quota: doomed.0, usage: doomed.1 });
+            return Err(RepoError::StorageQuotaExceeded {
+                quota: doomed.0,
+                usage: doomed.1,
+            });
         }
         Ok(())
     }
@@ -209,7 +248,11 @@ impl Repository {
 
     /// Shared by put and delete: account the superseded PUT and write a DELETE entry.
     fn delete_entry(&mut self, id: &ObjectId, segment: u32, offset: u32) -> Result<(), RepoError> {
-        self.books.shadow_index.entry(*id).or_default().push(segment);
+        self.books
+            .shadow_index
+            .entry(*id)
+            .or_default()
+            .push(segment);
         *self.books.segments.entry(segment).or_insert(0) -= 1;
         let size = self.io.entry_size(segment, offset, id)?;
         *self.books.compact.entry(segment).or_insert(0) += u64::from(size);
@@ -225,7 +268,12 @@ impl Repository {
 
     /// Makes the transaction durable: free-space check, a COMMIT in a segment of its own,
     /// optional compaction, then index, hints and integrity (borg's `commit`).
-    pub fn commit(&mut self, compact: bool, threshold: f64, cleanup_commits: bool) -> Result<(), RepoError> {
+    pub fn commit(
+        &mut self,
+        compact: bool,
+        threshold: f64,
+        cleanup_commits: bool,
+    ) -> Result<(), RepoError> {
         if let Some((quota, usage)) = self.doomed.take() {
             self.rollback();
             return Err(RepoError::StorageQuotaExceeded { quota, usage });
@@ -238,15 +286,24 @@ impl Repository {
         self.require_exclusive()?;
         self.check_free_space()?;
         self.log_storage_quota();
-        let segment = self.io.write_commit(false).map_err(|e| RepoError::io("cannot write the commit", e))?;
+        let segment = self
+            .io
+            .write_commit(false)
+            .map_err(|e| RepoError::io("cannot write the commit", e))?;
         self.books.segments.entry(segment).or_insert(0);
         *self.books.compact.entry(segment).or_insert(0) += super::segment::HEADER_SIZE as u64;
         if compact && !self.append_only {
             if cleanup_commits {
-                for file in self.io.list().map_err(|e| RepoError::io("cannot list segments", e))? {
+                for file in self
+                    .io
+                    .list()
+                    .map_err(|e| RepoError::io("cannot list segments", e))?
+                {
                     if file.len == super::segment::COMMIT_ONLY_SEGMENT_LEN {
                         self.books.segments.insert(file.segment, 0);
-                        self.books.compact.insert(file.segment, super::segment::HEADER_SIZE as u64);
+                        self.books
+                            .compact
+                            .insert(file.segment, super::segment::HEADER_SIZE as u64);
                     }
                 }
             }
@@ -278,7 +335,9 @@ impl Repository {
                     log::warn!(target: LOG, "cleanup of the failed transaction failed: {error}");
                 }
             }
-            Err(error) => log::warn!(target: LOG, "cleanup of the failed transaction failed: {error}"),
+            Err(error) => {
+                log::warn!(target: LOG, "cleanup of the failed transaction failed: {error}")
+            }
         }
     }
 
@@ -290,9 +349,13 @@ impl Repository {
             .segments_transaction_id()?
             .ok_or_else(|| RepoError::Exception("no committed segment after commit".into()))?;
         if self.append_only {
-            append_transaction_log(&self.path, tid).map_err(|e| RepoError::io("cannot write transactions", e))?;
+            append_transaction_log(&self.path, tid)
+                .map_err(|e| RepoError::io("cannot write transactions", e))?;
         }
-        let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("no index to write".into()))?;
+        let index = self
+            .index
+            .as_ref()
+            .ok_or_else(|| RepoError::Exception("no index to write".into()))?;
         let hints_name = format!("hints.{tid}");
         let index_name = format!("index.{tid}");
         let integrity_name = format!("integrity.{tid}");
@@ -302,8 +365,10 @@ impl Repository {
         };
 
         let hints_bytes = self.books.encode();
-        let hints_integrity = write_tmp(&self.path, &hints_name, |writer| writer.write_all(&hints_bytes))
-            .map_err(io_error(&hints_name))?;
+        let hints_integrity = write_tmp(&self.path, &hints_name, |writer| {
+            writer.write_all(&hints_bytes)
+        })
+        .map_err(io_error(&hints_name))?;
         let index_integrity = write_tmp(&self.path, &index_name, |writer| {
             index.write_header(&mut *writer)?;
             writer.part(integrity::HASH_HEADER_PART);
@@ -311,8 +376,11 @@ impl Repository {
         })
         .map_err(io_error(&index_name))?;
         let integrity_tmp = tmp_path(&self.path, &integrity_name);
-        write_synced(&integrity_tmp, &integrity::encode_integrity_file(&hints_integrity, &index_integrity))
-            .map_err(io_error(&integrity_name))?;
+        write_synced(
+            &integrity_tmp,
+            &integrity::encode_integrity_file(&hints_integrity, &index_integrity),
+        )
+        .map_err(io_error(&integrity_name))?;
 
         let rename = |name: &str| std::fs::rename(tmp_path(&self.path, name), self.path.join(name));
         rename(&integrity_name).map_err(io_error(&integrity_name))?;
@@ -326,7 +394,9 @@ impl Repository {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                let generational = name.starts_with("index.") || name.starts_with("hints.") || name.starts_with("integrity.");
+                let generational = name.starts_with("index.")
+                    || name.starts_with("hints.")
+                    || name.starts_with("integrity.");
                 if generational && !name.ends_with(&current) {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -336,7 +406,11 @@ impl Repository {
     }
 
     /// Rebuilds index and hints from the segments after `index_tid` up to `segments_tid`.
-    pub(super) fn replay_segments(&mut self, index_tid: Option<u32>, segments_tid: u32) -> Result<(), RepoError> {
+    pub(super) fn replay_segments(
+        &mut self,
+        index_tid: Option<u32>,
+        segments_tid: u32,
+    ) -> Result<(), RepoError> {
         // A shared lock is upgraded for the replay, as borg does by faking an old client.
         let remember_exclusive = self.exclusive.take();
         let result = self.replay_inner(index_tid, segments_tid);
@@ -349,7 +423,10 @@ impl Repository {
         self.index = None;
         self.prepare_txn(index_tid, false)?;
         log::warn!(target: LOG, "Replaying segments. Please wait, this can take a while...");
-        let segments = self.io.list().map_err(|e| RepoError::io("cannot list segments", e))?;
+        let segments = self
+            .io
+            .list()
+            .map_err(|e| RepoError::io("cannot list segments", e))?;
         for file in segments {
             if index_tid.is_some_and(|tid| file.segment <= tid) {
                 continue;
@@ -365,21 +442,35 @@ impl Repository {
 
     /// Reads every entry of a segment with full crc verification (borg's
     /// `list(iter_objects(segment))`).
-    pub(super) fn read_segment_entries(&mut self, segment: u32) -> Result<Vec<LoggedEntry>, SegmentError> {
+    pub(super) fn read_segment_entries(
+        &mut self,
+        segment: u32,
+    ) -> Result<Vec<LoggedEntry>, SegmentError> {
         let mut entries = self.io.entries(segment, 0, ReadMode::Verified)?;
         let mut logged = Vec::new();
         while let Some(entry) = entries.next_entry()? {
-            logged.push(LoggedEntry { kind: entry.kind, offset: entry.offset, size: entry.size });
+            logged.push(LoggedEntry {
+                kind: entry.kind,
+                offset: entry.offset,
+                size: entry.size,
+            });
         }
         Ok(logged)
     }
 
     /// Applies one segment's entries to index and bookkeeping (borg's `_update_index`).
-    pub(super) fn update_index(&mut self, segment: u32, entries: &[LoggedEntry]) -> Result<(), RepoError> {
+    pub(super) fn update_index(
+        &mut self,
+        segment: u32,
+        entries: &[LoggedEntry],
+    ) -> Result<(), RepoError> {
         self.books.segments.insert(segment, 0);
         for entry in entries {
             let size = u64::from(entry.size);
-            let index = self.index.as_mut().ok_or_else(|| RepoError::Exception("no index".into()))?;
+            let index = self
+                .index
+                .as_mut()
+                .ok_or_else(|| RepoError::Exception("no index".into()))?;
             match entry.kind {
                 EntryKind::Put { key } => {
                     if let Some((old_segment, _)) = index.get(&key) {
@@ -387,9 +478,15 @@ impl Repository {
                         // hints identical to borg's.
                         *self.books.compact.entry(old_segment).or_insert(0) += size;
                         *self.books.segments.entry(old_segment).or_insert(0) -= 1;
-                        self.books.shadow_index.entry(key).or_default().push(old_segment);
+                        self.books
+                            .shadow_index
+                            .entry(key)
+                            .or_default()
+                            .push(old_segment);
                     }
-                    index.insert(&key, segment, entry.offset).map_err(|e| RepoError::Exception(e.to_string()))?;
+                    index
+                        .insert(&key, segment, entry.offset)
+                        .map_err(|e| RepoError::Exception(e.to_string()))?;
                     *self.books.segments.entry(segment).or_insert(0) += 1;
                     self.books.storage_quota_use += size;
                 }
@@ -399,8 +496,13 @@ impl Repository {
                         if self.io.segment_exists(old_segment) {
                             *self.books.segments.entry(old_segment).or_insert(0) -= 1;
                             let old_size = self.io.entry_size(old_segment, old_offset, &key)?;
-                            *self.books.compact.entry(old_segment).or_insert(0) += u64::from(old_size);
-                            self.books.shadow_index.entry(key).or_default().push(old_segment);
+                            *self.books.compact.entry(old_segment).or_insert(0) +=
+                                u64::from(old_size);
+                            self.books
+                                .shadow_index
+                                .entry(key)
+                                .or_default()
+                                .push(old_segment);
                         }
                     }
                 }
@@ -408,7 +510,10 @@ impl Repository {
             }
         }
         if self.books.segments.get(&segment) == Some(&0) {
-            let size = self.io.segment_size(segment).map_err(|e| RepoError::io("cannot stat segment", e))?;
+            let size = self
+                .io
+                .segment_size(segment)
+                .map_err(|e| RepoError::io("cannot stat segment", e))?;
             self.books.compact.insert(segment, size);
         }
         Ok(())
@@ -427,7 +532,10 @@ impl Repository {
         }
         let mut freeable = 0u64;
         let mut entries = self.io.entries(segment, 0, ReadMode::HeaderOnly)?;
-        let index = self.index.as_ref().ok_or_else(|| RepoError::Exception("no index".into()))?;
+        let index = self
+            .index
+            .as_ref()
+            .ok_or_else(|| RepoError::Exception("no index".into()))?;
         while let Some(entry) = entries.next_entry()? {
             match entry.kind {
                 EntryKind::Put { key } if index.get(&key) != Some((segment, entry.offset)) => {
@@ -445,13 +553,15 @@ impl Repository {
     fn check_free_space(&mut self) -> Result<(), RepoError> {
         let index_size = self.index.as_ref().map_or(0, NsIndex::size_on_disk);
         let mut required = index_size * 4;
-        required += (self.books.segments.len() as u64) * 10 + (self.books.compact.len() as u64) * 10 + 4096;
+        required +=
+            (self.books.segments.len() as u64) * 10 + (self.books.compact.len() as u64) * 10 + 4096;
         required += self.additional_free_space;
         if !self.append_only {
             let full_segment = self.max_segment_size + MAX_OBJECT_SIZE;
             if self.books.compact.len() < 10 {
                 let mut working = 0u64;
-                let compact: Vec<(u32, u64)> = self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
+                let compact: Vec<(u32, u64)> =
+                    self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
                 for (segment, free) in compact {
                     if let Ok(size) = self.io.segment_size(segment) {
                         working += size.saturating_sub(free);
@@ -506,7 +616,10 @@ fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
     let expected = expected_integrity(repo, tid, Part::Index, &path)?;
     let file = File::open(&path).map_err(|e| describe_io(&e, &path))?;
     let file_len = file.metadata().map_err(|e| describe_io(&e, &path))?.len();
-    let mut reader = VerifyingReader { inner: BufReader::with_capacity(1 << 20, file), verifier: expected.map(|e| FileVerifier::new(e, &path)) };
+    let mut reader = VerifyingReader {
+        inner: BufReader::with_capacity(1 << 20, file),
+        verifier: expected.map(|e| FileVerifier::new(e, &path)),
+    };
     let header = IndexHeader::read_from(&mut reader).map_err(|e| e.to_string())?;
     reader.check_part(integrity::HASH_HEADER_PART)?;
     let index = NsIndex::read_buckets(header, &mut reader, file_len).map_err(|e| e.to_string())?;
@@ -534,20 +647,26 @@ enum Part {
 
 /// The digests to check a file against, or `None` when there is nothing to check: no
 /// `integrity.N` (borg < 1.1), an unknown version or an unknown algorithm (warned, as borg).
-fn expected_integrity(repo: &Path, tid: u32, part: Part, path: &Path) -> Result<Option<IntegrityData>, String> {
+fn expected_integrity(
+    repo: &Path,
+    tid: u32,
+    part: Part,
+    path: &Path,
+) -> Result<Option<IntegrityData>, String> {
     let name = format!("integrity.{tid}");
     let bytes = match std::fs::read(repo.join(&name)) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(describe_io(&error, &repo.join(&name))),
     };
-    let (hints, index) = match integrity::decode_integrity_file(&bytes).map_err(|e| format!("{name}: {e}"))? {
-        IntegrityFile::Version2 { hints, index } => (hints, index),
-        IntegrityFile::UnknownVersion(version) => {
-            log::warn!(target: LOG, "Unknown integrity data version {version} in {name}");
-            return Ok(None);
-        }
-    };
+    let (hints, index) =
+        match integrity::decode_integrity_file(&bytes).map_err(|e| format!("{name}: {e}"))? {
+            IntegrityFile::Version2 { hints, index } => (hints, index),
+            IntegrityFile::UnknownVersion(version) => {
+                log::warn!(target: LOG, "Unknown integrity data version {version} in {name}");
+                return Ok(None);
+            }
+        };
     let json = match part {
         Part::Index => index,
         Part::Hints => hints,
@@ -629,6 +748,9 @@ fn append_transaction_log(repo: &Path, tid: u32) -> io::Result<()> {
     let now = crate::audit::record::rfc3339(std::time::SystemTime::now());
     // RFC 3339 with microseconds: `2026-12-06T21:39:32.123456Z` -> borg's ISO_FORMAT without zone.
     let stamp = now.trim_end_matches('Z');
-    let mut file = std::fs::OpenOptions::new().append(true).create(true).open(repo.join("transactions"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(repo.join("transactions"))?;
     writeln!(file, "transaction {tid}, UTC time {stamp}")
 }
