@@ -40,15 +40,18 @@ fn main() -> ExitCode {
 fn gate(policy: &std::path::Path) -> ExitCode {
     match pipeline::run_gate(policy) {
         Ok(GateExit::Probe) => ExitCode::SUCCESS,
-        Ok(GateExit::Refused(refusal)) => {
-            eprintln!("borg-gate: refused: {refusal}");
-            ExitCode::from(EXIT_REFUSED)
-        }
-        Err(error) => {
-            eprintln!("borg-gate: {error}");
-            ExitCode::from(EXIT_ERROR)
-        }
+        Ok(GateExit::Refused(refusal)) => tell_client(&format!("borg-gate: refused: {refusal}"), EXIT_REFUSED),
+        Err(error) => tell_client(&format!("borg-gate: {error}"), EXIT_ERROR),
     }
+}
+
+/// Writes the one-line reason, then lingers briefly before closing stdout: a borg client
+/// that sees stdout close in the same instant as the stderr line drops the line and only
+/// says "Connection closed by remote host".
+fn tell_client(line: &str, status: u8) -> ExitCode {
+    eprintln!("{line}");
+    borg_gate::engine::linger_for_client();
+    ExitCode::from(status)
 }
 
 fn explain(policy: &std::path::Path, command: &str, json: bool) -> ExitCode {

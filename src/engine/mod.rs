@@ -27,9 +27,20 @@ pub fn serve_main(args: &[OsString]) -> u8 {
         Ok(status) => status,
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "borg-gate: serve: {message}");
+            linger_for_client();
             EXIT_ERROR
         }
     }
+}
+
+/// How long a refused session keeps stdout open after its last stderr line.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// borg clients read stdout before stderr when both are ready, so an error line followed at
+/// once by end-of-stream is lost; a short pause lets the line arrive on its own.
+pub fn linger_for_client() {
+    let _ = std::io::stderr().flush();
+    std::thread::sleep(LINGER);
 }
 
 fn serve(args: &[OsString]) -> Result<u8, String> {
