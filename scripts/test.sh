@@ -29,7 +29,7 @@ if [ "${SKIP_SETUP:-0}" != 1 ]; then
 fi
 step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
-step cargo_test --all-targets
+step cargo_test --all-targets --no-fail-fast
 step cargo_test --doc
 
 # libtest prints one "test result:" line per test binary; add them up.
