@@ -40,7 +40,9 @@ fn main() -> ExitCode {
 fn gate(policy: &std::path::Path) -> ExitCode {
     match pipeline::run_gate(policy) {
         Ok(GateExit::Probe) => ExitCode::SUCCESS,
-        Ok(GateExit::Refused(refusal)) => tell_client(&format!("borg-gate: refused: {refusal}"), EXIT_REFUSED),
+        Ok(GateExit::Refused(refusal)) => {
+            tell_client(&format!("borg-gate: refused: {refusal}"), EXIT_REFUSED)
+        }
         Err(error) => tell_client(&format!("borg-gate: {error}"), EXIT_ERROR),
     }
 }

@@ -147,6 +147,36 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
     Ok(())
 }
 
+/// borg 1.4's subcommands (`borg --help`).
+const BORG_COMMANDS: &[&str] = &[
+    "benchmark",
+    "break-lock",
+    "check",
+    "compact",
+    "config",
+    "create",
+    "debug",
+    "delete",
+    "diff",
+    "export-tar",
+    "extract",
+    "help",
+    "import-tar",
+    "info",
+    "init",
+    "key",
+    "list",
+    "mount",
+    "prune",
+    "recreate",
+    "rename",
+    "serve",
+    "umount",
+    "upgrade",
+    "version",
+    "with-lock",
+];
+
 /// borg 1.4's forced-command rule (`Archiver.get_args`): when the client asked for `serve`
 /// too, its log level, debug topics and lock wait replace ours, defaults included;
 /// everything else stays as the forced command line says. A client command for another
@@ -162,7 +192,17 @@ pub fn apply_client_command(
     };
     let parsed = match parse_serve_command(arguments, Dialect::Client) {
         Ok(parsed) => parsed,
-        Err(ParseError::WrongSubcommand(_) | ParseError::MissingSubcommand) => return Ok(()),
+        // Another borg command: borg serves with the forced settings alone.
+        Err(ParseError::WrongSubcommand(sub)) if BORG_COMMANDS.contains(&sub.as_str()) => {
+            return Ok(());
+        }
+        Err(ParseError::MissingSubcommand) => return Ok(()),
+        // argparse rejects what is not a borg command at all ("invalid choice"), and so does borg.
+        Err(ParseError::WrongSubcommand(sub)) => {
+            return Err(ArgsError::Client(format!(
+                "invalid choice: {sub:?} is not a borg command"
+            )));
+        }
         Err(error) => return Err(ArgsError::Client(error.to_string())),
     };
     if let Some(unknown) = parsed.iter().find(|o| o.spec.is_none()) {
@@ -274,6 +314,13 @@ mod tests {
         let mut config = parse_serve_args(&args("--info")).unwrap();
         apply_client_command(&mut config, b"borg list --debug").unwrap();
         assert_eq!(config.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn a_command_that_is_not_borgs_is_an_error_as_in_borg() {
+        let mut config = ServeConfig::default();
+        assert!(apply_client_command(&mut config, b"sh -c id").is_err());
+        assert!(apply_client_command(&mut config, b"borg create x").is_ok());
     }
 
     #[test]
