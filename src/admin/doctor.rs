@@ -425,26 +425,32 @@ fn restricted_paths(place: &Place, paths: &[PathBuf], repositories: &[PathBuf]) 
         .collect()
 }
 
+/// Reads sshd_config with its includes spliced in where sshd reads them. The findings are
+/// includes that could not be read.
+pub fn read_sshd_config(path: &Path) -> std::io::Result<(Vec<ConfigLine>, Vec<Finding>)> {
+    let text = read_bounded(path)?;
+    let mut lines = Vec::new();
+    let mut findings = Vec::new();
+    expand(path, &text, false, 0, &mut lines, &mut findings);
+    Ok((lines, findings))
+}
+
 /// Reads sshd_config and its includes in sshd's order, then applies the rules.
 fn sshd_findings(path: &Path) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let mut lines = Vec::new();
-    match read_bounded(path) {
-        Ok(text) => expand(path, &text, false, 0, &mut lines, &mut findings),
-        Err(error) => {
-            findings.push(Finding::warning(
-                Place::file(path),
-                format!(
-                    "cannot read it: {}",
-                    crate::policy::load::plain_io_error(&error)
-                ),
-                "run doctor as root, or pass --sshd-config FILE",
-            ));
-            return findings;
+    match read_sshd_config(path) {
+        Ok((lines, mut findings)) => {
+            findings.extend(sshd_config::lint(path, &lines));
+            findings
         }
+        Err(error) => vec![Finding::warning(
+            Place::file(path),
+            format!(
+                "cannot read it: {}",
+                crate::policy::load::plain_io_error(&error)
+            ),
+            "run doctor as root, or pass --sshd-config FILE",
+        )],
     }
-    findings.extend(sshd_config::lint(path, &lines));
-    findings
 }
 
 /// Parses `text` into `out`, replacing each `Include` by the lines of the files it names.

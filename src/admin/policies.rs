@@ -216,11 +216,16 @@ pub fn load_error_finding(
             ),
             format!("chown root: {}", path.display()),
         ),
-        other => Finding::error(
-            place,
-            format!("{other}, {refused}"),
-            format!("fix it and run `borg-gate check-policy {}`", path.display()),
-        ),
+        other => {
+            // The loader's messages end in a hint after "; ": that is the fix.
+            let text = other.to_string();
+            let default_fix = format!("fix it and run `borg-gate check-policy {}`", path.display());
+            let (problem, fix) = match text.split_once("; ") {
+                Some((problem, hint)) => (problem.to_owned(), hint.to_owned()),
+                None => (text.clone(), default_fix),
+            };
+            Finding::error(place, format!("{problem}, {refused}"), fix)
+        }
     }
 }
 
@@ -499,15 +504,17 @@ mod tests {
             load_error_finding(place(), path, &owned_by_account, Some(1000)).to_string(),
             "warning: /ak:1: policy /etc/p.toml is owned by the backup account (uid 1000), which may then rewrite its own policy; chown root: /etc/p.toml"
         );
-        let finding = load_error_finding(place(), path, &owned_by_account, Some(1001));
-        assert_eq!(finding.severity, super::super::Severity::Error);
+        assert_eq!(
+            load_error_finding(place(), path, &owned_by_account, Some(1001)).to_string(),
+            "error: /ak:1: policy /etc/p.toml is owned by uid 1000, so every session with this key is refused; it must be owned by uid 0"
+        );
         let writable = LoadError::Writable {
             path: path.into(),
             mode: 0o100666,
         };
         assert_eq!(
             load_error_finding(place(), path, &writable, Some(1000)).to_string(),
-            "error: /ak:1: policy /etc/p.toml is writable by group or others (mode 0666); run chmod go-w on it, so every session with this key is refused; fix it and run `borg-gate check-policy /etc/p.toml`"
+            "error: /ak:1: policy /etc/p.toml is writable by group or others (mode 0666), so every session with this key is refused; run chmod go-w on it"
         );
     }
 

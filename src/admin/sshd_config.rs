@@ -218,6 +218,16 @@ fn first_global<'a>(directives: &'a [Directive], keyword: &str) -> Option<&'a Di
     directives.iter().find(|d| d.is(keyword) && !d.in_match)
 }
 
+/// The first argument of `keyword` outside `Match` blocks: the value sshd uses.
+pub fn first_global_value<'a>(lines: &'a [ConfigLine], keyword: &str) -> Option<&'a str> {
+    lines.iter().find_map(|line| match line {
+        ConfigLine::Directive(d) if d.is(keyword) && !d.in_match => {
+            d.args.first().map(String::as_str)
+        }
+        _ => None,
+    })
+}
+
 /// Every rule for the sshd configuration. `main_file` is where a missing setting is
 /// reported.
 pub fn lint(main_file: &Path, lines: &[ConfigLine]) -> Vec<Finding> {
@@ -790,5 +800,19 @@ mod tests {
         assert!(
             findings[0].starts_with("warning: /etc/passwd: the backup keys log in as borg (uid 0)")
         );
+    }
+
+    #[test]
+    fn the_first_global_value_is_the_one_sshd_uses() {
+        let lines = parse_text(
+            Path::new("/c"),
+            "clientaliveinterval 5m\nClientAliveInterval 10\nMatch all\nClientAliveCountMax 1\n",
+            false,
+        );
+        assert_eq!(
+            first_global_value(&lines, "ClientAliveInterval"),
+            Some("5m")
+        );
+        assert_eq!(first_global_value(&lines, "ClientAliveCountMax"), None);
     }
 }
