@@ -526,11 +526,11 @@ fn unreadable_files_are_reported_not_fatal() {
         &output,
         &[
             format!(
-                "error: {}: cannot read it: No such file or directory; pass --authorized-keys FILE, or run doctor as root",
+                "error: {}: cannot read it: No such file or directory; name the backup account's file with --authorized-keys FILE or --user NAME",
                 server.text("no-authorized-keys")
             ),
             format!(
-                "warning: {}: cannot read it: No such file or directory; run doctor as root, or pass --sshd-config FILE",
+                "warning: {}: cannot read it: No such file or directory; name sshd's configuration with --sshd-config FILE",
                 server.text("no-sshd-config")
             ),
         ],

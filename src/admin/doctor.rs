@@ -19,6 +19,7 @@ use super::policies::{
 };
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
+use crate::gate::command::program_basename;
 use crate::policy::load::read_policy_text;
 use crate::policy::validate::{MAX_POLICY_SIZE, line_and_column};
 use crate::policy::{LoadError, Policy, parse_policy};
@@ -87,7 +88,14 @@ pub fn run(options: &DoctorOptions) -> Result<Vec<Finding>, DoctorError> {
                     "cannot read it: {}",
                     crate::policy::load::plain_io_error(&error)
                 ),
-                "pass --authorized-keys FILE, or run doctor as root",
+                match error.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        "run doctor as root or as the backup account"
+                    }
+                    _ => {
+                        "name the backup account's file with --authorized-keys FILE or --user NAME"
+                    }
+                },
             ));
             None
         }
@@ -260,7 +268,7 @@ fn policy_findings(
                 scopes.push(KeyScope {
                     place,
                     policy_file: None,
-                    label: format!("{} serve", authorized_keys_program_name(program)),
+                    label: format!("{} serve", program_basename(program)),
                     paths: config
                         .restrict_to_paths
                         .iter()
@@ -280,10 +288,6 @@ fn policy_findings(
     ));
     findings.extend(policies::shared_names(&names));
     findings
-}
-
-fn authorized_keys_program_name(program: &str) -> &str {
-    crate::gate::command::program_basename(program)
 }
 
 /// Reads a policy with the gate's own loader; when the gate would accept a file that root
@@ -448,7 +452,10 @@ fn sshd_findings(path: &Path) -> Vec<Finding> {
                 "cannot read it: {}",
                 crate::policy::load::plain_io_error(&error)
             ),
-            "run doctor as root, or pass --sshd-config FILE",
+            match error.kind() {
+                std::io::ErrorKind::PermissionDenied => "run doctor as root",
+                _ => "name sshd's configuration with --sshd-config FILE",
+            },
         )],
     }
 }
