@@ -556,4 +556,20 @@ mod tests {
         let result = update_textfile(Path::new("/nonexistent-dir/x.prom"), |_| {}, MAX_LOCK_WAIT);
         assert!(matches!(result, Err(MetricsError::Io { .. })));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_label_values_round_trip(policy in "\\PC{0,30}", option in "\\PC{0,30}", count in 0u64..1_000_000_000) {
+            let mut counters = Counters::default();
+            counters.sessions.insert((policy.clone(), "accept".into()), count);
+            counters.dropped_options.insert((policy, option), count + 1);
+            proptest::prop_assert_eq!(parse_textfile(&render_textfile(&counters)), counters);
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_textfile(&text);
+            let _ = option_label(&text);
+        }
+    }
 }

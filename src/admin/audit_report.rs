@@ -989,4 +989,22 @@ mod tests {
             )
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_counted_without_panic(lines in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0..20)) {
+            let mut summariser = Summariser::new(ReportOptions::default());
+            for (index, line) in lines.iter().enumerate() {
+                summariser.add_line(index as u64 + 1, line);
+            }
+            let summary = summariser.finish(None);
+            proptest::prop_assert!(summary.records + summary.malformed <= lines.len() as u64);
+            let _ = summary.to_string();
+        }
+
+        #[test]
+        fn time_bounds_never_panic(text in "\\PC{0,40}") {
+            let _ = parse_time_bound(&text, UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        }
+    }
 }

@@ -970,6 +970,14 @@ mod tests {
     }
 
     #[test]
+    fn a_backslash_before_the_closing_quote_escapes_it_as_in_sshd() {
+        assert_eq!(
+            problem(&format!(r#"command="echo \" {ED25519}"#)),
+            LineProblem::UnterminatedQuote
+        );
+    }
+
+    #[test]
     fn tabs_separate_options_from_the_key() {
         let key = key(&format!("restrict\t{}", ED25519.replace(' ', "\t")));
         assert_eq!(key.options, [KeyOption::Restrict]);
@@ -1403,5 +1411,29 @@ mod tests {
                 "error: /ak:1: the forced command uses shell syntax, which doctor cannot check; write `command=\"/usr/local/bin/borg-gate --policy /etc/borg-gate/NAME.toml\",restrict`"
             ]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_and_linting_never_panic(text in "\\PC{0,120}") {
+            let entries = parse_file(&text);
+            let _ = lint(Path::new("/ak"), &entries);
+            let _ = parse_options(&text);
+            let _ = classify_command(&text);
+            let _ = decode_base64(&text);
+        }
+
+        #[test]
+        fn a_quoted_command_round_trips(command in "[ -~]{0,60}[ -\\[\\]-~]") {
+            // authorized_keys escapes only the double quote, so a command cannot end in a
+            // backslash: `\\"` would read as an escaped quote (sshd has the same limit).
+            let line = format!(
+                "command=\"{}\",restrict {ED25519}",
+                command.replace('"', "\\\"")
+            );
+            let parsed = key(&line);
+            proptest::prop_assert_eq!(parsed.command(), Some(command.as_str()));
+            proptest::prop_assert!(parsed.options.contains(&KeyOption::Restrict));
+        }
     }
 }

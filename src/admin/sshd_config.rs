@@ -815,4 +815,49 @@ mod tests {
         );
         assert_eq!(first_global_value(&lines, "ClientAliveCountMax"), None);
     }
+
+    /// Every string over a small alphabet, up to `max` characters.
+    fn strings(alphabet: &[char], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn prefix_admission_agrees_with_brute_force_over_a_small_alphabet() {
+        use crate::gate::decision::glob_match;
+        let patterns = strings(&['A', 'B', '*', '?'], 4);
+        let prefixes = strings(&['A', 'B'], 2);
+        let suffixes = strings(&['A', 'B'], 4);
+        for pattern in &patterns {
+            for prefix in &prefixes {
+                let brute = suffixes
+                    .iter()
+                    .any(|suffix| glob_match(pattern, &format!("{prefix}{suffix}")));
+                assert_eq!(
+                    pattern_admits_prefix(pattern, prefix),
+                    brute,
+                    "{pattern:?} {prefix:?}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,80}") {
+            let _ = split_line(&text);
+            let _ = split_arguments(&text);
+            let _ = parse_time(&text);
+            let _ = pattern_admits_prefix(&text, "LD_");
+            let _ = lint(Path::new("/c"), &parse_text(Path::new("/c"), &text, false));
+        }
+    }
 }
