@@ -1,4 +1,4 @@
-//! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`.
+//! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`, `doctor`, `audit`.
 //!
 //! This layer only describes what the administrator typed; `main` dispatches it.
 
@@ -62,6 +62,47 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+
+    /// Lint this server's setup: authorized_keys, the policies its keys name, sshd_config and
+    /// the backup account.
+    ///
+    /// Prints one finding per line, `<severity>: <where>: <problem>; <fix>`. Exits 0 when
+    /// clean, 1 when there are warnings, 2 when there are errors.
+    Doctor {
+        /// Default: ~/.ssh/authorized_keys of --user, or of the account running doctor.
+        #[arg(long, value_name = "FILE")]
+        authorized_keys: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config")]
+        sshd_config: PathBuf,
+        /// The account the keys log in to. Default: the owner of the authorized_keys file.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Summarise an audit log: sessions per policy, dropped options, recent refusals.
+    Audit {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only records at or after this time: RFC 3339 (2026-12-06T21:39:32Z, 2026-12-06)
+        /// or a duration ago (2h, 7days).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only records at or before this time (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// How many options to list.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+        /// How many recent refusals to show (at most 1000).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        recent: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]
@@ -110,5 +151,55 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Explain { ref command, .. }) if command == "--x")
         );
+    }
+
+    #[test]
+    fn doctor_defaults_to_the_system_sshd_config() {
+        let cli = Cli::try_parse_from(["borg-gate", "doctor", "--json"]).unwrap();
+        let Some(Command::Doctor {
+            authorized_keys,
+            sshd_config,
+            user,
+            json,
+        }) = cli.command
+        else {
+            panic!("not doctor")
+        };
+        assert_eq!(authorized_keys, None);
+        assert_eq!(sshd_config, PathBuf::from("/etc/ssh/sshd_config"));
+        assert_eq!(user, None);
+        assert!(json);
+    }
+
+    #[test]
+    fn audit_takes_a_file_and_a_window() {
+        let cli = Cli::try_parse_from([
+            "borg-gate",
+            "audit",
+            "/log",
+            "--since",
+            "2h",
+            "--until",
+            "now",
+            "--top",
+            "3",
+        ])
+        .unwrap();
+        let Some(Command::Audit {
+            file,
+            since,
+            until,
+            top,
+            recent,
+            json,
+        }) = cli.command
+        else {
+            panic!("not audit")
+        };
+        assert_eq!(file, PathBuf::from("/log"));
+        assert_eq!(since.as_deref(), Some("2h"));
+        assert_eq!(until.as_deref(), Some("now"));
+        assert_eq!((top, recent, json), (3, 10, false));
+        assert!(Cli::try_parse_from(["borg-gate", "audit"]).is_err());
     }
 }

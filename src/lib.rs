@@ -5,12 +5,14 @@
 //! repository server lives in [`engine`].
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod check_policy;
 pub mod cli;
 pub mod engine;
 pub mod exec;
 pub mod gate;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sys;

@@ -28,6 +28,26 @@ fn main() -> ExitCode {
             }),
         ) => explain(&policy, &command, json),
         (None, Some(Command::CheckPolicy { files })) => check_policy(&files),
+        (
+            None,
+            Some(Command::Doctor {
+                authorized_keys,
+                sshd_config,
+                user,
+                json,
+            }),
+        ) => doctor(authorized_keys, sshd_config, user, json),
+        (
+            None,
+            Some(Command::Audit {
+                file,
+                since,
+                until,
+                top,
+                recent,
+                json,
+            }),
+        ) => audit(&file, since.as_deref(), until.as_deref(), top, recent, json),
         _ => {
             eprintln!(
                 "borg-gate: give --policy FILE (what authorized_keys runs) or a subcommand; see borg-gate --help"
@@ -97,5 +117,108 @@ fn check_policy(files: &[std::path::PathBuf]) -> ExitCode {
         ExitCode::from(EXIT_REFUSED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn doctor(
+    authorized_keys: Option<std::path::PathBuf>,
+    sshd_config: std::path::PathBuf,
+    user: Option<String>,
+    json: bool,
+) -> ExitCode {
+    use borg_gate::admin::{self, Severity, doctor};
+    let authorized_keys = match authorized_keys {
+        Some(path) => path,
+        None => match doctor::default_authorized_keys(user.as_deref()) {
+            Ok(path) => path,
+            Err(error) => {
+                eprintln!("borg-gate: {error}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        },
+    };
+    let options = doctor::DoctorOptions {
+        authorized_keys,
+        sshd_config,
+        user,
+    };
+    let findings = match doctor::run(&options) {
+        Ok(findings) => findings,
+        Err(error) => {
+            eprintln!("borg-gate: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    if json {
+        let report = serde_json::json!({
+            "findings": findings,
+            "errors": errors,
+            "warnings": warnings,
+        });
+        println!("{report}");
+    } else {
+        for finding in &findings {
+            println!("{finding}");
+        }
+        eprintln!(
+            "borg-gate doctor: {errors} error(s), {warnings} warning(s) in {} and {}",
+            options.authorized_keys.display(),
+            options.sshd_config.display()
+        );
+    }
+    match admin::worst(&findings) {
+        None => ExitCode::SUCCESS,
+        Some(Severity::Warning) => ExitCode::from(1),
+        Some(Severity::Error) => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+fn audit(
+    file: &std::path::Path,
+    since: Option<&str>,
+    until: Option<&str>,
+    top: usize,
+    recent: usize,
+    json: bool,
+) -> ExitCode {
+    use borg_gate::admin::audit_report::{self, ReportOptions};
+    let now = std::time::SystemTime::now();
+    let bound = |text: Option<&str>| {
+        text.map(|t| audit_report::parse_time_bound(t, now))
+            .transpose()
+    };
+    let options = match (bound(since), bound(until)) {
+        (Ok(since), Ok(until)) => ReportOptions {
+            since,
+            until,
+            top,
+            recent,
+        },
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("borg-gate: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match audit_report::summarise_file(file, options) {
+        Ok(summary) => {
+            if json {
+                match serde_json::to_string(&summary) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => {
+                        eprintln!("borg-gate: {error}");
+                        return ExitCode::from(EXIT_ERROR);
+                    }
+                }
+            } else {
+                print!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("borg-gate: {error}");
+            ExitCode::from(EXIT_ERROR)
+        }
     }
 }

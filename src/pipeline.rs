@@ -84,6 +84,8 @@ pub fn run_gate(policy_path: &Path) -> Result<GateExit, GateError> {
             return Err(GateError::Audit(error));
         }
     }
+    // Count the audited decision for monitoring; best effort, never fails the session.
+    crate::metrics::record_session(&policy, &judgement);
 
     // 10. Become the engine, answer the probe, or refuse.
     match (judgement.decision, engine) {

@@ -1,0 +1,575 @@
+//! Prometheus metrics in a node_exporter textfile: counters per policy of sessions by
+//! decision and of dropped client options, updated after every audited decision.
+//!
+//! The update is a read-modify-write under an `flock` on `<file>.lock` (waited for a bounded
+//! time), written to `<file>.tmp`, fsynced and renamed over the file, so the collector never
+//! reads half a file and concurrent sessions never lose a count. Metrics are best effort: any
+//! failure skips the update and the session goes on, without a word to the client.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::gate::options::{Dialect, ParseError, parse_serve_command};
+use crate::gate::{Action, Judgement};
+use crate::policy::Policy;
+
+pub const SESSIONS: &str = "borg_gate_sessions_total";
+pub const DROPPED_OPTIONS: &str = "borg_gate_dropped_options_total";
+/// The decisions every policy has a series for, so that rates start at zero.
+pub const DECISIONS: [&str; 3] = ["accept", "reject", "probe"];
+/// The label of an option borg does not know (client-chosen names would be unbounded).
+pub const UNKNOWN_OPTION: &str = "unknown";
+/// How long a session waits for another session's update before skipping its own.
+pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(3);
+/// A larger textfile is not ours to rewrite.
+const MAX_TEXTFILE_SIZE: u64 = 1 << 20;
+
+/// The counters of one textfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// (policy, decision) to count.
+    pub sessions: BTreeMap<(String, String), u64>,
+    /// (policy, option name) to count.
+    pub dropped_options: BTreeMap<(String, String), u64>,
+}
+
+/// Adds one judged session to the counters.
+pub fn count_judgement(counters: &mut Counters, policy: &str, judgement: &Judgement) {
+    for decision in DECISIONS {
+        counters
+            .sessions
+            .entry((policy.to_owned(), decision.to_owned()))
+            .or_insert(0);
+    }
+    let decision = judgement.decision.label().to_owned();
+    *counters
+        .sessions
+        .entry((policy.to_owned(), decision))
+        .or_insert(0) += 1;
+    for verdict in judgement
+        .options
+        .iter()
+        .filter(|v| v.action == Action::Dropped)
+    {
+        *counters
+            .dropped_options
+            .entry((policy.to_owned(), option_label(&verdict.option)))
+            .or_insert(0) += 1;
+    }
+}
+
+/// The canonical name of the option a client wrote (`--umask=000` is `--umask`, `-v` is
+/// `--info`, `--lock 5` is `--lock-wait`), or [`UNKNOWN_OPTION`]. Never a value.
+pub fn option_label(written: &str) -> String {
+    let name = written.split([' ', '=']).next().unwrap_or_default();
+    let canonical = |words: [&str; 2]| {
+        let words = words.map(str::to_owned);
+        match parse_serve_command(&words, Dialect::Client) {
+            Ok(parsed) => match parsed.as_slice() {
+                [only] => only.spec.map(|spec| spec.canonical().to_owned()),
+                _ => None,
+            },
+            Err(ParseError::MissingValue(canonical)) => Some(canonical),
+            Err(_) => None,
+        }
+    };
+    canonical(["serve", name])
+        .or_else(|| canonical([name, "serve"]))
+        .unwrap_or_else(|| UNKNOWN_OPTION.to_owned())
+}
+
+/// Escapes a label value for the text exposition format: backslash, quote, newline.
+pub fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// Renders the counters as a complete textfile.
+pub fn render_textfile(counters: &Counters) -> String {
+    let mut text = String::new();
+    let mut family =
+        |name: &str, help: &str, label: &str, series: &BTreeMap<(String, String), u64>| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for ((policy, value), count) in series {
+                text.push_str(&format!(
+                    "{name}{{policy=\"{}\",{label}=\"{}\"}} {count}\n",
+                    escape_label_value(policy),
+                    escape_label_value(value)
+                ));
+            }
+        };
+    family(
+        SESSIONS,
+        "Client sessions judged by borg-gate, by policy and decision (accept, reject, probe).",
+        "decision",
+        &counters.sessions,
+    );
+    family(
+        DROPPED_OPTIONS,
+        "Client options borg-gate dropped, by policy and option name.",
+        "option",
+        &counters.dropped_options,
+    );
+    text
+}
+
+/// Reads our two families back from a textfile; anything else, or anything malformed, is
+/// left out (and so dropped at the next write).
+pub fn parse_textfile(text: &str) -> Counters {
+    let mut counters = Counters::default();
+    for line in text.lines() {
+        let Some((name, labels, value)) = parse_sample(line) else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let (series, other) = match name {
+            SESSIONS => (&mut counters.sessions, "decision"),
+            DROPPED_OPTIONS => (&mut counters.dropped_options, "option"),
+            _ => continue,
+        };
+        if let (Some(policy), Some(other), 2) = (label("policy"), label(other), labels.len()) {
+            *series.entry((policy, other)).or_insert(0) += value;
+        }
+    }
+    counters
+}
+
+/// Label names and unescaped values of one sample.
+type Labels = Vec<(String, String)>;
+
+/// `name{key="value",...} 123`: the name, the labels, and a whole count.
+fn parse_sample(line: &str) -> Option<(&str, Labels, u64)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(['{', ' '])?;
+    let (name, mut rest) = line.split_at(name_end);
+    let mut labels = Vec::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        let mut chars = after_brace.char_indices().peekable();
+        let end;
+        loop {
+            while chars.peek().is_some_and(|(_, c)| *c == ',' || *c == ' ') {
+                chars.next();
+            }
+            match chars.peek() {
+                Some((at, '}')) => {
+                    end = *at + 1;
+                    break;
+                }
+                None => return None,
+                _ => {}
+            }
+            let mut key = String::new();
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.push((key.trim().to_owned(), value));
+        }
+        rest = &after_brace[end..];
+    }
+    let value_text = rest.split_whitespace().next()?;
+    let value = value_text.parse::<u64>().ok().or_else(|| {
+        let float = value_text.parse::<f64>().ok()?;
+        (float.is_finite() && float >= 0.0 && float.fract() == 0.0 && float < 9.0e15)
+            .then_some(float as u64)
+    })?;
+    Some((name, labels, value))
+}
+
+/// Why an update was skipped.
+#[derive(Debug)]
+pub enum MetricsError {
+    NoDirectory(PathBuf),
+    /// Another session held the lock for longer than [`MAX_LOCK_WAIT`].
+    Busy,
+    Lock(Errno),
+    TooLarge(PathBuf),
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+impl fmt::Display for MetricsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricsError::NoDirectory(path) => {
+                write!(f, "metrics textfile {} names no directory", path.display())
+            }
+            MetricsError::Busy => f.write_str("the metrics lock stayed busy; update skipped"),
+            MetricsError::Lock(errno) => write!(f, "cannot lock the metrics file: {errno}"),
+            MetricsError::TooLarge(path) => write!(
+                f,
+                "metrics textfile {} is larger than {MAX_TEXTFILE_SIZE} bytes; not rewriting it",
+                path.display()
+            ),
+            MetricsError::Io { path, error } => write!(
+                f,
+                "metrics textfile {}: {}",
+                path.display(),
+                crate::policy::load::plain_io_error(error)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MetricsError {}
+
+/// Counts one judged session in the policy's textfile, if it names one. Failures are
+/// dropped on purpose: metrics never refuse, delay beyond [`MAX_LOCK_WAIT`], or speak to a
+/// client.
+pub fn record_session(policy: &Policy, judgement: &Judgement) {
+    if let Some(textfile) = &policy.metrics.textfile {
+        let update = |counters: &mut Counters| count_judgement(counters, &policy.name, judgement);
+        if let Err(error) = update_textfile(textfile, update, MAX_LOCK_WAIT) {
+            log::debug!("metrics skipped: {error}");
+        }
+    }
+}
+
+/// Read-modify-write of a textfile under its lock, replaced atomically.
+pub fn update_textfile(
+    path: &Path,
+    update: impl FnOnce(&mut Counters),
+    max_wait: Duration,
+) -> Result<(), MetricsError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(MetricsError::NoDirectory(path.to_path_buf()));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let sibling = |suffix: &str| {
+        let mut sibling = OsString::from(name);
+        sibling.push(suffix);
+        dir.join(sibling)
+    };
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| MetricsError::Io { path, error }
+    };
+    let lock_path = sibling(".lock");
+    let lock_file = open_nofollow(File::options().read(true).write(true).create(true), 0o600)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    let _lock = lock_within(lock_file, max_wait)?;
+
+    let mut counters = read_counters(path)?;
+    update(&mut counters);
+
+    let temporary = sibling(".tmp");
+    let mut file = open_nofollow(
+        File::options().write(true).create(true).truncate(true),
+        0o644,
+    )
+    .open(&temporary)
+    .map_err(io_error(&temporary))?;
+    // The collector runs as another user; the session's umask must not hide the file.
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(render_textfile(&counters).as_bytes()))
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&temporary))?;
+    fs::rename(&temporary, path).map_err(io_error(path))?;
+    // The rename is durable once the directory is; a failure here loses nothing visible.
+    if let Ok(directory) = File::open(dir) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
+}
+
+fn open_nofollow(options: &mut fs::OpenOptions, mode: u32) -> &mut fs::OpenOptions {
+    options
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+}
+
+/// Polls for the lock with growing pauses, up to `max_wait`.
+fn lock_within(mut file: File, max_wait: Duration) -> Result<Flock<File>, MetricsError> {
+    let deadline = Instant::now() + max_wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((returned, errno)) if errno == Errno::EWOULDBLOCK || errno == Errno::EINTR => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(MetricsError::Busy);
+                }
+                file = returned;
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err((_, errno)) => return Err(MetricsError::Lock(errno)),
+        }
+    }
+}
+
+fn read_counters(path: &Path) -> Result<Counters, MetricsError> {
+    let file = open_nofollow(File::options().read(true), 0).open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Counters::default()),
+        Err(error) => {
+            return Err(MetricsError::Io {
+                path: path.to_path_buf(),
+                error,
+            });
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_TEXTFILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| MetricsError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+    if bytes.len() as u64 > MAX_TEXTFILE_SIZE {
+        return Err(MetricsError::TooLarge(path.to_path_buf()));
+    }
+    Ok(parse_textfile(&String::from_utf8_lossy(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{Decision, OptionVerdict, Refusal, ServeArgs};
+
+    fn judgement(decision: Decision, dropped: &[&str]) -> Judgement {
+        Judgement {
+            decision,
+            tokens: vec![],
+            dropped_env: vec![],
+            options: dropped
+                .iter()
+                .map(|option| OptionVerdict {
+                    option: (*option).to_owned(),
+                    action: Action::Dropped,
+                    reason: String::new(),
+                })
+                .chain([OptionVerdict {
+                    option: "--info".into(),
+                    action: Action::Accepted,
+                    reason: String::new(),
+                }])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn option_labels_are_canonical_names_without_values() {
+        for (written, label) in [
+            ("--umask=000", "--umask"),
+            ("--umask 000", "--umask"),
+            ("--restrict-to-path /etc", "--restrict-to-path"),
+            ("--restrict-to-pa=/etc", "--restrict-to-path"),
+            ("--lock 5", "--lock-wait"),
+            ("-v", "--info"),
+            ("--verbose", "--info"),
+            ("-p", "--progress"),
+            ("--append-only", "--append-only"),
+            ("-V", "--version"),
+            ("--help", "--help"),
+            ("--permissions=all", UNKNOWN_OPTION),
+            ("--foo=secret", UNKNOWN_OPTION),
+            ("--re", UNKNOWN_OPTION),
+            ("-x", UNKNOWN_OPTION),
+            ("", UNKNOWN_OPTION),
+            ("serve", UNKNOWN_OPTION),
+        ] {
+            assert_eq!(option_label(written), label, "{written}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value("plain"), "plain");
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn counting_adds_zero_series_for_every_decision() {
+        let mut counters = Counters::default();
+        count_judgement(
+            &mut counters,
+            "alice",
+            &judgement(Decision::Accept(ServeArgs(vec![])), &["--umask=000", "-p"]),
+        );
+        count_judgement(
+            &mut counters,
+            "alice",
+            &judgement(Decision::Reject(Refusal::NoCommand), &["--umask 077"]),
+        );
+        let text = render_textfile(&counters);
+        assert_eq!(
+            text,
+            "# HELP borg_gate_sessions_total Client sessions judged by borg-gate, by policy and decision (accept, reject, probe).\n\
+             # TYPE borg_gate_sessions_total counter\n\
+             borg_gate_sessions_total{policy=\"alice\",decision=\"accept\"} 1\n\
+             borg_gate_sessions_total{policy=\"alice\",decision=\"probe\"} 0\n\
+             borg_gate_sessions_total{policy=\"alice\",decision=\"reject\"} 1\n\
+             # HELP borg_gate_dropped_options_total Client options borg-gate dropped, by policy and option name.\n\
+             # TYPE borg_gate_dropped_options_total counter\n\
+             borg_gate_dropped_options_total{policy=\"alice\",option=\"--progress\"} 1\n\
+             borg_gate_dropped_options_total{policy=\"alice\",option=\"--umask\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn rendering_and_parsing_round_trip_with_awkward_names() {
+        let mut counters = Counters::default();
+        counters
+            .sessions
+            .insert(("we\"ird\\na\nme".into(), "probe".into()), 7);
+        counters
+            .dropped_options
+            .insert(("p".into(), "--umask".into()), 12_345_678_901);
+        assert_eq!(parse_textfile(&render_textfile(&counters)), counters);
+    }
+
+    #[test]
+    fn parsing_ignores_foreign_and_malformed_lines() {
+        let text = "# HELP x y\n\
+                    other_metric{policy=\"a\",decision=\"accept\"} 5\n\
+                    borg_gate_sessions_total{policy=\"a\",decision=\"accept\"} 5\n\
+                    borg_gate_sessions_total{policy=\"a\",decision=\"accept\"} 1\n\
+                    borg_gate_sessions_total{policy=\"a\"} 5\n\
+                    borg_gate_sessions_total{policy=\"a\",decision=\"probe\",extra=\"x\"} 5\n\
+                    borg_gate_sessions_total{policy=\"a\",decision=\"reject\"} -1\n\
+                    borg_gate_sessions_total{policy=\"a\",decision=\"reject\"} NaN\n\
+                    borg_gate_sessions_total{policy=\"a,decision=\"reject\"} 1\n\
+                    borg_gate_sessions_total{policy=\"b\", decision=\"probe\"} 2e+00 1700000000\n\
+                    borg_gate_sessions_total{policy=\"c\",decision=\"probe\"\n\
+                    borg_gate_dropped_options_total{policy=\"a\",option=\"--umask\"} 3\n\
+                    garbage\n\n";
+        let counters = parse_textfile(text);
+        let sessions: Vec<_> = counters.sessions.iter().collect();
+        assert_eq!(
+            sessions,
+            [
+                (&("a".to_owned(), "accept".to_owned()), &6),
+                (&("b".to_owned(), "probe".to_owned()), &2),
+            ]
+        );
+        assert_eq!(counters.dropped_options.len(), 1);
+    }
+
+    #[test]
+    fn update_creates_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.prom");
+        for _ in 0..3 {
+            update_textfile(
+                &path,
+                |c| count_judgement(c, "p", &judgement(Decision::Probe, &[])),
+                MAX_LOCK_WAIT,
+            )
+            .unwrap();
+        }
+        let counters = parse_textfile(&fs::read_to_string(&path).unwrap());
+        assert_eq!(counters.sessions[&("p".into(), "probe".into())], 3);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["gate.prom", "gate.prom.lock"]);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn a_held_lock_makes_the_update_give_up_in_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.prom");
+        let holder = File::create(dir.path().join("gate.prom.lock")).unwrap();
+        let _held = Flock::lock(holder, FlockArg::LockExclusive).unwrap();
+        let started = Instant::now();
+        let result = update_textfile(&path, |_| {}, Duration::from_millis(100));
+        assert!(matches!(result, Err(MetricsError::Busy)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_oversized_or_symlinked_textfile_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.prom");
+        fs::write(&path, vec![b'#'; MAX_TEXTFILE_SIZE as usize + 1]).unwrap();
+        assert!(matches!(
+            update_textfile(&path, |_| {}, MAX_LOCK_WAIT),
+            Err(MetricsError::TooLarge(_))
+        ));
+        let target = dir.path().join("target");
+        fs::write(&target, "x").unwrap();
+        let link = dir.path().join("link.prom");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(update_textfile(&link, |_| {}, MAX_LOCK_WAIT).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_a_panic() {
+        let result = update_textfile(Path::new("/nonexistent-dir/x.prom"), |_| {}, MAX_LOCK_WAIT);
+        assert!(matches!(result, Err(MetricsError::Io { .. })));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_label_values_round_trip(policy in "\\PC{0,30}", option in "\\PC{0,30}", count in 0u64..1_000_000_000) {
+            let mut counters = Counters::default();
+            counters.sessions.insert((policy.clone(), "accept".into()), count);
+            counters.dropped_options.insert((policy, option), count + 1);
+            proptest::prop_assert_eq!(parse_textfile(&render_textfile(&counters)), counters);
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_textfile(&text);
+            let _ = option_label(&text);
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! `borg-gate doctor` on real files: authorized_keys lines with keys made by ssh-keygen,
+//! sshd_config files that `sshd -t` accepts, real policies, real accounts from the password
+//! database; and our reading of sshd_config checked against `sshd -T`.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use borg_gate::admin::{doctor, sshd_config};
+use support::{CmdOutput, require, run_with_timeout};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server's files in a temp dir: keys, policies, sshd configuration.
+struct Server {
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Needs root (sshd -t reads a host key and wants /run/sshd), sshd and ssh-keygen.
+    fn new(label: &str) -> Option<Server> {
+        support::require_root()?;
+        support::require_tool(SSHD)?;
+        support::require_tool("ssh-keygen")?;
+        let server = Server {
+            dir: support::temp_dir(label),
+        };
+        for sub in ["etc", "log", "repos", "sshd_config.d", "keys"] {
+            fs::create_dir(server.path(sub)).unwrap();
+        }
+        let privsep = Path::new("/run/sshd");
+        if !privsep.is_dir() {
+            fs::create_dir_all(privsep).unwrap();
+            fs::set_permissions(privsep, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        keygen(&server.path("host_key"));
+        Some(server)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// A fresh client public key line (`ssh-ed25519 AAAA...`).
+    fn public_key(&self, name: &str) -> String {
+        let path = self.path(&format!("keys/{name}"));
+        keygen(&path);
+        let text = fs::read_to_string(path.with_extension("pub")).unwrap();
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A policy restricted to `restrict`, auditing to `<dir>/log/audit.jsonl`.
+    fn policy(&self, name: &str, restrict: &str, extra: &str, mode: u32) -> PathBuf {
+        let text = format!(
+            "version = 1\nname = \"{name}\"\n[client]\nallow_probe = true\n\
+             [repository]\nrestrict_to_paths = [\"{restrict}\"]\n{extra}\n\
+             [audit]\nfile = \"{}\"\n",
+            self.text("log/audit.jsonl")
+        );
+        let path = self.path(&format!("etc/{name}.toml"));
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn gate_command(&self, policy: &Path) -> String {
+        format!(
+            "command=\"{} --policy {}\"",
+            support::cargo_bin().display(),
+            policy.display()
+        )
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// sshd_config with a host key and the given body; `sshd -t` must accept it.
+    fn sshd_config(&self, name: &str, body: &str) -> PathBuf {
+        let text = format!("HostKey {}\n{body}", self.text("host_key"));
+        let path = self.write(name, &text);
+        let mut check = Command::new(SSHD);
+        check.arg("-t").arg("-f").arg(&path);
+        let output = run_with_timeout(check, TIMEOUT);
+        assert!(
+            output.success(),
+            "sshd -t refuses {}:\n{output}\n{text}",
+            path.display()
+        );
+        path
+    }
+
+    fn clean_sshd_config(&self) -> PathBuf {
+        self.write("sshd_config.d/10-locale.conf", "AcceptEnv LANG LC_*\n");
+        self.sshd_config(
+            "sshd_config",
+            &format!(
+                "ClientAliveInterval 10\nClientAliveCountMax 30\nPermitUserEnvironment no\n\
+                 Include {}/*.conf\n",
+                self.text("sshd_config.d")
+            ),
+        )
+    }
+
+    /// `borg-gate doctor` with these arguments.
+    fn doctor(&self, keys: &Path, sshd_config: &Path, extra: &[&str]) -> CmdOutput {
+        let mut command = Command::new(support::cargo_bin());
+        command
+            .arg("doctor")
+            .arg("--authorized-keys")
+            .arg(keys)
+            .arg("--sshd-config")
+            .arg(sshd_config)
+            .args(extra)
+            .env_clear()
+            .env("PATH", support::SAFE_PATH);
+        run_with_timeout(command, TIMEOUT)
+    }
+
+    /// Gives the file to a uid with no account, so that no account rules apply.
+    fn give_to_nobody_in_particular(&self, path: &Path) {
+        let uid = (4_200_000..4_300_000)
+            .find(|uid| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
+                    .ok()
+                    .flatten()
+                    .is_none()
+            })
+            .unwrap();
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    }
+}
+
+fn keygen(path: &Path) {
+    let mut command = Command::new("ssh-keygen");
+    command
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "doctor-test", "-f"])
+        .arg(path)
+        .env_clear()
+        .env("PATH", support::SAFE_PATH);
+    run_with_timeout(command, TIMEOUT).assert_success();
+}
+
+fn lines(output: &CmdOutput) -> Vec<String> {
+    output.stdout_text().lines().map(str::to_owned).collect()
+}
+
+#[track_caller]
+fn assert_lines(output: &CmdOutput, expected: &[String]) {
+    let actual = lines(output);
+    if actual != expected {
+        let missing: Vec<&String> = expected.iter().filter(|e| !actual.contains(e)).collect();
+        let extra: Vec<&String> = actual.iter().filter(|a| !expected.contains(a)).collect();
+        panic!(
+            "doctor output differs\nmissing: {missing:#?}\nunexpected: {extra:#?}\nwhole output:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn a_clean_setup_exits_zero_and_prints_no_finding() {
+    let server = require!(Server::new("doctor-clean"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "# backup keys\n\n{},restrict {} alice@laptop\n",
+            server.gate_command(&policy),
+            server.public_key("alice")
+        ),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert_eq!(output.stdout_text(), "");
+    assert!(
+        output
+            .stderr_text()
+            .starts_with("borg-gate doctor: 0 error(s), 0 warning(s)"),
+        "{output}"
+    );
+}
+
+#[test]
+fn every_authorized_keys_and_policy_problem_is_found_with_its_place() {
+    let server = require!(Server::new("doctor-keys"));
+    let d = |name: &str| server.text(name);
+    fs::create_dir(server.path("repos-carol")).unwrap();
+    fs::create_dir(server.path("repos/other")).unwrap();
+    std::os::unix::fs::symlink(server.path("repos-carol"), server.path("link")).unwrap();
+    let alice = server.policy("alice", &d("repos"), "", 0o644);
+    let bob = server.policy("bob", &d("repos/bob"), "", 0o644);
+    let carol = server.policy("carol", &d("link"), "", 0o644);
+    let broken = server.policy(
+        "broken",
+        &d("repos/other"),
+        "storage_quota = \"lots\"",
+        0o644,
+    );
+    let writable = server.policy("writable", &d("repos/other"), "", 0o666);
+    let missing = server.path("etc/missing.toml");
+    let same_name = server.write(
+        "etc/same-name.toml",
+        &fs::read_to_string(server.policy("same", &d("repos/other"), "", 0o644))
+            .unwrap()
+            .replace("name = \"same\"", "name = \"alice\""),
+    );
+    let key: Vec<String> = (0..11)
+        .map(|i| server.public_key(&format!("k{i}")))
+        .collect();
+    let gate = |policy: &Path| server.gate_command(policy);
+    let text = [
+        "# backup keys".to_owned(),
+        format!("{},restrict {} alice", gate(&alice), key[0]),
+        format!("{} {} bob", gate(&bob), key[1]),
+        format!("{},restrict,pty {}", gate(&carol), key[2]),
+        format!("{} admin@desk", key[3]),
+        format!("{},restrict {}", gate(&broken), key[4]),
+        format!("{},restrict {}", gate(&missing), key[5]),
+        format!("{},restrict {}", gate(&writable), key[6]),
+        format!("{},restrict {} alice-again", gate(&bob), key[0]),
+        format!(
+            "command=\"/usr/bin/borg serve --append-only\",{} {}",
+            "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,no-user-rc", key[7]
+        ),
+        format!(
+            "command=\"/usr/bin/borg serve --restrict-to-path {} --storage-quota 5X\",restrict {}",
+            d("repos/dave"),
+            key[8]
+        ),
+        format!(
+            "{},restrict,permitopen=\"localhost:5432\" {}",
+            gate(&same_name),
+            key[9]
+        ),
+        format!("restrickt,{} {}", gate(&alice), key[10]),
+    ]
+    .join("\n");
+    let keys = server.write("authorized_keys", &text);
+    server.give_to_nobody_in_particular(&keys);
+
+    // The lines are real: ssh-keygen reads a fingerprint from every one of them.
+    let mut fingerprints = Command::new("ssh-keygen");
+    fingerprints.arg("-l").arg("-f").arg(&keys);
+    let listed = run_with_timeout(fingerprints, TIMEOUT);
+    assert_eq!(listed.stdout_text().lines().count(), 12, "{listed}");
+
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    let k = d("authorized_keys");
+    let policy_file = |name: &str| d(&format!("etc/{name}.toml"));
+    let expected = vec![
+        format!(
+            "error: {k}:3: the key lacks `restrict`, so it allows port forwarding, agent forwarding, X11 forwarding, a terminal (pty), running ~/.ssh/rc; add `restrict` after the command option (before OpenSSH 7.2: no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,no-user-rc)"
+        ),
+        format!(
+            "error: {k}:4: `pty` after `restrict` turns a terminal (pty) back on for a backup key; remove `pty`"
+        ),
+        format!(
+            "error: {k}:5: this key has no forced command: it gets a shell on the account that holds the repositories, past every borg-gate policy; add command=\"/usr/local/bin/borg-gate --policy FILE\",restrict, or move the key to another account"
+        ),
+        format!(
+            "error: {k}:9: this key is also on line 2 with another forced command (policy {}); sshd always uses line 2, so this line's command never runs; give each policy its own key and remove one of the lines",
+            policy_file("alice")
+        ),
+        format!(
+            "error: {k}:10: `borg serve` without --restrict-to-path or --restrict-to-repository: the key can reach every repository of the account; add --restrict-to-path DIR, or use `borg-gate --policy FILE` with restrict_to_paths"
+        ),
+        format!(
+            "error: {k}:11: `/usr/bin/borg serve` would refuse to start: invalid value \"5X\" for --storage-quota: expected a size such as 50G; fix the option (see borg serve --help)"
+        ),
+        format!(
+            "warning: {k}:12: permitopen=\"localhost:5432\" has no place on a backup key: it names what the key may forward as soon as forwarding is on; remove permitopen"
+        ),
+        format!(
+            "error: {k}:13: sshd refuses this key: unknown key option \"restrickt\"; fix the option list (see AUTHORIZED_KEYS FILE FORMAT in sshd(8))"
+        ),
+        format!(
+            "warning: {}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {}",
+            policy_file("bob"),
+            d("repos/bob"),
+            d("repos/bob")
+        ),
+        format!(
+            "warning: {}: restricted path {} is a symlink: whoever can change the link moves what this key can reach; name the real directory",
+            policy_file("carol"),
+            d("link")
+        ),
+        format!(
+            "error: {}:7: storage_quota \"lots\" is not a size; write a number with an optional K, M, G, T or P suffix, like \"50G\" (the gate refuses every session with this policy); fix it and run `borg-gate check-policy {}`",
+            policy_file("broken"),
+            policy_file("broken")
+        ),
+        format!(
+            "error: {k}:7: policy {} does not exist, so every session with this key is refused; create it (see borg-gate-policy(5)) or fix the path in the forced command",
+            policy_file("missing")
+        ),
+        format!(
+            "error: {k}:8: policy {} is writable by group or others (mode 0666), so every session with this key is refused; run chmod go-w on it",
+            policy_file("writable")
+        ),
+        format!(
+            "warning: {k}:3: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            d("repos/bob")
+        ),
+        format!(
+            "warning: {k}:9: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            d("repos/bob")
+        ),
+        format!(
+            "warning: {k}:12: this key (policy alice) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            d("repos/other")
+        ),
+        format!(
+            "warning: {}: policy name \"alice\" is also used by {}: audit records and metrics cannot tell the two apart; give each policy its own `name`",
+            d("etc/same-name.toml"),
+            policy_file("alice")
+        ),
+    ];
+    assert_lines(&output, &expected);
+    assert_eq!(output.code(), Some(2), "{output}");
+}
+
+#[test]
+fn the_backup_accounts_view_decides_what_it_can_read_and_write() {
+    let server = require!(Server::new("doctor-account"));
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        let _: Option<()> = support::unavailable("no account named nobody");
+        return;
+    };
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let policy = server.policy(
+        "alice",
+        &server.text("repos/alice"),
+        &format!(
+            "[metrics]\ntextfile = \"{}\"",
+            server.text("no-such-dir/alice.prom")
+        ),
+        0o600,
+    );
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "{},restrict {}\n",
+            server.gate_command(&policy),
+            server.public_key("alice")
+        ),
+    );
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &["--user", "nobody"]);
+    let policy_text = policy.display().to_string();
+    let mut expected = vec![
+        format!(
+            "error: {policy_text}: the backup account (uid {}) cannot read policy {policy_text}, so every session with this key is refused; chmod 0644 {policy_text} (or give it the account's group and mode 0640)",
+            nobody.uid
+        ),
+        format!(
+            "error: {policy_text}: the backup account (uid {}) cannot write {}, so every session with this key is refused; create it writable by the backup account: install -d -o BACKUP-USER -m 0750 DIR (for {})",
+            nobody.uid,
+            server.text("log"),
+            server.text("log")
+        ),
+        format!(
+            "warning: {policy_text}: the metrics directory {} does not exist, so the gate silently skips its metrics; create the directory writable by the backup account, or remove [metrics]",
+            server.text("no-such-dir")
+        ),
+    ];
+    let shell = nobody.shell.display().to_string();
+    if shell.ends_with("nologin") || shell.ends_with("false") {
+        expected.push(format!("error: /etc/passwd: the login shell of nobody is {shell}: sshd runs forced commands as `{shell} -c COMMAND`, so no backup can run; chsh -s /bin/sh nobody"));
+    }
+    assert_lines(&output, &expected);
+    assert_eq!(output.code(), Some(2), "{output}");
+}
+
+#[test]
+fn root_as_the_backup_account_and_a_rich_login_shell_are_warnings() {
+    let server = require!(Server::new("doctor-root"));
+    let root = nix::unistd::User::from_name("root").unwrap().unwrap();
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "{},restrict {}\n",
+            server.gate_command(&policy),
+            server.public_key("alice")
+        ),
+    );
+    // No --user: the owner of the file (root, who made it) is the account.
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    let mut expected = vec![format!(
+        "warning: /etc/passwd: the backup keys log in as root (uid 0): a mistake in a policy or a bug in an engine is a root compromise; use a dedicated account, e.g. `useradd --system --create-home --shell /bin/sh borg`"
+    )];
+    let resolved = fs::canonicalize(&root.shell).unwrap_or(root.shell.clone());
+    let base = resolved.file_name().unwrap().to_string_lossy().into_owned();
+    if base == "bash" {
+        expected.push(format!(
+            "warning: /etc/passwd: the login shell of root is {} (bash), which reads start-up files and runs before borg-gate for every key; borg's documentation suggests a minimal shell: chsh -s /bin/sh root",
+            root.shell.display()
+        ));
+    }
+    assert_lines(&output, &expected);
+    assert_eq!(output.code(), Some(1), "{output}");
+}
+
+#[test]
+fn sshd_config_problems_are_found_in_files_sshd_accepts() {
+    let server = require!(Server::new("doctor-sshd"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "{},restrict {}\n",
+            server.gate_command(&policy),
+            server.public_key("alice")
+        ),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let included = server.write(
+        "sshd_config.d/10-keepalive.conf",
+        "ClientAliveInterval 2m\n",
+    );
+    let config = server.sshd_config(
+        "sshd_config",
+        &format!(
+            "AcceptEnv LANG LC_* LD_LIBRARY_PATH\nAcceptEnv BORG_*\nPermitUserEnvironment yes\n\
+             Include {}/*.conf\nClientAliveInterval 10\nClientAliveCountMax 30\n\
+             Match User backup\n    ClientAliveInterval 0\n",
+            server.text("sshd_config.d")
+        ),
+    );
+    let output = server.doctor(&keys, &config, &[]);
+    let c = config.display().to_string();
+    let expected = vec![
+        format!(
+            "warning: {}:1: a vanished client keeps its session for up to 3600 s (ClientAliveInterval 120 x ClientAliveCountMax 30), longer than the --lock-wait 600 borg suggests for clients; set `ClientAliveInterval 10` and `ClientAliveCountMax 30`, as borg's documentation suggests",
+            included.display()
+        ),
+        format!(
+            "warning: {c}:9: a Match block turns keepalives off (ClientAliveInterval 0); remove it, or set `ClientAliveInterval 10`"
+        ),
+        format!(
+            "warning: {c}:4: PermitUserEnvironment yes lets ~/.ssh/environment and environment= options set LD_PRELOAD and friends for borg-gate itself, before it checks anything; set `PermitUserEnvironment no`; put variables for the engine in the policy's [engine] env"
+        ),
+        format!(
+            "error: {c}:2: AcceptEnv LD_LIBRARY_PATH lets a client send LD_* variables, which the dynamic loader obeys before borg-gate runs; accept only what clients need, e.g. `AcceptEnv LANG LC_*`"
+        ),
+        format!(
+            "warning: {c}:3: AcceptEnv BORG_* lets a client send BORG_* variables, which a plain `borg serve` forced command obeys; accept only what clients need, e.g. `AcceptEnv LANG LC_*`"
+        ),
+    ];
+    assert_lines(&output, &expected);
+    assert_eq!(output.code(), Some(2), "{output}");
+}
+
+#[test]
+fn warnings_alone_exit_one_and_json_carries_every_field() {
+    let server = require!(Server::new("doctor-json"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "{},restrict {}\n",
+            server.gate_command(&policy),
+            server.public_key("alice")
+        ),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let config = server.sshd_config("sshd_config", "UsePAM no\n");
+    let text = server.doctor(&keys, &config, &[]);
+    assert_eq!(text.code(), Some(1), "{text}");
+    assert_eq!(lines(&text).len(), 1);
+    assert!(lines(&text)[0].starts_with(&format!(
+        "warning: {}: ClientAliveInterval is 0 (off)",
+        config.display()
+    )));
+
+    let json = server.doctor(&keys, &config, &["--json"]);
+    assert_eq!(json.code(), Some(1), "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json.stdout_text()).unwrap();
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["warnings"], 1);
+    let finding = &report["findings"][0];
+    assert_eq!(finding["severity"], "warning");
+    assert_eq!(finding["where"]["file"], config.display().to_string());
+    assert!(finding["where"].get("line").is_none());
+    assert!(
+        finding["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("ClientAliveInterval is 0")
+    );
+    assert!(
+        finding["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ClientAliveInterval 10")
+    );
+}
+
+#[test]
+fn unreadable_files_are_reported_not_fatal() {
+    let server = require!(Server::new("doctor-unreadable"));
+    let output = server.doctor(
+        &server.path("no-authorized-keys"),
+        &server.path("no-sshd-config"),
+        &[],
+    );
+    assert_lines(
+        &output,
+        &[
+            format!(
+                "error: {}: cannot read it: No such file or directory; name the backup account's file with --authorized-keys FILE or --user NAME",
+                server.text("no-authorized-keys")
+            ),
+            format!(
+                "warning: {}: cannot read it: No such file or directory; name sshd's configuration with --sshd-config FILE",
+                server.text("no-sshd-config")
+            ),
+        ],
+    );
+    assert_eq!(output.code(), Some(2));
+    let unknown_user = server.doctor(
+        &server.path("x"),
+        &server.path("y"),
+        &["--user", "no-such-user-4242"],
+    );
+    assert_eq!(unknown_user.code(), Some(2));
+    assert_eq!(
+        unknown_user.stderr_text(),
+        "borg-gate: there is no account named \"no-such-user-4242\"\n"
+    );
+}
+
+/// What sshd itself reports as its effective global setting (`sshd -T`).
+fn sshd_effective(config: &Path, keyword: &str) -> String {
+    let mut command = Command::new(SSHD);
+    command.arg("-T").arg("-f").arg(config);
+    let output = run_with_timeout(command, TIMEOUT);
+    assert!(output.success(), "{output}");
+    let prefix = format!("{} ", keyword.to_ascii_lowercase());
+    output
+        .stdout_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("sshd -T printed no {keyword}:\n{output}"))
+}
+
+#[test]
+fn our_reading_of_sshd_config_matches_sshd_itself() {
+    let server = require!(Server::new("doctor-oracle"));
+    let include = |name: &str, text: &str| {
+        server.write(&format!("sshd_config.d/{name}"), text);
+        format!("Include {}/{name}\n", server.text("sshd_config.d"))
+    };
+    let cases = [
+        "ClientAliveInterval 1h30m\nClientAliveCountMax=7\n".to_owned(),
+        "clientaliveinterval = 5M\nClientAliveInterval 10\n".to_owned(),
+        format!(
+            "{}ClientAliveInterval 10\n",
+            include("first.conf", "ClientAliveInterval 45\nClientAliveCountMax 4\n")
+        ),
+        format!(
+            "ClientAliveInterval 20\n{}",
+            include("second.conf", "ClientAliveInterval 45\n")
+        ),
+        "ClientAliveInterval 15\nMatch User nobody\n    ClientAliveInterval 0\n    ClientAliveCountMax 9\n"
+            .to_owned(),
+        "ClientAliveInterval \"1m\" # keepalive\nPermitUserEnvironment LANG,TZ\n".to_owned(),
+        format!(
+            "{}ClientAliveInterval 25\n",
+            include("match.conf", "Match User nobody\nClientAliveCountMax 8\n")
+        ),
+    ];
+    for (index, body) in cases.iter().enumerate() {
+        let config = server.sshd_config(&format!("case-{index}"), body);
+        let (lines, problems) = doctor::read_sshd_config(&config).unwrap();
+        assert_eq!(problems, [], "{body}");
+        let interval = sshd_config::first_global_value(&lines, "ClientAliveInterval")
+            .map_or(Some(0), sshd_config::parse_time);
+        assert_eq!(
+            interval.map(|s| s.to_string()),
+            Some(sshd_effective(&config, "ClientAliveInterval")),
+            "ClientAliveInterval in case {index}:\n{body}"
+        );
+        let count = sshd_config::first_global_value(&lines, "ClientAliveCountMax").unwrap_or("3");
+        assert_eq!(
+            count,
+            sshd_effective(&config, "ClientAliveCountMax"),
+            "ClientAliveCountMax in case {index}:\n{body}"
+        );
+        let environment =
+            sshd_config::first_global_value(&lines, "PermitUserEnvironment").unwrap_or("no");
+        assert_eq!(
+            environment,
+            sshd_effective(&config, "PermitUserEnvironment"),
+            "PermitUserEnvironment in case {index}:\n{body}"
+        );
+    }
+}
