@@ -17,7 +17,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::args::ServeConfig;
 use super::lock::{LockIdentity, LockWait};
 use super::log::LogHandle;
-use super::paths::{PathContext, resolve_and_check};
+use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
 use super::repository::error::RepoError;
 use super::repository::repo::{OpenOptions, Repository};
 use super::rpc::{
@@ -246,6 +246,18 @@ impl Server {
         )
         .map_err(|denied| RemoteException::path_not_allowed(&denied.0))?;
         log::debug!(target: LOG, "Resolved repository path to {:?}", resolved.display().to_string());
+        let restricted = !self.config.restrict_to_paths.is_empty()
+            || !self.config.restrict_to_repositories.is_empty();
+        if restricted {
+            // The repository is opened by path: another account must not be able to swap it.
+            let euid = nix::unistd::geteuid().as_raw();
+            if let Err(unsafe_path) = check_no_foreign_writers(&resolved, euid) {
+                log::warn!(target: LOG, "Refusing {}: {unsafe_path}", resolved.display());
+                return Err(RemoteException::path_not_allowed(
+                    &resolved.display().to_string(),
+                ));
+            }
+        }
         if create && self.config.permissions == Permissions::ReadOnly {
             return Err(RepoError::ReadOnly("init").to_remote());
         }
