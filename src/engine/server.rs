@@ -463,7 +463,9 @@ fn list_limit(args: &Args<'_>) -> Result<Option<usize>, RemoteException> {
 /// The lock wait of an `open`, clamped to the policy's maximum. `None` (wait forever)
 /// becomes the maximum when there is one.
 pub fn clamp_lock_wait(requested: Option<f64>, max: Option<u32>) -> Option<Duration> {
-    let requested = requested.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    // A client may send NaN (a float the msgpack layer accepts); it means no wait, not a panic.
+    let requested = requested
+        .map(|s| Duration::from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, 1e9) }));
     match (requested, max.map(|m| Duration::from_secs(u64::from(m)))) {
         (Some(wait), Some(max)) => Some(wait.min(max)),
         (None, Some(max)) => Some(max),
@@ -500,4 +502,31 @@ fn watch_signals() -> Option<SignalFd> {
     mask.add(Signal::SIGINT);
     mask.thread_block().ok()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_wait_of_any_float_is_clamped_without_panicking() {
+        let max = Some(600);
+        assert_eq!(clamp_lock_wait(Some(f64::NAN), max), Some(Duration::ZERO));
+        assert_eq!(clamp_lock_wait(Some(f64::NAN), None), Some(Duration::ZERO));
+        assert_eq!(
+            clamp_lock_wait(Some(f64::INFINITY), max),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            clamp_lock_wait(Some(f64::NEG_INFINITY), max),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(clamp_lock_wait(Some(-3.0), None), Some(Duration::ZERO));
+        assert_eq!(
+            clamp_lock_wait(Some(2.5), max),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(clamp_lock_wait(None, max), Some(Duration::from_secs(600)));
+        assert_eq!(clamp_lock_wait(None, None), None);
+    }
 }
