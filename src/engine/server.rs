@@ -116,6 +116,10 @@ impl Server {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(error) => {
+                    // borg's server has answered every request before the bad one; so do we.
+                    if let Err(gone) = writer.flush() {
+                        return Ending::ClientGone(gone);
+                    }
                     let message = error
                         .borg_log_message("1.4.5")
                         .unwrap_or_else(|| error.to_string());
@@ -507,6 +511,54 @@ fn watch_signals() -> Option<SignalFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::args::parse_serve_args;
+    use crate::engine::log::{LogConfig, RemoteLogger};
+
+    fn no_home(_: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Serves `input` (no repository needed) and returns how it ended and the replies' msgids.
+    fn serve_bytes(input: &[u8]) -> (Ending, usize) {
+        let config =
+            parse_serve_args(&["--restrict-to-path".to_owned(), "/nonexistent".to_owned()])
+                .unwrap();
+        let logger = RemoteLogger::new(Box::new(io::sink()), &LogConfig::default());
+        let stdin = File::open("/dev/null").unwrap();
+        let context = PathContext {
+            base_dir: PathBuf::from("/"),
+            user: "test".to_owned(),
+            cwd: PathBuf::from("/"),
+            home_of: &no_home,
+        };
+        let mut server = Server::new(config, logger.handle(), stdin, context);
+        let mut reader = RequestReader::new(input);
+        let mut writer = ReplyWriter::new(Vec::new());
+        let ending = server.run(&mut reader, &mut writer);
+        let mut out = writer.get_ref().as_slice();
+        let mut replies = 0;
+        while !out.is_empty() {
+            rmpv::decode::read_value(&mut out).unwrap();
+            replies += 1;
+        }
+        (ending, replies)
+    }
+
+    #[test]
+    fn requests_before_a_bad_one_are_answered_before_the_session_ends() {
+        // `{i: 1, m: "__len__", a: {}}` twice, then garbage or a truncated request.
+        let request = b"\x83\xa1i\x01\xa1m\xa7__len__\xa1a\x80";
+        for (tail, exit_code) in [(&b"\xc1"[..], 2), (&b"\x83\xa1i"[..], 0)] {
+            let mut input = [&request[..], &request[..]].concat();
+            input.extend_from_slice(tail);
+            let (ending, replies) = serve_bytes(&input);
+            assert!(
+                matches!(ending, Ending::BadInput { exit_code: code, .. } if code == exit_code),
+                "{ending:?}"
+            );
+            assert_eq!(replies, 2);
+        }
+    }
 
     #[test]
     fn lock_wait_of_any_float_is_clamped_without_panicking() {
