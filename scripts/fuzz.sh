@@ -28,6 +28,8 @@ shift
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -gt 0 ] || usage
 
 export RUSTC_BOOTSTRAP=1
+# Lock identities would otherwise ask getent for the FQDN at every open.
+export BORG_HOST_ID=${BORG_HOST_ID:-fuzz@localhost}
 if [ $# -gt 0 ]; then
     targets=("$@")
 else

@@ -14,6 +14,7 @@ use borg_gate::engine::server::{Ending, Server};
 
 /// A directory on tmpfs when there is one (fsync is free there), private to this process.
 pub fn work_dir() -> &'static Path {
+    fixed_host_id();
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = if Path::new("/dev/shm").is_dir() {
@@ -51,6 +52,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).expect("copy fixture file");
         }
     }
+}
+
+/// Lock identities name this host by `BORG_HOST_ID` when set; otherwise every `open` asks
+/// `getent` for the host's FQDN, a process per input.
+fn fixed_host_id() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        if std::env::var_os("BORG_HOST_ID").is_none() {
+            // SAFETY: runs once, before the target starts any thread of its own.
+            unsafe { std::env::set_var("BORG_HOST_ID", "fuzz@localhost") };
+        }
+    });
 }
 
 fn no_home(_: &str) -> Option<PathBuf> {
