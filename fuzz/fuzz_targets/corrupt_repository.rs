@@ -65,18 +65,28 @@ fuzz_target!(|bytes: &[u8]| {
     let repaired = if selector & 0x80 != 0 {
         repository.check(true, 0)
     } else {
-        Err(borg_gate::engine::repository::error::RepoError::ReadOnly("repair"))
+        Err(borg_gate::engine::repository::error::RepoError::ReadOnly(
+            "repair",
+        ))
     };
     let _ = repository.close();
     if let Ok(mut repository) = open() {
         if repaired.is_ok() {
             if let Ok(clean) = repository.check(false, 0) {
-                assert!(clean, "a check right after a successful repair found damage ({name})");
+                assert!(
+                    clean,
+                    "a check right after a successful repair found damage ({name})"
+                );
             }
         }
         let id = [0x5a; 32];
-        if repository.put(&id, b"after the fuzz").is_ok() && repository.commit(true, 0.1, false).is_ok() {
-            assert_eq!(repository.get(&id).map(<[u8]>::to_vec).ok(), Some(b"after the fuzz".to_vec()));
+        if repository.put(&id, b"after the fuzz").is_ok()
+            && repository.commit(true, 0.1, false).is_ok()
+        {
+            assert_eq!(
+                repository.get(&id).map(<[u8]>::to_vec).ok(),
+                Some(b"after the fuzz".to_vec())
+            );
         }
         let _ = repository.close();
     }

@@ -83,7 +83,10 @@ fuzz_target!(|command: &[u8]| {
         }
         Decision::Reject(refusal) => {
             let sentence = refusal.to_string();
-            assert!(!sentence.contains('\n') && !sentence.contains('\r'), "{sentence}");
+            assert!(
+                !sentence.contains('\n') && !sentence.contains('\r'),
+                "{sentence}"
+            );
             assert!(sentence.len() < 400, "{sentence}");
         }
         Decision::Probe => {}
@@ -99,7 +102,10 @@ fuzz_target!(|command: &[u8]| {
     let before = config.clone();
     if apply_client_command(&mut config, command).is_ok() {
         assert_eq!(config.restrict_to_paths, before.restrict_to_paths);
-        assert_eq!(config.restrict_to_repositories, before.restrict_to_repositories);
+        assert_eq!(
+            config.restrict_to_repositories,
+            before.restrict_to_repositories
+        );
         assert!(config.append_only);
         assert_eq!(config.umask, before.umask);
         assert_eq!(config.storage_quota, before.storage_quota);

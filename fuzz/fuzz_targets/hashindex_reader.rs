@@ -9,9 +9,13 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(mut index) = NsIndex::read_from(bytes, bytes.len() as u64) else {
         return;
     };
-    index.check_structure().expect("a loaded index is structurally sound");
-    let entries: Vec<([u8; 32], u32, u32)> =
-        index.iter().map(|(key, segment, offset)| (*key, segment, offset)).collect();
+    index
+        .check_structure()
+        .expect("a loaded index is structurally sound");
+    let entries: Vec<([u8; 32], u32, u32)> = index
+        .iter()
+        .map(|(key, segment, offset)| (*key, segment, offset))
+        .collect();
     assert_eq!(entries.len(), index.len());
     for (key, segment, offset) in &entries {
         assert_eq!(index.get(key), Some((*segment, *offset)));

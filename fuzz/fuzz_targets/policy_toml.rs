@@ -15,7 +15,11 @@ fuzz_target!(|bytes: &[u8]| {
     };
     match parse_policy(text, "fuzz") {
         Ok(policy) => {
-            for command in [&b"borg serve --info"[..], b"true", b"borg serve --umask=000"] {
+            for command in [
+                &b"borg serve --info"[..],
+                b"true",
+                b"borg serve --umask=000",
+            ] {
                 let _ = judge(&policy, Some(command));
             }
         }

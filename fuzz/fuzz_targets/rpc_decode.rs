@@ -23,10 +23,30 @@ impl Read for Trickle<'_> {
 }
 
 const ARG_NAMES: [&str; 24] = [
-    "path", "create", "lock_wait", "lock", "exclusive", "append_only", "make_parent_dirs",
-    "v1_or_v2", "id", "data", "limit", "marker", "repair", "save_space", "max_duration",
-    "compact", "threshold", "cleanup_commits", "keydata", "next_unreserved", "start_nonce",
-    "kind", "client_data", "wait",
+    "path",
+    "create",
+    "lock_wait",
+    "lock",
+    "exclusive",
+    "append_only",
+    "make_parent_dirs",
+    "v1_or_v2",
+    "id",
+    "data",
+    "limit",
+    "marker",
+    "repair",
+    "save_space",
+    "max_duration",
+    "compact",
+    "threshold",
+    "cleanup_commits",
+    "keydata",
+    "next_unreserved",
+    "start_nonce",
+    "kind",
+    "client_data",
+    "wait",
 ];
 
 fuzz_target!(|bytes: &[u8]| {

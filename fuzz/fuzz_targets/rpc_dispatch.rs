@@ -33,6 +33,8 @@ fuzz_target!(|bytes: &[u8]| {
     // Every reply is one complete msgpack value.
     let mut reader = borg_gate::engine::rpc::msgpack::Cursor::new(&replies);
     while reader.position() < replies.len() {
-        reader.skip_value().expect("the server writes valid msgpack");
+        reader
+            .skip_value()
+            .expect("the server writes valid msgpack");
     }
 });

@@ -30,8 +30,10 @@ fuzz_target!(|bytes: &[u8]| {
         loop {
             match entries.next_entry() {
                 Ok(Some(entry)) => {
-                    assert!(u64::from(entry.offset) + u64::from(entry.size) <= bytes.len() as u64
-                        || mode == ReadMode::HeaderOnly);
+                    assert!(
+                        u64::from(entry.offset) + u64::from(entry.size) <= bytes.len() as u64
+                            || mode == ReadMode::HeaderOnly
+                    );
                     if mode == ReadMode::WithData {
                         if let EntryKind::Put { .. } = entry.kind {
                             assert_eq!(entry.data.len() + 41, entry.size as usize);
