@@ -6,6 +6,15 @@
 //! accounts exist from the error it gets; and [`check_no_foreign_writers`] refuses a
 //! repository that another account could redirect with a symlink swap between the check and
 //! the repository's use of its path.
+//!
+//! Why not a directory handle: the repository (`repository/`) opens everything by path, at
+//! `open` and for the whole session (segments, index, hints, locks, compaction), so pinning
+//! the directory with `O_NOFOLLOW` and comparing `fstat` results at `open` would still leave
+//! every later access by path. Routing them through `/proc/self/fd/N` would put that name into
+//! the errors borg clients print and break `destroy`; `openat` throughout the repository is
+//! the complete fix, and the check here makes it unnecessary against other accounts. What
+//! remains: root and the engine's own account can still swap a directory during a session;
+//! both can read the repository files directly anyway.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
