@@ -71,13 +71,13 @@ fuzz_target!(|bytes: &[u8]| {
     };
     let _ = repository.close();
     if let Ok(mut repository) = open() {
-        if repaired.is_ok() {
-            if let Ok(clean) = repository.check(false, 0) {
-                assert!(
-                    clean,
-                    "a check right after a successful repair found damage ({name})"
-                );
-            }
+        if repaired.is_ok()
+            && let Ok(clean) = repository.check(false, 0)
+        {
+            assert!(
+                clean,
+                "a check right after a successful repair found damage ({name})"
+            );
         }
         let id = [0x5a; 32];
         if repository.put(&id, b"after the fuzz").is_ok()

@@ -34,10 +34,10 @@ fuzz_target!(|bytes: &[u8]| {
                         u64::from(entry.offset) + u64::from(entry.size) <= bytes.len() as u64
                             || mode == ReadMode::HeaderOnly
                     );
-                    if mode == ReadMode::WithData {
-                        if let EntryKind::Put { .. } = entry.kind {
-                            assert_eq!(entry.data.len() + 41, entry.size as usize);
-                        }
+                    if mode == ReadMode::WithData
+                        && let EntryKind::Put { .. } = entry.kind
+                    {
+                        assert_eq!(entry.data.len() + 41, entry.size as usize);
                     }
                     seen.push((entry.kind, entry.offset, entry.size));
                 }
