@@ -1,9 +1,20 @@
 //! Repository path resolution and the restrict-to-path/restrict-to-repository checks,
 //! exactly as borg 1.4's `RepositoryServer._resolve_path` and `open` do them.
 //!
-//! One deliberate difference: with restrictions in force, `~user` forms naming another
+//! Two deliberate differences: with restrictions in force, `~user` forms naming another
 //! account are refused without looking the account up, so a client cannot learn which
-//! accounts exist from the error it gets.
+//! accounts exist from the error it gets; and [`check_no_foreign_writers`] refuses a
+//! repository that another account could redirect with a symlink swap between the check and
+//! the repository's use of its path.
+//!
+//! Why not a directory handle: the repository (`repository/`) opens everything by path, at
+//! `open` and for the whole session (segments, index, hints, locks, compaction), so pinning
+//! the directory with `O_NOFOLLOW` and comparing `fstat` results at `open` would still leave
+//! every later access by path. Routing them through `/proc/self/fd/N` would put that name into
+//! the errors borg clients print and break `destroy`; `openat` throughout the repository is
+//! the complete fix, and the check here makes it unnecessary against other accounts. What
+//! remains: root and the engine's own account can still swap a directory during a session;
+//! both can read the repository files directly anyway.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -150,6 +161,106 @@ fn resolve_into(resolved: &mut PathBuf, path: &Path, links_followed: &mut usize)
             }
         }
     }
+}
+
+/// Why a resolved repository path cannot be trusted to stay where the check put it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsafePath {
+    /// A component is now a symlink: it changed after resolution.
+    Changed(PathBuf),
+    /// This directory on the way is owned, or writable, by another account.
+    ForeignWritable { dir: PathBuf, owner: u32, mode: u32 },
+}
+
+impl std::fmt::Display for UnsafePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnsafePath::Changed(path) => {
+                write!(f, "{} changed while it was being checked", path.display())
+            }
+            UnsafePath::ForeignWritable { dir, owner, mode } => write!(
+                f,
+                "{} (owner uid {owner}, mode {:04o}) could be changed by another account, \
+                 which could redirect the repository outside the allowed paths; \
+                 make it owned by root or this account and not writable by group or others",
+                dir.display(),
+                mode & 0o7777
+            ),
+        }
+    }
+}
+
+/// Checks that no account other than root and `euid` can rename, replace or swap in a
+/// symlink for any directory on the way to `resolved` (a [`realpath`] result), the repository
+/// directory included. The engine opens the repository by path after the restriction check;
+/// this makes that safe against other accounts, which is the only attacker a symlink race
+/// serves (the client's own account can read its files without borg).
+///
+/// A directory passes when it is owned by root or `euid` and not writable by group or others,
+/// or when it is sticky (like `/tmp`) and the entry below it is owned by root or `euid` (a
+/// sticky directory lets nobody else rename or delete that entry). Components that do not
+/// exist yet (`open` with `create`) are created under the last existing one, which passed.
+pub fn check_no_foreign_writers(resolved: &Path, euid: u32) -> Result<(), UnsafePath> {
+    use std::os::unix::fs::MetadataExt;
+    let trusted = |uid: u32| uid == 0 || uid == euid;
+    let mut current = PathBuf::from("/");
+    let mut parent: Option<(PathBuf, std::fs::Metadata)> = None;
+    let components = std::iter::once(None).chain(resolved.components().map(Some));
+    for component in components {
+        match component {
+            None | Some(Component::RootDir) => {}
+            Some(Component::Normal(name)) => current.push(name),
+            // A realpath result has no `.`, `..` or prefixes; one here means it changed.
+            Some(_) => return Err(UnsafePath::Changed(resolved.to_path_buf())),
+        }
+        if component == Some(Component::RootDir) {
+            continue;
+        }
+        let metadata = match std::fs::symlink_metadata(&current) {
+            Ok(metadata) => metadata,
+            // Missing: what follows gets created inside the last directory, which passed.
+            Err(_) => break,
+        };
+        if metadata.file_type().is_symlink() {
+            return Err(UnsafePath::Changed(current));
+        }
+        if let Some((dir, dir_metadata)) = &parent {
+            let mode = dir_metadata.mode();
+            let sticky_and_ours = mode & 0o1000 != 0 && trusted(metadata.uid());
+            if mode & 0o022 != 0 && !sticky_and_ours {
+                return Err(UnsafePath::ForeignWritable {
+                    dir: dir.clone(),
+                    owner: dir_metadata.uid(),
+                    mode,
+                });
+            }
+        }
+        if !trusted(metadata.uid()) {
+            return Err(UnsafePath::ForeignWritable {
+                dir: current,
+                owner: metadata.uid(),
+                mode: metadata.mode(),
+            });
+        }
+        if !metadata.is_dir() {
+            break;
+        }
+        parent = Some((current.clone(), metadata));
+    }
+    // The last existing directory (the repository, or where it will be created): others
+    // must not be able to add entries to it (a planted `config`, `data` or the repository
+    // name itself), sticky or not.
+    if let Some((dir, metadata)) = parent {
+        let mode = metadata.mode();
+        if mode & 0o022 != 0 {
+            return Err(UnsafePath::ForeignWritable {
+                dir,
+                owner: metadata.uid(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn with_trailing_slash(path: &Path) -> Vec<u8> {
@@ -335,6 +446,93 @@ mod tests {
         let result = resolve_and_check(b"/srv/\xff\xfe/repo", &ctx, &[PathBuf::from("/srv")], &[]);
         assert!(result.is_ok());
         assert!(resolve_and_check(b"/srv2/\xff", &ctx, &[PathBuf::from("/srv")], &[]).is_err());
+    }
+
+    fn euid() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_private_chain_of_directories_is_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("allowed/repo")).unwrap();
+        set_mode(&root.join("allowed"), 0o755);
+        assert_eq!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Ok(())
+        );
+        // Not created yet: checked up to the last existing directory.
+        assert_eq!(
+            check_no_foreign_writers(&root.join("allowed/new/deeper"), euid()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_group_writable_directory_on_the_way_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("allowed/repo")).unwrap();
+        set_mode(&root.join("allowed"), 0o775);
+        assert!(matches!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Err(UnsafePath::ForeignWritable { dir, mode, .. }) if dir == root.join("allowed") && mode & 0o777 == 0o775
+        ));
+        set_mode(&root.join("allowed"), 0o755);
+        set_mode(&root.join("allowed/repo"), 0o757);
+        assert!(matches!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Err(UnsafePath::ForeignWritable { dir, .. }) if dir == root.join("allowed/repo")
+        ));
+    }
+
+    #[test]
+    fn a_sticky_directory_protects_only_entries_we_own_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("shared/ours")).unwrap();
+        set_mode(&root.join("shared"), 0o1777);
+        assert_eq!(
+            check_no_foreign_writers(&root.join("shared/ours"), euid()),
+            Ok(())
+        );
+        // Someone else could create the missing name first.
+        assert!(check_no_foreign_writers(&root.join("shared/missing"), euid()).is_err());
+    }
+
+    #[test]
+    fn a_symlink_in_a_resolved_path_means_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("elsewhere")).unwrap();
+        symlink(root.join("elsewhere"), root.join("link")).unwrap();
+        assert_eq!(
+            check_no_foreign_writers(&root.join("link/repo"), euid()),
+            Err(UnsafePath::Changed(root.join("link")))
+        );
+    }
+
+    #[test]
+    fn a_directory_owned_by_another_account_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("note: skipping, chown needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("theirs/repo")).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&root.join("theirs"), Some(nobody), None).unwrap();
+        assert!(matches!(
+            check_no_foreign_writers(&root.join("theirs/repo"), 0),
+            Err(UnsafePath::ForeignWritable { owner: 65534, .. })
+        ));
     }
 
     #[test]

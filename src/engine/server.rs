@@ -17,7 +17,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::args::ServeConfig;
 use super::lock::{LockIdentity, LockWait};
 use super::log::LogHandle;
-use super::paths::{PathContext, resolve_and_check};
+use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
 use super::repository::error::RepoError;
 use super::repository::repo::{OpenOptions, Repository};
 use super::rpc::{
@@ -116,6 +116,10 @@ impl Server {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(error) => {
+                    // borg's server has answered every request before the bad one; so do we.
+                    if let Err(gone) = writer.flush() {
+                        return Ending::ClientGone(gone);
+                    }
                     let message = error
                         .borg_log_message("1.4.5")
                         .unwrap_or_else(|| error.to_string());
@@ -246,6 +250,18 @@ impl Server {
         )
         .map_err(|denied| RemoteException::path_not_allowed(&denied.0))?;
         log::debug!(target: LOG, "Resolved repository path to {:?}", resolved.display().to_string());
+        let restricted = !self.config.restrict_to_paths.is_empty()
+            || !self.config.restrict_to_repositories.is_empty();
+        if restricted {
+            // The repository is opened by path: another account must not be able to swap it.
+            let euid = nix::unistd::geteuid().as_raw();
+            if let Err(unsafe_path) = check_no_foreign_writers(&resolved, euid) {
+                log::warn!(target: LOG, "Refusing {}: {unsafe_path}", resolved.display());
+                return Err(RemoteException::path_not_allowed(
+                    &resolved.display().to_string(),
+                ));
+            }
+        }
         if create && self.config.permissions == Permissions::ReadOnly {
             return Err(RepoError::ReadOnly("init").to_remote());
         }
@@ -451,7 +467,9 @@ fn list_limit(args: &Args<'_>) -> Result<Option<usize>, RemoteException> {
 /// The lock wait of an `open`, clamped to the policy's maximum. `None` (wait forever)
 /// becomes the maximum when there is one.
 pub fn clamp_lock_wait(requested: Option<f64>, max: Option<u32>) -> Option<Duration> {
-    let requested = requested.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    // A client may send NaN (a float the msgpack layer accepts); it means no wait, not a panic.
+    let requested = requested
+        .map(|s| Duration::from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, 1e9) }));
     match (requested, max.map(|m| Duration::from_secs(u64::from(m)))) {
         (Some(wait), Some(max)) => Some(wait.min(max)),
         (None, Some(max)) => Some(max),
@@ -488,4 +506,79 @@ fn watch_signals() -> Option<SignalFd> {
     mask.add(Signal::SIGINT);
     mask.thread_block().ok()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::args::parse_serve_args;
+    use crate::engine::log::{LogConfig, RemoteLogger};
+
+    fn no_home(_: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Serves `input` (no repository needed) and returns how it ended and the replies' msgids.
+    fn serve_bytes(input: &[u8]) -> (Ending, usize) {
+        let config =
+            parse_serve_args(&["--restrict-to-path".to_owned(), "/nonexistent".to_owned()])
+                .unwrap();
+        let logger = RemoteLogger::new(Box::new(io::sink()), &LogConfig::default());
+        let stdin = File::open("/dev/null").unwrap();
+        let context = PathContext {
+            base_dir: PathBuf::from("/"),
+            user: "test".to_owned(),
+            cwd: PathBuf::from("/"),
+            home_of: &no_home,
+        };
+        let mut server = Server::new(config, logger.handle(), stdin, context);
+        let mut reader = RequestReader::new(input);
+        let mut writer = ReplyWriter::new(Vec::new());
+        let ending = server.run(&mut reader, &mut writer);
+        let mut out = writer.get_ref().as_slice();
+        let mut replies = 0;
+        while !out.is_empty() {
+            rmpv::decode::read_value(&mut out).unwrap();
+            replies += 1;
+        }
+        (ending, replies)
+    }
+
+    #[test]
+    fn requests_before_a_bad_one_are_answered_before_the_session_ends() {
+        // `{i: 1, m: "__len__", a: {}}` twice, then garbage or a truncated request.
+        let request = b"\x83\xa1i\x01\xa1m\xa7__len__\xa1a\x80";
+        for (tail, exit_code) in [(&b"\xc1"[..], 2), (&b"\x83\xa1i"[..], 0)] {
+            let mut input = [&request[..], &request[..]].concat();
+            input.extend_from_slice(tail);
+            let (ending, replies) = serve_bytes(&input);
+            assert!(
+                matches!(ending, Ending::BadInput { exit_code: code, .. } if code == exit_code),
+                "{ending:?}"
+            );
+            assert_eq!(replies, 2);
+        }
+    }
+
+    #[test]
+    fn lock_wait_of_any_float_is_clamped_without_panicking() {
+        let max = Some(600);
+        assert_eq!(clamp_lock_wait(Some(f64::NAN), max), Some(Duration::ZERO));
+        assert_eq!(clamp_lock_wait(Some(f64::NAN), None), Some(Duration::ZERO));
+        assert_eq!(
+            clamp_lock_wait(Some(f64::INFINITY), max),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            clamp_lock_wait(Some(f64::NEG_INFINITY), max),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(clamp_lock_wait(Some(-3.0), None), Some(Duration::ZERO));
+        assert_eq!(
+            clamp_lock_wait(Some(2.5), max),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(clamp_lock_wait(None, max), Some(Duration::from_secs(600)));
+        assert_eq!(clamp_lock_wait(None, None), None);
+    }
 }
