@@ -67,7 +67,7 @@ fn gate(policy: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Writes the one-line reason, then lingers briefly before closing stdout: a borg client
+/// Writes the one-line reason, then lingers a second before closing stdout: a borg client
 /// that sees stdout close in the same instant as the stderr line drops the line and only
 /// says "Connection closed by remote host".
 fn tell_client(line: &str, status: u8) -> ExitCode {

@@ -34,7 +34,7 @@ pub fn serve_main(args: &[OsString]) -> u8 {
 }
 
 /// How long a refused session keeps stdout open after its last stderr line.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// borg clients read stdout before stderr when both are ready, so an error line followed at
 /// once by end-of-stream is lost; a short pause lets the line arrive on its own.
