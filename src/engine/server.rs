@@ -3,12 +3,19 @@
 //!
 //! Requests are handled as they stream in; replies are batched and flushed only when no
 //! further request is already buffered, so pipelined puts cost one write per batch.
+//!
+//! stdin and stdout are [`ClientPipe`]s: non-blocking, so that a client that stalls in the
+//! middle of a request, or stops reading replies, cannot block the engine past the idle
+//! timeout or a SIGHUP/SIGTERM while it holds the repository lock.
 
+use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -22,7 +29,7 @@ use super::repository::error::RepoError;
 use super::repository::repo::{OpenOptions, Repository};
 use super::rpc::{
     Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader,
-    SERVER_VERSION,
+    RpcDecodeError, SERVER_VERSION,
 };
 use crate::policy::Permissions;
 
@@ -106,7 +113,7 @@ impl Server {
         loop {
             if !reader.has_buffered_request() {
                 if let Err(error) = writer.flush() {
-                    return Ending::ClientGone(error);
+                    return self.output_failed(error);
                 }
                 if let Some(ending) = self.wait_for_input() {
                     return ending;
@@ -115,6 +122,9 @@ impl Server {
             let request = match reader.next_request() {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
+                Err(RpcDecodeError::Read(error)) if Interruption::of(&error).is_some() => {
+                    return self.output_failed(error);
+                }
                 Err(error) => {
                     let message = error
                         .borg_log_message("1.4.5")
@@ -135,9 +145,38 @@ impl Server {
                 }
             };
             if let Err(error) = written {
-                return Ending::ClientGone(error);
+                return self.output_failed(error);
             }
         }
+    }
+
+    /// The ending for a failed read or write of the client's pipes: a signal or the idle
+    /// timeout that interrupted it, or else a client that is gone.
+    fn output_failed(&mut self, error: io::Error) -> Ending {
+        match Interruption::of(&error) {
+            Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
+            Some(Interruption::Signal) => match self.take_signal() {
+                Some(signal) => Ending::Signal(signal),
+                None => Ending::ClientGone(error),
+            },
+            None => Ending::ClientGone(error),
+        }
+    }
+
+    /// stdin and stdout as non-blocking [`ClientPipe`]s that give up on this server's
+    /// signals and idle timeout.
+    pub fn client_pipes(&self, stdin: File, stdout: File) -> io::Result<(ClientPipe, ClientPipe)> {
+        let signals = || -> io::Result<Option<OwnedFd>> {
+            self.signals
+                .as_ref()
+                .map(|signals| signals.as_fd().try_clone_to_owned())
+                .transpose()
+        };
+        let timeout = self.config.idle_timeout;
+        Ok((
+            ClientPipe::new(stdin, signals()?, timeout)?,
+            ClientPipe::new(stdout, signals()?, timeout)?,
+        ))
     }
 
     /// Blocks until a request can be read, or the session must end.
@@ -399,6 +438,142 @@ fn guard_disk(
     result
 }
 
+/// Why a read or write of the client's pipes gave up (carried inside the `io::Error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// A SIGHUP, SIGTERM or SIGINT is waiting in the signalfd.
+    Signal,
+    /// The client neither sent nor took a byte for this long.
+    Idle(Duration),
+}
+
+impl Interruption {
+    /// The interruption inside `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<Interruption> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Interruption>())
+            .copied()
+    }
+}
+
+impl fmt::Display for Interruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Interruption::Signal => f.write_str("interrupted by a signal"),
+            Interruption::Idle(timeout) => {
+                write!(f, "the client was silent for {} s", timeout.as_secs())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Interruption {}
+
+/// stdin or stdout of the session, switched to non-blocking mode: a read or write that
+/// would block waits in poll(2) for the pipe, the signalfd, or the idle timeout, whichever
+/// comes first. A blocking pipe would keep the engine (and its lock) hostage to a client that
+/// stalls in the middle of a request or stops reading replies, where neither the idle
+/// timeout nor SIGTERM could reach it. The original file status flags are restored on drop,
+/// so a terminal or a pipe shared with another process is left as it was found.
+pub struct ClientPipe {
+    file: File,
+    signals: Option<OwnedFd>,
+    idle_timeout: Option<Duration>,
+    original_flags: Option<OFlag>,
+}
+
+impl ClientPipe {
+    pub fn new(
+        file: File,
+        signals: Option<OwnedFd>,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<ClientPipe> {
+        let original_flags = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+        fcntl(&file, FcntlArg::F_SETFL(original_flags | OFlag::O_NONBLOCK))?;
+        Ok(ClientPipe {
+            file,
+            signals,
+            idle_timeout,
+            original_flags: Some(original_flags),
+        })
+    }
+
+    /// Waits until the pipe is ready for `events`; an [`Interruption`] error when a signal
+    /// is pending or the idle timeout passes first.
+    fn wait(&self, events: PollFlags) -> io::Result<()> {
+        let timeout = match self.idle_timeout {
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        loop {
+            let mut fds = vec![PollFd::new(self.file.as_fd(), events)];
+            if let Some(signals) = &self.signals {
+                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    let timeout = self.idle_timeout.unwrap_or_default();
+                    return Err(io::Error::other(Interruption::Idle(timeout)));
+                }
+                Ok(_) => {
+                    let signalled = fds
+                        .get(1)
+                        .and_then(PollFd::revents)
+                        .is_some_and(|r| !r.is_empty());
+                    if signalled {
+                        return Err(io::Error::other(Interruption::Signal));
+                    }
+                    // Ready, hung up or in error: the next read or write tells which.
+                    return Ok(());
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+}
+
+impl Read for ClientPipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&self.file).read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::POLLIN)?
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for ClientPipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match (&self.file).write(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::POLLOUT)?
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ClientPipe {
+    fn drop(&mut self) {
+        if let Some(flags) = self.original_flags.take() {
+            let _ = fcntl(&self.file, FcntlArg::F_SETFL(flags));
+        }
+    }
+}
+
 fn write_outcome<W: Write>(
     writer: &mut ReplyWriter<W>,
     format: Format,
@@ -488,4 +663,86 @@ fn watch_signals() -> Option<SignalFd> {
     mask.add(Signal::SIGINT);
     mask.thread_block().ok()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn pipe() -> (File, File) {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        (File::from(read), File::from(write))
+    }
+
+    #[test]
+    fn a_read_that_would_wait_past_the_idle_timeout_is_interrupted() {
+        let (read, _write) = pipe();
+        let mut input = ClientPipe::new(read, None, Some(Duration::from_millis(50))).unwrap();
+        let started = Instant::now();
+        let error = input.read(&mut [0; 16]).unwrap_err();
+        assert_eq!(
+            Interruption::of(&error),
+            Some(Interruption::Idle(Duration::from_millis(50)))
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_write_to_a_reader_that_stopped_reading_is_interrupted() {
+        let (_read, write) = pipe();
+        let mut output = ClientPipe::new(write, None, Some(Duration::from_millis(50))).unwrap();
+        let error = output.write_all(&vec![0; 1 << 20]).unwrap_err();
+        assert_eq!(
+            Interruption::of(&error),
+            Some(Interruption::Idle(Duration::from_millis(50)))
+        );
+    }
+
+    #[test]
+    fn data_and_end_of_file_pass_through() {
+        let (read, mut write) = pipe();
+        let mut input = ClientPipe::new(read, None, Some(Duration::from_secs(5))).unwrap();
+        write.write_all(b"request").unwrap();
+        drop(write);
+        let mut received = Vec::new();
+        input.read_to_end(&mut received).unwrap();
+        assert_eq!(received, b"request");
+    }
+
+    #[test]
+    fn the_original_blocking_mode_is_restored_on_drop() {
+        let (read, _write) = pipe();
+        let probe = read.try_clone().unwrap();
+        let flags = |file: &File| OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL).unwrap());
+        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
+        let input = ClientPipe::new(read, None, None).unwrap();
+        assert!(flags(&probe).contains(OFlag::O_NONBLOCK));
+        drop(input);
+        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
+    }
+
+    #[test]
+    fn other_errors_are_not_interruptions() {
+        assert_eq!(Interruption::of(&io::Error::other("x")), None);
+        assert_eq!(
+            Interruption::of(&io::Error::other(Interruption::Signal)),
+            Some(Interruption::Signal)
+        );
+    }
+
+    #[test]
+    fn the_lock_wait_is_clamped_to_the_maximum() {
+        assert_eq!(
+            clamp_lock_wait(Some(600.0), Some(2)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(clamp_lock_wait(None, Some(2)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            clamp_lock_wait(Some(1.5), Some(2)),
+            Some(Duration::from_secs_f64(1.5))
+        );
+        assert_eq!(clamp_lock_wait(None, None), None);
+        assert_eq!(clamp_lock_wait(Some(-3.0), None), Some(Duration::ZERO));
+    }
 }
