@@ -332,6 +332,48 @@ fn lock_wait_is_clamped_to_the_maximum() {
     );
 }
 
+#[test]
+fn a_waiting_client_gets_a_freed_lock_at_once_even_with_a_long_lock_wait() {
+    let scene = Scene::new("stale-prompt");
+    let mut holder = scene.writer(&[]);
+    let mut waiter = scene.engine(&["--max-lock-wait=600"]);
+    let open = waiter.encode(
+        "open",
+        vec![
+            ("path", Value::from(scene.repo().to_str().unwrap())),
+            ("lock_wait", Value::from(600)),
+            ("exclusive", Value::from(true)),
+        ],
+    );
+    assert!(waiter.send_bytes(&open));
+    std::thread::sleep(Duration::from_millis(2500));
+    let released = Instant::now();
+    holder.close_stdin();
+    assert!(holder.wait_exit(Duration::from_secs(5)).is_some());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let reply = waiter.reply();
+        let _ = tx.send(released.elapsed());
+        (reply, waiter)
+    });
+    let got = rx.recv_timeout(Duration::from_secs(15));
+    match got {
+        Ok(after) => {
+            let (reply, _waiter) = handle.join().unwrap();
+            assert!(
+                matches!(reply, Reply::Result(Value::Binary(_) | Value::String(_))),
+                "{reply:?}"
+            );
+            assert!(
+                after <= Duration::from_millis(1500),
+                "the waiter got the lock {after:?} after it was freed"
+            );
+            eprintln!("the waiter got the lock {after:?} after it was freed");
+        }
+        Err(_) => panic!("the waiter did not get the freed lock within 15 s"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Real clients through a real sshd, built-in engine, no keepalive settings anywhere.
 
