@@ -386,12 +386,30 @@ impl Server {
                 repository.save_key(keydata).map(|()| Outcome::Nil)
             }
             Method::LoadKey => Ok(Outcome::Owned(repository.load_key())),
-            Method::GetFreeNonce if read_only => return refuse("nonce reservation"),
+            // Reading the nonce counter is a read; read-only keys need it (below).
             Method::GetFreeNonce => repository.get_free_nonce().map(|n| match n {
                 Some(n) => Outcome::Int(n as i64),
                 None => Outcome::Nil,
             }),
-            Method::CommitNonceReservation if read_only => return refuse("nonce reservation"),
+            Method::CommitNonceReservation if read_only => {
+                // borg 1.2's `check` re-encrypts (and discards) every archive's item stream,
+                // so it reserves nonces even without --repair. A read-only session can store
+                // nothing, so no ciphertext made with these nonces can ever reach the
+                // repository: acknowledging the reservation without persisting it cannot lead
+                // to nonce reuse, and keeps the nonce file (the writers' nonce space) out of
+                // a read-only key's reach. The previous state is still checked, as borg does.
+                let start = args.opt_uint("start_nonce")?;
+                args.opt_uint("next_unreserved")?;
+                repository.get_free_nonce().and_then(|current| {
+                    if current == start {
+                        Ok(Outcome::Nil)
+                    } else {
+                        Err(RepoError::Exception(
+                            "nonce space reservation with mismatched previous state".into(),
+                        ))
+                    }
+                })
+            }
             Method::CommitNonceReservation => {
                 let next = args.opt_uint("next_unreserved")?.unwrap_or(0);
                 let start = args.opt_uint("start_nonce")?;

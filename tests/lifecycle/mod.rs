@@ -47,30 +47,24 @@ impl Site {
         }
         fs::create_dir(dir.path().join("source")).unwrap();
         support::make_tree(&dir.path().join("source"));
-        let script = dir.path().join("rsh.sh");
-        let repos_text = fs::canonicalize(&repos).unwrap().display().to_string();
-        let forced: Vec<String> = forced
-            .iter()
-            .map(|a| a.replace("{repos}", &repos_text))
-            .collect();
-        let forced = shlex::try_join(forced.iter().map(String::as_str)).unwrap();
-        let pid_file = dir.path().join("engine.pid");
-        // Like sshd: the client's words become SSH_ORIGINAL_COMMAND, the forced command runs.
-        // `exec` keeps the shell's pid, so `$$` is the engine's pid.
-        fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND=\"$*\"\nexport SSH_ORIGINAL_COMMAND\necho $$ > {pid}.tmp && mv {pid}.tmp {pid}\nexec {engine} serve {forced}\n",
-                pid = pid_file.display(),
-                engine = support::cargo_bin().display()
-            ),
+        let rsh = write_rsh(dir.path(), "rsh.sh", "engine.pid", forced);
+        Site { rsh, dir }
+    }
+
+    /// Another key: a BORG_RSH value whose engine runs with `forced` (see [`Site::new`]).
+    pub fn key(&self, name: &str, forced: &[&str]) -> String {
+        write_rsh(
+            self.dir.path(),
+            &format!("rsh-{name}.sh"),
+            &format!("engine-{name}.pid"),
+            forced,
         )
-        .unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-        Site {
-            rsh: script.display().to_string(),
-            dir,
-        }
+    }
+
+    /// Runs borg through the engine of `rsh` (from [`Site::key`]), in `cwd`.
+    #[track_caller]
+    pub fn borg_via(&self, rsh: &str, client: &BorgClient, cwd: &Path, args: &[&str]) -> CmdOutput {
+        client.run_in(cwd, args, &[("BORG_RSH", rsh)], Some(PASSPHRASE))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -167,6 +161,35 @@ impl Site {
     }
 }
 
+/// Writes a BORG_RSH script that, like sshd with `command="borg-gate serve ..."`, turns the
+/// client's words into SSH_ORIGINAL_COMMAND and runs the engine with `forced` (`{repos}`
+/// standing for `<dir>/repos`). `exec` keeps the shell's pid, so `$$`, written to
+/// `pid_name`, is the engine's pid.
+fn write_rsh(dir: &Path, name: &str, pid_name: &str, forced: &[&str]) -> String {
+    let script = dir.join(name);
+    let repos_text = fs::canonicalize(dir.join("repos"))
+        .unwrap()
+        .display()
+        .to_string();
+    let forced: Vec<String> = forced
+        .iter()
+        .map(|a| a.replace("{repos}", &repos_text))
+        .collect();
+    let forced = shlex::try_join(forced.iter().map(String::as_str)).unwrap();
+    let pid_file = dir.join(pid_name);
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND=\"$*\"\nexport SSH_ORIGINAL_COMMAND\necho $$ > {pid}.tmp && mv {pid}.tmp {pid}\nexec {engine} serve {forced}\n",
+            pid = pid_file.display(),
+            engine = support::cargo_bin().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script.display().to_string()
+}
+
 /// Polls `probe` every millisecond until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -231,6 +254,32 @@ pub fn segment_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
             );
         }
     }
+    files
+}
+
+/// Every file of `repo` but its locks, by relative path, with length and hash: what a
+/// read-only session must leave exactly as it found it.
+pub fn repository_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
+    fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, (u64, u64)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            if relative.starts_with("lock.") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, files);
+            } else {
+                let bytes = fs::read(&path).unwrap();
+                files.insert(
+                    relative,
+                    (bytes.len() as u64, xxhash_rust::xxh64::xxh64(&bytes, 0)),
+                );
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(repo, repo, &mut files);
     files
 }
 
