@@ -138,6 +138,13 @@ impl Site {
             .and_then(|text| text.trim().parse().ok())
     }
 
+    /// The pid of the engine started last through key `name` (see [`Site::key`]).
+    pub fn key_engine_pid(&self, name: &str) -> Option<i32> {
+        fs::read_to_string(self.path(&format!("engine-{name}.pid")))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
     /// Waits until an engine other than `previous` has started; its pid.
     pub fn wait_for_engine(&self, previous: Option<i32>, timeout: Duration) -> Option<i32> {
         wait_for(timeout, || {
@@ -355,6 +362,57 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 /// Writes `len` pseudo-random bytes from `seed` to `path`.
 pub fn write_random(path: &Path, seed: u64, len: usize) {
     support::write_file(path, &support::pseudo_random_bytes(seed, len), 0o644);
+}
+
+/// The `storage_quota_use` recorded in `repo`'s current `hints.N`.
+pub fn hinted_quota_use(repo: &Path) -> u64 {
+    let hints = fs::read_dir(repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("hints.") && n[6..].bytes().all(|b| b.is_ascii_digit()))
+        .max_by_key(|n| n[6..].parse::<u64>().unwrap())
+        .expect("a hints file");
+    let value = rmpv::decode::read_value(&mut fs::File::open(repo.join(hints)).unwrap()).unwrap();
+    value
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(key, _)| {
+            key.as_str() == Some("storage_quota_use")
+                || key.as_slice() == Some(b"storage_quota_use".as_slice())
+        })
+        .and_then(|(_, v)| v.as_u64())
+        .expect("storage_quota_use in hints")
+}
+
+/// Runs borg 1.4.5's Python (the venv of `client`) on `script`; its stdout.
+#[track_caller]
+pub fn borg_python(client: &BorgClient, script: &str) -> String {
+    let python = client.path.with_file_name("python");
+    let mut command = std::process::Command::new(&python);
+    command
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", support::SAFE_PATH)
+        .env("LANG", "C.UTF-8");
+    let output = support::run_with_timeout(command, Duration::from_secs(60));
+    output.assert_success();
+    output.stdout_text()
+}
+
+/// The object ids in `repo`'s current index, as borg's own `NSIndex` reads them.
+pub fn borg_index_ids(client: &BorgClient, repo: &Path) -> std::collections::BTreeSet<String> {
+    let script = format!(
+        "import os\nfrom borg.hashindex import NSIndex\nrepo = {repo:?}\n\
+         n = max(int(f[6:]) for f in os.listdir(repo) if f.startswith('index.') and f[6:].isdigit())\n\
+         for key, value in NSIndex.read(os.path.join(repo, 'index.%d' % n)).iteritems():\n    print(key.hex())\n",
+        repo = repo.display().to_string()
+    );
+    borg_python(client, &script)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Archive names in borg's `check --info` output ("Analyzing archive NAME (i/n)").

@@ -89,7 +89,8 @@ impl Repository {
             let entries = match self.read_segment_entries(file.segment) {
                 Ok(entries) => entries,
                 Err(SegmentError::Integrity(error)) => {
-                    report(error.to_string());
+                    // `str()` of borg's IntegrityError carries its class message.
+                    report(format!("Data integrity error: {error}"));
                     if repair {
                         self.recover_segment(file.segment, &file.path)?;
                         self.read_segment_entries(file.segment).unwrap_or_default()
