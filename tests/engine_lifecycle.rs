@@ -666,6 +666,27 @@ fn partial_checks_continue_where_the_last_one_stopped_and_borg_agrees() {
         .assert_stderr_contains(&format!("skipping to segments >= {}", stopped + 1));
     assert_eq!(last_checked(&repo), None, "{borgs}");
 
+    // A read-only key checks partially too, but records nothing.
+    let second = slowed_partial_check(&site, &client, &rsh, &pid);
+    let stopped = last_checked(&repo).expect("a second partial stop");
+    assert!(second.contains("skipping to segments >= 0"), "{second}");
+    let read_only = site.key(
+        "read-only",
+        &["--restrict-to-path", "{repos}", "--permissions=read-only"],
+    );
+    let config_before = fs::read(repo.join("config")).unwrap();
+    let ro_pid = || site.key_engine_pid("read-only");
+    let third = slowed_partial_check(&site, &client, &read_only, &ro_pid);
+    assert!(
+        third.contains(&format!("skipping to segments >= {}", stopped + 1)),
+        "{third}"
+    );
+    assert_eq!(
+        fs::read(repo.join("config")).unwrap(),
+        config_before,
+        "a read-only key changed the config:\n{third}"
+    );
+
     // Partial checks through the engine reach the end and clear the continuation point.
     let mut rounds = 0;
     while last_checked(&repo).is_some() {

@@ -295,6 +295,7 @@ impl Server {
             append_only: (!create && self.config.append_only) || client_append_only,
             make_parent_dirs,
             storage_quota: self.config.storage_quota,
+            read_only: self.config.permissions == Permissions::ReadOnly,
         };
         let wait_for = clamp_lock_wait(lock_wait, self.config.max_lock_wait);
         let abort = || self.should_abort();

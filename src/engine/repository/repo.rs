@@ -39,6 +39,9 @@ pub struct OpenOptions {
     pub make_parent_dirs: bool,
     /// The server's `--storage-quota`; overrides the repository's own.
     pub storage_quota: Option<u64>,
+    /// A read-only key (`--permissions=read-only`): the server refuses every write; the
+    /// repository itself leaves its config alone (a partial check records no progress).
+    pub read_only: bool,
 }
 
 /// Bookkeeping persisted in `hints.N` (see `hints.rs` for the invariants).
@@ -54,6 +57,8 @@ pub struct Repository {
     pub(super) lock_wait: Option<Duration>,
     pub(super) exclusive: Option<bool>,
     pub(super) append_only: bool,
+    /// See [`OpenOptions::read_only`].
+    pub(super) read_only: bool,
     /// 0 means no quota.
     pub(super) storage_quota: i64,
     pub(super) additional_free_space: u64,
@@ -152,6 +157,7 @@ impl Repository {
             lock_wait: wait.timeout(),
             exclusive: options.exclusive,
             append_only,
+            read_only: options.read_only,
             io,
             index: None,
             books: Bookkeeping::default(),
