@@ -70,6 +70,10 @@ pub struct Repository {
     pub(super) active_txn: bool,
     /// Set when a put exceeded the quota: the next commit rolls back and fails with it.
     pub(super) doomed: Option<(String, String)>,
+    /// The transaction ran out of disk space and its segments were deleted to give the space
+    /// back: further puts, deletes and commits fail without writing until the client rolls
+    /// back (it is still sending the puts it had pipelined, which would fill the disk again).
+    pub(super) out_of_space: bool,
     /// Created in this session: a failed free-space check at commit destroys it again.
     pub(super) created: bool,
 }
@@ -163,6 +167,7 @@ impl Repository {
             books: Bookkeeping::default(),
             active_txn: false,
             doomed: None,
+            out_of_space: false,
             created,
         })
     }

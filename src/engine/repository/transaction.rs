@@ -191,6 +191,12 @@ impl Repository {
     }
 
     fn ensure_transaction(&mut self) -> Result<(), RepoError> {
+        if self.out_of_space {
+            return Err(RepoError::io(
+                "the transaction ran out of disk space and was rolled back",
+                io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            ));
+        }
         if !self.active_txn {
             let tid = self.get_transaction_id()?;
             self.prepare_txn(tid, true)?;
@@ -278,7 +284,7 @@ impl Repository {
             self.rollback();
             return Err(RepoError::StorageQuotaExceeded { quota, usage });
         }
-        if !self.active_txn {
+        if !self.active_txn || self.out_of_space {
             // Python fails with AttributeError here; a commit with nothing to commit is a no-op
             // beyond making sure a transaction exists, as it would for a client that wrote.
             self.ensure_transaction()?;
@@ -323,12 +329,15 @@ impl Repository {
         self.index = None;
         self.active_txn = false;
         self.doomed = None;
+        self.out_of_space = false;
     }
 
     /// Rollback that also deletes the uncommitted segments, to give space back after a full
-    /// disk (borg does this when ENOSPC ends a transaction).
+    /// disk (borg does this when ENOSPC ends a transaction). The transaction stays doomed
+    /// until the client's own rollback (see `out_of_space`).
     pub fn rollback_with_cleanup(&mut self) {
         self.rollback();
+        self.out_of_space = true;
         match self.io.segments_transaction_id() {
             Ok(tid) => {
                 if let Err(error) = self.io.cleanup(tid) {
