@@ -290,6 +290,11 @@ impl Repository {
             self.ensure_transaction()?;
         }
         self.require_exclusive()?;
+        // Up to a write batch of puts is still in memory; on disk first, so that the
+        // free-space check sees what borg's (which writes as it goes) would see.
+        self.io
+            .flush()
+            .map_err(|e| RepoError::io("cannot write segment", e))?;
         self.check_free_space()?;
         self.log_storage_quota();
         let segment = self
