@@ -399,9 +399,13 @@ impl GateSite {
     }
 
     fn policy(&self, name: &str, repository_extra: &str) -> PathBuf {
+        self.policy_with_max_lock_wait(name, repository_extra, 600)
+    }
+
+    fn policy_with_max_lock_wait(&self, name: &str, repository_extra: &str, max: u32) -> PathBuf {
         let text = format!(
             "version = 1\nname = \"{name}\"\n[client]\nprograms = [\"borg\"]\nallow_probe = true\n\
-             log_levels = [\"warning\", \"info\"]\nlock_wait = {{ default = 1, max = 600 }}\n\
+             log_levels = [\"warning\", \"info\"]\nlock_wait = {{ default = 1, max = {max} }}\n\
              [repository]\nrestrict_to_paths = [\"{}\"]\n{repository_extra}\n[audit]\nfile = \"{}\"\n",
             self.path("repos").display(),
             self.path("audit.jsonl").display()
@@ -559,4 +563,53 @@ fn frozen_client_with_idle_timeout_frees_the_lock_within_five_seconds() {
         sshd.log()
     );
     eprintln!("frozen client: lock freed after {freed:?}");
+}
+
+#[test]
+fn the_policy_clamps_the_lock_wait_a_real_client_asks_for() {
+    support::require!(sshd_available());
+    let client = support::require!(support::borg14());
+    let site = GateSite::new("stale-ssh-clamp");
+    let sshd = support::Sshd::start(&[support::AuthorizedKey::borg_gate(
+        &site.policy_with_max_lock_wait("clamp", "", 2),
+    )]);
+    let rsh = sshd.rsh(0);
+    let url = sshd.url(site.path("repos/repo"));
+    let env = [("BORG_RSH", rsh.as_str())];
+    client
+        .run(&["init", "--encryption", "none", &url], &env, None)
+        .assert_success();
+    // A holder keeps the lock for a while (through the gate too).
+    let mut holder = client
+        .command(
+            &site.path("source"),
+            &["with-lock", &url, "sleep", "30"],
+            &env,
+            None,
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = wait_for(Duration::from_secs(60), || {
+        exclusive_lock_present(&site.path("repos/repo")).then_some(())
+    });
+    assert!(held.is_some(), "the holder never got the lock");
+    let other_client = support::borg14().unwrap();
+    let waiter = other_client.run(&["list", "--lock-wait", "600", &url], &env, None);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    waiter
+        .assert_failure()
+        .assert_stderr_contains("Failed to create/acquire the lock");
+    // 2 s of waiting, plus starting Python and ssh.
+    assert!(
+        waiter.elapsed < Duration::from_secs(8),
+        "the client waited {:?} although the policy allows 2 s",
+        waiter.elapsed
+    );
+    eprintln!(
+        "a client asking for 600 s gave up after {:?}",
+        waiter.elapsed
+    );
 }
