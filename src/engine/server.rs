@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -113,7 +112,7 @@ impl Server {
         loop {
             if !reader.has_buffered_request() {
                 if let Err(error) = writer.flush() {
-                    return self.output_failed(error);
+                    return self.pipe_failed(error);
                 }
                 if let Some(ending) = self.wait_for_input() {
                     return ending;
@@ -123,7 +122,7 @@ impl Server {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(RpcDecodeError::Read(error)) if Interruption::of(&error).is_some() => {
-                    return self.output_failed(error);
+                    return self.pipe_failed(error);
                 }
                 Err(error) => {
                     let message = error
@@ -145,14 +144,14 @@ impl Server {
                 }
             };
             if let Err(error) = written {
-                return self.output_failed(error);
+                return self.pipe_failed(error);
             }
         }
     }
 
     /// The ending for a failed read or write of the client's pipes: a signal or the idle
     /// timeout that interrupted it, or else a client that is gone.
-    fn output_failed(&mut self, error: io::Error) -> Ending {
+    fn pipe_failed(&mut self, error: io::Error) -> Ending {
         match Interruption::of(&error) {
             Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
             Some(Interruption::Signal) => match self.take_signal() {
@@ -173,9 +172,13 @@ impl Server {
                 .transpose()
         };
         let timeout = self.config.idle_timeout;
+        // Both flags first: stdin and stdout may share one open file description (a socket),
+        // and each pipe must restore what was there before either changed it.
+        let stdin_flags = file_status_flags(&stdin)?;
+        let stdout_flags = file_status_flags(&stdout)?;
         Ok((
-            ClientPipe::new(stdin, signals()?, timeout)?,
-            ClientPipe::new(stdout, signals()?, timeout)?,
+            ClientPipe::wrap(stdin, signals()?, timeout, stdin_flags)?,
+            ClientPipe::wrap(stdout, signals()?, timeout, stdout_flags)?,
         ))
     }
 
@@ -508,7 +511,16 @@ impl ClientPipe {
         signals: Option<OwnedFd>,
         idle_timeout: Option<Duration>,
     ) -> io::Result<ClientPipe> {
-        let original_flags = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+        let original_flags = file_status_flags(&file)?;
+        ClientPipe::wrap(file, signals, idle_timeout, original_flags)
+    }
+
+    fn wrap(
+        file: File,
+        signals: Option<OwnedFd>,
+        idle_timeout: Option<Duration>,
+        original_flags: OFlag,
+    ) -> io::Result<ClientPipe> {
         fcntl(&file, FcntlArg::F_SETFL(original_flags | OFlag::O_NONBLOCK))?;
         Ok(ClientPipe {
             file,
@@ -551,6 +563,10 @@ impl ClientPipe {
             }
         }
     }
+}
+
+fn file_status_flags(file: &File) -> io::Result<OFlag> {
+    Ok(OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL)?))
 }
 
 impl Read for ClientPipe {
