@@ -26,8 +26,10 @@ const DEFAULT_RUNS: usize = 30;
 /// Repositories tortured at once (each run is mostly waiting for Python to start).
 const DEFAULT_LANES: u64 = 2;
 const REPO: &str = "repo";
-/// Archives kept before the oldest is deleted (which gives compaction work).
-const KEEP: usize = 4;
+/// Archives kept when older ones are deleted before a compaction (which gives it work).
+const KEEP_BEFORE_COMPACT: usize = 2;
+/// At most this many archives otherwise (borg check reads them all after every run).
+const MAX_ARCHIVES: usize = 8;
 /// Scenario rolls from this one on kill a compaction.
 const FIRST_COMPACT_ROLL: u64 = 13;
 
@@ -165,12 +167,23 @@ impl Torture<'_> {
         self.create_committed(run);
         let roll = self.rng.next_u64() % 20;
         let compacting = roll >= FIRST_COMPACT_ROLL;
-        if self.archives.len() > KEEP || (compacting && self.archives.len() > 1) {
-            let (oldest, snapshot) = self.archives.remove(0);
-            self.site
-                .borg(self.client, &["delete", &self.site.archive(REPO, &oldest)])
-                .assert_success();
-            fs::remove_dir_all(snapshot).unwrap();
+        // Before a compaction (it needs work), and when there are too many, delete all but
+        // the newest few archives, in one command.
+        let keep = if compacting {
+            KEEP_BEFORE_COMPACT
+        } else {
+            MAX_ARCHIVES
+        };
+        if self.archives.len() > keep {
+            let doomed: Vec<(String, PathBuf)> =
+                self.archives.drain(..self.archives.len() - keep).collect();
+            let mut args = vec!["delete".to_owned(), self.site.archive(REPO, &doomed[0].0)];
+            args.extend(doomed[1..].iter().map(|(name, _)| name.clone()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.site.borg(self.client, &args).assert_success();
+            for (_, snapshot) in doomed {
+                fs::remove_dir_all(snapshot).unwrap();
+            }
         }
         let (operation, victim, moment) = self.pick_scenario(roll);
         let label = format!(
