@@ -76,9 +76,12 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
     let show = rpc::errors::show_sysinfo(std::env::var("BORG_SHOW_SYSINFO").ok().as_deref());
     let sysinfo =
         SysInfo::of_this_process(concat!("borg-gate ", env!("CARGO_PKG_VERSION"))).render(show);
-    let mut reader = RequestReader::new(stdin);
-    let mut writer = ReplyWriter::with_sysinfo(stdout, sysinfo);
     let mut server = Server::new(config, log, watch, path_context());
+    let (input, output) = server
+        .client_pipes(stdin, stdout)
+        .map_err(|e| format!("cannot use stdin and stdout: {e}"))?;
+    let mut reader = RequestReader::new(input);
+    let mut writer = ReplyWriter::with_sysinfo(output, sysinfo);
     Ok(match server.run(&mut reader, &mut writer) {
         Ending::ClientClosed | Ending::ClientGone(_) => 0,
         Ending::IdleTimeout(timeout) => {

@@ -3,13 +3,19 @@
 //!
 //! Requests are handled as they stream in; replies are batched and flushed only when no
 //! further request is already buffered, so pipelined puts cost one write per batch.
+//!
+//! stdin and stdout are [`ClientPipe`]s: non-blocking, so that a client that stalls in the
+//! middle of a request, or stops reading replies, cannot block the engine past the idle
+//! timeout or a SIGHUP/SIGTERM while it holds the repository lock.
 
+use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -22,7 +28,7 @@ use super::repository::error::RepoError;
 use super::repository::repo::{OpenOptions, Repository};
 use super::rpc::{
     Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader,
-    SERVER_VERSION,
+    RpcDecodeError, SERVER_VERSION,
 };
 use crate::policy::Permissions;
 
@@ -106,7 +112,7 @@ impl Server {
         loop {
             if !reader.has_buffered_request() {
                 if let Err(error) = writer.flush() {
-                    return Ending::ClientGone(error);
+                    return self.pipe_failed(error);
                 }
                 if let Some(ending) = self.wait_for_input() {
                     return ending;
@@ -115,6 +121,9 @@ impl Server {
             let request = match reader.next_request() {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
+                Err(RpcDecodeError::Read(error)) if Interruption::of(&error).is_some() => {
+                    return self.pipe_failed(error);
+                }
                 Err(error) => {
                     // borg's server has answered every request before the bad one; so do we.
                     if let Err(gone) = writer.flush() {
@@ -139,9 +148,42 @@ impl Server {
                 }
             };
             if let Err(error) = written {
-                return Ending::ClientGone(error);
+                return self.pipe_failed(error);
             }
         }
+    }
+
+    /// The ending for a failed read or write of the client's pipes: a signal or the idle
+    /// timeout that interrupted it, or else a client that is gone.
+    fn pipe_failed(&mut self, error: io::Error) -> Ending {
+        match Interruption::of(&error) {
+            Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
+            Some(Interruption::Signal) => match self.take_signal() {
+                Some(signal) => Ending::Signal(signal),
+                None => Ending::ClientGone(error),
+            },
+            None => Ending::ClientGone(error),
+        }
+    }
+
+    /// stdin and stdout as non-blocking [`ClientPipe`]s that give up on this server's
+    /// signals and idle timeout.
+    pub fn client_pipes(&self, stdin: File, stdout: File) -> io::Result<(ClientPipe, ClientPipe)> {
+        let signals = || -> io::Result<Option<OwnedFd>> {
+            self.signals
+                .as_ref()
+                .map(|signals| signals.as_fd().try_clone_to_owned())
+                .transpose()
+        };
+        let timeout = self.config.idle_timeout;
+        // Both flags first: stdin and stdout may share one open file description (a socket),
+        // and each pipe must restore what was there before either changed it.
+        let stdin_flags = file_status_flags(&stdin)?;
+        let stdout_flags = file_status_flags(&stdout)?;
+        Ok((
+            ClientPipe::wrap(stdin, signals()?, timeout, stdin_flags)?,
+            ClientPipe::wrap(stdout, signals()?, timeout, stdout_flags)?,
+        ))
     }
 
     /// Blocks until a request can be read, or the session must end.
@@ -272,6 +314,7 @@ impl Server {
             append_only: (!create && self.config.append_only) || client_append_only,
             make_parent_dirs,
             storage_quota: self.config.storage_quota,
+            read_only: self.config.permissions == Permissions::ReadOnly,
         };
         let wait_for = clamp_lock_wait(lock_wait, self.config.max_lock_wait);
         let abort = || self.should_abort();
@@ -363,12 +406,30 @@ impl Server {
                 repository.save_key(keydata).map(|()| Outcome::Nil)
             }
             Method::LoadKey => Ok(Outcome::Owned(repository.load_key())),
-            Method::GetFreeNonce if read_only => return refuse("nonce reservation"),
+            // Reading the nonce counter is a read; read-only keys need it (below).
             Method::GetFreeNonce => repository.get_free_nonce().map(|n| match n {
                 Some(n) => Outcome::Int(n as i64),
                 None => Outcome::Nil,
             }),
-            Method::CommitNonceReservation if read_only => return refuse("nonce reservation"),
+            Method::CommitNonceReservation if read_only => {
+                // borg 1.2's `check` re-encrypts (and discards) every archive's item stream,
+                // so it reserves nonces even without --repair. A read-only session can store
+                // nothing, so no ciphertext made with these nonces can ever reach the
+                // repository: acknowledging the reservation without persisting it cannot lead
+                // to nonce reuse, and keeps the nonce file (the writers' nonce space) out of
+                // a read-only key's reach. The previous state is still checked, as borg does.
+                let start = args.opt_uint("start_nonce")?;
+                args.opt_uint("next_unreserved")?;
+                repository.get_free_nonce().and_then(|current| {
+                    if current == start {
+                        Ok(Outcome::Nil)
+                    } else {
+                        Err(RepoError::Exception(
+                            "nonce space reservation with mismatched previous state".into(),
+                        ))
+                    }
+                })
+            }
             Method::CommitNonceReservation => {
                 let next = args.opt_uint("next_unreserved")?.unwrap_or(0);
                 let start = args.opt_uint("start_nonce")?;
@@ -413,6 +474,155 @@ fn guard_disk(
         }
     }
     result
+}
+
+/// Why a read or write of the client's pipes gave up (carried inside the `io::Error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// A SIGHUP, SIGTERM or SIGINT is waiting in the signalfd.
+    Signal,
+    /// The client neither sent nor took a byte for this long.
+    Idle(Duration),
+}
+
+impl Interruption {
+    /// The interruption inside `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<Interruption> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Interruption>())
+            .copied()
+    }
+}
+
+impl fmt::Display for Interruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Interruption::Signal => f.write_str("interrupted by a signal"),
+            Interruption::Idle(timeout) => {
+                write!(f, "the client was silent for {} s", timeout.as_secs())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Interruption {}
+
+/// stdin or stdout of the session, switched to non-blocking mode: a read or write that
+/// would block waits in poll(2) for the pipe, the signalfd, or the idle timeout, whichever
+/// comes first. A blocking pipe would keep the engine (and its lock) hostage to a client that
+/// stalls in the middle of a request or stops reading replies, where neither the idle
+/// timeout nor SIGTERM could reach it. The original file status flags are restored on drop,
+/// so a terminal or a pipe shared with another process is left as it was found.
+pub struct ClientPipe {
+    file: File,
+    signals: Option<OwnedFd>,
+    idle_timeout: Option<Duration>,
+    original_flags: Option<OFlag>,
+}
+
+impl ClientPipe {
+    pub fn new(
+        file: File,
+        signals: Option<OwnedFd>,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<ClientPipe> {
+        let original_flags = file_status_flags(&file)?;
+        ClientPipe::wrap(file, signals, idle_timeout, original_flags)
+    }
+
+    fn wrap(
+        file: File,
+        signals: Option<OwnedFd>,
+        idle_timeout: Option<Duration>,
+        original_flags: OFlag,
+    ) -> io::Result<ClientPipe> {
+        fcntl(&file, FcntlArg::F_SETFL(original_flags | OFlag::O_NONBLOCK))?;
+        Ok(ClientPipe {
+            file,
+            signals,
+            idle_timeout,
+            original_flags: Some(original_flags),
+        })
+    }
+
+    /// Waits until the pipe is ready for `events`; an [`Interruption`] error when a signal
+    /// is pending or the idle timeout passes first.
+    fn wait(&self, events: PollFlags) -> io::Result<()> {
+        let timeout = match self.idle_timeout {
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        loop {
+            let mut fds = vec![PollFd::new(self.file.as_fd(), events)];
+            if let Some(signals) = &self.signals {
+                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    let timeout = self.idle_timeout.unwrap_or_default();
+                    return Err(io::Error::other(Interruption::Idle(timeout)));
+                }
+                Ok(_) => {
+                    let signalled = fds
+                        .get(1)
+                        .and_then(PollFd::revents)
+                        .is_some_and(|r| !r.is_empty());
+                    if signalled {
+                        return Err(io::Error::other(Interruption::Signal));
+                    }
+                    // Ready, hung up or in error: the next read or write tells which.
+                    return Ok(());
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+}
+
+fn file_status_flags(file: &File) -> io::Result<OFlag> {
+    Ok(OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL)?))
+}
+
+impl Read for ClientPipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&self.file).read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::POLLIN)?
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for ClientPipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match (&self.file).write(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(PollFlags::POLLOUT)?
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ClientPipe {
+    fn drop(&mut self) {
+        if let Some(flags) = self.original_flags.take() {
+            let _ = fcntl(&self.file, FcntlArg::F_SETFL(flags));
+        }
+    }
 }
 
 fn write_outcome<W: Write>(
@@ -511,6 +721,8 @@ fn watch_signals() -> Option<SignalFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
     use crate::engine::args::parse_serve_args;
     use crate::engine::log::{LogConfig, RemoteLogger};
 
@@ -580,5 +792,81 @@ mod tests {
         );
         assert_eq!(clamp_lock_wait(None, max), Some(Duration::from_secs(600)));
         assert_eq!(clamp_lock_wait(None, None), None);
+    }
+
+    fn pipe() -> (File, File) {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        (File::from(read), File::from(write))
+    }
+
+    #[test]
+    fn a_read_that_would_wait_past_the_idle_timeout_is_interrupted() {
+        let (read, _write) = pipe();
+        let mut input = ClientPipe::new(read, None, Some(Duration::from_millis(50))).unwrap();
+        let started = Instant::now();
+        let error = input.read(&mut [0; 16]).unwrap_err();
+        assert_eq!(
+            Interruption::of(&error),
+            Some(Interruption::Idle(Duration::from_millis(50)))
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_write_to_a_reader_that_stopped_reading_is_interrupted() {
+        let (_read, write) = pipe();
+        let mut output = ClientPipe::new(write, None, Some(Duration::from_millis(50))).unwrap();
+        let error = output.write_all(&vec![0; 1 << 20]).unwrap_err();
+        assert_eq!(
+            Interruption::of(&error),
+            Some(Interruption::Idle(Duration::from_millis(50)))
+        );
+    }
+
+    #[test]
+    fn data_and_end_of_file_pass_through() {
+        let (read, mut write) = pipe();
+        let mut input = ClientPipe::new(read, None, Some(Duration::from_secs(5))).unwrap();
+        write.write_all(b"request").unwrap();
+        drop(write);
+        let mut received = Vec::new();
+        input.read_to_end(&mut received).unwrap();
+        assert_eq!(received, b"request");
+    }
+
+    #[test]
+    fn the_original_blocking_mode_is_restored_on_drop() {
+        let (read, _write) = pipe();
+        let probe = read.try_clone().unwrap();
+        let flags = |file: &File| OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL).unwrap());
+        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
+        let input = ClientPipe::new(read, None, None).unwrap();
+        assert!(flags(&probe).contains(OFlag::O_NONBLOCK));
+        drop(input);
+        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
+    }
+
+    #[test]
+    fn other_errors_are_not_interruptions() {
+        assert_eq!(Interruption::of(&io::Error::other("x")), None);
+        assert_eq!(
+            Interruption::of(&io::Error::other(Interruption::Signal)),
+            Some(Interruption::Signal)
+        );
+    }
+
+    #[test]
+    fn the_lock_wait_is_clamped_to_the_maximum() {
+        assert_eq!(
+            clamp_lock_wait(Some(600.0), Some(2)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(clamp_lock_wait(None, Some(2)), Some(Duration::from_secs(2)));
+        assert_eq!(
+            clamp_lock_wait(Some(1.5), Some(2)),
+            Some(Duration::from_secs_f64(1.5))
+        );
+        assert_eq!(clamp_lock_wait(None, None), None);
+        assert_eq!(clamp_lock_wait(Some(-3.0), None), Some(Duration::ZERO));
     }
 }

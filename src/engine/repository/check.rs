@@ -67,9 +67,7 @@ impl Repository {
             log::info!(target: LOG, "skipping to segments >= {}", last + 1);
             last
         } else {
-            if self.remove_option("last_segment_checked") {
-                self.save_config()?;
-            }
+            self.forget_check_progress()?;
             -1
         };
         let started = Instant::now();
@@ -89,7 +87,8 @@ impl Repository {
             let entries = match self.read_segment_entries(file.segment) {
                 Ok(entries) => entries,
                 Err(SegmentError::Integrity(error)) => {
-                    report(error.to_string());
+                    // `str()` of borg's IntegrityError carries its class message.
+                    report(format!("Data integrity error: {error}"));
                     if repair {
                         self.recover_segment(file.segment, &file.path)?;
                         self.read_segment_entries(file.segment).unwrap_or_default()
@@ -111,17 +110,14 @@ impl Repository {
             }
             if partial && started.elapsed() > budget {
                 log::info!(target: LOG, "finished partial segment check, last segment checked is {}", file.segment);
-                self.set_option("last_segment_checked", &file.segment.to_string())?;
-                self.save_config()?;
+                self.record_check_progress(file.segment)?;
                 finished = false;
                 break;
             }
         }
         if finished {
             log::info!(target: LOG, "finished segment check at segment {last_segment}");
-            if self.remove_option("last_segment_checked") {
-                self.save_config()?;
-            }
+            self.forget_check_progress()?;
         }
         if repair && segments_transaction_id.is_none() {
             report(format!("Adding commit tag to segment {transaction_id}"));
@@ -172,6 +168,26 @@ impl Repository {
             log::info!(target: LOG, "Finished {mode} repository check, no problems found.");
         }
         Ok(errors == 0 || repair)
+    }
+
+    /// Remembers where a partial check stopped, in the config, as borg does. A read-only key
+    /// never writes the config (which also holds the repokey): its partial checks start where
+    /// the last recorded one stopped and record nothing.
+    fn record_check_progress(&mut self, segment: u32) -> Result<(), RepoError> {
+        if self.read_only {
+            log::info!(target: LOG, "a read-only key does not record where a partial check stopped");
+            return Ok(());
+        }
+        self.set_option("last_segment_checked", &segment.to_string())?;
+        self.save_config()
+    }
+
+    /// Forgets a recorded partial check (after a full check, or one that reached the end).
+    fn forget_check_progress(&mut self) -> Result<(), RepoError> {
+        if !self.read_only && self.remove_option("last_segment_checked") {
+            self.save_config()?;
+        }
+        Ok(())
     }
 
     /// Rewrites a damaged segment with only its valid entries (borg's `recover_segment`).

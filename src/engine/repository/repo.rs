@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::config::{self, ConfigFile, REPOSITORY_SECTION, RepositoryConfig};
 use super::durable;
@@ -11,9 +12,17 @@ use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
-use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
+use crate::engine::lock::{
+    LockError, LockIdentity, LockMode, LockWait, RepositoryLock, break_lock,
+};
 
 pub const LOG: &str = "borg.repository";
+
+/// The longest stretch of a lock wait with one poll interval. borg sleeps a tenth of the
+/// whole lock wait between tries (up to a minute), so a client that waits with
+/// `--lock-wait 600` would notice a freed lock up to a minute late; waiting in slices of
+/// this length tries at least every tenth of it.
+const LOCK_WAIT_SLICE: Duration = Duration::from_secs(1);
 
 /// `README` of every borg repository (`constants.py`).
 pub const REPOSITORY_README: &str =
@@ -30,6 +39,9 @@ pub struct OpenOptions {
     pub make_parent_dirs: bool,
     /// The server's `--storage-quota`; overrides the repository's own.
     pub storage_quota: Option<u64>,
+    /// A read-only key (`--permissions=read-only`): the server refuses every write; the
+    /// repository itself leaves its config alone (a partial check records no progress).
+    pub read_only: bool,
 }
 
 /// Bookkeeping persisted in `hints.N` (see `hints.rs` for the invariants).
@@ -40,8 +52,13 @@ pub struct Repository {
     pub(super) config: ConfigFile,
     pub(super) id: [u8; 32],
     pub(super) lock: Option<RepositoryLock>,
+    /// The client's lock wait; a shared lock waits this long to leave the roster on release
+    /// (the lock itself only remembers the last slice of the acquisition).
+    pub(super) lock_wait: Option<Duration>,
     pub(super) exclusive: Option<bool>,
     pub(super) append_only: bool,
+    /// See [`OpenOptions::read_only`].
+    pub(super) read_only: bool,
     /// 0 means no quota.
     pub(super) storage_quota: i64,
     pub(super) additional_free_space: u64,
@@ -53,6 +70,10 @@ pub struct Repository {
     pub(super) active_txn: bool,
     /// Set when a put exceeded the quota: the next commit rolls back and fails with it.
     pub(super) doomed: Option<(String, String)>,
+    /// The transaction ran out of disk space and its segments were deleted to give the space
+    /// back: further puts, deletes and commits fail without writing until the client rolls
+    /// back (it is still sending the puts it had pipelined, which would fill the disk again).
+    pub(super) out_of_space: bool,
     /// Created in this session: a failed free-space check at commit destroys it again.
     pub(super) created: bool,
 }
@@ -88,7 +109,7 @@ impl Repository {
             } else {
                 LockMode::Shared
             };
-            Some(RepositoryLock::acquire(path, identity, mode, wait)?)
+            Some(acquire_lock(path, identity, mode, wait)?)
         } else {
             None
         };
@@ -137,13 +158,16 @@ impl Repository {
             max_segment_size: settings.max_segment_size,
             config,
             lock,
+            lock_wait: wait.timeout(),
             exclusive: options.exclusive,
             append_only,
+            read_only: options.read_only,
             io,
             index: None,
             books: Bookkeeping::default(),
             active_txn: false,
             doomed: None,
+            out_of_space: false,
             created,
         })
     }
@@ -170,7 +194,9 @@ impl Repository {
         self.rollback();
         self.io.abandon_segment();
         match self.lock.take() {
-            Some(lock) => lock.release().map_err(RepoError::Lock),
+            Some(lock) => lock
+                .release_with(&LockWait::from_timeout(self.lock_wait))
+                .map_err(RepoError::Lock),
             None => Ok(()),
         }
     }
@@ -369,7 +395,8 @@ impl Repository {
         self.io.abandon_segment();
         let path = self.path.clone();
         if let Some(lock) = self.lock.take() {
-            lock.release().map_err(RepoError::Lock)?;
+            lock.release_with(&LockWait::from_timeout(self.lock_wait))
+                .map_err(RepoError::Lock)?;
         }
         std::fs::remove_file(path.join("config"))
             .map_err(|e| RepoError::io("cannot remove config", e))?;
@@ -379,6 +406,32 @@ impl Repository {
     /// Breaks the lock of the repository at `path` (borg's `break_lock`).
     pub fn break_lock(path: &Path) -> Result<(), RepoError> {
         break_lock(path).map_err(RepoError::Lock)
+    }
+}
+
+/// Takes the repository lock within `wait`, in slices of [`LOCK_WAIT_SLICE`], so that a freed
+/// lock is noticed within a tenth of a slice however long the client is willing to wait.
+/// Waiting forever already polls every second, as borg does.
+fn acquire_lock(
+    path: &Path,
+    identity: LockIdentity,
+    mode: LockMode,
+    wait: &LockWait<'_>,
+) -> Result<RepositoryLock, LockError> {
+    let deadline = wait
+        .timeout()
+        .and_then(|timeout| Instant::now().checked_add(timeout));
+    let Some(deadline) = deadline else {
+        return RepositoryLock::acquire(path, identity, mode, wait);
+    };
+    let aborted = || wait.aborted();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let slice = LockWait::at_most(remaining.min(LOCK_WAIT_SLICE)).abort_when(&aborted);
+        match RepositoryLock::acquire(path, identity.clone(), mode, &slice) {
+            Err(LockError::LockTimeout(_)) if Instant::now() < deadline => continue,
+            result => return result,
+        }
     }
 }
 

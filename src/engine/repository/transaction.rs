@@ -191,6 +191,12 @@ impl Repository {
     }
 
     fn ensure_transaction(&mut self) -> Result<(), RepoError> {
+        if self.out_of_space {
+            return Err(RepoError::io(
+                "the transaction ran out of disk space and was rolled back",
+                io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            ));
+        }
         if !self.active_txn {
             let tid = self.get_transaction_id()?;
             self.prepare_txn(tid, true)?;
@@ -278,12 +284,17 @@ impl Repository {
             self.rollback();
             return Err(RepoError::StorageQuotaExceeded { quota, usage });
         }
-        if !self.active_txn {
+        if !self.active_txn || self.out_of_space {
             // Python fails with AttributeError here; a commit with nothing to commit is a no-op
             // beyond making sure a transaction exists, as it would for a client that wrote.
             self.ensure_transaction()?;
         }
         self.require_exclusive()?;
+        // Up to a write batch of puts is still in memory; on disk first, so that the
+        // free-space check sees what borg's (which writes as it goes) would see.
+        self.io
+            .flush()
+            .map_err(|e| RepoError::io("cannot write segment", e))?;
         self.check_free_space()?;
         self.log_storage_quota();
         let segment = self
@@ -323,12 +334,15 @@ impl Repository {
         self.index = None;
         self.active_txn = false;
         self.doomed = None;
+        self.out_of_space = false;
     }
 
     /// Rollback that also deletes the uncommitted segments, to give space back after a full
-    /// disk (borg does this when ENOSPC ends a transaction).
+    /// disk (borg does this when ENOSPC ends a transaction). The transaction stays doomed
+    /// until the client's own rollback (see `out_of_space`).
     pub fn rollback_with_cleanup(&mut self) {
         self.rollback();
+        self.out_of_space = true;
         match self.io.segments_transaction_id() {
             Ok(tid) => {
                 if let Err(error) = self.io.cleanup(tid) {
