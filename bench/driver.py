@@ -131,15 +131,15 @@ def _spawn(argv, env, stdin_fd, stdout_fd, stderr_fd):
     )
 
 
-def _reap(pid, started):
+def _reap(pid):
+    """Waits for the meter and returns its report. The meter's own clock runs from its fork
+    of the program to the reaping, so neither the meter's exec nor the driver counts."""
     _, status, _ = os.wait4(pid, 0)
-    outer_wall = time.perf_counter() - started
     try:
         with open(Meter.report) as report:
             measured = json.load(report)
     except (OSError, ValueError) as error:
         raise BenchError(f"the meter left no report ({error}); exit status {status}")
-    del outer_wall  # the meter's own clock excludes its exec and fork
     return Run(
         wall=measured["wall"],
         user=measured["user"],
@@ -154,9 +154,8 @@ def run_plain(argv, env, stdout_path=None, stdin_path=None):
     with open(stdin_path or os.devnull, "rb") as stdin, open(
         stdout_path or os.devnull, "wb"
     ) as stdout, open(os.devnull, "wb") as stderr:
-        started = time.perf_counter()
         pid = _spawn(argv, env, stdin.fileno(), stdout.fileno(), stderr.fileno())
-        return _reap(pid, started)
+        return _reap(pid)
 
 
 class ReplyCollector:
@@ -216,7 +215,6 @@ def replay(argv, env, stream_path, stderr_path, collect=False, pipe_size=None, s
     collector = ReplyCollector() if collect else None
     feed_error = []
     with open(stderr_path, "wb") as stderr:
-        started = time.perf_counter()
         pid = _spawn(argv, env, in_r, out_w, stderr.fileno())
     os.close(in_r)
     os.close(out_w)
@@ -258,7 +256,7 @@ def replay(argv, env, stream_path, stderr_path, collect=False, pipe_size=None, s
         threads.append(threading.Thread(target=drain))
     for thread in threads:
         thread.start()
-    run = _reap(pid, started)
+    run = _reap(pid)
     for thread in threads:
         thread.join()
     if run.status != 0:
@@ -282,7 +280,6 @@ def session(argv, env, requests, stderr_path):
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     with open(stderr_path, "wb") as stderr:
-        started = time.perf_counter()
         pid = _spawn(argv, env, in_r, out_w, stderr.fileno())
     os.close(in_r)
     os.close(out_w)
@@ -306,7 +303,7 @@ def session(argv, env, requests, stderr_path):
         while os.read(out_r, MIB):
             pass
         os.close(out_r)
-        run = _reap(pid, started)
+        run = _reap(pid)
     if run.status != 0:
         raise BenchError(f"{argv[0]} exited with {run.status}; see {stderr_path}")
     for _, kind, value in replies:
@@ -388,12 +385,6 @@ class Results:
         if key:
             self.key[key] = found
         return found
-
-    def find(self, workload, name):
-        for figure in self.figures:
-            if figure.workload == workload and figure.name == name:
-                return figure
-        return None
 
     def target(self, text, measured, limit, met):
         self.targets.append({"target": text, "measured": measured, "limit": limit, "met": bool(met)})

@@ -7,7 +7,7 @@
 #
 # Environment:
 #   BORG145        borg 1.4.5 (default /opt/borg145/bin/borg; installed by scripts/setup.sh)
-#   BENCH_WORKDIR  scratch directory (default /tmp/borg-gate-bench-<size>); needs ~8 GiB free
+#   BENCH_WORKDIR  scratch directory (default /tmp/borg-gate-bench-<size>); needs ~9 GiB free
 #                  for the full run. Fixtures (captured streams, index repositories) are
 #                  reused when --keep left them there.
 #   BENCH_OUT      where results.md and results.json go (default bench/out)
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; driver_args+=(--quick) ;;
         --keep) keep=1 ;;
         --only) driver_args+=(--only "$2"); shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

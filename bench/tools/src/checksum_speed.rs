@@ -15,7 +15,10 @@ const SLICE: usize = 2 << 20;
 const PASSES: usize = 5;
 
 fn main() -> ExitCode {
-    let Some(mebibytes) = std::env::args().nth(1).and_then(|a| a.parse::<usize>().ok()) else {
+    let Some(mebibytes) = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse::<usize>().ok())
+    else {
         eprintln!("usage: checksum-speed MIB");
         return ExitCode::from(2);
     };

@@ -45,7 +45,10 @@ fn main() -> ExitCode {
         usage.max_rss()
     );
     if let Err(error) = std::fs::write(&report, json) {
-        eprintln!("measure: cannot write {}: {error}", report.to_string_lossy());
+        eprintln!(
+            "measure: cannot write {}: {error}",
+            report.to_string_lossy()
+        );
         return ExitCode::from(125);
     }
     // A program killed by a signal reports 128 + signal, as a shell would.
