@@ -61,3 +61,60 @@ pub fn close_on_exec_above_stderr() {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
+
+/// The first non-empty canonical name `getaddrinfo(host, NULL, {SOCK_DGRAM, AI_CANONNAME})`
+/// reports, exactly the call Python's `socket.getaddrinfo` makes for borg's hostid.
+pub fn canonical_host_name(host: &str) -> Option<String> {
+    let host = std::ffi::CString::new(host).ok()?;
+    // SAFETY: an all-zero addrinfo is a valid "no constraints" hints value.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_DGRAM;
+    hints.ai_flags = libc::AI_CANONNAME;
+    let mut results: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: `host` is a NUL-terminated string that outlives the call, `hints` is a valid
+    // addrinfo, and `results` is a valid out-pointer; on success the list is freed below.
+    let status =
+        unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut results) };
+    if status != 0 || results.is_null() {
+        return None;
+    }
+    let mut found = None;
+    let mut entry = results;
+    while !entry.is_null() && found.is_none() {
+        // SAFETY: `entry` is a node of the list getaddrinfo returned, not yet freed.
+        let node = unsafe { &*entry };
+        if !node.ai_canonname.is_null() {
+            // SAFETY: a non-null ai_canonname is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(node.ai_canonname) };
+            let name = name.to_string_lossy();
+            if !name.is_empty() {
+                found = Some(name.into_owned());
+            }
+        }
+        entry = node.ai_next;
+    }
+    // SAFETY: `results` came from a successful getaddrinfo and is freed exactly once.
+    unsafe { libc::freeaddrinfo(results) };
+    found
+}
+
+/// Asks the kernel to back a large buffer with transparent huge pages, which makes the first
+/// touch of a multi-hundred-megabyte index several times cheaper. Advice only: failure
+/// changes nothing but speed.
+pub fn advise_huge_pages(buffer: &mut [u8]) {
+    const HUGE: usize = 2 << 20;
+    let start = buffer.as_mut_ptr() as usize;
+    let aligned = (start + HUGE - 1) & !(HUGE - 1);
+    let end = start + buffer.len();
+    if aligned >= end {
+        return;
+    }
+    let length = (end - aligned) & !(HUGE - 1);
+    if length == 0 {
+        return;
+    }
+    // SAFETY: [aligned, aligned + length) lies inside `buffer`, which we borrow mutably for
+    // the call; MADV_HUGEPAGE changes how the pages are backed, never their contents.
+    unsafe { libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE) };
+}

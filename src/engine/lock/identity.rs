@@ -9,15 +9,11 @@
 //! Python computes `<fqdn>@<uuid.getnode()>`; we reproduce both halves without `unsafe`:
 //!
 //! * **fqdn**: Python takes the first non-empty `ai_canonname` of
-//!   `getaddrinfo(gethostname(), AI_CANONNAME)`. Neither std nor nix exposes the canonical
-//!   name, and `ToSocketAddrs` only returns addresses, so we run `getent ahosts -- <hostname>`
-//!   (glibc's own getaddrinfo front end, found only at `/usr/bin/getent` or `/bin/getent`,
-//!   never via `PATH`). It goes through the same NSS modules (`files`, `dns`, `myhostname`,
-//!   ...) and prints the canonical name on its first line. It differs from Python only in that
-//!   getent adds `AI_ADDRCONFIG`, which matters on hosts whose hostname resolves solely to an
-//!   address family that has no configured non-loopback address. A DNS lookup may hang
-//!   (Python just hangs); we give up after [`CANONICAL_NAME_TIMEOUT`] and use the plain
-//!   hostname, as Python does when the lookup fails.
+//!   `getaddrinfo(gethostname(), None, 0, SOCK_DGRAM, 0, AI_CANONNAME)`; we make the same
+//!   call in-process (`crate::sys::canonical_host_name`, the one place with the FFI), so it
+//!   goes through the same NSS modules. A DNS lookup may hang (Python just hangs); we give up
+//!   after [`CANONICAL_NAME_TIMEOUT`] and use the plain hostname, as Python does when the
+//!   lookup fails.
 //! * **node**: CPython uses libuuid's time-based UUID first. libuuid takes the hardware
 //!   address of the first interface, in kernel order, that has an IPv4 address and a non-zero
 //!   address (`SIOCGIFCONF` + `SIOCGIFHWADDR`). Without ioctls we read `/sys/class/net/*`
@@ -37,9 +33,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsStr;
 use std::fs;
 use std::hash::BuildHasher;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,9 +47,6 @@ pub const CANONICAL_NAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable that overrides the computed hostid (borg's name).
 pub const HOST_ID_VARIABLE: &str = "BORG_HOST_ID";
 
-const GETENT_PATHS: [&str; 2] = ["/usr/bin/getent", "/bin/getent"];
-/// getent prints a few short lines; anything beyond this is not a hosts answer.
-const GETENT_OUTPUT_LIMIT: u64 = 64 * 1024;
 const SYS_CLASS_NET: &str = "/sys/class/net";
 const PROC_NET_ROUTE: &str = "/proc/net/route";
 const NODE_BITS_MASK: u64 = (1 << 48) - 1;
@@ -228,61 +219,26 @@ pub fn python_fqdn(hostname: &str) -> String {
         // getaddrinfo("") fails, so Python keeps the empty name.
         return String::new();
     }
-    canonical_name_via_getent(hostname, CANONICAL_NAME_TIMEOUT)
-        .unwrap_or_else(|| hostname.to_owned())
+    canonical_name(hostname, CANONICAL_NAME_TIMEOUT).unwrap_or_else(|| hostname.to_owned())
 }
 
-/// Run `getent ahosts -- <hostname>` and return the canonical name it reports.
-fn canonical_name_via_getent(hostname: &str, timeout: Duration) -> Option<String> {
-    let getent = GETENT_PATHS
-        .iter()
-        .map(Path::new)
-        .find(|path| path.is_file())?;
-    let mut child = Command::new(getent)
-        .args(["ahosts", "--", hostname])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let reader = child.stdout.take().map(|stdout| {
-        thread::spawn(move || {
-            let mut output = Vec::new();
-            // A read error leaves a partial answer, which the status check below discards.
-            let _ = stdout.take(GETENT_OUTPUT_LIMIT).read_to_end(&mut output);
-            output
-        })
+/// getaddrinfo in a helper thread, so that a hanging DNS lookup costs at most `timeout`.
+fn canonical_name(hostname: &str, timeout: Duration) -> Option<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let host = hostname.to_owned();
+    thread::spawn(move || {
+        let _ = sender.send(crate::sys::canonical_host_name(&host));
     });
-    let deadline = Instant::now() + timeout;
-    let succeeded = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.success(),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                log::warn!(
-                    "looking up the canonical name of host {hostname:?} took longer than {timeout:?}; \
-                     using the plain hostname in the lock id (set {HOST_ID_VARIABLE} to match borg)"
-                );
-                let _ = child.kill();
-                let _ = child.wait();
-                break false;
-            }
+    match receiver.recv_timeout(timeout) {
+        Ok(name) => name,
+        Err(_) => {
+            log::warn!(
+                "looking up the canonical name of host {hostname:?} took longer than {timeout:?}; \
+                 using the plain hostname in the lock id (set {HOST_ID_VARIABLE} to match borg)"
+            );
+            None
         }
-    };
-    let output = reader?.join().ok()?;
-    if !succeeded {
-        return None;
     }
-    parse_getent_ahosts(&String::from_utf8_lossy(&output))
-}
-
-/// The canonical name in `getent ahosts` output: the third column of the first line that
-/// has one (`"%-15s %-6s %s\n"` per address; only the first result carries the name).
-pub fn parse_getent_ahosts(output: &str) -> Option<String> {
-    output
-        .lines()
-        .find_map(|line| line.split_ascii_whitespace().nth(2))
-        .map(str::to_owned)
 }
 
 /// One network interface as sysfs shows it.
@@ -557,19 +513,6 @@ mod tests {
     }
 
     #[test]
-    fn getent_output_yields_the_first_canonical_name() {
-        let output = "127.0.1.1       STREAM host.example.com\n\
-                      127.0.1.1       DGRAM  \n\
-                      127.0.1.1       RAW    \n";
-        assert_eq!(
-            parse_getent_ahosts(output).as_deref(),
-            Some("host.example.com")
-        );
-        assert_eq!(parse_getent_ahosts("127.0.0.1       DGRAM  \n"), None);
-        assert_eq!(parse_getent_ahosts(""), None);
-    }
-
-    #[test]
     fn hardware_addresses_parse_like_the_ioctl_returns_them() {
         assert_eq!(
             parse_hardware_address("02:fc:00:00:00:01\n"),
@@ -657,7 +600,7 @@ mod tests {
             crate::engine::lock::tests::missing_borg(python);
             return None;
         }
-        let output = Command::new(python)
+        let output = std::process::Command::new(python)
             .args(["-c", code])
             .env_remove(HOST_ID_VARIABLE)
             .output()

@@ -757,6 +757,8 @@ impl NsIndex {
                 bytes: table_bytes(num_buckets),
             })?;
         let mut buckets: Vec<Bucket> = vec![[[0u8; 8]; 5]; num_buckets];
+        // Page faults on the fresh table dominate loading; huge pages make them rare.
+        crate::sys::advise_huge_pages(buckets.as_flattened_mut().as_flattened_mut());
         let mut used = 0usize;
         let mut empty = 0usize;
         let mut done = 0usize;

@@ -781,7 +781,11 @@ impl<F: Borrow<File>> SegmentEntries<F> {
         self.buf_start = position;
         let read_end = needed.max(read_size);
         if self.buf.len() < read_end {
-            self.buf.resize(read_end, 0);
+            // calloc'd pages instead of `resize` writing every zero of a buffer that may be
+            // much larger than a small segment.
+            let mut grown = vec![0u8; read_end];
+            grown[..self.buf_len].copy_from_slice(&self.buf[..self.buf_len]);
+            self.buf = grown;
         }
         while self.buf_len < needed {
             let read_position = self.buf_start + self.buf_len as u64;

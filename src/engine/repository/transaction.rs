@@ -631,7 +631,7 @@ fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
     let file = File::open(&path).map_err(|e| describe_io(&e, &path))?;
     let file_len = file.metadata().map_err(|e| describe_io(&e, &path))?.len();
     let mut reader = VerifyingReader {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: BufReader::with_capacity(64 << 10, file),
         verifier: expected.map(|e| FileVerifier::new(e, &path)),
     };
     let header = IndexHeader::read_from(&mut reader).map_err(|e| e.to_string())?;

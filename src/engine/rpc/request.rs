@@ -819,7 +819,11 @@ impl<R: Read> RequestReader<R> {
             }
             let target = target.min(max_buffer.max(INITIAL_BUFFER));
             if target > self.buf.len() {
-                self.buf.resize(target, 0);
+                // A fresh zeroed allocation (calloc) instead of `resize`, which would write
+                // every zero itself: the kernel hands out zero pages as they are first used.
+                let mut grown = vec![0u8; target];
+                grown[..self.end].copy_from_slice(&self.buf[..self.end]);
+                self.buf = grown;
             }
         }
         let read_end = self.buf.len().min(self.end.saturating_add(MAX_READ));
