@@ -174,34 +174,8 @@ fn take_digit_part(bytes: &[u8], index: &mut usize, out: &mut String) -> usize {
     count
 }
 
-/// A close approximation of Python's `repr(str)`, for error messages that quote user input.
-pub(crate) fn python_str_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
+/// Python's `repr(str)`, for error messages that quote user input (shared with the RPC layer).
+pub(crate) use crate::engine::rpc::errors::python_str_repr;
 
 #[cfg(test)]
 mod tests {
