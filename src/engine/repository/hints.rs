@@ -7,13 +7,12 @@
 //! The small slice-based msgpack reader and writer here are shared with [`super::integrity`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::fmt;
 
 use rmp::Marker;
-use rmp::encode::{ByteBuf, ValueWriteError};
 
 use super::segment::ObjectId;
+use crate::engine::rpc::msgpack;
 
 /// The hints version borg 1.1+ writes.
 pub const HINTS_VERSION: i64 = 2;
@@ -491,69 +490,44 @@ impl<'a> MsgpackReader<'a> {
     }
 }
 
-/// Writes msgpack the way msgpack-python does with `use_bin_type=False` (borg 1.x).
+/// Writes msgpack the way msgpack-python does with `use_bin_type=False` (borg 1.x), through the
+/// RPC layer's encoder so that the repository files and the wire share one set of encoding rules.
 pub(crate) struct MsgpackWriter {
-    buf: ByteBuf,
-}
-
-/// Writing into a `ByteBuf` cannot fail; this unwraps its uninhabited error type without a panic path.
-fn infallible<T>(result: Result<T, ValueWriteError<Infallible>>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(
-            ValueWriteError::InvalidMarkerWrite(never) | ValueWriteError::InvalidDataWrite(never),
-        ) => match never {},
-    }
+    buf: Vec<u8>,
 }
 
 impl MsgpackWriter {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
-            buf: ByteBuf::with_capacity(capacity),
+            buf: Vec::with_capacity(capacity),
         }
     }
 
     pub(crate) fn into_vec(self) -> Vec<u8> {
-        self.buf.into_vec()
+        self.buf
     }
 
     pub(crate) fn map_len(&mut self, len: usize) {
-        infallible(rmp::encode::write_map_len(
-            &mut self.buf,
-            saturating_u32(len),
-        ));
+        msgpack::write_map_header(&mut self.buf, saturating_u32(len));
     }
 
     pub(crate) fn array_len(&mut self, len: usize) {
-        infallible(rmp::encode::write_array_len(
-            &mut self.buf,
-            saturating_u32(len),
-        ));
+        msgpack::write_array_header(&mut self.buf, saturating_u32(len));
     }
 
     pub(crate) fn int(&mut self, value: i64) {
-        infallible(rmp::encode::write_sint(&mut self.buf, value));
+        msgpack::write_int(&mut self.buf, value);
     }
 
     pub(crate) fn uint(&mut self, value: u64) {
-        infallible(rmp::encode::write_uint(&mut self.buf, value));
+        msgpack::write_uint(&mut self.buf, value);
     }
 
     /// A raw string: fixstr below 32 bytes, else str16/str32. msgpack-python never emits str8 for
     /// bytes in this mode, so neither may we (a 32-byte id is `da 00 20`).
     pub(crate) fn raw_str(&mut self, bytes: &[u8]) {
-        let out = self.buf.as_mut_vec();
-        let len = bytes.len();
-        if len < 32 {
-            out.push(0xa0 | len as u8);
-        } else if let Ok(len) = u16::try_from(len) {
-            out.push(0xda);
-            out.extend_from_slice(&len.to_be_bytes());
-        } else {
-            out.push(0xdb);
-            out.extend_from_slice(&saturating_u32(len).to_be_bytes());
-        }
-        out.extend_from_slice(bytes);
+        msgpack::write_str_header(&mut self.buf, saturating_u32(bytes.len()));
+        self.buf.extend_from_slice(bytes);
     }
 }
 
