@@ -3,10 +3,12 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The longest poll interval borg ever uses (`min(60, timeout / 10)`).
-const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
-/// The poll interval when waiting forever (`timeout=None`).
-const FOREVER_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest pause between two tries. borg sleeps a tenth of the lock wait, up to a minute
+/// (one second when waiting forever), so a client waiting with `--lock-wait 600` would notice a
+/// freed lock up to a minute late, and a backup server's queue of waiting clients would idle
+/// behind a free repository. A try is one mkdir or one small read, so trying ten times a
+/// second costs nothing measurable.
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// While sleeping, the abort hook is asked at least this often, so a long poll interval
 /// (up to a minute) does not keep a lock attempt alive after its client has gone.
 const ABORT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -98,10 +100,11 @@ impl std::fmt::Debug for LockWait<'_> {
     }
 }
 
-/// borg's automatic poll interval: 1 s when waiting forever, else `min(60 s, timeout / 10)`.
+/// The automatic poll interval: like borg a tenth of the timeout, but never more than
+/// [`MAX_POLL_INTERVAL`] (which is also the interval when waiting forever).
 pub fn default_poll_interval(timeout: Option<Duration>) -> Duration {
     match timeout {
-        None => FOREVER_POLL_INTERVAL,
+        None => MAX_POLL_INTERVAL,
         Some(timeout) => (timeout / 10).min(MAX_POLL_INTERVAL),
     }
 }
@@ -162,28 +165,26 @@ mod tests {
     use std::cell::Cell;
 
     #[test]
-    fn poll_interval_is_one_second_when_waiting_forever() {
-        assert_eq!(default_poll_interval(None), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn poll_interval_is_a_tenth_of_the_timeout() {
+    fn poll_interval_is_a_tenth_of_a_short_timeout() {
         assert_eq!(
-            default_poll_interval(Some(Duration::from_secs(1))),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            default_poll_interval(Some(Duration::from_secs(300))),
-            Duration::from_secs(30)
+            default_poll_interval(Some(Duration::from_millis(500))),
+            Duration::from_millis(50)
         );
         assert_eq!(default_poll_interval(Some(Duration::ZERO)), Duration::ZERO);
     }
 
     #[test]
-    fn poll_interval_is_capped_at_sixty_seconds() {
+    fn a_freed_lock_is_noticed_within_a_tenth_of_a_second_however_long_the_wait() {
+        for timeout in [
+            Some(Duration::from_secs(1)),
+            Some(Duration::from_secs(600)),
+            None,
+        ] {
+            assert_eq!(default_poll_interval(timeout), Duration::from_millis(100));
+        }
         assert_eq!(
-            default_poll_interval(Some(Duration::from_secs(3600))),
-            Duration::from_secs(60)
+            default_poll_interval(Some(Duration::MAX)),
+            Duration::from_millis(100)
         );
     }
 

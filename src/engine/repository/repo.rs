@@ -4,7 +4,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::config::{self, ConfigFile, REPOSITORY_SECTION, RepositoryConfig};
 use super::durable;
@@ -12,17 +11,9 @@ use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
-use crate::engine::lock::{
-    LockError, LockIdentity, LockMode, LockWait, RepositoryLock, break_lock,
-};
+use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
 
 pub const LOG: &str = "borg.repository";
-
-/// The longest stretch of a lock wait with one poll interval. borg sleeps a tenth of the
-/// whole lock wait between tries (up to a minute), so a client that waits with
-/// `--lock-wait 600` would notice a freed lock up to a minute late; waiting in slices of
-/// this length tries at least every tenth of it.
-const LOCK_WAIT_SLICE: Duration = Duration::from_secs(1);
 
 /// `README` of every borg repository (`constants.py`).
 pub const REPOSITORY_README: &str =
@@ -52,9 +43,6 @@ pub struct Repository {
     pub(super) config: ConfigFile,
     pub(super) id: [u8; 32],
     pub(super) lock: Option<RepositoryLock>,
-    /// The client's lock wait; a shared lock waits this long to leave the roster on release
-    /// (the lock itself only remembers the last slice of the acquisition).
-    pub(super) lock_wait: Option<Duration>,
     pub(super) exclusive: Option<bool>,
     pub(super) append_only: bool,
     /// See [`OpenOptions::read_only`].
@@ -109,7 +97,7 @@ impl Repository {
             } else {
                 LockMode::Shared
             };
-            Some(acquire_lock(path, identity, mode, wait)?)
+            Some(RepositoryLock::acquire(path, identity, mode, wait)?)
         } else {
             None
         };
@@ -158,7 +146,6 @@ impl Repository {
             max_segment_size: settings.max_segment_size,
             config,
             lock,
-            lock_wait: wait.timeout(),
             exclusive: options.exclusive,
             append_only,
             read_only: options.read_only,
@@ -194,9 +181,7 @@ impl Repository {
         self.rollback();
         self.io.abandon_segment();
         match self.lock.take() {
-            Some(lock) => lock
-                .release_with(&LockWait::from_timeout(self.lock_wait))
-                .map_err(RepoError::Lock),
+            Some(lock) => lock.release().map_err(RepoError::Lock),
             None => Ok(()),
         }
     }
@@ -395,8 +380,7 @@ impl Repository {
         self.io.abandon_segment();
         let path = self.path.clone();
         if let Some(lock) = self.lock.take() {
-            lock.release_with(&LockWait::from_timeout(self.lock_wait))
-                .map_err(RepoError::Lock)?;
+            lock.release().map_err(RepoError::Lock)?;
         }
         std::fs::remove_file(path.join("config"))
             .map_err(|e| RepoError::io("cannot remove config", e))?;
@@ -406,32 +390,6 @@ impl Repository {
     /// Breaks the lock of the repository at `path` (borg's `break_lock`).
     pub fn break_lock(path: &Path) -> Result<(), RepoError> {
         break_lock(path).map_err(RepoError::Lock)
-    }
-}
-
-/// Takes the repository lock within `wait`, in slices of [`LOCK_WAIT_SLICE`], so that a freed
-/// lock is noticed within a tenth of a slice however long the client is willing to wait.
-/// Waiting forever already polls every second, as borg does.
-fn acquire_lock(
-    path: &Path,
-    identity: LockIdentity,
-    mode: LockMode,
-    wait: &LockWait<'_>,
-) -> Result<RepositoryLock, LockError> {
-    let deadline = wait
-        .timeout()
-        .and_then(|timeout| Instant::now().checked_add(timeout));
-    let Some(deadline) = deadline else {
-        return RepositoryLock::acquire(path, identity, mode, wait);
-    };
-    let aborted = || wait.aborted();
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let slice = LockWait::at_most(remaining.min(LOCK_WAIT_SLICE)).abort_when(&aborted);
-        match RepositoryLock::acquire(path, identity.clone(), mode, &slice) {
-            Err(LockError::LockTimeout(_)) if Instant::now() < deadline => continue,
-            result => return result,
-        }
     }
 }
 
