@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -706,4 +707,107 @@ fn partial_checks_continue_where_the_last_one_stopped_and_borg_agrees() {
         output.assert_success();
     }
     site.borg(&client, &["check", &url]).assert_success();
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress
+
+/// The server's progress records as a `--progress --log-json` client re-emits them, without
+/// the fields that differ between runs (`time`, `operation`).
+fn remote_progress(output: &support::CmdOutput) -> Vec<String> {
+    output
+        .stderr_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| {
+            record["type"]
+                .as_str()
+                .is_some_and(|kind| kind.starts_with("progress_"))
+                && record["msgid"]
+                    .as_str()
+                    .is_some_and(|msgid| msgid.starts_with("repository."))
+        })
+        .map(|record| {
+            format!(
+                "{} {} {} {}/{} finished={}",
+                record["type"],
+                record["msgid"],
+                record["message"],
+                record["current"],
+                record["total"],
+                record["finished"]
+            )
+        })
+        .collect()
+}
+
+/// Runs the same compaction, index replay and check against the client's own `borg serve`
+/// and against the engine: `--progress` shows the client the same server-side progress.
+#[test]
+fn compaction_replay_and_check_progress_reach_the_client_as_from_borg_serve() {
+    for client in support::borg_clients() {
+        let site = Site::new("progress", ENGINE);
+        let python_rsh = site.path("python-rsh.sh");
+        fs::write(&python_rsh, "#!/bin/sh\nshift\nexec \"$@\"\n").unwrap();
+        fs::set_permissions(&python_rsh, fs::Permissions::from_mode(0o755)).unwrap();
+        let python_rsh = python_rsh.to_str().unwrap().to_owned();
+        let python_env = [
+            ("BORG_RSH", python_rsh.as_str()),
+            ("BORG_REMOTE_PATH", client.path.to_str().unwrap()),
+        ];
+        let mut seen: Vec<Vec<Vec<String>>> = Vec::new();
+        for name in ["python", "engine"] {
+            let run = |args: &[&str]| {
+                if name == "python" {
+                    client.run_in(&site.source(), args, &python_env, Some(PASSPHRASE))
+                } else {
+                    site.borg(&client, args)
+                }
+            };
+            let url = site.url(name);
+            run(&["init", "--encryption", "none", &url]).assert_success();
+            run(&["create", &site.archive(name, "a1"), "."]).assert_success();
+            write_random(&site.source().join("big.bin"), 7, 6_000_000);
+            run(&["create", &site.archive(name, "a2"), "."]).assert_success();
+            fs::remove_file(site.source().join("big.bin")).unwrap();
+            run(&["delete", &site.archive(name, "a2")]).assert_success();
+
+            let compact = run(&["compact", "--progress", "--log-json", &url]);
+            compact.assert_success();
+            for entry in fs::read_dir(site.repo(name)).unwrap() {
+                let path = entry.unwrap().path();
+                let file = path.file_name().unwrap().to_str().unwrap().to_owned();
+                if ["index.", "hints.", "integrity."]
+                    .iter()
+                    .any(|prefix| file.starts_with(prefix))
+                {
+                    fs::remove_file(path).unwrap();
+                }
+            }
+            let replay = run(&["list", "--progress", "--log-json", &url]);
+            replay.assert_success();
+            let check = run(&[
+                "check",
+                "--repository-only",
+                "--progress",
+                "--log-json",
+                &url,
+            ]);
+            check.assert_success();
+            let records = vec![
+                remote_progress(&compact),
+                remote_progress(&replay),
+                remote_progress(&check),
+            ];
+            for (what, list) in ["compact", "replay", "check"].iter().zip(&records) {
+                assert!(
+                    list.len() >= 3 && list.last().is_some_and(|l| l.ends_with("finished=true")),
+                    "{}: {name} {what} progress: {list:#?}",
+                    client.label
+                );
+            }
+            seen.push(records);
+        }
+        assert_eq!(seen[0], seen[1], "{}: python serve vs engine", client.label);
+    }
 }

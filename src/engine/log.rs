@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::policy::LogLevel;
@@ -190,9 +190,16 @@ impl RemoteLogger {
         log::set_boxed_logger(Box::new(self))?;
         handle.shared.installed.store(true, Ordering::Relaxed);
         handle.shared.update_max_level();
+        // `set_boxed_logger` succeeds once per process, so this is the only set.
+        let _ = INSTALLED.set(handle.clone());
         Ok(handle)
     }
 }
+
+/// The handle of the installed logger. Progress records are not `log` records (borg sends
+/// them whatever the client's log level), so code deep in the repository reaches the client
+/// through this, the same way `log::info!` reaches the installed logger.
+static INSTALLED: OnceLock<LogHandle> = OnceLock::new();
 
 impl log::Log for RemoteLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -370,7 +377,8 @@ fn progress_tail(
 /// borg's `ProgressIndicatorPercent` in JSON mode (`helpers/progress.py`): records of type
 /// `progress_percent` each time the percentage passes the next step.
 pub struct ProgressPercent {
-    handle: LogHandle,
+    /// `None` when no logger is installed (the repository used outside `serve`).
+    handle: Option<LogHandle>,
     operation: u64,
     msgid: &'static str,
     label: &'static str,
@@ -392,8 +400,37 @@ impl ProgressPercent {
         step: f64,
         total: u64,
     ) -> Self {
+        Self::with_handle(Some(handle.clone()), msgid, label, decimals, step, total)
+    }
+
+    /// Progress sent to the client of this `serve` process, if there is one.
+    pub fn to_client(
+        msgid: &'static str,
+        label: &'static str,
+        decimals: usize,
+        step: f64,
+        total: u64,
+    ) -> Self {
+        Self::with_handle(
+            INSTALLED.get().cloned(),
+            msgid,
+            label,
+            decimals,
+            step,
+            total,
+        )
+    }
+
+    fn with_handle(
+        handle: Option<LogHandle>,
+        msgid: &'static str,
+        label: &'static str,
+        decimals: usize,
+        step: f64,
+        total: u64,
+    ) -> Self {
         ProgressPercent {
-            handle: handle.clone(),
+            handle,
             operation: next_operation_id(),
             msgid,
             label,
@@ -413,6 +450,9 @@ impl ProgressPercent {
         }
         let done = self.counter;
         self.counter = self.counter.saturating_add(1);
+        let Some(handle) = &self.handle else {
+            return;
+        };
         if self.total == 0 {
             return;
         }
@@ -437,11 +477,14 @@ impl ProgressPercent {
             "progress_percent",
             false,
         );
-        self.handle.progress_line(&line);
+        handle.progress_line(&line);
     }
 
     /// The final record (`"finished": true`, no message).
     pub fn finish(&mut self) {
+        let Some(handle) = &self.handle else {
+            return;
+        };
         let mut line = String::from("{");
         progress_tail(
             &mut line,
@@ -450,7 +493,7 @@ impl ProgressPercent {
             "progress_percent",
             true,
         );
-        self.handle.progress_line(&line);
+        handle.progress_line(&line);
     }
 }
 

@@ -8,6 +8,7 @@ use super::durable::AtomicWriter;
 use super::error::RepoError;
 use super::repo::{LOG, Repository};
 use super::segment::{self, SegmentError};
+use crate::engine::log::ProgressPercent;
 
 impl Repository {
     /// borg's `Repository.check`. Returns `!error_found || repair`.
@@ -76,9 +77,17 @@ impl Repository {
             .io
             .list()
             .map_err(|e| RepoError::io("cannot list segments", e))?;
+        let mut progress = ProgressPercent::to_client(
+            "repository.check",
+            "Checking segments",
+            1,
+            0.1,
+            segments.len() as u64,
+        );
         let mut finished = true;
         let mut last_segment = -1i64;
-        for file in &segments {
+        for (position, file) in segments.iter().enumerate() {
+            progress.show(Some(position as u64));
             last_segment = i64::from(file.segment);
             if i64::from(file.segment) <= last_checked || file.segment > transaction_id {
                 continue;
@@ -119,6 +128,7 @@ impl Repository {
             log::info!(target: LOG, "finished segment check at segment {last_segment}");
             self.forget_check_progress()?;
         }
+        progress.finish();
         if repair && segments_transaction_id.is_none() {
             report(format!("Adding commit tag to segment {transaction_id}"));
             self.io.set_next_segment(transaction_id + 1);

@@ -5,6 +5,7 @@ use super::error::RepoError;
 use super::repo::{LOG, Repository};
 use super::segment::{EntryKind, HEADER_SIZE, ReadMode};
 use super::units::format_file_size;
+use crate::engine::log::ProgressPercent;
 
 impl Repository {
     pub(super) fn compact_segments(&mut self, threshold: f64) -> Result<(), RepoError> {
@@ -18,11 +19,19 @@ impl Repository {
         log::debug!(target: LOG, "Compaction started (threshold is {}%).", (threshold * 100.0) as i64);
         let candidates: Vec<(u32, u64)> =
             self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
+        let mut progress = ProgressPercent::to_client(
+            "repository.compact_segments",
+            "Compacting segments",
+            0,
+            1.0,
+            candidates.len() as u64,
+        );
         for (segment, freeable) in candidates {
             if !self.io.segment_exists(segment) {
                 log::warn!(target: LOG, "segment {segment} not found, but listed in compaction data");
                 self.books.compact.remove(&segment);
                 self.books.segments.remove(&segment);
+                progress.show(None);
                 continue;
             }
             let size = self
@@ -32,6 +41,7 @@ impl Repository {
             let ratio = freeable as f64 / size.max(1) as f64;
             if ratio <= threshold || ratio.is_nan() {
                 log::debug!(target: LOG, "not compacting segment {segment} (maybe freeable: {:.2}% [{freeable} bytes])", ratio * 100.0);
+                progress.show(None);
                 continue;
             }
             self.books.segments.entry(segment).or_insert(0);
@@ -44,7 +54,9 @@ impl Repository {
                 );
             }
             unused.push(segment);
+            progress.show(None);
         }
+        progress.finish();
         self.complete_transfer(false, &mut unused)?;
         self.io
             .clear_empty_dirs()

@@ -18,6 +18,7 @@ use super::integrity::{
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
+use crate::engine::log::ProgressPercent;
 
 /// One entry of a segment, as replay and check need it.
 #[derive(Debug, Clone, Copy)]
@@ -441,7 +442,15 @@ impl Repository {
             .io
             .list()
             .map_err(|e| RepoError::io("cannot list segments", e))?;
-        for file in segments {
+        let mut progress = ProgressPercent::to_client(
+            "repository.replay_segments",
+            "Replaying segments",
+            0,
+            5.0,
+            segments.len() as u64,
+        );
+        for (position, file) in segments.iter().enumerate() {
+            progress.show(Some(position as u64));
             if index_tid.is_some_and(|tid| file.segment <= tid) {
                 continue;
             }
@@ -451,6 +460,7 @@ impl Repository {
             let entries = self.read_segment_entries(file.segment)?;
             self.update_index(file.segment, &entries)?;
         }
+        progress.finish();
         self.write_index()
     }
 
