@@ -390,39 +390,10 @@ pub struct ProgressPercent {
 }
 
 impl ProgressPercent {
+    /// Progress for the client of this `serve` process (silent when no logger is installed).
     /// For example `("repository.check", "Checking segments", 1, 0.1, n)` shows
     /// "Checking segments 16.7%" like borg's `'Checking segments %3.1f%%'`.
     pub fn new(
-        handle: &LogHandle,
-        msgid: &'static str,
-        label: &'static str,
-        decimals: usize,
-        step: f64,
-        total: u64,
-    ) -> Self {
-        Self::with_handle(Some(handle.clone()), msgid, label, decimals, step, total)
-    }
-
-    /// Progress sent to the client of this `serve` process, if there is one.
-    pub fn to_client(
-        msgid: &'static str,
-        label: &'static str,
-        decimals: usize,
-        step: f64,
-        total: u64,
-    ) -> Self {
-        Self::with_handle(
-            INSTALLED.get().cloned(),
-            msgid,
-            label,
-            decimals,
-            step,
-            total,
-        )
-    }
-
-    fn with_handle(
-        handle: Option<LogHandle>,
         msgid: &'static str,
         label: &'static str,
         decimals: usize,
@@ -430,7 +401,7 @@ impl ProgressPercent {
         total: u64,
     ) -> Self {
         ProgressPercent {
-            handle,
+            handle: INSTALLED.get().cloned(),
             operation: next_operation_id(),
             msgid,
             label,
@@ -440,6 +411,12 @@ impl ProgressPercent {
             step,
             trigger_at: 0.0,
         }
+    }
+
+    /// Send the records to `handle` instead of the installed logger.
+    pub fn via(mut self, handle: &LogHandle) -> Self {
+        self.handle = Some(handle.clone());
+        self
     }
 
     /// Advance by one item (or set the position to `current` first), and emit a record when
@@ -766,7 +743,7 @@ mod tests {
         let handle = logger.handle();
         handle.enable_json();
         let mut progress =
-            ProgressPercent::new(&handle, "repository.check", "Checking segments", 1, 0.1, 6);
+            ProgressPercent::new("repository.check", "Checking segments", 1, 0.1, 6).via(&handle);
         for segment in 0..6 {
             progress.show(Some(segment));
         }
@@ -796,20 +773,20 @@ mod tests {
         let handle = logger.handle();
         handle.enable_json();
         let mut progress = ProgressPercent::new(
-            &handle,
             "repository.compact_segments",
             "Compacting segments",
             0,
             1.0,
             1000,
-        );
+        )
+        .via(&handle);
         for _ in 0..1000 {
             progress.show(None);
         }
         let records = capture.records();
         assert_eq!(records.len(), 100);
         assert_eq!(records[17]["message"], "Compacting segments  17%");
-        let mut empty = ProgressPercent::new(&handle, "m", "Nothing", 0, 1.0, 0);
+        let mut empty = ProgressPercent::new("m", "Nothing", 0, 1.0, 0).via(&handle);
         empty.show(None);
         assert_eq!(capture.records().len(), 100);
     }
@@ -857,7 +834,7 @@ mod tests {
             "Replaying segments. Please wait, this can take a while... é\n2nd",
         );
         let mut progress =
-            ProgressPercent::new(&handle, "repository.check", "Checking segments", 1, 0.1, 3);
+            ProgressPercent::new("repository.check", "Checking segments", 1, 0.1, 3).via(&handle);
         progress.show(None);
         progress.finish();
         let stream: Vec<u8> = capture.writes().concat();

@@ -77,7 +77,7 @@ impl Repository {
             .io
             .list()
             .map_err(|e| RepoError::io("cannot list segments", e))?;
-        let mut progress = ProgressPercent::to_client(
+        let mut progress = ProgressPercent::new(
             "repository.check",
             "Checking segments",
             1,

@@ -19,7 +19,7 @@ impl Repository {
         log::debug!(target: LOG, "Compaction started (threshold is {}%).", (threshold * 100.0) as i64);
         let candidates: Vec<(u32, u64)> =
             self.books.compact.iter().map(|(s, f)| (*s, *f)).collect();
-        let mut progress = ProgressPercent::to_client(
+        let mut progress = ProgressPercent::new(
             "repository.compact_segments",
             "Compacting segments",
             0,

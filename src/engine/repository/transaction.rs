@@ -442,7 +442,7 @@ impl Repository {
             .io
             .list()
             .map_err(|e| RepoError::io("cannot list segments", e))?;
-        let mut progress = ProgressPercent::to_client(
+        let mut progress = ProgressPercent::new(
             "repository.replay_segments",
             "Replaying segments",
             0,
