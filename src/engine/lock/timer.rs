@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 /// behind a free repository. A try is one mkdir or one small read, so trying ten times a
 /// second costs nothing measurable.
 const MAX_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// While sleeping, the abort hook is asked at least this often, so a long poll interval
-/// (up to a minute) does not keep a lock attempt alive after its client has gone.
+/// While sleeping, the abort hook is asked at least this often, so a pause chosen by the
+/// caller (the exclusive lock's 200 ms retry, say) does not outlive the client.
 const ABORT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long a lock attempt may wait, and how to abandon it early.
