@@ -579,6 +579,22 @@ impl ClientPipe {
             }
         }
     }
+
+    /// Repeats `attempt` until it neither would block nor was interrupted, waiting for
+    /// `events` (or an interruption) in between.
+    fn until_ready<T>(
+        &self,
+        events: PollFlags,
+        mut attempt: impl FnMut(&File) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            match attempt(&self.file) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.wait(events)?,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
 }
 
 fn file_status_flags(file: &File) -> io::Result<OFlag> {
@@ -587,29 +603,13 @@ fn file_status_flags(file: &File) -> io::Result<OFlag> {
 
 impl Read for ClientPipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match (&self.file).read(buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(PollFlags::POLLIN)?
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
+        self.until_ready(PollFlags::POLLIN, |mut file| file.read(buf))
     }
 }
 
 impl Write for ClientPipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            match (&self.file).write(buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(PollFlags::POLLOUT)?
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
+        self.until_ready(PollFlags::POLLOUT, |mut file| file.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -340,13 +340,7 @@ pub fn read_put<'buf>(
     buf: &'buf mut Vec<u8>,
 ) -> Result<&'buf [u8], SegmentError> {
     let position = u64::from(offset);
-    let header = read_put_header(file, segment, position)?;
-    let raw = parse_header(&header).ok_or(IntegrityError::ShortHeader {
-        segment,
-        offset: position,
-        header_size: PUT_HEADER_SIZE,
-    })?;
-    check_size_bounds(raw.size, PUT_HEADER_SIZE, segment, position)?;
+    let (header, raw) = read_put_header(file, segment, position)?;
     let data_len = raw.size as usize - PUT_HEADER_SIZE;
     if buf.len() < data_len {
         buf.resize(data_len, 0);
@@ -372,20 +366,7 @@ pub fn read_put<'buf>(
         }
         .into());
     }
-    if raw.tag != Tag::Put as u8 {
-        return Err(IntegrityError::UnacceptableTag {
-            segment,
-            offset: position,
-        }
-        .into());
-    }
-    if header[9..] != id[..] {
-        return Err(IntegrityError::WrongId {
-            segment,
-            offset: position,
-        }
-        .into());
-    }
+    check_put_of(&raw, &header, id, segment, position)?;
     Ok(&buf[..data_len])
 }
 
@@ -398,13 +379,40 @@ pub fn entry_size_at(
     id: &ObjectId,
 ) -> Result<u32, SegmentError> {
     let position = u64::from(offset);
-    let header = read_put_header(file, segment, position)?;
-    let raw = parse_header(&header).ok_or(IntegrityError::ShortHeader {
+    let (header, raw) = read_put_header(file, segment, position)?;
+    check_put_of(&raw, &header, id, segment, position)?;
+    Ok(raw.size)
+}
+
+/// Reads the PUT-sized header at `position` and checks its size field against borg's bounds.
+fn read_put_header(
+    file: &File,
+    segment: u32,
+    position: u64,
+) -> Result<([u8; PUT_HEADER_SIZE], RawHeader), SegmentError> {
+    let short_header = || IntegrityError::ShortHeader {
         segment,
         offset: position,
         header_size: PUT_HEADER_SIZE,
-    })?;
+    };
+    let mut header = [0u8; PUT_HEADER_SIZE];
+    let got = read_at_most(file, &mut header, position)?;
+    if got != PUT_HEADER_SIZE {
+        return Err(short_header().into());
+    }
+    let raw = parse_header(&header).ok_or_else(short_header)?;
     check_size_bounds(raw.size, PUT_HEADER_SIZE, segment, position)?;
+    Ok((header, raw))
+}
+
+/// The entry must be a PUT of `id` (checked after the crc, in borg's order).
+fn check_put_of(
+    raw: &RawHeader,
+    header: &[u8; PUT_HEADER_SIZE],
+    id: &ObjectId,
+    segment: u32,
+    position: u64,
+) -> Result<(), SegmentError> {
     if raw.tag != Tag::Put as u8 {
         return Err(IntegrityError::UnacceptableTag {
             segment,
@@ -419,25 +427,7 @@ pub fn entry_size_at(
         }
         .into());
     }
-    Ok(raw.size)
-}
-
-fn read_put_header(
-    file: &File,
-    segment: u32,
-    position: u64,
-) -> Result<[u8; PUT_HEADER_SIZE], SegmentError> {
-    let mut header = [0u8; PUT_HEADER_SIZE];
-    let got = read_at_most(file, &mut header, position)?;
-    if got != PUT_HEADER_SIZE {
-        return Err(IntegrityError::ShortHeader {
-            segment,
-            offset: position,
-            header_size: PUT_HEADER_SIZE,
-        }
-        .into());
-    }
-    Ok(header)
+    Ok(())
 }
 
 /// Reads the first 8 bytes (to tell `BORG_SEG` from `ATTICSEG`); shorter files give fewer bytes.
