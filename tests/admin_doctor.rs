@@ -131,6 +131,23 @@ impl Server {
         run_with_timeout(command, TIMEOUT)
     }
 
+    /// A repository and policy for alice, and an authorized_keys file with just her gate line
+    /// (owned by a uid with no account): a setup with nothing for doctor to find.
+    fn alice_only_keys(&self) -> PathBuf {
+        fs::create_dir(self.path("repos/alice")).unwrap();
+        let policy = self.policy("alice", &self.text("repos/alice"), "", 0o644);
+        let keys = self.write(
+            "authorized_keys",
+            &format!(
+                "{},restrict {}\n",
+                self.gate_command(&policy),
+                self.public_key("alice")
+            ),
+        );
+        self.give_to_nobody_in_particular(&keys);
+        keys
+    }
+
     /// Gives the file to a uid with no account, so that no account rules apply.
     fn give_to_nobody_in_particular(&self, path: &Path) {
         let uid = (4_200_000..4_300_000)
@@ -420,17 +437,7 @@ fn root_as_the_backup_account_and_a_rich_login_shell_are_warnings() {
 #[test]
 fn sshd_config_problems_are_found_in_files_sshd_accepts() {
     let server = require!(Server::new("doctor-sshd"));
-    fs::create_dir(server.path("repos/alice")).unwrap();
-    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
-    let keys = server.write(
-        "authorized_keys",
-        &format!(
-            "{},restrict {}\n",
-            server.gate_command(&policy),
-            server.public_key("alice")
-        ),
-    );
-    server.give_to_nobody_in_particular(&keys);
+    let keys = server.alice_only_keys();
     let included = server.write(
         "sshd_config.d/10-keepalive.conf",
         "ClientAliveInterval 2m\n",
@@ -471,17 +478,7 @@ fn sshd_config_problems_are_found_in_files_sshd_accepts() {
 #[test]
 fn warnings_alone_exit_one_and_json_carries_every_field() {
     let server = require!(Server::new("doctor-json"));
-    fs::create_dir(server.path("repos/alice")).unwrap();
-    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
-    let keys = server.write(
-        "authorized_keys",
-        &format!(
-            "{},restrict {}\n",
-            server.gate_command(&policy),
-            server.public_key("alice")
-        ),
-    );
-    server.give_to_nobody_in_particular(&keys);
+    let keys = server.alice_only_keys();
     let config = server.sshd_config("sshd_config", "UsePAM no\n");
     let text = server.doctor(&keys, &config, &[]);
     assert_eq!(text.code(), Some(1), "{text}");
