@@ -439,19 +439,28 @@ impl GateSite {
     }
 }
 
-/// Starts a long `borg create` through the gate and waits until it holds the lock and is
-/// sending data.
+/// Through `sshd`, with a BORG_RSH that records the ssh pid: inits `repos/repo`, starts a long
+/// `borg create` and waits until it holds the lock and is sending data. Returns the BORG_RSH,
+/// the repository URL and the running client.
 fn backup_in_progress(
     site: &GateSite,
     client: &support::BorgClient,
-    rsh: &str,
-    url: &str,
-) -> std::process::Child {
+    sshd: &support::Sshd,
+) -> (String, String, std::process::Child) {
     use std::os::unix::process::CommandExt;
+    let rsh = site.recording_rsh(sshd);
+    let url = sshd.url(site.path("repos/repo"));
+    client
+        .run(
+            &["init", "--encryption", "repokey", &url],
+            &[("BORG_RSH", rsh.as_str())],
+            Some(lifecycle::PASSPHRASE),
+        )
+        .assert_success();
     let mut command = client.command(
         &site.path("source"),
         &["create", &format!("{url}::running"), "."],
-        &[("BORG_RSH", rsh)],
+        &[("BORG_RSH", rsh.as_str())],
         Some(lifecycle::PASSPHRASE),
     );
     command
@@ -465,7 +474,7 @@ fn backup_in_progress(
         (exclusive_lock_present(&repo) && lifecycle::segment_numbers(&repo).len() > 3).then_some(())
     });
     assert!(busy.is_some(), "the backup never got going");
-    child
+    (rsh, url, child)
 }
 
 fn sshd_available() -> Option<()> {
@@ -480,17 +489,8 @@ fn killed_ssh_client_mid_backup_frees_the_lock_within_two_seconds() {
     let client = support::require!(support::borg14());
     let site = GateSite::new("stale-ssh-kill");
     let sshd = support::Sshd::start(&[support::AuthorizedKey::borg_gate(&site.policy("kill", ""))]);
-    let rsh = site.recording_rsh(&sshd);
-    let url = sshd.url(site.path("repos/repo"));
+    let (rsh, url, mut backup) = backup_in_progress(&site, &client, &sshd);
     let env = [("BORG_RSH", rsh.as_str())];
-    client
-        .run(
-            &["init", "--encryption", "repokey", &url],
-            &env,
-            Some(lifecycle::PASSPHRASE),
-        )
-        .assert_success();
-    let mut backup = backup_in_progress(&site, &client, &rsh, &url);
     let ssh = site.ssh_pid().expect("ssh pid");
     let killed = Instant::now();
     kill(Pid::from_raw(ssh), Signal::SIGKILL).unwrap();
@@ -522,17 +522,8 @@ fn frozen_client_with_idle_timeout_frees_the_lock_within_five_seconds() {
     let sshd = support::Sshd::start(&[support::AuthorizedKey::borg_gate(
         &site.policy("frozen", "idle_timeout = \"3s\""),
     )]);
-    let rsh = site.recording_rsh(&sshd);
-    let url = sshd.url(site.path("repos/repo"));
+    let (rsh, url, mut backup) = backup_in_progress(&site, &client, &sshd);
     let env = [("BORG_RSH", rsh.as_str())];
-    client
-        .run(
-            &["init", "--encryption", "repokey", &url],
-            &env,
-            Some(lifecycle::PASSPHRASE),
-        )
-        .assert_success();
-    let mut backup = backup_in_progress(&site, &client, &rsh, &url);
     // The whole client side stops: borg and its ssh, mid-transfer; the TCP connection stays.
     let group = Pid::from_raw(backup.id() as i32);
     let frozen = Instant::now();
