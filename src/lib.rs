@@ -16,3 +16,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sys;
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -596,10 +596,7 @@ mod tests {
     }
 
     fn python_value(python: &str, code: &str) -> Option<String> {
-        if !Path::new(python).exists() {
-            crate::engine::lock::tests::missing_borg(python);
-            return None;
-        }
+        crate::test_support::require_tool(python)?;
         let output = std::process::Command::new(python)
             .args(["-c", code])
             .env_remove(HOST_ID_VARIABLE)

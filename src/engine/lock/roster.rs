@@ -497,8 +497,7 @@ mod tests {
     #[test]
     fn python_reads_our_json_and_we_read_pythons() {
         let python = "/opt/borg145/bin/python";
-        if !Path::new(python).exists() {
-            crate::engine::lock::tests::missing_borg(python);
+        if crate::test_support::require_tool(python).is_none() {
             return;
         }
         let data = RosterData {

@@ -10,14 +10,6 @@ use std::time::Instant;
 // Shared test support
 // ---------------------------------------------------------------------------------------
 
-/// Fail (CI=true) or skip with a note (otherwise) when a borg installation is missing.
-pub(crate) fn missing_borg(path: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{path} is missing; CI=true requires the borg interoperability tests to run");
-    }
-    eprintln!("note: {path} not found, skipping this borg interoperability test");
-}
-
 /// A pid that certainly belongs to no process: a child we started and reaped.
 pub(crate) fn dead_pid() -> i64 {
     let mut child = Command::new("true").spawn().unwrap();
@@ -519,8 +511,7 @@ fn normpath_matches_python_posixpath() {
 #[test]
 fn normpath_agrees_with_python_on_generated_paths() {
     let python = "/opt/borg145/bin/python";
-    if !Path::new(python).exists() {
-        missing_borg(python);
+    if crate::test_support::require_tool(python).is_none() {
         return;
     }
     let parts = ["", ".", "..", "a", "b"];
@@ -571,10 +562,7 @@ struct BorgFixture {
 
 impl BorgFixture {
     fn new(borg: &'static str) -> Option<BorgFixture> {
-        if !Path::new(borg).exists() {
-            missing_borg(borg);
-            return None;
-        }
+        crate::test_support::require_tool(borg)?;
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let fixture = BorgFixture { borg, dir, repo };

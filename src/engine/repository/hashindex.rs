@@ -1931,16 +1931,7 @@ mod tests {
 
     /// The python of a borg 1.4.5 install; fails under CI=true when missing, else skips.
     fn borg_python() -> Option<PathBuf> {
-        let path = PathBuf::from(BORG_PYTHON);
-        if path.exists() {
-            return Some(path);
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{BORG_PYTHON} is missing, and CI=true requires the borg interop tests"
-        );
-        eprintln!("note: {BORG_PYTHON} not found; skipping a borg interop test");
-        None
+        crate::test_support::require_tool(BORG_PYTHON)
     }
 
     fn run_python(python: &Path, script: &str, args: &[&Path]) -> String {

@@ -1070,32 +1070,18 @@ pub fn parse_canonical_u32(name: &str) -> Option<u32> {
 
 #[cfg(test)]
 pub(crate) mod real_borg {
-    use std::io::Write;
     use std::path::{Path, PathBuf};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     pub const BORG: &str = "/opt/borg145/bin/borg";
     pub const PYTHON: &str = "/opt/borg145/bin/python";
 
-    /// The tool if present. Missing: a failure when `CI=true`, otherwise a printed skip note.
-    fn locate(path: &str) -> Option<PathBuf> {
-        if Path::new(path).exists() {
-            return Some(PathBuf::from(path));
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{path} is required when CI=true"
-        );
-        eprintln!("note: {path} not found, skipping the comparison with real borg");
-        None
-    }
-
     pub fn borg() -> Option<PathBuf> {
-        locate(BORG)
+        crate::test_support::require_tool(BORG)
     }
 
     pub fn python() -> Option<PathBuf> {
-        locate(PYTHON)
+        crate::test_support::require_tool(PYTHON)
     }
 
     /// Runs borg with an isolated environment; panics with its output on failure.
@@ -1121,21 +1107,7 @@ pub(crate) mod real_borg {
 
     /// Runs `script` with borg's Python, feeding `input` on stdin; returns stdout.
     pub fn run_python(python: &Path, script: &str, input: &[u8]) -> String {
-        let mut child = Command::new(python)
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        String::from_utf8(crate::test_support::run_python(python, script, input)).unwrap()
     }
 
     /// A repository made by real borg in `dir`: `init -e <encryption>`, then one archive of a few files

@@ -45,9 +45,8 @@ pub fn raw_stdout() -> io::Result<File> {
 pub(crate) mod test_support {
     //! Running real borg's Python to check our bytes against borg's own code.
 
-    use std::io::Write;
     use std::path::PathBuf;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     /// A Python interpreter that can import a given borg version.
     pub struct BorgPython {
@@ -66,10 +65,9 @@ pub(crate) mod test_support {
                     python: PathBuf::from(python),
                 });
             }
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true but {python} cannot import borg {version_prefix}.x");
-            }
-            eprintln!("note: skipping, {python} cannot import borg {version_prefix}.x");
+            crate::test_support::unavailable(&format!(
+                "a {python} that can import borg {version_prefix}.x"
+            ));
             None
         }
 
@@ -86,26 +84,7 @@ pub(crate) mod test_support {
 
     /// Run `script` with `stdin`, require success, and return its stdout.
     pub fn run_python(python: &BorgPython, script: &str, stdin: &[u8]) -> Vec<u8> {
-        let mut child = Command::new(&python.python)
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let stdin = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let output = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        assert!(
-            output.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
+        crate::test_support::run_python(&python.python, script, stdin)
     }
 }
 
@@ -192,14 +171,7 @@ mod tests {
         open_reply: RemoteException,
         modern_exit_codes: bool,
     ) -> Option<ClientRun> {
-        if !Path::new(borg).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but {borg} is missing"
-            );
-            eprintln!("note: skipping, {borg} is missing");
-            return None;
-        }
+        crate::test_support::require_tool(borg)?;
         let dir = tempfile::tempdir().unwrap();
         for fifo in ["c2s", "s2c", "err"] {
             nix::unistd::mkfifo(&dir.path().join(fifo), nix::sys::stat::Mode::S_IRWXU).unwrap();

@@ -1,0 +1,50 @@
+//! Test support shared by the unit tests: the one rule for tools a test needs (real borg,
+//! its Python), and running borg's Python on our bytes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A test cannot run because `what` is missing: a failure when `CI=true` (CI installs
+/// everything), otherwise a printed note, and the caller skips.
+pub fn unavailable(what: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is missing, and CI=true requires every test to run"
+    );
+    eprintln!("note: {what} is missing, skipping");
+}
+
+/// `path` if it exists; otherwise see [`unavailable`].
+pub fn require_tool(path: &str) -> Option<PathBuf> {
+    if Path::new(path).exists() {
+        return Some(PathBuf::from(path));
+    }
+    unavailable(path);
+    None
+}
+
+/// Runs `script` with `python`, feeding `stdin` from another thread (so that a script that
+/// writes before it has read everything cannot deadlock); requires success; returns stdout.
+pub fn run_python(python: &Path, script: &str, stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
