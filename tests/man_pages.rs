@@ -1,5 +1,7 @@
 //! The manual pages render with `man -l` without a single warning.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -24,13 +26,7 @@ fn render(page: &str) -> Option<(String, String)> {
                 String::from_utf8_lossy(&output.stderr).into_owned(),
             ))
         }
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("man is required in CI: {error}")
-        }
-        Err(error) => {
-            eprintln!("skipping: man not installed ({error})");
-            None
-        }
+        Err(error) => support::unavailable(&format!("man cannot run ({error})")),
     }
 }
 
