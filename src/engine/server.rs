@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -186,36 +186,21 @@ impl Server {
         ))
     }
 
-    /// Blocks until a request can be read, or the session must end.
+    /// Blocks until a request can be read, or the session must end. Asked at every request
+    /// boundary, so a signal is noticed even while the client keeps its pipe full.
     fn wait_for_input(&mut self) -> Option<Ending> {
-        let timeout = match self.config.idle_timeout {
-            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
-        loop {
-            let stdin_fd = self.stdin.as_fd();
-            let mut fds = vec![PollFd::new(stdin_fd, PollFlags::POLLIN)];
-            if let Some(signals) = &self.signals {
-                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, timeout) {
-                Ok(0) => return self.config.idle_timeout.map(Ending::IdleTimeout),
-                Ok(_) => {
-                    let signalled = fds
-                        .get(1)
-                        .and_then(PollFd::revents)
-                        .is_some_and(|r| !r.is_empty());
-                    if signalled {
-                        if let Some(signal) = self.take_signal() {
-                            return Some(Ending::Signal(signal));
-                        }
-                    }
-                    // Readable, hung up or in error: reading will tell.
-                    return None;
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return None,
-            }
+        let signals = self.signals.as_ref().map(AsFd::as_fd);
+        let ready = wait_ready(
+            self.stdin.as_fd(),
+            PollFlags::POLLIN,
+            signals,
+            self.config.idle_timeout,
+        );
+        match ready {
+            Ok(Readiness::IdleTimeout(timeout)) => Some(Ending::IdleTimeout(timeout)),
+            Ok(Readiness::Signalled) => self.take_signal().map(Ending::Signal),
+            // Readable, hung up or in error: reading will tell.
+            Ok(Readiness::Ready) | Err(_) => None,
         }
     }
 
@@ -549,34 +534,11 @@ impl ClientPipe {
     /// Waits until the pipe is ready for `events`; an [`Interruption`] error when a signal
     /// is pending or the idle timeout passes first.
     fn wait(&self, events: PollFlags) -> io::Result<()> {
-        let timeout = match self.idle_timeout {
-            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
-        loop {
-            let mut fds = vec![PollFd::new(self.file.as_fd(), events)];
-            if let Some(signals) = &self.signals {
-                fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, timeout) {
-                Ok(0) => {
-                    let timeout = self.idle_timeout.unwrap_or_default();
-                    return Err(io::Error::other(Interruption::Idle(timeout)));
-                }
-                Ok(_) => {
-                    let signalled = fds
-                        .get(1)
-                        .and_then(PollFd::revents)
-                        .is_some_and(|r| !r.is_empty());
-                    if signalled {
-                        return Err(io::Error::other(Interruption::Signal));
-                    }
-                    // Ready, hung up or in error: the next read or write tells which.
-                    return Ok(());
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(errno) => return Err(errno.into()),
-            }
+        let signals = self.signals.as_ref().map(AsFd::as_fd);
+        match wait_ready(self.file.as_fd(), events, signals, self.idle_timeout)? {
+            Readiness::Ready => Ok(()),
+            Readiness::IdleTimeout(timeout) => Err(io::Error::other(Interruption::Idle(timeout))),
+            Readiness::Signalled => Err(io::Error::other(Interruption::Signal)),
         }
     }
 
@@ -593,6 +555,50 @@ impl ClientPipe {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 other => return other,
             }
+        }
+    }
+}
+
+/// What ended a wait on a client pipe.
+enum Readiness {
+    /// Ready, hung up or in error: the next read or write tells which.
+    Ready,
+    IdleTimeout(Duration),
+    /// The signal fd is readable.
+    Signalled,
+}
+
+/// Polls `fd` for `events` together with the signal fd, for at most the idle timeout.
+fn wait_ready(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    signals: Option<BorrowedFd<'_>>,
+    idle_timeout: Option<Duration>,
+) -> io::Result<Readiness> {
+    let timeout = match idle_timeout {
+        Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    loop {
+        let mut fds = vec![PollFd::new(fd, events)];
+        if let Some(signals) = signals {
+            fds.push(PollFd::new(signals, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Ok(Readiness::IdleTimeout(idle_timeout.unwrap_or_default())),
+            Ok(_) => {
+                let signalled = fds
+                    .get(1)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty());
+                return Ok(if signalled {
+                    Readiness::Signalled
+                } else {
+                    Readiness::Ready
+                });
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
