@@ -45,14 +45,7 @@ impl Site {
 
     /// One gate session, as sshd would start it.
     fn gate(&self, policy: &Path, command: &str) -> CmdOutput {
-        let mut gate = Command::new(support::cargo_bin());
-        gate.arg("--policy")
-            .arg(policy)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("SSH_ORIGINAL_COMMAND", command)
-            .env("SSH_CONNECTION", "192.0.2.10 50000 192.0.2.1 22");
-        run_with_timeout(gate, TIMEOUT)
+        run_with_timeout(support::gate_as_sshd(policy, command), TIMEOUT)
     }
 
     fn audit(&self, file: &Path, args: &[&str]) -> CmdOutput {

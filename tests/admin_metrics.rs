@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use borg_gate::metrics::{self, Counters};
@@ -57,19 +57,6 @@ impl Site {
     }
 }
 
-/// The gate as sshd starts it.
-fn gate(policy: &Path, command: &str) -> Command {
-    let mut gate = Command::new(support::cargo_bin());
-    gate.arg("--policy")
-        .arg(policy)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("SSH_ORIGINAL_COMMAND", command)
-        .env("SSH_CONNECTION", "192.0.2.10 50000 192.0.2.1 22")
-        .stdin(Stdio::null());
-    gate
-}
-
 fn counters(textfile: &Path) -> Counters {
     metrics::parse_textfile(&fs::read_to_string(textfile).unwrap())
 }
@@ -110,7 +97,7 @@ fn a_hundred_concurrent_sessions_give_exact_counts() {
     let children: Vec<_> = plan
         .iter()
         .map(|(policy, command)| {
-            gate(policy, command)
+            support::gate_as_sshd(policy, command)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -170,10 +157,12 @@ fn a_hundred_concurrent_sessions_give_exact_counts() {
 fn a_missing_metrics_directory_never_touches_the_session() {
     let site = Site::new("metrics-missing");
     let policy = site.policy("alice", &site.path("no-such-dir/x.prom"));
-    let output = gate(&policy, "borg serve --umask=000").output().unwrap();
+    let output = support::gate_as_sshd(&policy, "borg serve --umask=000")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     assert_eq!(output.stderr, b"", "nothing reaches the client");
-    let refused = gate(&policy, "sh").output().unwrap();
+    let refused = support::gate_as_sshd(&policy, "sh").output().unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&refused.stderr),
@@ -187,7 +176,13 @@ fn a_missing_metrics_directory_never_touches_the_session() {
 fn a_held_lock_delays_the_session_boundedly_and_skips_the_count() {
     let site = Site::new("metrics-locked");
     let policy = site.policy("alice", &site.textfile());
-    assert!(gate(&policy, "true").output().unwrap().status.success());
+    assert!(
+        support::gate_as_sshd(&policy, "true")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let before = fs::read_to_string(site.textfile()).unwrap();
 
     let lock = fs::File::options()
@@ -196,7 +191,9 @@ fn a_held_lock_delays_the_session_boundedly_and_skips_the_count() {
         .unwrap();
     let held = Flock::lock(lock, FlockArg::LockExclusive).unwrap();
     let started = Instant::now();
-    let output = gate(&policy, "borg serve").output().unwrap();
+    let output = support::gate_as_sshd(&policy, "borg serve")
+        .output()
+        .unwrap();
     let waited = started.elapsed();
     drop(held);
 
@@ -210,7 +207,13 @@ fn a_held_lock_delays_the_session_boundedly_and_skips_the_count() {
     assert_eq!(fs::read_to_string(site.textfile()).unwrap(), before);
     assert_eq!(site.audit_lines(), 2, "the session itself was audited");
 
-    assert!(gate(&policy, "true").output().unwrap().status.success());
+    assert!(
+        support::gate_as_sshd(&policy, "true")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let after = counters(&site.textfile());
     assert_eq!(after.sessions[&("alice".into(), "probe".into())], 2);
     assert_eq!(after.sessions[&("alice".into(), "accept".into())], 0);
@@ -226,7 +229,7 @@ fn counts_survive_other_lines_and_a_corrupt_file() {
     )
     .unwrap();
     assert!(
-        gate(&policy, "borg serve")
+        support::gate_as_sshd(&policy, "borg serve")
             .output()
             .unwrap()
             .status

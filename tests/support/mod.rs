@@ -139,6 +139,21 @@ pub fn temp_dir(label: &str) -> tempfile::TempDir {
         .expect("create a temp dir")
 }
 
+/// `borg-gate --policy POLICY` as sshd starts it for a key: an empty environment but PATH,
+/// the client's `command` in SSH_ORIGINAL_COMMAND, a documentation-range SSH_CONNECTION,
+/// and no stdin.
+pub fn gate_as_sshd(policy: &std::path::Path, command: &str) -> std::process::Command {
+    let mut gate = std::process::Command::new(cargo_bin());
+    gate.arg("--policy")
+        .arg(policy)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SSH_ORIGINAL_COMMAND", command)
+        .env("SSH_CONNECTION", "192.0.2.10 50000 192.0.2.1 22")
+        .stdin(std::process::Stdio::null());
+    gate
+}
+
 /// The `borg-gate` binary that cargo built for this test run.
 pub fn cargo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_borg-gate"))
