@@ -4,15 +4,14 @@
 //! order version, segments, compact, storage_quota_use, shadow_index; ints in their shortest msgpack
 //! form; ids as raw strings (`da 00 20 ...`, never the bin family, never str8, exactly as msgpack-python
 //! packs bytes with `use_bin_type=False`). Decoding accepts what borg 1.0-1.4 wrote (section 6.10).
-//! The small slice-based msgpack reader and writer here are shared with [`super::integrity`].
+//! The typed msgpack reader and writer here (adapters over the RPC layer's codec) are shared with
+//! [`super::integrity`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use rmp::Marker;
-
 use super::segment::ObjectId;
-use crate::engine::rpc::msgpack;
+use crate::engine::rpc::msgpack::{self, Cursor, MalformedValue, Shallow, Value};
 
 /// The hints version borg 1.1+ writes.
 pub const HINTS_VERSION: i64 = 2;
@@ -267,154 +266,100 @@ impl fmt::Display for MsgpackError {
 
 impl std::error::Error for MsgpackError {}
 
-/// Reads msgpack values from a slice without building a value tree.
+/// Reads msgpack values from a slice without building a value tree: typed reads over the RPC
+/// layer's [`Cursor`], so that the repository files and the wire share one decoder.
 pub(crate) struct MsgpackReader<'a> {
-    bytes: &'a [u8],
-    position: usize,
+    cursor: Cursor<'a>,
+    len: usize,
 }
 
 impl<'a> MsgpackReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, position: 0 }
+        Self {
+            cursor: Cursor::new(bytes),
+            len: bytes.len(),
+        }
     }
 
     pub(crate) fn position(&self) -> usize {
-        self.position
+        self.cursor.position()
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.position
-    }
-
-    fn error(&self, reason: &'static str) -> MsgpackError {
-        MsgpackError {
-            offset: self.position,
-            reason,
-        }
+        self.len - self.position()
     }
 
     pub(crate) fn expect_end(&self) -> Result<(), MsgpackError> {
         if self.remaining() == 0 {
             Ok(())
         } else {
-            Err(self.error("trailing bytes after the value"))
+            Err(MsgpackError {
+                offset: self.position(),
+                reason: "trailing bytes after the value",
+            })
         }
     }
 
-    fn take(&mut self, len: usize) -> Result<&'a [u8], MsgpackError> {
-        if len > self.remaining() {
-            return Err(self.error("value extends past the end of the data"));
-        }
-        let slice = &self.bytes[self.position..self.position + len];
-        self.position += len;
-        Ok(slice)
-    }
-
-    fn be_uint(&mut self, width: usize) -> Result<u64, MsgpackError> {
-        Ok(self
-            .take(width)?
-            .iter()
-            .fold(0u64, |acc, &b| acc << 8 | u64::from(b)))
-    }
-
-    fn marker(&mut self) -> Result<Marker, MsgpackError> {
-        let byte = *self
-            .bytes
-            .get(self.position)
-            .ok_or_else(|| self.error("unexpected end of data"))?;
-        self.position += 1;
-        Ok(Marker::from_u8(byte))
+    /// One header (a scalar is read whole), with the offset it starts at.
+    fn shallow(&mut self) -> Result<(usize, Shallow<'a>), MsgpackError> {
+        let start = self.position();
+        let shallow = self.cursor.read_shallow().map_err(malformed)?;
+        Ok((start, shallow))
     }
 
     fn peek_is_array(&self) -> bool {
-        self.bytes.get(self.position).is_some_and(|&b| {
-            matches!(
-                Marker::from_u8(b),
-                Marker::FixArray(_) | Marker::Array16 | Marker::Array32
-            )
-        })
+        matches!(self.cursor.clone().read_shallow(), Ok(Shallow::Array(_)))
     }
 
     pub(crate) fn map_len(&mut self) -> Result<usize, MsgpackError> {
-        let start = self.position;
-        let len = match self.marker()? {
-            Marker::FixMap(len) => u64::from(len),
-            Marker::Map16 => self.be_uint(2)?,
-            Marker::Map32 => self.be_uint(4)?,
-            _ => {
-                return Err(MsgpackError {
-                    offset: start,
-                    reason: "expected a map",
-                });
-            }
-        };
-        Ok(len as usize)
+        match self.shallow()? {
+            (_, Shallow::Map(len)) => Ok(len as usize),
+            (offset, _) => Err(MsgpackError {
+                offset,
+                reason: "expected a map",
+            }),
+        }
     }
 
     pub(crate) fn array_len(&mut self) -> Result<usize, MsgpackError> {
-        let start = self.position;
-        let len = match self.marker()? {
-            Marker::FixArray(len) => u64::from(len),
-            Marker::Array16 => self.be_uint(2)?,
-            Marker::Array32 => self.be_uint(4)?,
-            _ => {
-                return Err(MsgpackError {
-                    offset: start,
-                    reason: "expected an array",
-                });
-            }
-        };
-        Ok(len as usize)
+        match self.shallow()? {
+            (_, Shallow::Array(len)) => Ok(len as usize),
+            (offset, _) => Err(MsgpackError {
+                offset,
+                reason: "expected an array",
+            }),
+        }
     }
 
     /// A byte string of the str (raw) or bin family.
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], MsgpackError> {
-        let start = self.position;
-        let len = match self.marker()? {
-            Marker::FixStr(len) => u64::from(len),
-            Marker::Str8 | Marker::Bin8 => self.be_uint(1)?,
-            Marker::Str16 | Marker::Bin16 => self.be_uint(2)?,
-            Marker::Str32 | Marker::Bin32 => self.be_uint(4)?,
-            _ => {
-                return Err(MsgpackError {
-                    offset: start,
-                    reason: "expected a byte string",
-                });
-            }
-        };
-        self.take(len as usize)
+        match self.shallow()? {
+            (_, Shallow::Scalar(Value::Str(bytes) | Value::Bin(bytes))) => Ok(bytes),
+            (offset, _) => Err(MsgpackError {
+                offset,
+                reason: "expected a byte string",
+            }),
+        }
     }
 
     /// Any integer, widened so that every msgpack int fits.
     pub(crate) fn int(&mut self) -> Result<i128, MsgpackError> {
-        let start = self.position;
-        Ok(match self.marker()? {
-            Marker::FixPos(value) => i128::from(value),
-            Marker::FixNeg(value) => i128::from(value),
-            Marker::U8 => i128::from(self.be_uint(1)?),
-            Marker::U16 => i128::from(self.be_uint(2)?),
-            Marker::U32 => i128::from(self.be_uint(4)?),
-            Marker::U64 => i128::from(self.be_uint(8)?),
-            Marker::I8 => i128::from(self.be_uint(1)? as u8 as i8),
-            Marker::I16 => i128::from(self.be_uint(2)? as u16 as i16),
-            Marker::I32 => i128::from(self.be_uint(4)? as u32 as i32),
-            Marker::I64 => i128::from(self.be_uint(8)? as i64),
-            _ => {
-                return Err(MsgpackError {
-                    offset: start,
-                    reason: "expected an integer",
-                });
-            }
-        })
+        self.int_at().map(|(_, value)| value)
+    }
+
+    fn int_at(&mut self) -> Result<(usize, i128), MsgpackError> {
+        match self.shallow()? {
+            (offset, Shallow::Scalar(Value::Int(value))) => Ok((offset, value)),
+            (offset, _) => Err(MsgpackError {
+                offset,
+                reason: "expected an integer",
+            }),
+        }
     }
 
     fn ranged<T: TryFrom<i128>>(&mut self, reason: &'static str) -> Result<T, MsgpackError> {
-        let start = self.position;
-        let value = self.int()?;
-        T::try_from(value).map_err(|_| MsgpackError {
-            offset: start,
-            reason,
-        })
+        let (offset, value) = self.int_at()?;
+        T::try_from(value).map_err(|_| MsgpackError { offset, reason })
     }
 
     pub(crate) fn uint(&mut self) -> Result<u64, MsgpackError> {
@@ -431,62 +376,14 @@ impl<'a> MsgpackReader<'a> {
 
     /// Skips one complete value of any type, iteratively (no recursion depth to exhaust).
     pub(crate) fn skip_value(&mut self) -> Result<(), MsgpackError> {
-        let mut pending: u64 = 1;
-        while pending > 0 {
-            pending -= 1;
-            let skip = match self.marker()? {
-                Marker::FixPos(_)
-                | Marker::FixNeg(_)
-                | Marker::Null
-                | Marker::True
-                | Marker::False => 0,
-                Marker::U8 | Marker::I8 => 1,
-                Marker::U16 | Marker::I16 => 2,
-                Marker::U32 | Marker::I32 | Marker::F32 => 4,
-                Marker::U64 | Marker::I64 | Marker::F64 => 8,
-                Marker::FixStr(len) => u64::from(len),
-                Marker::Str8 | Marker::Bin8 => self.be_uint(1)?,
-                Marker::Str16 | Marker::Bin16 => self.be_uint(2)?,
-                Marker::Str32 | Marker::Bin32 => self.be_uint(4)?,
-                Marker::FixArray(len) => {
-                    pending += u64::from(len);
-                    0
-                }
-                Marker::Array16 => {
-                    pending += self.be_uint(2)?;
-                    0
-                }
-                Marker::Array32 => {
-                    pending += self.be_uint(4)?;
-                    0
-                }
-                Marker::FixMap(len) => {
-                    pending += 2 * u64::from(len);
-                    0
-                }
-                Marker::Map16 => {
-                    pending += 2 * self.be_uint(2)?;
-                    0
-                }
-                Marker::Map32 => {
-                    pending += 2 * self.be_uint(4)?;
-                    0
-                }
-                Marker::FixExt1 => 2,
-                Marker::FixExt2 => 3,
-                Marker::FixExt4 => 5,
-                Marker::FixExt8 => 9,
-                Marker::FixExt16 => 17,
-                Marker::Ext8 => self.be_uint(1)? + 1,
-                Marker::Ext16 => self.be_uint(2)? + 1,
-                Marker::Ext32 => self.be_uint(4)? + 1,
-                Marker::Reserved => return Err(self.error("reserved msgpack marker 0xc1")),
-            };
-            let skip = usize::try_from(skip)
-                .map_err(|_| self.error("value extends past the end of the data"))?;
-            self.take(skip)?;
-        }
-        Ok(())
+        self.cursor.skip_value().map(|_| ()).map_err(malformed)
+    }
+}
+
+fn malformed(error: MalformedValue) -> MsgpackError {
+    MsgpackError {
+        offset: error.offset,
+        reason: "malformed or truncated msgpack",
     }
 }
 
