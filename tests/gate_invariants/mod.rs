@@ -1,0 +1,89 @@
+//! The gate's invariants for one policy, shared by the property tests
+//! (tests/decision_properties.rs) and the fuzz target (fuzz/fuzz_targets/gate_decision.rs):
+//! whatever a client sends, an accepted command's engine arguments hold the policy's forced
+//! settings exactly, and nothing the server decides that came from the client.
+
+/// A policy with every kind of forced setting and narrow client rules.
+pub const POLICY: &str = r#"
+version = 1
+[client]
+programs = ["borg"]
+allow_probe = true
+log_levels = ["warning", "info"]
+debug_topics = ["borg.debug.repository*"]
+lock_wait = { default = 1, max = 600 }
+[repository]
+restrict_to_paths = ["/srv/backup/alice", "/srv/backup/shared"]
+restrict_to_repositories = ["/srv/backup/special"]
+storage_quota = "50G"
+umask = "027"
+[audit]
+syslog = true
+"#;
+
+/// The engine arguments [`POLICY`] forces, in order, ahead of anything from the client.
+pub const FORCED: [&str; 5] = [
+    "--restrict-to-path=/srv/backup/alice",
+    "--restrict-to-path=/srv/backup/shared",
+    "--restrict-to-repository=/srv/backup/special",
+    "--storage-quota=50000000000",
+    "--umask=0027",
+];
+
+/// Options only the server may set: they appear exactly as often as [`FORCED`] has them.
+pub const SERVER_DECIDES: [&str; 7] = [
+    "--restrict-to-path",
+    "--restrict-to-repository",
+    "--append-only",
+    "--storage-quota",
+    "--umask",
+    "--permissions",
+    "--idle-timeout",
+];
+
+/// The first broken invariant in the engine arguments the gate accepted for `command`.
+pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String> {
+    if args.len() < FORCED.len() || args[..FORCED.len()] != FORCED[..] {
+        return Some(format!(
+            "{command:?}: the forced settings do not lead {args:?}"
+        ));
+    }
+    let rest = &args[FORCED.len()..];
+    for arg in rest {
+        let allowed = ["--warning", "--info"].contains(&arg.as_str())
+            || arg.starts_with("--debug-topic=borg.debug.repository")
+            || arg.starts_with("--lock-wait=")
+            || arg == "--max-lock-wait=600";
+        if !allowed {
+            return Some(format!("{command:?} produced {arg:?}"));
+        }
+    }
+    let waits: Vec<&str> = rest
+        .iter()
+        .filter_map(|a| a.strip_prefix("--lock-wait="))
+        .collect();
+    match waits[..] {
+        [wait] if wait.parse::<u32>().is_ok_and(|w| w <= 600) => {}
+        _ => {
+            return Some(format!(
+                "{command:?}: lock waits {waits:?}, want one of at most 600"
+            ));
+        }
+    }
+    for denied in SERVER_DECIDES {
+        let forced = FORCED.iter().filter(|f| f.starts_with(denied)).count();
+        let seen = args.iter().filter(|a| a.starts_with(denied)).count();
+        if seen != forced {
+            return Some(format!("{command:?}: {denied} {seen} times in {args:?}"));
+        }
+    }
+    None
+}
+
+/// A refusal is one line of reasonable length.
+pub fn refusal_violation(sentence: &str) -> Option<String> {
+    if sentence.contains('\n') || sentence.contains('\r') || sentence.len() >= 400 {
+        return Some(format!("not one short line: {sentence:?}"));
+    }
+    None
+}
