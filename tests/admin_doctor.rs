@@ -132,14 +132,15 @@ impl Server {
     }
 
     /// A repository and policy for alice, and an authorized_keys file with just her gate line
-    /// (owned by a uid with no account): a setup with nothing for doctor to find.
+    /// (owned by a uid with no account): a setup with nothing for doctor to find. The file has
+    /// a comment and a blank line, as real ones do.
     fn alice_only_keys(&self) -> PathBuf {
         fs::create_dir(self.path("repos/alice")).unwrap();
         let policy = self.policy("alice", &self.text("repos/alice"), "", 0o644);
         let keys = self.write(
             "authorized_keys",
             &format!(
-                "{},restrict {}\n",
+                "# backup keys\n\n{},restrict {} alice@laptop\n",
                 self.gate_command(&policy),
                 self.public_key("alice")
             ),
@@ -191,17 +192,7 @@ fn assert_lines(output: &CmdOutput, expected: &[String]) {
 #[test]
 fn a_clean_setup_exits_zero_and_prints_no_finding() {
     let server = require!(Server::new("doctor-clean"));
-    fs::create_dir(server.path("repos/alice")).unwrap();
-    let policy = server.policy("alice", &server.text("repos/alice"), "", 0o644);
-    let keys = server.write(
-        "authorized_keys",
-        &format!(
-            "# backup keys\n\n{},restrict {} alice@laptop\n",
-            server.gate_command(&policy),
-            server.public_key("alice")
-        ),
-    );
-    server.give_to_nobody_in_particular(&keys);
+    let keys = server.alice_only_keys();
     let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
     assert_eq!(output.code(), Some(0), "{output}");
     assert_eq!(output.stdout_text(), "");
