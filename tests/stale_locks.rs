@@ -76,6 +76,20 @@ impl Scene {
         session
     }
 
+    /// Sends an exclusive `open` of the repository with a 600 s lock wait, without waiting
+    /// for the reply (another engine holds the lock).
+    fn send_waiting_open(&self, waiter: &mut RawSession) {
+        let open = waiter.encode(
+            "open",
+            vec![
+                ("path", Value::from(self.repo().to_str().unwrap())),
+                ("lock_wait", Value::from(600)),
+                ("exclusive", Value::from(true)),
+            ],
+        );
+        assert!(waiter.send_bytes(&open));
+    }
+
     /// Holders named in `lock.roster` (the file may be gone: nobody).
     fn roster(&self) -> String {
         fs::read_to_string(self.repo().join("lock.roster")).unwrap_or_default()
@@ -279,15 +293,7 @@ fn a_waiting_engine_gives_up_when_its_client_leaves() {
     let scene = Scene::new("stale-waiter");
     let holder = scene.writer(&[]);
     let mut waiter = scene.engine(&[]);
-    let open = waiter.encode(
-        "open",
-        vec![
-            ("path", Value::from(scene.repo().to_str().unwrap())),
-            ("lock_wait", Value::from(600)),
-            ("exclusive", Value::from(true)),
-        ],
-    );
-    assert!(waiter.send_bytes(&open));
+    scene.send_waiting_open(&mut waiter);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         waiter.child.try_wait().unwrap().is_none(),
@@ -337,15 +343,7 @@ fn a_waiting_client_gets_a_freed_lock_at_once_even_with_a_long_lock_wait() {
     let scene = Scene::new("stale-prompt");
     let mut holder = scene.writer(&[]);
     let mut waiter = scene.engine(&["--max-lock-wait=600"]);
-    let open = waiter.encode(
-        "open",
-        vec![
-            ("path", Value::from(scene.repo().to_str().unwrap())),
-            ("lock_wait", Value::from(600)),
-            ("exclusive", Value::from(true)),
-        ],
-    );
-    assert!(waiter.send_bytes(&open));
+    scene.send_waiting_open(&mut waiter);
     std::thread::sleep(Duration::from_millis(2500));
     let released = Instant::now();
     holder.close_stdin();
