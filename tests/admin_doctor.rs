@@ -298,7 +298,7 @@ fn every_authorized_keys_and_policy_problem_is_found_with_its_place() {
             "error: {k}:13: sshd refuses this key: unknown key option \"restrickt\"; fix the option list (see AUTHORIZED_KEYS FILE FORMAT in sshd(8))"
         ),
         format!(
-            "warning: {}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {}",
+            "warning: {}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {} (BACKUP-USER: the account the keys log in to)",
             policy_file("bob"),
             d("repos/bob"),
             d("repos/bob")
@@ -322,15 +322,15 @@ fn every_authorized_keys_and_policy_problem_is_found_with_its_place() {
             policy_file("writable")
         ),
         format!(
-            "warning: {k}:3: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:3: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/bob")
         ),
         format!(
-            "warning: {k}:9: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:9: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/bob")
         ),
         format!(
-            "warning: {k}:12: this key (policy alice) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:12: this key (policy alice) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/other")
         ),
         format!(
@@ -370,19 +370,27 @@ fn the_backup_accounts_view_decides_what_it_can_read_and_write() {
     );
     let output = server.doctor(&keys, &server.clean_sshd_config(), &["--user", "nobody"]);
     let policy_text = policy.display().to_string();
+    let group = nix::unistd::Group::from_gid(nobody.gid)
+        .unwrap()
+        .map_or(nobody.gid.to_string(), |g| g.name);
     let mut expected = vec![
         format!(
-            "error: {policy_text}: the backup account (uid {}) cannot read policy {policy_text}, so every session with this key is refused; chmod 0644 {policy_text} (or give it the account's group and mode 0640)",
-            nobody.uid
+            "error: {policy_text}: nobody cannot read policy {policy_text} (Permission denied), so every session with this key is refused; chmod 0644 {policy_text}"
         ),
         format!(
-            "error: {policy_text}: the backup account (uid {}) cannot write {}, so every session with this key is refused; create it writable by the backup account: install -d -o BACKUP-USER -m 0750 DIR (for {})",
-            nobody.uid,
+            "warning: {policy_text}: nobody cannot create repositories in {} (Permission denied), so `borg init` there fails; install -d -o nobody -g {group} -m 0700 {}",
+            server.text("repos/alice"),
+            server.text("repos/alice")
+        ),
+        format!(
+            "error: {policy_text}: nobody cannot create the audit file {} in {} (Permission denied), so every session with this key is refused; install -d -o nobody -g {group} -m 0750 {}",
+            server.text("log/audit.jsonl"),
             server.text("log"),
             server.text("log")
         ),
         format!(
-            "warning: {policy_text}: the metrics directory {} does not exist, so the gate silently skips its metrics; create the directory writable by the backup account, or remove [metrics]",
+            "warning: {policy_text}: the metrics directory {} does not exist, so the gate silently skips its metrics; install -d -o nobody -g {group} -m 0755 {}, or remove [metrics]",
+            server.text("no-such-dir"),
             server.text("no-such-dir")
         ),
     ];

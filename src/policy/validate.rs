@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::key_name::{self, KeyContext, PLACEHOLDER, TemplateError};
 use super::model::{RawAudit, RawClient, RawEngine, RawMetrics, RawPolicy, RawRepository};
 use super::{
     AuditSettings, ClientRules, DEFAULT_UMASK, EngineProgram, EngineSettings, ForcedSettings,
@@ -83,8 +84,19 @@ pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parses and validates a policy. `default_name` labels the policy when it has no `name`
-/// (the loader passes the file stem).
+/// (the loader passes the file stem). A policy that uses `{name}` needs
+/// [`parse_policy_for_key`].
 pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErrors> {
+    parse_policy_for_key(text, default_name, KeyContext::Unnamed)
+}
+
+/// [`parse_policy`] for a key: `{name}` in paths and audit fields becomes the key's name
+/// (`--name` in the forced command), or stays as written for [`KeyContext::Template`].
+pub fn parse_policy_for_key(
+    text: &str,
+    default_name: &str,
+    key: KeyContext<'_>,
+) -> Result<Policy, PolicyErrors> {
     if text.len() > MAX_POLICY_SIZE {
         return Err(PolicyErrors(vec![PolicyError {
             message: format!(
@@ -99,7 +111,10 @@ pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErro
             span: error.span(),
         }])
     })?;
-    let mut v = Validator::default();
+    let mut v = Validator {
+        key,
+        ..Validator::default()
+    };
     let policy = v.policy(raw, default_name);
     if v.errors.is_empty() {
         Ok(policy)
@@ -122,16 +137,50 @@ fn describe_toml_error(message: &str) -> String {
 }
 
 #[derive(Default)]
-struct Validator {
+struct Validator<'k> {
     errors: Vec<PolicyError>,
+    key: KeyContext<'k>,
+    /// Whether some value used `{name}`.
+    uses_key_name: bool,
 }
 
-impl Validator {
+impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push(PolicyError {
             message: message.into(),
             span: Some(span),
         });
+    }
+
+    /// `{name}` in `value` replaced as the key context says; an error (and the value as
+    /// written) when it cannot be.
+    fn expand(&mut self, value: &Spanned<String>, key: &str) -> String {
+        match key_name::expand(value.get_ref(), self.key) {
+            Ok(None) => value.get_ref().clone(),
+            Ok(Some(expanded)) => {
+                self.uses_key_name = true;
+                expanded
+            }
+            Err(TemplateError::NoName) => {
+                self.uses_key_name = true;
+                self.error(
+                    value.span(),
+                    format!(
+                        "{key} uses {PLACEHOLDER}, but no key name was given; add --name NAME to the forced command (borg-gate --policy FILE --name NAME), or to check-policy and explain"
+                    ),
+                );
+                value.get_ref().clone()
+            }
+            Err(TemplateError::Unknown(placeholder)) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{key}: {placeholder:?} is not a placeholder; the only one is {PLACEHOLDER}"
+                    ),
+                );
+                value.get_ref().clone()
+            }
+        }
     }
 
     fn error_without_span(&mut self, message: impl Into<String>) {
@@ -162,6 +211,8 @@ impl Validator {
         let metrics = self.metrics(raw.metrics);
         Policy {
             name,
+            key_name: self.key.name().map(|name| name.to_string()),
+            uses_key_name: self.uses_key_name,
             engine,
             client,
             repository,
@@ -173,12 +224,7 @@ impl Validator {
     fn name(&mut self, name: Spanned<String>) -> String {
         let span = name.span();
         let name = name.into_inner();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-        if !valid {
+        if !is_policy_name(&name) {
             self.error(
                 span,
                 format!("name {name:?} is not a plain label; use 1-64 letters, digits, '-', '_', '.' or '@'"),
@@ -542,9 +588,23 @@ impl Validator {
                 }
             }
         });
+        let mut shared_with = Vec::new();
+        for name in raw.shared_with {
+            if !is_policy_name(name.get_ref()) {
+                self.error(
+                    name.span(),
+                    format!(
+                        "shared_with: {:?} is not a policy name; list the `name` of each policy whose keys may reach the same repositories",
+                        name.get_ref()
+                    ),
+                );
+            }
+            shared_with.push(name.into_inner());
+        }
         ForcedSettings {
             restrict_to_paths,
             restrict_to_repositories,
+            shared_with,
             append_only: raw.append_only.unwrap_or(false),
             storage_quota,
             umask,
@@ -556,7 +616,7 @@ impl Validator {
     fn paths(&mut self, raw: Vec<Spanned<String>>, key: &str) -> Vec<PathBuf> {
         let mut paths = Vec::new();
         for path in raw {
-            let parsed = PathBuf::from(path.get_ref());
+            let parsed = PathBuf::from(self.expand(&path, key));
             if !is_clean_absolute(&parsed) {
                 self.error(
                     path.span(),
@@ -578,7 +638,7 @@ impl Validator {
 
     fn audit(&mut self, raw: RawAudit) -> AuditSettings {
         let file = raw.file.map(|file| {
-            let path = PathBuf::from(file.get_ref());
+            let path = PathBuf::from(self.expand(&file, "audit.file"));
             if !is_clean_absolute(&path) {
                 self.error(
                     file.span(),
@@ -618,7 +678,7 @@ impl Validator {
 
     fn metrics(&mut self, raw: RawMetrics) -> MetricsSettings {
         let textfile = raw.textfile.map(|file| {
-            let path = PathBuf::from(file.get_ref());
+            let path = PathBuf::from(self.expand(&file, "metrics.textfile"));
             let is_prom = path.extension().is_some_and(|ext| ext == "prom");
             if !is_clean_absolute(&path) || !is_prom {
                 self.error(
@@ -633,6 +693,15 @@ impl Validator {
         });
         MetricsSettings { textfile }
     }
+}
+
+/// A policy's `name`: 1-64 letters, digits, `-`, `_`, `.` or `@`.
+pub fn is_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
 /// An absolute path whose components are all normal names (no `.`, `..` or empty parts).
