@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::admin::as_account::{self, Account, Request};
+use crate::admin::policies::self_owned_finding;
 use crate::admin::{Finding, Severity};
 use crate::exec::is_executable;
 use crate::policy::key_name::PLACEHOLDER;
@@ -35,7 +36,19 @@ pub fn check_file(path: &Path, options: CheckOptions<'_>) -> FileReport {
         None => read_policy_text(path),
     };
     let text = match read {
-        Ok((text, _)) => text,
+        Ok((text, facts)) => {
+            if let Some(account) = options
+                .account
+                .filter(|a| a.uid != 0 && a.uid == facts.owner)
+            {
+                report.warnings.push(plain(&self_owned_finding(
+                    crate::admin::Place::file(path),
+                    path,
+                    &account.name,
+                )));
+            }
+            text
+        }
         Err(error) => {
             // The loader's messages name the file already.
             report.errors.push(error.to_string());

@@ -107,7 +107,7 @@ pub fn parse_policy_for_key(
     }
     let raw: RawPolicy = toml::from_str(text).map_err(|error| {
         PolicyErrors(vec![PolicyError {
-            message: describe_toml_error(error.message()),
+            message: describe_toml_error(error.message(), text, error.span()),
             span: error.span(),
         }])
     })?;
@@ -125,16 +125,57 @@ pub fn parse_policy_for_key(
     }
 }
 
-fn describe_toml_error(message: &str) -> String {
+fn describe_toml_error(message: &str, text: &str, span: Option<Range<usize>>) -> String {
     let message = message.trim_end();
+    let unquoted = message.contains("leading zero")
+        || message.contains("must be quoted")
+        || (message.starts_with("invalid type") && message.ends_with("expected a string"));
     if message.starts_with("unknown field") {
         format!("{message}; remove it or fix its spelling (see borg-gate-policy(5))")
     } else if message.starts_with("missing field `version`") {
         "missing `version = 1` at the top of the file".to_owned()
+    } else if let (true, Some(hint)) = (unquoted, span.and_then(|s| quoting_hint(text, s.start))) {
+        format!("{message}; {hint}")
     } else {
         message.to_owned()
     }
 }
+
+/// `umask = 077` is a TOML number with a leading zero, `idle_timeout = 10m` is no value at
+/// all: both are strings in a policy. The hint repeats the line with the value quoted.
+fn quoting_hint(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (key, value) = text.get(start..end)?.split_once('=')?;
+    let key = key.trim();
+    let value = value.split('#').next().unwrap_or("").trim();
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:/ ".contains(&b))
+    };
+    (STRING_KEYS.contains(&key) && plain(value))
+        .then(|| format!("write the value in quotes: {key} = \"{value}\""))
+}
+
+/// Keys whose values are strings (for [`quoting_hint`]; a boolean or a list needs no quotes).
+const STRING_KEYS: &[&str] = &[
+    "name",
+    "program",
+    "program_match",
+    "default_log_level",
+    "force_log_level",
+    "unknown_options",
+    "storage_quota",
+    "umask",
+    "permissions",
+    "idle_timeout",
+    "file",
+    "on_failure",
+    "textfile",
+];
 
 #[derive(Default)]
 struct Validator<'k> {
@@ -783,6 +824,32 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[0].contains("fix its spelling"), "{errors:?}");
+    }
+
+    #[test]
+    fn unquoted_values_get_a_hint_with_the_line_quoted() {
+        let errors = errors_of(&MINIMAL.replace("[audit]", "umask = 077\n[audit]"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("p.toml:4:9: "), "{errors:?}");
+        assert!(
+            errors[0].ends_with("; write the value in quotes: umask = \"077\""),
+            "{errors:?}"
+        );
+        let errors = errors_of(&MINIMAL.replace("[audit]", "idle_timeout = 10m # ten\n[audit]"));
+        assert!(
+            errors[0].ends_with("; write the value in quotes: idle_timeout = \"10m\""),
+            "{errors:?}"
+        );
+        let errors = errors_of(&MINIMAL.replace("[audit]", "idle_timeout = 600\n[audit]"));
+        assert!(
+            errors[0].ends_with("; write the value in quotes: idle_timeout = \"600\""),
+            "{errors:?}"
+        );
+        // Other syntax errors, and keys that take no string, get no such hint.
+        let errors = errors_of(&MINIMAL.replace("[audit]", "umask = [\n[audit]"));
+        assert!(!errors[0].contains("in quotes"), "{errors:?}");
+        let errors = errors_of(&MINIMAL.replace("[audit]", "append_only = yes\n[audit]"));
+        assert!(!errors[0].contains("in quotes"), "{errors:?}");
     }
 
     #[test]
