@@ -65,7 +65,7 @@ pub fn check_file(path: &Path, options: CheckOptions<'_>) -> FileReport {
             return report;
         }
     };
-    report.warnings = system_warnings(path, &policy);
+    report.warnings.extend(system_warnings(path, &policy));
     if let Some(account) = options.account {
         let request = Request::for_policy(path, &policy);
         match as_account::check(account, std::slice::from_ref(&request)) {

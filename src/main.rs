@@ -164,7 +164,7 @@ fn check_policy(files: &[std::path::PathBuf], name: Option<&str>, user: Option<&
             _ => failed = true,
         }
     }
-    if account.is_none() && nix::unistd::geteuid().is_root() {
+    if !failed && account.is_none() && nix::unistd::geteuid().is_root() {
         eprintln!(
             "borg-gate: note: checked as root; sessions run as the account the keys log in to: add --user ACCOUNT to check as that account"
         );

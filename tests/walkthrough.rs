@@ -237,7 +237,11 @@ fn the_readme_walkthrough_runs_as_written_and_doctor_is_clean_with_30_laptops_an
     // A client backs up through the laptop key, restores through the restore key, and the
     // restore key changes nothing.
     let source = support::temp_dir("walkthrough-source");
-    support::write_file(&source.path().join("notes.txt"), b"what alice keeps\n", 0o644);
+    support::write_file(
+        &source.path().join("notes.txt"),
+        b"what alice keeps\n",
+        0o644,
+    );
     let (laptop_rsh, restore_rsh) = (server.sshd.rsh(0), server.sshd.rsh(1));
     let laptop = [("BORG_RSH", laptop_rsh.as_str())];
     let restore = [("BORG_RSH", restore_rsh.as_str())];

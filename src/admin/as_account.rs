@@ -392,16 +392,27 @@ pub fn findings(
         (Severity::Warning, "so sessions go unaudited")
     };
     match (&report.audit_file, &request.audit_file) {
-        (Some(AuditAccess::File(failure)), Some(file)) => found.push(finding(
-            severity,
-            place.clone(),
-            format!(
-                "{name} cannot append to the audit file {} ({}), {consequence}",
-                file.display(),
-                failure.error
-            ),
-            open_the_way(failure, account.chown(file)),
-        )),
+        (Some(AuditAccess::File(failure)), Some(file)) => {
+            let dir = file.parent().unwrap_or(Path::new("/"));
+            // The account cannot even look into the audit directory: it should own it.
+            let (at, fix) = match &failure.blocked_at {
+                Some(blocked) if blocked == dir => (
+                    format!(" at {}", dir.display()),
+                    account.install_dir("0750", dir),
+                ),
+                _ => (String::new(), open_the_way(failure, account.chown(file))),
+            };
+            found.push(finding(
+                severity,
+                place.clone(),
+                format!(
+                    "{name} cannot append to the audit file {} ({}{at}), {consequence}",
+                    file.display(),
+                    failure.error
+                ),
+                fix,
+            ));
+        }
         (Some(AuditAccess::Directory { dir, failure }), Some(file)) => {
             let problem = if failure.not_found {
                 format!(

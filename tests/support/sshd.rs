@@ -470,7 +470,11 @@ fn sshd_config(
         // log in with a key, which sshd without PAM refuses.
         format!(
             "UsePAM {}",
-            if options.account.is_some() { "yes" } else { "no" }
+            if options.account.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
         ),
         format!("PermitUserEnvironment {}", options.permit_user_environment),
         "UseDNS no".to_string(),

@@ -197,6 +197,15 @@ fn audit_problems_say_file_or_directory_and_follow_on_failure() {
             "error: /etc/borg-gate/laptop.toml: borg cannot append to the audit file /var/log/borg-gate/audit.jsonl (Permission denied), so every session with this key is refused; chown borg:backup /var/log/borg-gate/audit.jsonl"
         ]
     );
+    report.audit_file = Some(AuditAccess::File(denied(Some("/var/log/borg-gate"))));
+    assert_eq!(
+        texts(&request(), &report),
+        [
+            "error: /etc/borg-gate/laptop.toml: borg cannot append to the audit file /var/log/borg-gate/audit.jsonl (Permission denied at /var/log/borg-gate), so every session with this key is refused; install -d -o borg -g backup -m 0750 /var/log/borg-gate"
+        ]
+    );
+    report.audit_file = Some(AuditAccess::File(denied(Some("/var/log"))));
+    assert!(texts(&request(), &report)[0].ends_with("; chmod o+x /var/log"));
     report.audit_file = Some(AuditAccess::Directory {
         dir: PathBuf::from("/var/log/borg-gate"),
         failure: denied(None),
