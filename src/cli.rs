@@ -168,6 +168,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_name_belongs_to_gate_mode() {
+        let cli = Cli::try_parse_from(["borg-gate", "--policy", "/p", "--name", "alice"]).unwrap();
+        assert_eq!(cli.name.as_deref(), Some("alice"));
+        assert!(Cli::try_parse_from(["borg-gate", "--name", "alice"]).is_err());
+        let cli = Cli::try_parse_from([
+            "borg-gate",
+            "check-policy",
+            "--name",
+            "alice",
+            "--user",
+            "borg",
+            "/p",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::CheckPolicy { ref name, ref user, .. })
+                if name.as_deref() == Some("alice") && user.as_deref() == Some("borg")
+        ));
+    }
+
+    #[test]
     fn explain_accepts_commands_starting_with_a_dash() {
         let cli =
             Cli::try_parse_from(["borg-gate", "explain", "--policy", "/p", "--command", "--x"])
