@@ -21,6 +21,7 @@ use super::policies::{
 };
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
+use crate::engine::args::ServeConfig;
 use crate::gate::command::program_basename;
 use crate::policy::load::{default_policy_name, read_policy_text, read_policy_text_trusting};
 use crate::policy::validate::line_and_column;
@@ -202,16 +203,15 @@ fn policy_findings(
     keys: &[ClassifiedKey<'_>],
     account: Option<&BackupAccount>,
 ) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let mut read: BTreeMap<PathBuf, Option<ReadPolicy>> = BTreeMap::new();
-    let mut expanded: BTreeMap<(PathBuf, Option<KeyName>), Option<Policy>> = BTreeMap::new();
-    let mut requests = Vec::new();
-    let mut scopes = Vec::new();
-    let mut names = Vec::new();
+    let mut scan = KeyScan {
+        account,
+        ..KeyScan::default()
+    };
     for key in keys {
         let place = Place::line(keys_path, key.key.line);
         if let Some(program) = key.command.as_ref().and_then(forced_program) {
-            findings.extend(relative_program(&place, program, account));
+            scan.findings
+                .extend(relative_program(&place, program, account));
         }
         match &key.command {
             Some(ForcedCommand::Gate {
@@ -219,105 +219,21 @@ fn policy_findings(
                 tilde_expanded,
                 name,
                 ..
-            }) => {
-                let path = match account {
-                    Some(account) => {
-                        policy_location(policy, *tilde_expanded, &account.account.home, &|user| {
-                            nix::unistd::User::from_name(user)
-                                .ok()
-                                .flatten()
-                                .map(|u| u.dir)
-                        })
-                    }
-                    None => policy.clone(),
-                };
-                if !read.contains_key(&path) {
-                    let (policy, problems) = read_policy(&place, &path, account);
-                    findings.extend(problems);
-                    read.insert(path.clone(), policy);
-                }
-                let Some(Some(file)) = read.get(&path) else {
-                    continue;
-                };
-                // A bad --name is reported with the forced command's own rules.
-                let Ok(key_name) = name.as_deref().map(KeyName::parse).transpose() else {
-                    continue;
-                };
-                if file.template.uses_key_name && key_name.is_none() {
-                    findings.push(Finding::error(
-                        place.clone(),
-                        format!(
-                            "policy {} uses {{name}}, but this forced command gives no --name, so every session with this key is refused",
-                            path.display()
-                        ),
-                        format!("add --name NAME to the forced command: borg-gate --policy {} --name NAME", path.display()),
-                    ));
-                    continue;
-                }
-                let entry = (path.clone(), key_name);
-                if !expanded.contains_key(&entry) {
-                    let context = entry
-                        .1
-                        .as_ref()
-                        .map_or(KeyContext::Unnamed, KeyContext::Named);
-                    let policy =
-                        parse_policy_for_key(&file.text, default_policy_name(&path), context).ok();
-                    if let Some(policy) = &policy {
-                        findings.extend(checks_of_loaded_policy(&path, policy, account));
-                        requests.push((Place::file(&path), Request::for_policy(&path, policy)));
-                    }
-                    expanded.insert(entry.clone(), policy);
-                }
-                if let Some(Some(policy)) = expanded.get(&entry) {
-                    names.push((path.clone(), policy.name.clone()));
-                    let repository = &policy.repository;
-                    scopes.push(KeyScope {
-                        place,
-                        policy_file: Some(path.clone()),
-                        label: match &entry.1 {
-                            Some(key_name) => format!("policy {} --name {key_name}", policy.name),
-                            None => format!("policy {}", policy.name),
-                        },
-                        paths: repository
-                            .restrict_to_paths
-                            .iter()
-                            .chain(&repository.restrict_to_repositories)
-                            .cloned()
-                            .collect(),
-                        read_only: repository.permissions == Permissions::ReadOnly,
-                        policy_name: Some(policy.name.clone()),
-                        shared_with: repository.shared_with.clone(),
-                    });
-                }
-            }
+            }) => scan.gate_key(place, policy, *tilde_expanded, name.as_deref()),
             Some(ForcedCommand::Serve {
                 program,
                 config: Ok(config),
-            }) => {
-                findings.extend(restricted_paths(
-                    &place,
-                    &config.restrict_to_paths,
-                    &config.restrict_to_repositories,
-                    account,
-                ));
-                scopes.push(KeyScope {
-                    place,
-                    policy_file: None,
-                    label: format!("{} serve", program_basename(program)),
-                    paths: config
-                        .restrict_to_paths
-                        .iter()
-                        .chain(&config.restrict_to_repositories)
-                        .cloned()
-                        .collect(),
-                    read_only: false,
-                    policy_name: None,
-                    shared_with: Vec::new(),
-                });
-            }
+            }) => scan.serve_key(place, program, config),
             _ => {}
         }
     }
+    let KeyScan {
+        mut findings,
+        requests,
+        scopes,
+        names,
+        ..
+    } = scan;
     findings.extend(policies::overlapping_scopes(
         &scopes
             .into_iter()
@@ -329,6 +245,127 @@ fn policy_findings(
         findings.extend(findings_as_account(keys_path, &account.account, &requests));
     }
     findings
+}
+
+/// What [`policy_findings`] gathers key by key.
+#[derive(Default)]
+struct KeyScan<'a> {
+    account: Option<&'a BackupAccount>,
+    findings: Vec<Finding>,
+    /// Each policy file, read once (`None`: unusable, reported).
+    read: BTreeMap<PathBuf, Option<ReadPolicy>>,
+    /// Each policy for each key name, validated once (`None`: unusable).
+    expanded: BTreeMap<(PathBuf, Option<KeyName>), Option<Policy>>,
+    /// What to check as the backup account, once per policy and key name.
+    requests: Vec<(Place, Request)>,
+    scopes: Vec<KeyScope>,
+    names: Vec<(PathBuf, String)>,
+}
+
+impl KeyScan<'_> {
+    /// `borg-gate --policy FILE [--name NAME]`.
+    fn gate_key(&mut self, place: Place, policy: &Path, tilde_expanded: bool, name: Option<&str>) {
+        let path = match self.account {
+            Some(account) => {
+                policy_location(policy, tilde_expanded, &account.account.home, &|user| {
+                    nix::unistd::User::from_name(user)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.dir)
+                })
+            }
+            None => policy.to_path_buf(),
+        };
+        if !self.read.contains_key(&path) {
+            let (policy, problems) = read_policy(&place, &path, self.account);
+            self.findings.extend(problems);
+            self.read.insert(path.clone(), policy);
+        }
+        let Some(Some(file)) = self.read.get(&path) else {
+            return;
+        };
+        // A bad --name is reported with the forced command's own rules.
+        let Ok(key_name) = name.map(KeyName::parse).transpose() else {
+            return;
+        };
+        if file.template.uses_key_name && key_name.is_none() {
+            self.findings.push(Finding::error(
+                place,
+                format!(
+                    "policy {} uses {{name}}, but this forced command gives no --name, so every session with this key is refused",
+                    path.display()
+                ),
+                format!(
+                    "add --name NAME to the forced command: borg-gate --policy {} --name NAME",
+                    path.display()
+                ),
+            ));
+            return;
+        }
+        let entry = (path, key_name);
+        if !self.expanded.contains_key(&entry) {
+            let (path, key_name) = &entry;
+            let context = key_name
+                .as_ref()
+                .map_or(KeyContext::Unnamed, KeyContext::Named);
+            let policy = parse_policy_for_key(&file.text, default_policy_name(path), context).ok();
+            if let Some(policy) = &policy {
+                self.findings
+                    .extend(checks_of_loaded_policy(path, policy, self.account));
+                self.requests
+                    .push((Place::file(path), Request::for_policy(path, policy)));
+            }
+            self.expanded.insert(entry.clone(), policy);
+        }
+        let Some(Some(policy)) = self.expanded.get(&entry) else {
+            return;
+        };
+        let (path, key_name) = entry;
+        self.names.push((path.clone(), policy.name.clone()));
+        let repository = &policy.repository;
+        self.scopes.push(KeyScope {
+            place,
+            policy_file: Some(path),
+            label: match &key_name {
+                Some(key_name) => format!("policy {} --name {key_name}", policy.name),
+                None => format!("policy {}", policy.name),
+            },
+            paths: repository
+                .restrict_to_paths
+                .iter()
+                .chain(&repository.restrict_to_repositories)
+                .cloned()
+                .collect(),
+            read_only: repository.permissions == Permissions::ReadOnly,
+            policy_name: Some(policy.name.clone()),
+            shared_with: repository.shared_with.clone(),
+        });
+    }
+
+    /// `borg serve ...` or `borg-gate serve ...`, an engine without a gate.
+    fn serve_key(&mut self, place: Place, program: &str, config: &ServeConfig) {
+        self.findings.extend(restricted_paths(
+            &place,
+            &config.restrict_to_paths,
+            &config.restrict_to_repositories,
+            self.account,
+        ));
+        self.scopes.push(KeyScope {
+            place,
+            policy_file: None,
+            label: format!("{} serve", program_basename(program)),
+            paths: config
+                .restrict_to_paths
+                .iter()
+                .chain(&config.restrict_to_repositories)
+                .cloned()
+                .collect(),
+            // `borg-gate serve --permissions=read-only`; Python borg has no such option.
+            read_only: config.permissions == Permissions::ReadOnly,
+            policy_name: None,
+            shared_with: Vec::new(),
+        });
+    }
 }
 
 /// What the backup account meets, checked as that account.

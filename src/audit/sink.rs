@@ -206,6 +206,64 @@ mod tests {
         assert_eq!(mode & !0o640, 0, "mode {mode:o}");
     }
 
+    /// The refusal the pipeline builds, reduced to what these tests look at.
+    fn refusal(error: &AuditError) -> AuditRecord {
+        let mut refused = record("error");
+        refused.reason = Some(error.to_string());
+        refused
+    }
+
+    fn decisions_in(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<AuditRecord>(line).unwrap().decision)
+            .collect()
+    }
+
+    #[test]
+    fn without_syslog_the_file_records_the_refusal_not_the_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let settings = AuditSettings {
+            file: Some(path.clone()),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let missing_socket = dir.path().join("no-log");
+        let error =
+            write_record_via(&settings, &missing_socket, &record("accept"), &refusal).unwrap_err();
+        assert!(matches!(error, AuditError::Syslog { .. }));
+        assert_eq!(decisions_in(&path), ["error"]);
+        // Sessions that may go unaudited run, and the file says so.
+        let lenient = AuditSettings {
+            on_failure: OnAuditFailure::Continue,
+            ..settings
+        };
+        assert!(write_record_via(&lenient, &missing_socket, &record("accept"), &refusal).is_err());
+        assert_eq!(decisions_in(&path), ["error", "accept"]);
+    }
+
+    #[test]
+    fn without_the_file_syslog_records_the_refusal_not_the_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let server = UnixDatagram::bind(&socket).unwrap();
+        let settings = AuditSettings {
+            file: Some(dir.path().join("missing/audit.jsonl")),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let error = write_record_via(&settings, &socket, &record("accept"), &refusal).unwrap_err();
+        assert!(matches!(error, AuditError::File { .. }));
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("<36>borg-gate[7]: {"), "{text}");
+        assert!(text.contains("\"decision\":\"error\""), "{text}");
+        assert!(text.contains("cannot write the audit log"), "{text}");
+    }
+
     #[test]
     fn refuses_a_symlinked_audit_file() {
         let dir = tempfile::tempdir().unwrap();
