@@ -1,10 +1,24 @@
-//! `borg-gate check-policy`: validate policy files and report every problem with its place.
+//! `borg-gate check-policy`: validate policy files and report every problem with its place;
+//! with `--user`, also as the backup account will meet them ([`crate::admin::as_account`]).
 
 use std::path::Path;
 
+use crate::admin::as_account::{self, Account, Request};
+use crate::admin::policies::self_owned_finding;
+use crate::admin::{Finding, Severity};
 use crate::exec::is_executable;
-use crate::policy::load::read_policy_text;
-use crate::policy::{EngineProgram, Policy, parse_policy};
+use crate::policy::key_name::PLACEHOLDER;
+use crate::policy::load::{default_policy_name, read_policy_text, read_policy_text_trusting};
+use crate::policy::{EngineProgram, KeyContext, KeyName, Policy, parse_policy_for_key};
+
+/// Whom and what to check a file for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions<'a> {
+    /// `--name`: expand `{name}` as the forced command would.
+    pub key_name: Option<&'a KeyName>,
+    /// `--user`: judge trust and access as this account.
+    pub account: Option<&'a Account>,
+}
 
 /// The report for one file: errors make it unusable, warnings deserve a look.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -15,27 +29,68 @@ pub struct FileReport {
 }
 
 /// Checks one file exactly as gate mode would load it, plus facts of the running system.
-pub fn check_file(path: &Path) -> FileReport {
+pub fn check_file(path: &Path, options: CheckOptions<'_>) -> FileReport {
     let mut report = FileReport::default();
-    let text = match read_policy_text(path) {
-        Ok((text, _)) => text,
+    let read = match options.account {
+        Some(account) => read_policy_text_trusting(path, account.uid),
+        None => read_policy_text(path),
+    };
+    let text = match read {
+        Ok((text, facts)) => {
+            if let Some(account) = options
+                .account
+                .filter(|a| a.uid != 0 && a.uid == facts.owner)
+            {
+                report.warnings.push(plain(&self_owned_finding(
+                    crate::admin::Place::file(path),
+                    path,
+                    &account.name,
+                )));
+            }
+            text
+        }
         Err(error) => {
-            report.errors.push(format!("{}: {error}", path.display()));
+            // The loader's messages name the file already.
+            report.errors.push(error.to_string());
             return report;
         }
     };
-    let default_name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("policy");
-    match parse_policy(&text, default_name) {
-        Ok(policy) => {
-            report.warnings = system_warnings(path, &policy);
-            report.policy = Some(policy);
+    let key = options
+        .key_name
+        .map_or(KeyContext::Template, KeyContext::Named);
+    let policy = match parse_policy_for_key(&text, default_policy_name(path), key) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            report.errors = errors.render(path, &text);
+            return report;
         }
-        Err(errors) => report.errors = errors.render(path, &text),
+    };
+    report.warnings.extend(system_warnings(path, &policy));
+    if let Some(account) = options.account {
+        let request = Request::for_policy(path, &policy);
+        match as_account::check(account, std::slice::from_ref(&request)) {
+            Ok(found) => {
+                let place = crate::admin::Place::file(path);
+                for found in found
+                    .iter()
+                    .flat_map(|found| as_account::findings(&place, &request, found, account))
+                {
+                    match found.severity {
+                        Severity::Error => report.errors.push(plain(&found)),
+                        Severity::Warning => report.warnings.push(plain(&found)),
+                    }
+                }
+            }
+            Err(error) => report.errors.push(format!("{}: {error}", path.display())),
+        }
     }
+    report.policy = Some(policy);
     report
+}
+
+/// A finding without its severity word: `file: problem; fix`.
+fn plain(finding: &Finding) -> String {
+    format!("{}: {}; {}", finding.place, finding.problem, finding.fix)
 }
 
 /// Problems that are not in the file itself but in the system it will run on.
@@ -54,7 +109,9 @@ fn system_warnings(path: &Path, policy: &Policy) -> Vec<String> {
         .repository
         .restrict_to_paths
         .iter()
-        .chain(&policy.repository.restrict_to_repositories);
+        .chain(&policy.repository.restrict_to_repositories)
+        // A template's paths exist only per key (check with --name).
+        .filter(|dir| !dir.to_string_lossy().contains(PLACEHOLDER));
     for dir in restricted {
         match std::fs::symlink_metadata(dir) {
             Ok(meta) if meta.file_type().is_symlink() => warnings.push(format!(

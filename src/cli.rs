@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
+    /// Gate mode: this key's name, for `{name}` in the policy and the audit record (one
+    /// policy for many keys). Written in authorized_keys, never chosen by the client.
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub name: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -47,8 +52,16 @@ pub enum Command {
     ///
     /// Exits 0 if the command would be accepted (or is an allowed probe), 1 if refused.
     Explain {
+        /// The policy file, as the forced command names it with --policy.
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
+        /// The key's name, as the forced command gives it with --name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The account the key logs in to, for the engine's HOME, USER and LOGNAME.
+        /// Default: the account running explain.
+        #[arg(long, value_name = "ACCOUNT")]
+        user: Option<String>,
         /// The client's command, as sshd would put it in SSH_ORIGINAL_COMMAND.
         #[arg(long, value_name = "STRING", allow_hyphen_values = true)]
         command: String,
@@ -58,9 +71,20 @@ pub enum Command {
     },
 
     /// Validate policy files; errors name the file, line and column.
+    ///
+    /// With --user, also check them as that account, the way the gate and the engine will
+    /// use them: trust and readability of the policy, every restricted path (the engine's
+    /// directory-trust check, and whether the account can create repositories there), the
+    /// audit file and syslog. Checking as another account needs root.
     CheckPolicy {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Expand `{name}` with this key name, as `--name` in the forced command does.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The account the keys log in to (the backup account).
+        #[arg(long, value_name = "ACCOUNT")]
+        user: Option<String>,
     },
 
     /// Lint this server's setup: authorized_keys, the policies its keys name, sshd_config and
@@ -141,6 +165,28 @@ mod tests {
         let cli = Cli::try_parse_from(["borg-gate", "--policy", "/p"]).unwrap();
         assert_eq!(cli.policy, Some(PathBuf::from("/p")));
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn a_key_name_belongs_to_gate_mode() {
+        let cli = Cli::try_parse_from(["borg-gate", "--policy", "/p", "--name", "alice"]).unwrap();
+        assert_eq!(cli.name.as_deref(), Some("alice"));
+        assert!(Cli::try_parse_from(["borg-gate", "--name", "alice"]).is_err());
+        let cli = Cli::try_parse_from([
+            "borg-gate",
+            "check-policy",
+            "--name",
+            "alice",
+            "--user",
+            "borg",
+            "/p",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::CheckPolicy { ref name, ref user, .. })
+                if name.as_deref() == Some("alice") && user.as_deref() == Some("borg")
+        ));
     }
 
     #[test]

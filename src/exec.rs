@@ -165,6 +165,15 @@ pub fn current_account() -> Option<Account> {
     })
 }
 
+/// The password-database entry of the account named `name`.
+pub fn account_named(name: &str) -> Option<Account> {
+    let user = nix::unistd::User::from_name(name).ok().flatten()?;
+    Some(Account {
+        name: user.name,
+        home: user.dir,
+    })
+}
+
 /// Whether `path` names an executable regular file (for `check-policy`).
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     borg_gate::sys::ensure_standard_descriptors();
     let cli = Cli::parse();
     match (cli.policy, cli.command) {
-        (Some(policy), None) => gate(&policy),
+        (Some(policy), None) => gate(&policy, cli.name.as_deref()),
         (None, Some(Command::Serve { args })) => {
             ExitCode::from(borg_gate::engine::serve_main(&args))
         }
@@ -23,11 +23,23 @@ fn main() -> ExitCode {
             None,
             Some(Command::Explain {
                 policy,
+                name,
+                user,
                 command,
                 json,
             }),
-        ) => explain(&policy, &command, json),
-        (None, Some(Command::CheckPolicy { files })) => check_policy(&files),
+        ) => explain(
+            pipeline::ExplainRequest {
+                policy: &policy,
+                key_name: name.as_deref(),
+                user: user.as_deref(),
+                command: &command,
+            },
+            json,
+        ),
+        (None, Some(Command::CheckPolicy { files, name, user })) => {
+            check_policy(&files, name.as_deref(), user.as_deref())
+        }
         (
             None,
             Some(Command::Doctor {
@@ -57,8 +69,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn gate(policy: &std::path::Path) -> ExitCode {
-    match pipeline::run_gate(policy) {
+fn gate(policy: &std::path::Path, key_name: Option<&str>) -> ExitCode {
+    match pipeline::run_gate(policy, key_name) {
         Ok(GateExit::Probe) => ExitCode::SUCCESS,
         Ok(GateExit::Refused(refusal)) => {
             tell_client(&format!("borg-gate: refused: {refusal}"), EXIT_REFUSED)
@@ -76,8 +88,8 @@ fn tell_client(line: &str, status: u8) -> ExitCode {
     ExitCode::from(status)
 }
 
-fn explain(policy: &std::path::Path, command: &str, json: bool) -> ExitCode {
-    match pipeline::explain(policy, command) {
+fn explain(request: pipeline::ExplainRequest<'_>, json: bool) -> ExitCode {
+    match pipeline::explain(request) {
         Ok(explanation) => {
             if json {
                 print!("{}", explanation.record.to_line());
@@ -96,10 +108,38 @@ fn explain(policy: &std::path::Path, command: &str, json: bool) -> ExitCode {
     }
 }
 
-fn check_policy(files: &[std::path::PathBuf]) -> ExitCode {
+fn check_policy(files: &[std::path::PathBuf], name: Option<&str>, user: Option<&str>) -> ExitCode {
+    use borg_gate::admin::as_account::Account;
+    use borg_gate::check_policy::{CheckOptions, check_file};
+    use borg_gate::policy::KeyName;
+    use borg_gate::policy::key_name::describe_bad_name;
+    let key_name = match name
+        .map(|text| KeyName::parse(text).map_err(|e| (text, e)))
+        .transpose()
+    {
+        Ok(key_name) => key_name,
+        Err((text, error)) => {
+            eprintln!("borg-gate: {}", describe_bad_name(text, &error));
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let account = match user
+        .map(|name| Account::named(name).ok_or(name))
+        .transpose()
+    {
+        Ok(account) => account,
+        Err(name) => {
+            eprintln!("borg-gate: there is no account named {name:?}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let options = CheckOptions {
+        key_name: key_name.as_ref(),
+        account: account.as_ref(),
+    };
     let mut failed = false;
     for file in files {
-        let report = borg_gate::check_policy::check_file(file);
+        let report = check_file(file, options);
         for error in &report.errors {
             eprintln!("borg-gate: {error}");
         }
@@ -108,10 +148,26 @@ fn check_policy(files: &[std::path::PathBuf]) -> ExitCode {
         }
         match &report.policy {
             Some(policy) if report.errors.is_empty() => {
-                println!("{}: ok (policy {:?})", file.display(), policy.name)
+                let mut notes = vec![format!("policy {:?}", policy.name)];
+                match (&key_name, policy.uses_key_name) {
+                    (Some(key), _) => notes.push(format!("key name {:?}", key.as_str())),
+                    (None, true) => {
+                        notes.push("uses {name}: every forced command needs --name".to_owned())
+                    }
+                    (None, false) => {}
+                }
+                if let Some(account) = &account {
+                    notes.push(format!("checked as {}", account.name));
+                }
+                println!("{}: ok ({})", file.display(), notes.join(", "));
             }
             _ => failed = true,
         }
+    }
+    if !failed && account.is_none() && nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "borg-gate: note: checked as root; sessions run as the account the keys log in to: add --user ACCOUNT to check as that account"
+        );
     }
     if failed {
         ExitCode::from(EXIT_REFUSED)

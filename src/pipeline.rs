@@ -11,9 +11,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::audit::{AuditError, AuditRecord, Context, write_record};
-use crate::exec::{EngineCommand, ExecError, current_account, engine_command, exec_engine};
+use crate::exec::{
+    EngineCommand, ExecError, account_named, current_account, engine_command, exec_engine,
+};
 use crate::gate::{Decision, Judgement, Refusal, judge};
-use crate::policy::{LoadError, OnAuditFailure, Policy, load_policy};
+use crate::policy::key_name::describe_bad_name;
+use crate::policy::{KeyContext, KeyName, LoadError, OnAuditFailure, Policy, load_policy_for_key};
 
 /// How a gate session ended, when it did not become the engine.
 #[derive(Debug)]
@@ -27,22 +30,26 @@ pub enum GateExit {
 /// The gate could not judge or could not carry out its decision. Every variant fails closed.
 #[derive(Debug)]
 pub enum GateError {
+    /// The forced command's `--name` is not a key name (the message says why).
+    KeyName(String),
     Policy(LoadError),
     Audit(AuditError),
     NoAccount(u32),
+    /// `explain --user NAME` names no account.
+    NoSuchUser(String),
     Exec(ExecError),
 }
 
 impl fmt::Display for GateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            GateError::KeyName(message) => write!(f, "{message}; no session is allowed"),
             GateError::Policy(error) => write!(f, "{error}; no session is allowed"),
-            GateError::Audit(error) => {
-                write!(f, "refused: this session cannot be audited ({error})")
-            }
+            GateError::Audit(error) => write!(f, "refused: {}", unaudited(error)),
             GateError::NoAccount(uid) => {
                 write!(f, "uid {uid} has no entry in the password database")
             }
+            GateError::NoSuchUser(name) => write!(f, "there is no account named {name:?}"),
             GateError::Exec(error) => error.fmt(f),
         }
     }
@@ -50,8 +57,13 @@ impl fmt::Display for GateError {
 
 impl std::error::Error for GateError {}
 
-/// Gate mode.
-pub fn run_gate(policy_path: &Path) -> Result<GateExit, GateError> {
+/// Why a session that was judged cannot be audited, as the client and the audit record say it.
+fn unaudited(error: &AuditError) -> String {
+    format!("this session cannot be audited ({error})")
+}
+
+/// Gate mode: `--policy FILE`, and `--name NAME` when the key line gives one.
+pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, GateError> {
     let original_command = std::env::var_os("SSH_ORIGINAL_COMMAND").map(OsString::into_vec);
     let ssh_connection = std::env::var("SSH_CONNECTION").ok();
     let context = Context {
@@ -59,27 +71,36 @@ pub fn run_gate(policy_path: &Path) -> Result<GateExit, GateError> {
         policy_file: policy_path,
         pid: std::process::id(),
         ssh_connection: ssh_connection.as_deref(),
+        key_name: None,
         raw_command: original_command.as_deref(),
     };
 
-    // 1. Load the policy; fail closed.
-    let policy = load_policy(policy_path).map_err(|error| {
-        audit_unusable_policy(&context, &error);
+    // 1. Check the key's name and load the policy; fail closed.
+    let key = check_key_name(key_name)
+        .inspect_err(|error| audit_unusable_policy(&context, &error.to_string()))?;
+    let context = Context {
+        key_name: key.as_ref().map(KeyName::as_str),
+        ..context
+    };
+    let policy = load_policy_for_key(policy_path, key_context(key.as_ref())).map_err(|error| {
+        audit_unusable_policy(&context, &error.to_string());
         GateError::Policy(error)
     })?;
 
     // 2-8. Read, split and judge the client's command (pure).
     let judgement = judge(&policy, original_command.as_deref());
-    let engine = engine_for(&policy, &judgement)?;
+    let engine = engine_for(&policy, &judgement, None)?;
 
-    // 9. Write the audit record before anything runs.
+    // 9. Write the audit record before anything runs. When a sink fails and that refuses
+    //    the session, the sinks that work record the refusal instead.
     let record = AuditRecord::for_judgement(
         &context,
         &policy.name,
         &judgement,
         engine.as_ref().map(|e| e.argv.clone()),
     );
-    if let Err(error) = write_record(&policy.audit, &record) {
+    let refusal = |error: &AuditError| record.refused_by_gate(&unaudited(error));
+    if let Err(error) = write_record(&policy.audit, &record, &refusal) {
         if policy.audit.on_failure == OnAuditFailure::Refuse {
             return Err(GateError::Audit(error));
         }
@@ -96,20 +117,39 @@ pub fn run_gate(policy_path: &Path) -> Result<GateExit, GateError> {
     }
 }
 
-/// The engine's command for an accepted decision.
-fn engine_for(policy: &Policy, judgement: &Judgement) -> Result<Option<EngineCommand>, GateError> {
+/// The engine's command for an accepted decision, run as `user` (by default the account
+/// the gate runs as).
+fn engine_for(
+    policy: &Policy,
+    judgement: &Judgement,
+    user: Option<&str>,
+) -> Result<Option<EngineCommand>, GateError> {
     let Decision::Accept(args) = &judgement.decision else {
         return Ok(None);
     };
-    let uid = nix::unistd::geteuid().as_raw();
-    let account = current_account().ok_or(GateError::NoAccount(uid))?;
+    let account = match user {
+        None => current_account().ok_or(GateError::NoAccount(nix::unistd::geteuid().as_raw()))?,
+        Some(name) => account_named(name).ok_or_else(|| GateError::NoSuchUser(name.to_owned()))?,
+    };
     let own_env = |name: &str| std::env::var(name).ok();
     Ok(Some(engine_command(policy, args, &account, &own_env)))
 }
 
+/// The forced command's `--name`, checked.
+fn check_key_name(text: Option<&str>) -> Result<Option<KeyName>, GateError> {
+    text.map(|text| {
+        KeyName::parse(text).map_err(|error| GateError::KeyName(describe_bad_name(text, &error)))
+    })
+    .transpose()
+}
+
+fn key_context(key: Option<&KeyName>) -> KeyContext<'_> {
+    key.map_or(KeyContext::Unnamed, KeyContext::Named)
+}
+
 /// Without a policy there is no audit file to write; syslog still hears about it.
-fn audit_unusable_policy(context: &Context<'_>, error: &LoadError) {
-    let record = AuditRecord::for_error(context, &error.to_string());
+fn audit_unusable_policy(context: &Context<'_>, reason: &str) {
+    let record = AuditRecord::for_error(context, reason);
     let _ = crate::audit::sink::send_syslog(
         Path::new(crate::audit::sink::SYSLOG_SOCKET),
         &record,
@@ -126,16 +166,31 @@ pub struct Explanation {
     pub record: AuditRecord,
 }
 
-pub fn explain(policy_path: &Path, command: &str) -> Result<Explanation, GateError> {
-    let policy = load_policy(policy_path).map_err(GateError::Policy)?;
-    let judgement = judge(&policy, Some(command.as_bytes()));
-    let engine = engine_for(&policy, &judgement)?;
+/// What `explain` is asked about.
+#[derive(Debug, Clone, Copy)]
+pub struct ExplainRequest<'a> {
+    pub policy: &'a Path,
+    /// The forced command's `--name`.
+    pub key_name: Option<&'a str>,
+    /// The account sshd runs the gate as (default: whoever runs `explain`).
+    pub user: Option<&'a str>,
+    /// The client's command, as SSH_ORIGINAL_COMMAND would hold it.
+    pub command: &'a str,
+}
+
+pub fn explain(request: ExplainRequest<'_>) -> Result<Explanation, GateError> {
+    let key = check_key_name(request.key_name)?;
+    let policy = load_policy_for_key(request.policy, key_context(key.as_ref()))
+        .map_err(GateError::Policy)?;
+    let judgement = judge(&policy, Some(request.command.as_bytes()));
+    let engine = engine_for(&policy, &judgement, request.user)?;
     let context = Context {
         time: SystemTime::now(),
-        policy_file: policy_path,
+        policy_file: request.policy,
         pid: std::process::id(),
         ssh_connection: None,
-        raw_command: Some(command.as_bytes()),
+        key_name: key.as_ref().map(KeyName::as_str),
+        raw_command: Some(request.command.as_bytes()),
     };
     let record = AuditRecord::for_judgement(
         &context,
@@ -159,6 +214,19 @@ impl fmt::Display for Explanation {
             "policy:      {} ({})",
             self.policy.name, record.policy_file
         )?;
+        if let Some(name) = &record.name {
+            if self.policy.uses_key_name {
+                writeln!(
+                    f,
+                    "key name:    {name} ({{name}} in the policy becomes {name})"
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "key name:    {name} (audited; the policy does not use {{name}})"
+                )?;
+            }
+        }
         writeln!(
             f,
             "command:     {}",

@@ -118,3 +118,77 @@ pub fn advise_huge_pages(buffer: &mut [u8]) {
     // the call; MADV_HUGEPAGE changes how the pages are backed, never their contents.
     unsafe { libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE) };
 }
+
+/// The most a [`run_as`] child may hand back.
+const RUN_AS_OUTPUT_LIMIT: u64 = 16 << 20;
+
+/// Runs `work` in a forked child that has become `uid` (with `gid` and the supplementary
+/// `groups`, set first), and returns the bytes `work` produced. The parent must be root and
+/// single-threaded; the child never returns into the caller's code.
+pub fn run_as(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    work: &dyn Fn() -> Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::unistd::{ForkResult, Gid, Uid, fork, pipe2};
+
+    if !single_threaded() {
+        return Err(std::io::Error::other(
+            "cannot switch accounts from a process with several threads",
+        ));
+    }
+    let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the process has a single thread (checked above), so the child cannot inherit a
+    // lock held by another thread; the child drops privileges, runs `work` and leaves with
+    // _exit, never returning into the caller or running the parent's exit handlers.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(read_end);
+            let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            let dropped = nix::unistd::setgroups(&groups)
+                .and_then(|()| nix::unistd::setgid(Gid::from_raw(gid)))
+                .and_then(|()| nix::unistd::setuid(Uid::from_raw(uid)))
+                .is_ok()
+                && nix::unistd::geteuid().as_raw() == uid
+                && (uid == 0 || nix::unistd::setuid(Uid::from_raw(0)).is_err());
+            let status = if dropped {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                    Ok(bytes) => i32::from(File::from(write_end).write_all(&bytes).is_err()),
+                    Err(_) => 101,
+                }
+            } else {
+                3
+            };
+            // SAFETY: _exit ends the child at once; it runs no exit handlers and flushes none
+            // of the parent's buffers, which the child holds copies of.
+            unsafe { libc::_exit(status) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut output = Vec::new();
+            let read = File::from(read_end)
+                .take(RUN_AS_OUTPUT_LIMIT)
+                .read_to_end(&mut output);
+            let status = waitpid(child, None)?;
+            read?;
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(output),
+                WaitStatus::Exited(_, 3) => Err(std::io::Error::other(format!(
+                    "cannot become uid {uid} (gid {gid})"
+                ))),
+                other => Err(std::io::Error::other(format!(
+                    "the check as uid {uid} ended abnormally ({other:?})"
+                ))),
+            }
+        }
+    }
+}
+
+/// Whether this process has exactly one thread (`/proc/self/task` has one entry).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
+}

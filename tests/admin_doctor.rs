@@ -298,7 +298,7 @@ fn every_authorized_keys_and_policy_problem_is_found_with_its_place() {
             "error: {k}:13: sshd refuses this key: unknown key option \"restrickt\"; fix the option list (see AUTHORIZED_KEYS FILE FORMAT in sshd(8))"
         ),
         format!(
-            "warning: {}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {}",
+            "warning: {}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {} (BACKUP-USER: the account the keys log in to)",
             policy_file("bob"),
             d("repos/bob"),
             d("repos/bob")
@@ -322,15 +322,15 @@ fn every_authorized_keys_and_policy_problem_is_found_with_its_place() {
             policy_file("writable")
         ),
         format!(
-            "warning: {k}:3: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:3: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/bob")
         ),
         format!(
-            "warning: {k}:9: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:9: this key (policy bob) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/bob")
         ),
         format!(
-            "warning: {k}:12: this key (policy alice) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+            "warning: {k}:12: this key (policy alice) and the key on line 2 (policy alice) can both reach {}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             d("repos/other")
         ),
         format!(
@@ -370,19 +370,27 @@ fn the_backup_accounts_view_decides_what_it_can_read_and_write() {
     );
     let output = server.doctor(&keys, &server.clean_sshd_config(), &["--user", "nobody"]);
     let policy_text = policy.display().to_string();
+    let group = nix::unistd::Group::from_gid(nobody.gid)
+        .unwrap()
+        .map_or(nobody.gid.to_string(), |g| g.name);
     let mut expected = vec![
         format!(
-            "error: {policy_text}: the backup account (uid {}) cannot read policy {policy_text}, so every session with this key is refused; chmod 0644 {policy_text} (or give it the account's group and mode 0640)",
-            nobody.uid
+            "error: {policy_text}: nobody cannot read policy {policy_text} (Permission denied), so every session with this key is refused; chmod 0644 {policy_text}"
         ),
         format!(
-            "error: {policy_text}: the backup account (uid {}) cannot write {}, so every session with this key is refused; create it writable by the backup account: install -d -o BACKUP-USER -m 0750 DIR (for {})",
-            nobody.uid,
+            "warning: {policy_text}: nobody cannot create repositories in {} (Permission denied), so `borg init` there fails; install -d -o nobody -g {group} -m 0700 {}",
+            server.text("repos/alice"),
+            server.text("repos/alice")
+        ),
+        format!(
+            "error: {policy_text}: nobody cannot create the audit file {} in {} (Permission denied), so every session with this key is refused; install -d -o nobody -g {group} -m 0750 {}",
+            server.text("log/audit.jsonl"),
             server.text("log"),
             server.text("log")
         ),
         format!(
-            "warning: {policy_text}: the metrics directory {} does not exist, so the gate silently skips its metrics; create the directory writable by the backup account, or remove [metrics]",
+            "warning: {policy_text}: the metrics directory {} does not exist, so the gate silently skips its metrics; install -d -o nobody -g {group} -m 0755 {}, or remove [metrics]",
+            server.text("no-such-dir"),
             server.text("no-such-dir")
         ),
     ];
@@ -601,4 +609,227 @@ fn our_reading_of_sshd_config_matches_sshd_itself() {
             "PermitUserEnvironment in case {index}:\n{body}"
         );
     }
+}
+
+#[test]
+fn a_read_only_key_beside_the_writer_and_declared_sharing_are_no_finding() {
+    let server = require!(Server::new("doctor-sharing"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let alice = server.text("repos/alice");
+    let laptop = server.policy("laptop", &alice, "append_only = true", 0o644);
+    let restore = server.policy("restore", &alice, "permissions = \"read-only\"", 0o644);
+    let admin = server.policy(
+        "admin",
+        &server.text("repos"),
+        "shared_with = [\"laptop\"]",
+        0o644,
+    );
+    let other = server.policy("other", &alice, "", 0o644);
+    let line = |policy: &Path, key: &str| {
+        format!(
+            "{},restrict {} {key}\n",
+            server.gate_command(policy),
+            server.public_key(key)
+        )
+    };
+    let clean = [
+        line(&laptop, "laptop"),
+        line(&restore, "restore"),
+        line(&admin, "admin"),
+    ]
+    .concat();
+    let keys = server.write("authorized_keys", &clean);
+    server.give_to_nobody_in_particular(&keys);
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    assert_eq!(output.code(), Some(0), "{output}");
+    assert_eq!(output.stdout_text(), "");
+
+    // A second writing key on the same directory, undeclared, is still a warning.
+    let keys = server.write(
+        "authorized_keys",
+        &format!("{clean}{}", line(&other, "other")),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    let overlap = |line: usize, label: &str| {
+        format!(
+            "warning: {}:4: this key (policy other) and the key on line {line} (policy {label}) can both reach {alice}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
+            keys.display()
+        )
+    };
+    // admin declares its sharing with laptop, not with other.
+    assert_lines(&output, &[overlap(1, "laptop"), overlap(3, "admin")]);
+    assert_eq!(output.code(), Some(1));
+}
+
+#[test]
+fn a_policy_with_name_needs_a_valid_name_on_every_key_line() {
+    let server = require!(Server::new("doctor-names"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let fleet = server.policy(
+        "fleet",
+        &format!("{}/{{name}}", server.text("repos")),
+        "",
+        0o644,
+    );
+    let gate = server.gate_command(&fleet);
+    let line = |suffix: &str, key: &str| {
+        format!(
+            "{}{suffix}\",restrict {} {key}\n",
+            gate.trim_end_matches('"'),
+            server.public_key(key)
+        )
+    };
+    let keys = server.write(
+        "authorized_keys",
+        &[
+            line(" --name alice", "alice"),
+            line("", "nameless"),
+            line(" --name ../etc", "escape"),
+            line(" --name bob", "bob"),
+        ]
+        .concat(),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    let k = keys.display();
+    let f = fleet.display();
+    assert_lines(
+        &output,
+        &[
+            format!(
+                "error: {k}:3: the gate refuses every session of this key: --name \"../etc\" is not a key name: it contains '/'; use 1-64 letters, digits, '-', '_', '.' or '@', not starting with '.' or '-' and without \"..\""
+            ),
+            format!(
+                "error: {k}:2: policy {f} uses {{name}}, but this forced command gives no --name, so every session with this key is refused; add --name NAME to the forced command: borg-gate --policy {f} --name NAME"
+            ),
+            format!(
+                "warning: {f}: restricted path {} does not exist, so `borg init` below it fails; create it: install -d -o BACKUP-USER -m 0700 {} (BACKUP-USER: the account the keys log in to)",
+                server.text("repos/bob"),
+                server.text("repos/bob")
+            ),
+        ],
+    );
+    assert_eq!(output.code(), Some(2));
+}
+
+#[test]
+fn a_program_named_without_a_path_must_be_on_sshds_path() {
+    let server = require!(Server::new("doctor-relative"));
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    let alice = server.text("repos/alice");
+    let policy = server.policy("alice", &alice, "", 0o644);
+    let line = |command: &str, key: &str| {
+        format!(
+            "command=\"{command}\",restrict {} {key}\n",
+            server.public_key(key)
+        )
+    };
+    let keys = server.write(
+        "authorized_keys",
+        &[
+            line(&format!("borg-gate --policy {}", policy.display()), "gate"),
+            line(&format!("borg serve --restrict-to-path {alice}"), "borg"),
+            line(
+                &format!("borg-nonexistent-4711 serve --restrict-to-path {alice}"),
+                "missing",
+            ),
+        ]
+        .concat(),
+    );
+    server.give_to_nobody_in_particular(&keys);
+    let output = server.doctor(&keys, &server.clean_sshd_config(), &[]);
+    let k = keys.display();
+    let sshd_path = "/usr/local/bin:/usr/bin:/bin:/usr/games";
+    let found = |program: &str| {
+        sshd_path
+            .split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .find(|candidate| candidate.is_file())
+    };
+    let relative = |line: usize, program: &str| match found(program) {
+        Some(path) => format!(
+            "warning: {k}:{line}: the forced command runs {program:?} by a relative name, found through the login shell's PATH ({}); write the absolute path, e.g. /usr/local/bin/borg-gate",
+            path.display()
+        ),
+        None => format!(
+            "error: {k}:{line}: the forced command runs {program:?} by a relative name, and sshd's PATH for this account ({sshd_path}) has no such program, so every session fails with `{program}: not found`; write the absolute path, e.g. /usr/local/bin/borg-gate"
+        ),
+    };
+    assert!(found("borg").is_some(), "Debian's borg is on sshd's PATH");
+    let mut expected = vec![
+        relative(1, "borg-gate"),
+        relative(2, "borg"),
+        relative(3, "borg-nonexistent-4711"),
+    ];
+    // Lines 2 and 3 both reach alice's directory, and neither is read-only.
+    for (line, earlier, label) in [
+        (2, 1, "borg serve"),
+        (3, 1, "borg-nonexistent-4711 serve"),
+        (3, 2, "borg-nonexistent-4711 serve"),
+    ] {
+        let earlier_label = if earlier == 1 {
+            "policy alice"
+        } else {
+            "borg serve"
+        };
+        expected.push(format!(
+            "warning: {k}:{line}: this key ({label}) and the key on line {earlier} ({earlier_label}) can both reach {alice}: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]"
+        ));
+    }
+    assert_lines(&output, &expected);
+    assert_eq!(output.code(), Some(2));
+}
+
+#[test]
+fn a_tilde_in_the_policy_path_is_read_as_the_login_shell_expands_it() {
+    let server = require!(Server::new("doctor-tilde"));
+    require!(support::require_tool("useradd"));
+    fs::set_permissions(server.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let account = support::TestAccount::create("doctor-tilde", &server.path("home"), "/bin/sh");
+    let owner = |path: &Path, uid: u32| {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap()
+    };
+    fs::create_dir(server.path("repos/alice")).unwrap();
+    owner(&server.path("repos/alice"), account.uid);
+    owner(&server.path("log"), account.uid);
+    let text =
+        fs::read_to_string(server.policy("alice", &server.text("repos/alice"), "", 0o644)).unwrap();
+    let in_home = account.home.join("alice.toml");
+    fs::write(&in_home, text).unwrap();
+    fs::set_permissions(&in_home, fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = support::cargo_bin().display().to_string();
+    let keys_dir = account.home.join(".ssh");
+    fs::create_dir(&keys_dir).unwrap();
+    let keys = server.write(
+        "authorized_keys",
+        &format!(
+            "command=\"{bin} --policy ~/alice.toml\",restrict {} expanded\n\
+             command=\"{bin} --policy=~/alice.toml\",restrict {} literal\n",
+            server.public_key("expanded"),
+            server.public_key("literal")
+        ),
+    );
+    let output = server.doctor(
+        &keys,
+        &server.clean_sshd_config(),
+        &["--user", &account.name],
+    );
+    // `--policy=~/x` is one word the shell leaves alone: borg-gate gets `~/x`, relative to
+    // the home directory.
+    assert_lines(
+        &output,
+        &[
+            format!(
+                "warning: {}:2: the policy path ~/alice.toml is relative to the account's home directory; write the absolute path, e.g. /etc/borg-gate/NAME.toml",
+                keys.display()
+            ),
+            format!(
+                "error: {}:2: policy {}/~/alice.toml does not exist, so every session with this key is refused; create it (see borg-gate-policy(5)) or fix the path in the forced command",
+                keys.display(),
+                account.home.display()
+            ),
+        ],
+    );
+    assert_eq!(output.code(), Some(2));
 }

@@ -1,15 +1,29 @@
-//! The manual pages render with `man -l` without a single warning.
+//! Every manual page renders with `man --warnings -l` without a single warning, says what it
+//! must, and uses roff quoting that keeps the words it means to keep.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn render(page: &str) -> Option<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(page);
+/// Every page in `man/`.
+fn pages() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 2, "no pages in {}", dir.display());
+    pages
+}
+
+/// The page as `man --warnings -l` renders it (plain text), and what it warned.
+fn render(path: &Path) -> Option<(String, String)> {
     let output = Command::new("man")
-        .args(["--warnings=w", "-l"])
-        .arg(&path)
+        .arg("--warnings")
+        .arg("-l")
+        .arg(path)
         .env("MANWIDTH", "80")
         .env("LC_ALL", "C.UTF-8")
         .env("MAN_KEEP_FORMATTING", "0")
@@ -18,7 +32,8 @@ fn render(page: &str) -> Option<(String, String)> {
         Ok(output) => {
             assert!(
                 output.status.success(),
-                "man -l {page} failed: {}",
+                "man -l {} failed: {}",
+                path.display(),
                 String::from_utf8_lossy(&output.stderr)
             );
             Some((
@@ -43,30 +58,137 @@ fn plain_text(text: &str) -> String {
     out.into_iter().collect()
 }
 
+fn page(name: &str) -> Option<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+    let (text, warnings) = render(&path)?;
+    assert_eq!(warnings, "", "warnings from man --warnings -l {name}");
+    Some(text)
+}
+
 #[test]
-fn borg_gate_1_renders_without_warnings() {
-    let Some((text, warnings)) = render("borg-gate.1") else {
+fn every_page_renders_without_warnings() {
+    for path in pages() {
+        let Some((text, warnings)) = render(&path) else {
+            return;
+        };
+        assert_eq!(warnings, "", "man --warnings -l {}", path.display());
+        assert!(
+            text.len() > 1000,
+            "{} rendered almost nothing",
+            path.display()
+        );
+    }
+}
+
+/// The words of a roff request line, with roff's quoting: a `"` opens a quoted argument
+/// only at the start of one; anywhere else it is a literal character.
+fn roff_arguments(line: &str) -> Vec<(String, bool)> {
+    let mut arguments = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c == ' ' {
+            chars.next();
+            continue;
+        }
+        let mut word = String::new();
+        let quoted = c == '"';
+        if quoted {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match (c, chars.peek()) {
+                    ('"', Some('"')) => {
+                        word.push('"');
+                        chars.next();
+                    }
+                    ('"', _) => break,
+                    _ => word.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        arguments.push((word, quoted));
+    }
+    arguments
+}
+
+/// `.RB ( command="BORG_X=1 borg-gate ..." ).` renders `command="BORG_X=1borg-gate...").`:
+/// the quote inside the second word is literal, so the words run together. Alternating-font
+/// macros must quote a whole argument or write `\(dq`.
+#[test]
+fn alternating_font_macros_never_have_a_quote_inside_an_argument() {
+    let mut problems = Vec::new();
+    for path in pages() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let Some(rest) = [".BR ", ".RB ", ".IR ", ".RI ", ".BI ", ".IB "]
+                .iter()
+                .find_map(|macro_| line.strip_prefix(macro_))
+            else {
+                continue;
+            };
+            for (word, quoted) in roff_arguments(rest) {
+                if !quoted && word.contains('"') {
+                    problems.push(format!("{}:{}: {line}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+#[test]
+fn the_roff_argument_reader_follows_roff() {
+    assert_eq!(
+        roff_arguments("( \"a b\" ).\n"),
+        [
+            ("(".to_owned(), false),
+            ("a b".to_owned(), true),
+            (").\n".to_owned(), false)
+        ]
+    );
+    assert_eq!(
+        roff_arguments("( command=\"X=1 borg\" )"),
+        [
+            ("(".to_owned(), false),
+            ("command=\"X=1".to_owned(), false),
+            ("borg\"".to_owned(), false),
+            (")".to_owned(), false)
+        ]
+    );
+}
+
+#[test]
+fn borg_gate_1_covers_every_command_and_the_new_options() {
+    let Some(text) = page("borg-gate.1") else {
         return;
     };
-    assert_eq!(warnings, "", "warnings from man -l");
-    for section in [
+    for needle in [
         "GATE MODE",
         "COMMANDS",
         "EXIT STATUS",
         "serve",
         "explain",
         "check-policy",
+        "borg-gate --policy FILE [--name NAME]",
+        "check-policy [--name NAME] [--user ACCOUNT] FILE...",
+        "shared_with",
     ] {
-        assert!(text.contains(section), "borg-gate(1) lacks {section}");
+        assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }
 }
 
 #[test]
-fn borg_gate_policy_5_renders_without_warnings() {
-    let Some((text, warnings)) = render("borg-gate-policy.5") else {
+fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
+    let Some(text) = page("borg-gate-policy.5") else {
         return;
     };
-    assert_eq!(warnings, "", "warnings from man -l");
     for key in [
         "restrict_to_paths",
         "pass_env",
@@ -75,7 +197,13 @@ fn borg_gate_policy_5_renders_without_warnings() {
         "idle_timeout",
         "permissions",
         "lock_wait",
+        "shared_with",
+        "{name}",
     ] {
         assert!(text.contains(key), "borg-gate-policy(5) lacks {key}");
     }
+    assert!(
+        text.contains("(command=\"BORG_X=1 borg-gate ...\")"),
+        "the pass_env example lost its space:\n{text}"
+    );
 }

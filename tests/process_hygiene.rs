@@ -199,8 +199,20 @@ fn a_policy_owned_by_another_account_is_refused() {
     let output = run_gate(&policy);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
+    // Accounts are named as the password database names them.
+    let name = |uid: u32| {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).unwrap();
+        user.map_or(format!("uid {uid}"), |user| match uid {
+            0 => user.name,
+            _ => format!("{} (uid {uid})", user.name),
+        })
+    };
     assert!(
-        stderr.contains("is owned by uid 65534; it must be owned by uid 0"),
+        stderr.contains(&format!(
+            "is owned by {}; it must be owned by {}",
+            name(65534),
+            name(0)
+        )),
         "{stderr}"
     );
     assert!(!dir.path().join("engine-report").exists(), "the engine ran");

@@ -60,6 +60,9 @@ struct LineRecord<'a> {
     time: Cow<'a, str>,
     #[serde(default, borrow)]
     policy: Option<Cow<'a, str>>,
+    /// The key's `--name`, for keys that share a policy.
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     decision: Cow<'a, str>,
     #[serde(default, borrow)]
@@ -98,11 +101,24 @@ pub struct OptionCounts {
     pub refused: u64,
 }
 
+/// The sessions of one key: a policy, and the key's `--name` when keys share the policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicySummary {
     pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(flatten)]
     pub counts: DecisionCounts,
+}
+
+impl PolicySummary {
+    /// `laptop`, or `laptop --name alice`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{} --name {name}", self.policy),
+            None => self.policy.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -162,7 +178,8 @@ pub struct Summariser {
     first_time: Option<String>,
     last_time: Option<String>,
     totals: DecisionCounts,
-    policies: HashMap<String, DecisionCounts>,
+    /// Per policy and key name.
+    policies: HashMap<(String, Option<String>), DecisionCounts>,
     dropped_options: HashMap<String, OptionCounts>,
     recent: VecDeque<Refusal>,
 }
@@ -245,7 +262,13 @@ impl Summariser {
             self.first_time = Some(cut(&record.time));
         }
         let policy = record.policy.as_deref().unwrap_or(NO_POLICY);
-        counter(bounded_entry(&mut self.policies, policy));
+        let key = (cut(policy), record.name.as_deref().map(cut));
+        let key = if self.policies.contains_key(&key) || self.policies.len() < MAX_DISTINCT_NAMES {
+            key
+        } else {
+            (OTHER.to_owned(), None)
+        };
+        counter(self.policies.entry(key).or_default());
         for option in &record.options {
             let counts = match option.action.as_ref() {
                 "dropped" | "refused" => {
@@ -279,9 +302,13 @@ impl Summariser {
         let mut policies: Vec<PolicySummary> = self
             .policies
             .into_iter()
-            .map(|(policy, counts)| PolicySummary { policy, counts })
+            .map(|((policy, name), counts)| PolicySummary {
+                policy,
+                name,
+                counts,
+            })
             .collect();
-        policies.sort_by(|a, b| a.policy.cmp(&b.policy));
+        policies.sort_by(|a, b| (&a.policy, &a.name).cmp(&(&b.policy, &b.name)));
         let mut options: Vec<OptionSummary> = self
             .dropped_options
             .into_iter()
@@ -573,7 +600,7 @@ impl fmt::Display for Summary {
         let width = self
             .policies
             .iter()
-            .map(|p| p.policy.chars().count())
+            .map(|p| p.label().chars().count())
             .chain([6, 5])
             .max()
             .unwrap_or(6);
@@ -590,7 +617,7 @@ impl fmt::Display for Summary {
             )
         };
         for policy in &self.policies {
-            row(f, &policy.policy, &policy.counts)?;
+            row(f, &policy.label(), &policy.counts)?;
         }
         row(f, "total", &self.totals)?;
         writeln!(f)?;
@@ -664,6 +691,42 @@ mod tests {
     const T3: &str = "2026-01-03T10:00:00.000000Z";
 
     #[test]
+    fn keys_sharing_a_policy_are_counted_per_key_name() {
+        let named = |name: &str, decision: &str| {
+            record(T1, "laptop", decision, "").replacen(
+                "\"pid\"",
+                &format!("\"name\":\"{name}\",\"pid\""),
+                1,
+            )
+        };
+        let text = [
+            named("alice", "accept"),
+            named("alice", "accept"),
+            named("bob", "reject"),
+            record(T2, "laptop", "error", ""),
+        ]
+        .join("\n");
+        let summary = summarise(&text, ReportOptions::default());
+        let rows: Vec<(String, u64, u64, u64)> = summary
+            .policies
+            .iter()
+            .map(|p| (p.label(), p.counts.accept, p.counts.reject, p.counts.error))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("laptop".to_owned(), 0, 0, 1),
+                ("laptop --name alice".to_owned(), 2, 0, 0),
+                ("laptop --name bob".to_owned(), 0, 1, 0),
+            ]
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["policies"][1]["name"], "alice");
+        assert!(json["policies"][0].get("name").is_none());
+        assert!(summary.to_string().contains("  laptop --name alice  "));
+    }
+
+    #[test]
     fn counts_decisions_per_policy() {
         let text = [
             record(T1, "alice", "accept", ""),
@@ -681,6 +744,7 @@ mod tests {
             [
                 PolicySummary {
                     policy: "alice".into(),
+                    name: None,
                     counts: DecisionCounts {
                         accept: 2,
                         reject: 1,
@@ -690,6 +754,7 @@ mod tests {
                 },
                 PolicySummary {
                     policy: "bob".into(),
+                    name: None,
                     counts: DecisionCounts {
                         accept: 0,
                         reject: 0,

@@ -495,8 +495,17 @@ impl KeyLine {
 /// What a forced command runs, as far as doctor cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForcedCommand {
-    /// `borg-gate --policy FILE`.
-    Gate { program: String, policy: PathBuf },
+    /// `borg-gate --policy FILE [--name NAME]`.
+    Gate {
+        program: String,
+        /// As borg-gate receives it, but for a leading `~` (see `tilde_expanded`).
+        policy: PathBuf,
+        /// The login shell turns the policy's leading `~` or `~user` into a home directory
+        /// (the word is unquoted; `--policy=~/x` is not expanded).
+        tilde_expanded: bool,
+        /// `--name`, as written (checked by [`command_findings`]).
+        name: Option<String>,
+    },
     /// `borg serve ...` or `borg-gate serve ...`: an engine with no gate in front.
     Serve {
         program: String,
@@ -564,7 +573,7 @@ pub fn classify_command(command: &str) -> ForcedCommand {
     };
     let base = program_basename(program);
     if base == "borg-gate" {
-        classify_borg_gate(program, rest)
+        classify_borg_gate(command, program, rest)
     } else if base.starts_with("borg") {
         classify_borg(program, arguments)
     } else {
@@ -572,7 +581,7 @@ pub fn classify_command(command: &str) -> ForcedCommand {
     }
 }
 
-fn classify_borg_gate(program: &str, words: &[String]) -> ForcedCommand {
+fn classify_borg_gate(command: &str, program: &str, words: &[String]) -> ForcedCommand {
     use clap::Parser;
 
     use crate::cli::{Cli, Command};
@@ -583,11 +592,19 @@ fn classify_borg_gate(program: &str, words: &[String]) -> ForcedCommand {
     match Cli::try_parse_from(words) {
         Ok(Cli {
             policy: Some(policy),
+            name,
             command: None,
-        }) => ForcedCommand::Gate {
-            program: program.to_owned(),
-            policy,
-        },
+        }) => {
+            let text = policy.to_string_lossy();
+            let tilde_expanded =
+                text.starts_with('~') && command.split([' ', '\t']).any(|word| word == text);
+            ForcedCommand::Gate {
+                program: program.to_owned(),
+                policy,
+                tilde_expanded,
+                name,
+            }
+        }
         Ok(Cli {
             command: Some(Command::Serve { args }),
             ..
@@ -784,22 +801,87 @@ pub fn restriction_findings(place: &Place, key: &KeyLine) -> Vec<Finding> {
     findings
 }
 
-/// Rules for the forced command itself.
+/// The policy file a gate line names, as the login shell and borg-gate will find it: a
+/// `~` the shell expands is the home directory of the account (or of `~user`), and a
+/// relative path starts at the account's home (sshd's working directory).
+pub fn policy_location(
+    policy: &Path,
+    tilde_expanded: bool,
+    home: &Path,
+    home_of: &dyn Fn(&str) -> Option<PathBuf>,
+) -> PathBuf {
+    let text = policy.to_string_lossy();
+    if let (true, Some(tail)) = (tilde_expanded, text.strip_prefix('~')) {
+        let (user, rest) = tail.split_once('/').unwrap_or((tail, ""));
+        let user_home = match user {
+            "" => Some(home.to_path_buf()),
+            other => home_of(other),
+        };
+        if let Some(user_home) = user_home {
+            return user_home.join(rest);
+        }
+    }
+    home.join(policy)
+}
+
+/// sshd's PATH for forced commands, as Debian builds it: one for root, one for the others.
+pub const SSHD_ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const SSHD_USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/games";
+
+/// A forced command that runs its program by a relative name: an error when sshd's PATH
+/// (`search_path`) has no such program (`found` is where it is, if anywhere), else a
+/// warning.
+pub fn relative_program_finding(
+    place: &Place,
+    program: &str,
+    search_path: &str,
+    found: Option<&Path>,
+) -> Option<Finding> {
+    if program.starts_with('/') {
+        return None;
+    }
+    let fix = "write the absolute path, e.g. /usr/local/bin/borg-gate";
+    Some(match found {
+        Some(found) => Finding::warning(
+            place.clone(),
+            format!(
+                "the forced command runs {program:?} by a relative name, found through the login shell's PATH ({})",
+                found.display()
+            ),
+            fix,
+        ),
+        None => Finding::error(
+            place.clone(),
+            format!(
+                "the forced command runs {program:?} by a relative name, and sshd's PATH for this account ({search_path}) has no such program, so every session fails with `{program}: not found`"
+            ),
+            fix,
+        ),
+    })
+}
+
+/// Rules for the forced command itself. (A relative program needs the file system: see
+/// [`relative_program_finding`].)
 pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let relative_program = |program: &str| {
-        (!program.starts_with('/')).then(|| {
-            Finding::warning(
-                place.clone(),
-                format!("the forced command runs {program:?} by a relative name, found through the login shell's PATH"),
-                "write the absolute path, e.g. /usr/local/bin/borg-gate",
-            )
-        })
-    };
     match command {
-        ForcedCommand::Gate { program, policy } => {
-            findings.extend(relative_program(program));
-            if policy.is_relative() {
+        ForcedCommand::Gate {
+            policy,
+            tilde_expanded,
+            name,
+            ..
+        } => {
+            if let Some(Err(error)) = name.as_deref().map(crate::policy::KeyName::parse) {
+                findings.push(Finding::error(
+                    place.clone(),
+                    format!(
+                        "the gate refuses every session of this key: --name {:?} is not a key name: {error}",
+                        name.as_deref().unwrap_or_default()
+                    ),
+                    crate::policy::key_name::KEY_NAME_RULE,
+                ));
+            }
+            if policy.is_relative() && !tilde_expanded {
                 findings.push(Finding::warning(
                     place.clone(),
                     format!(
@@ -810,9 +892,7 @@ pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> 
                 ));
             }
         }
-        ForcedCommand::Serve { program, config } => {
-            findings.extend(relative_program(program));
-            match config {
+        ForcedCommand::Serve { program, config } => match config {
                 Err(error) => findings.push(Finding::error(
                     place.clone(),
                     format!("`{program} serve` would refuse to start: {error}"),
@@ -829,8 +909,7 @@ pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> 
                     ))
                 }
                 Ok(_) => {}
-            }
-        }
+        },
         ForcedCommand::Unusable { problem, .. } => findings.push(Finding::error(
             place.clone(),
             problem.clone(),
@@ -1138,6 +1217,8 @@ mod tests {
         ForcedCommand::Gate {
             program: "/usr/local/bin/borg-gate".into(),
             policy: policy.into(),
+            tilde_expanded: false,
+            name: None,
         }
     }
 
@@ -1341,12 +1422,100 @@ mod tests {
     }
 
     #[test]
-    fn relative_programs_and_policies_are_warnings() {
+    fn relative_policies_are_warnings_unless_the_shell_expands_a_tilde() {
         let text = format!("command=\"borg-gate --policy p.toml\",restrict {ED25519}\n");
         let findings = lint_text(&text);
-        assert_eq!(findings.len(), 2, "{findings:?}");
-        assert!(findings[0].contains("runs \"borg-gate\" by a relative name"));
-        assert!(findings[1].contains("the policy path p.toml is relative"));
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].contains("the policy path p.toml is relative"));
+        let tilde = format!("command=\"borg-gate --policy ~/p.toml\",restrict {ED25519}\n");
+        assert_eq!(lint_text(&tilde), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_relative_program_missing_from_sshds_path_is_an_error() {
+        let place = Place::line(Path::new("/ak"), 1);
+        assert_eq!(
+            relative_program_finding(&place, "borg-gate", SSHD_USER_PATH, None)
+                .unwrap()
+                .to_string(),
+            "error: /ak:1: the forced command runs \"borg-gate\" by a relative name, and sshd's PATH for this account (/usr/local/bin:/usr/bin:/bin:/usr/games) has no such program, so every session fails with `borg-gate: not found`; write the absolute path, e.g. /usr/local/bin/borg-gate"
+        );
+        let found = relative_program_finding(
+            &place,
+            "borg-gate",
+            SSHD_USER_PATH,
+            Some(Path::new("/usr/local/bin/borg-gate")),
+        )
+        .unwrap();
+        assert_eq!(found.severity, crate::admin::Severity::Warning);
+        assert!(found.problem.ends_with("PATH (/usr/local/bin/borg-gate)"));
+        assert_eq!(
+            relative_program_finding(&place, "/usr/bin/borg-gate", SSHD_USER_PATH, None),
+            None
+        );
+    }
+
+    #[test]
+    fn the_shell_expands_a_leading_tilde_only_in_an_unquoted_word() {
+        let read = |command: &str| match classify_command(command) {
+            ForcedCommand::Gate {
+                policy,
+                tilde_expanded,
+                ..
+            } => (policy.display().to_string(), tilde_expanded),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            read("borg-gate --policy ~/x.toml"),
+            ("~/x.toml".into(), true)
+        );
+        assert_eq!(
+            read("borg-gate --policy ~borg/x.toml"),
+            ("~borg/x.toml".into(), true)
+        );
+        assert_eq!(
+            read("borg-gate --policy=~/x.toml"),
+            ("~/x.toml".into(), false)
+        );
+        assert_eq!(
+            read("borg-gate --policy '~/x.toml'"),
+            ("~/x.toml".into(), false)
+        );
+        let homes = |user: &str| (user == "alice").then(|| PathBuf::from("/home/alice"));
+        let home = Path::new("/var/lib/borg");
+        assert_eq!(
+            policy_location(Path::new("~/x.toml"), true, home, &homes),
+            PathBuf::from("/var/lib/borg/x.toml")
+        );
+        assert_eq!(
+            policy_location(Path::new("~alice/x.toml"), true, home, &homes),
+            PathBuf::from("/home/alice/x.toml")
+        );
+        assert_eq!(
+            policy_location(Path::new("~/x.toml"), false, home, &homes),
+            PathBuf::from("/var/lib/borg/~/x.toml")
+        );
+        assert_eq!(
+            policy_location(Path::new("/etc/x.toml"), false, home, &homes),
+            PathBuf::from("/etc/x.toml")
+        );
+    }
+
+    #[test]
+    fn a_bad_key_name_in_the_forced_command_is_an_error() {
+        let text = format!(
+            "command=\"/usr/local/bin/borg-gate --policy /etc/p.toml --name a/b\",restrict {ED25519}\n"
+        );
+        assert_eq!(
+            lint_text(&text),
+            [
+                "error: /ak:1: the gate refuses every session of this key: --name \"a/b\" is not a key name: it contains '/'; use 1-64 letters, digits, '-', '_', '.' or '@', not starting with '.' or '-' and without \"..\""
+            ]
+        );
+        match classify_command("/usr/local/bin/borg-gate --policy /etc/p.toml --name alice") {
+            ForcedCommand::Gate { name, .. } => assert_eq!(name.as_deref(), Some("alice")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,24 +5,27 @@
 //! [`super::authorized_keys`], [`super::sshd_config`] and [`super::policies`].
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::authorized_keys::{self, ClassifiedKey, ForcedCommand};
+use super::as_account::{self, Request};
+use super::authorized_keys::{
+    self, ClassifiedKey, ForcedCommand, SSHD_ROOT_PATH, SSHD_USER_PATH, policy_location,
+    relative_program_finding,
+};
 use super::policies::{
-    self, Identity, KeyScope, Ownership, PathState, Restriction, access_findings,
-    load_error_finding, metrics_finding, path_finding,
+    self, KeyScope, PathState, Restriction, load_error_finding, path_finding, self_owned_finding,
 };
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
+use crate::engine::args::ServeConfig;
 use crate::gate::command::program_basename;
-use crate::policy::load::read_policy_text;
-use crate::policy::validate::{MAX_POLICY_SIZE, line_and_column};
-use crate::policy::{LoadError, Policy, parse_policy};
+use crate::policy::load::{default_policy_name, read_policy_text, read_policy_text_trusting};
+use crate::policy::validate::line_and_column;
+use crate::policy::{KeyContext, KeyName, Permissions, Policy, parse_policy_for_key};
 
 /// sshd's default configuration file, and the directory relative `Include`s start from.
 pub const DEFAULT_SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
@@ -112,7 +115,7 @@ pub fn run(options: &DoctorOptions) -> Result<Vec<Finding>, DoctorError> {
     if let Some(account) = &account {
         findings.extend(sshd_config::account_findings(
             &Place::file(Path::new("/etc/passwd")),
-            &account.account,
+            &account.login,
         ));
     }
     let mut unique = Vec::with_capacity(findings.len());
@@ -124,53 +127,34 @@ pub fn run(options: &DoctorOptions) -> Result<Vec<Finding>, DoctorError> {
     Ok(unique)
 }
 
-/// The account, its home and its groups.
+/// The account the keys log in to.
 struct BackupAccount {
-    account: Account,
-    home: PathBuf,
-    identity: Identity,
+    account: as_account::Account,
+    /// What the shell rules need to know.
+    login: Account,
 }
 
 fn backup_account(options: &DoctorOptions) -> Result<Option<BackupAccount>, DoctorError> {
-    let user = match &options.user {
+    let account = match &options.user {
         Some(name) => Some(
-            nix::unistd::User::from_name(name)
-                .ok()
-                .flatten()
+            as_account::Account::named(name)
                 .ok_or_else(|| DoctorError::NoSuchUser(name.clone()))?,
         ),
         None => fs::metadata(&options.authorized_keys)
             .ok()
-            .and_then(|meta| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
-                    .ok()
-                    .flatten()
-            }),
+            .and_then(|meta| as_account::Account::with_uid(meta.uid())),
     };
-    let Some(user) = user else {
+    let Some(account) = account else {
         return Ok(None);
     };
-    let groups = CString::new(user.name.clone())
-        .ok()
-        .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
-        .map(|gids| gids.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_else(|| vec![user.gid.as_raw()]);
-    let resolved_shell = fs::canonicalize(&user.shell).ok();
-    let shell_is_executable = crate::exec::is_executable(&user.shell);
-    Ok(Some(BackupAccount {
-        identity: Identity {
-            uid: user.uid.as_raw(),
-            groups,
-        },
-        home: user.dir.clone(),
-        account: Account {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            shell: user.shell,
-            resolved_shell,
-            shell_is_executable,
-        },
-    }))
+    let login = Account {
+        name: account.name.clone(),
+        uid: account.uid,
+        shell: account.shell.clone(),
+        resolved_shell: fs::canonicalize(&account.shell).ok(),
+        shell_is_executable: crate::exec::is_executable(&account.shell),
+    };
+    Ok(Some(BackupAccount { account, login }))
 }
 
 /// sshd's StrictModes refuses an authorized_keys file others may write.
@@ -196,14 +180,6 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn ownership(path: &Path) -> Option<Ownership> {
-    fs::metadata(path).ok().map(|meta| Ownership {
-        owner: meta.uid(),
-        group: meta.gid(),
-        mode: meta.mode(),
-    })
-}
-
 fn path_state(path: &Path) -> PathState {
     match fs::symlink_metadata(path) {
         Err(_) => PathState::Missing,
@@ -213,73 +189,51 @@ fn path_state(path: &Path) -> PathState {
     }
 }
 
-/// Loads each policy once, checks it as the backup account would use it, and checks what
-/// every borg key can reach.
+/// A policy file as read once: its text (trusted as the backup account would trust it) and
+/// its validation as a template.
+struct ReadPolicy {
+    text: String,
+    template: Policy,
+}
+
+/// Loads each policy once, then once per key name; checks each as the backup account would
+/// use it, and checks what every borg key can reach.
 fn policy_findings(
     keys_path: &Path,
     keys: &[ClassifiedKey<'_>],
     account: Option<&BackupAccount>,
 ) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let mut loaded: BTreeMap<PathBuf, Option<Policy>> = BTreeMap::new();
-    let mut scopes = Vec::new();
-    let mut names = Vec::new();
+    let mut scan = KeyScan {
+        account,
+        ..KeyScan::default()
+    };
     for key in keys {
         let place = Place::line(keys_path, key.key.line);
+        if let Some(program) = key.command.as_ref().and_then(forced_program) {
+            scan.findings
+                .extend(relative_program(&place, program, account));
+        }
         match &key.command {
-            Some(ForcedCommand::Gate { policy, .. }) => {
-                let path = match (policy.is_relative(), account) {
-                    (true, Some(account)) => account.home.join(policy),
-                    _ => policy.clone(),
-                };
-                if !loaded.contains_key(&path) {
-                    let (policy, problems) = load_as_backup_account(&place, &path, account);
-                    findings.extend(problems);
-                    if let Some(policy) = &policy {
-                        findings.extend(checks_of_loaded_policy(&path, policy, account));
-                    }
-                    loaded.insert(path.clone(), policy);
-                }
-                if let Some(Some(policy)) = loaded.get(&path) {
-                    names.push((path.clone(), policy.name.clone()));
-                    let repository = &policy.repository;
-                    scopes.push(KeyScope {
-                        place,
-                        policy_file: Some(path.clone()),
-                        label: format!("policy {}", policy.name),
-                        paths: repository
-                            .restrict_to_paths
-                            .iter()
-                            .chain(&repository.restrict_to_repositories)
-                            .cloned()
-                            .collect(),
-                    });
-                }
-            }
+            Some(ForcedCommand::Gate {
+                policy,
+                tilde_expanded,
+                name,
+                ..
+            }) => scan.gate_key(place, policy, *tilde_expanded, name.as_deref()),
             Some(ForcedCommand::Serve {
                 program,
                 config: Ok(config),
-            }) => {
-                findings.extend(restricted_paths(
-                    &place,
-                    &config.restrict_to_paths,
-                    &config.restrict_to_repositories,
-                ));
-                scopes.push(KeyScope {
-                    place,
-                    policy_file: None,
-                    label: format!("{} serve", program_basename(program)),
-                    paths: config
-                        .restrict_to_paths
-                        .iter()
-                        .chain(&config.restrict_to_repositories)
-                        .cloned()
-                        .collect(),
-                });
-            }
+            }) => scan.serve_key(place, program, config),
             _ => {}
         }
     }
+    let KeyScan {
+        mut findings,
+        requests,
+        scopes,
+        names,
+        ..
+    } = scan;
     findings.extend(policies::overlapping_scopes(
         &scopes
             .into_iter()
@@ -287,80 +241,231 @@ fn policy_findings(
             .collect::<Vec<_>>(),
     ));
     findings.extend(policies::shared_names(&names));
+    if let Some(account) = account {
+        findings.extend(findings_as_account(keys_path, &account.account, &requests));
+    }
     findings
 }
 
-/// Reads a policy with the gate's own loader; when the gate would accept a file that root
-/// would not (it belongs to the backup account), reads it the same way but judges trust from
-/// the backup account's view.
-fn load_as_backup_account(
+/// What [`policy_findings`] gathers key by key.
+#[derive(Default)]
+struct KeyScan<'a> {
+    account: Option<&'a BackupAccount>,
+    findings: Vec<Finding>,
+    /// Each policy file, read once (`None`: unusable, reported).
+    read: BTreeMap<PathBuf, Option<ReadPolicy>>,
+    /// Each policy for each key name, validated once (`None`: unusable).
+    expanded: BTreeMap<(PathBuf, Option<KeyName>), Option<Policy>>,
+    /// What to check as the backup account, once per policy and key name.
+    requests: Vec<(Place, Request)>,
+    scopes: Vec<KeyScope>,
+    names: Vec<(PathBuf, String)>,
+}
+
+impl KeyScan<'_> {
+    /// `borg-gate --policy FILE [--name NAME]`.
+    fn gate_key(&mut self, place: Place, policy: &Path, tilde_expanded: bool, name: Option<&str>) {
+        let path = match self.account {
+            Some(account) => {
+                policy_location(policy, tilde_expanded, &account.account.home, &|user| {
+                    nix::unistd::User::from_name(user)
+                        .ok()
+                        .flatten()
+                        .map(|u| u.dir)
+                })
+            }
+            None => policy.to_path_buf(),
+        };
+        if !self.read.contains_key(&path) {
+            let (policy, problems) = read_policy(&place, &path, self.account);
+            self.findings.extend(problems);
+            self.read.insert(path.clone(), policy);
+        }
+        let Some(Some(file)) = self.read.get(&path) else {
+            return;
+        };
+        // A bad --name is reported with the forced command's own rules.
+        let Ok(key_name) = name.map(KeyName::parse).transpose() else {
+            return;
+        };
+        if file.template.uses_key_name && key_name.is_none() {
+            self.findings.push(Finding::error(
+                place,
+                format!(
+                    "policy {} uses {{name}}, but this forced command gives no --name, so every session with this key is refused",
+                    path.display()
+                ),
+                format!(
+                    "add --name NAME to the forced command: borg-gate --policy {} --name NAME",
+                    path.display()
+                ),
+            ));
+            return;
+        }
+        let entry = (path, key_name);
+        if !self.expanded.contains_key(&entry) {
+            let (path, key_name) = &entry;
+            let context = key_name
+                .as_ref()
+                .map_or(KeyContext::Unnamed, KeyContext::Named);
+            let policy = parse_policy_for_key(&file.text, default_policy_name(path), context).ok();
+            if let Some(policy) = &policy {
+                self.findings
+                    .extend(checks_of_loaded_policy(path, policy, self.account));
+                self.requests
+                    .push((Place::file(path), Request::for_policy(path, policy)));
+            }
+            self.expanded.insert(entry.clone(), policy);
+        }
+        let Some(Some(policy)) = self.expanded.get(&entry) else {
+            return;
+        };
+        let (path, key_name) = entry;
+        self.names.push((path.clone(), policy.name.clone()));
+        let repository = &policy.repository;
+        self.scopes.push(KeyScope {
+            place,
+            policy_file: Some(path),
+            label: match &key_name {
+                Some(key_name) => format!("policy {} --name {key_name}", policy.name),
+                None => format!("policy {}", policy.name),
+            },
+            paths: repository
+                .restrict_to_paths
+                .iter()
+                .chain(&repository.restrict_to_repositories)
+                .cloned()
+                .collect(),
+            read_only: repository.permissions == Permissions::ReadOnly,
+            policy_name: Some(policy.name.clone()),
+            shared_with: repository.shared_with.clone(),
+        });
+    }
+
+    /// `borg serve ...` or `borg-gate serve ...`, an engine without a gate.
+    fn serve_key(&mut self, place: Place, program: &str, config: &ServeConfig) {
+        self.findings.extend(restricted_paths(
+            &place,
+            &config.restrict_to_paths,
+            &config.restrict_to_repositories,
+            self.account,
+        ));
+        self.scopes.push(KeyScope {
+            place,
+            policy_file: None,
+            label: format!("{} serve", program_basename(program)),
+            paths: config
+                .restrict_to_paths
+                .iter()
+                .chain(&config.restrict_to_repositories)
+                .cloned()
+                .collect(),
+            // `borg-gate serve --permissions=read-only`; Python borg has no such option.
+            read_only: config.permissions == Permissions::ReadOnly,
+            policy_name: None,
+            shared_with: Vec::new(),
+        });
+    }
+}
+
+/// What the backup account meets, checked as that account.
+fn findings_as_account(
+    keys_path: &Path,
+    account: &as_account::Account,
+    requests: &[(Place, Request)],
+) -> Vec<Finding> {
+    if requests.is_empty() {
+        return Vec::new();
+    }
+    let only_requests: Vec<Request> = requests.iter().map(|(_, r)| r.clone()).collect();
+    match as_account::check(account, &only_requests) {
+        Ok(reports) => requests
+            .iter()
+            .zip(&reports)
+            .flat_map(|((place, request), report)| {
+                as_account::findings(place, request, report, account)
+            })
+            .collect(),
+        Err(error) => vec![Finding::warning(
+            Place::file(keys_path),
+            error.to_string(),
+            format!("run doctor as root (or as {})", account.name),
+        )],
+    }
+}
+
+/// The program a forced command runs, when it is borg-gate or borg.
+fn forced_program(command: &ForcedCommand) -> Option<&str> {
+    match command {
+        ForcedCommand::Gate { program, .. } | ForcedCommand::Serve { program, .. } => Some(program),
+        ForcedCommand::Unusable { .. } | ForcedCommand::Other => None,
+    }
+}
+
+/// A program named without a path, looked up in sshd's PATH for the account.
+fn relative_program(
+    place: &Place,
+    program: &str,
+    account: Option<&BackupAccount>,
+) -> Option<Finding> {
+    if program.starts_with('/') {
+        return None;
+    }
+    let search_path = match account {
+        Some(account) if account.account.uid == 0 => SSHD_ROOT_PATH,
+        _ => SSHD_USER_PATH,
+    };
+    let found = (!program.contains('/'))
+        .then(|| {
+            search_path
+                .split(':')
+                .map(|dir| Path::new(dir).join(program))
+                .find(|candidate| crate::exec::is_executable(candidate))
+        })
+        .flatten();
+    relative_program_finding(place, program, search_path, found.as_deref())
+}
+
+/// Reads a policy the way the gate will, judging trust as the backup account, and validates
+/// it as a template (`{name}` kept); errors are placed on its lines.
+fn read_policy(
     place: &Place,
     path: &Path,
     account: Option<&BackupAccount>,
-) -> (Option<Policy>, Vec<Finding>) {
-    let backup_uid = account.map(|a| a.identity.uid);
-    let text = match read_policy_text(path) {
-        Ok((text, _)) => text,
-        Err(error) => {
-            let finding = load_error_finding(place.clone(), path, &error, backup_uid);
-            let owned_by_account =
-                matches!(&error, LoadError::Owner { owner, .. } if Some(*owner) == backup_uid);
-            if !owned_by_account {
-                return (None, vec![finding]);
-            }
-            match read_owned_by_account(path) {
-                Some(text) => {
-                    let (policy, mut problems) = parse_with_places(path, &text);
-                    problems.insert(0, finding);
-                    return (policy, problems);
-                }
-                None => return (None, vec![finding]),
-            }
-        }
+) -> (Option<ReadPolicy>, Vec<Finding>) {
+    let read = match account {
+        Some(account) => read_policy_text_trusting(path, account.account.uid),
+        None => read_policy_text(path),
     };
-    parse_with_places(path, &text)
-}
-
-/// The gate's size and encoding limits, for a file whose trust was judged already.
-fn read_owned_by_account(path: &Path) -> Option<String> {
-    let mut bytes = Vec::new();
-    fs::File::open(path)
-        .ok()?
-        .take(MAX_POLICY_SIZE as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    (bytes.len() <= MAX_POLICY_SIZE)
-        .then(|| String::from_utf8(bytes).ok())
-        .flatten()
-}
-
-/// The gate's validation, with each error placed on its line of the policy file.
-fn parse_with_places(path: &Path, text: &str) -> (Option<Policy>, Vec<Finding>) {
-    let default_name = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or("policy");
-    match parse_policy(text, default_name) {
-        Ok(policy) => (Some(policy), Vec::new()),
+    let (text, facts) = match read {
+        Ok(read) => read,
+        Err(error) => return (None, vec![load_error_finding(place.clone(), path, &error)]),
+    };
+    let mut findings = Vec::new();
+    if let Some(account) = account.filter(|a| a.account.uid != 0 && facts.owner == a.account.uid) {
+        findings.push(self_owned_finding(
+            place.clone(),
+            path,
+            &account.account.name,
+        ));
+    }
+    match parse_policy_for_key(&text, default_policy_name(path), KeyContext::Template) {
+        Ok(template) => (Some(ReadPolicy { text, template }), findings),
         Err(errors) => {
-            let findings = errors
-                .0
-                .iter()
-                .map(|error| {
-                    let place = match &error.span {
-                        Some(span) => Place::line(path, line_and_column(text, span.start).0),
-                        None => Place::file(path),
-                    };
-                    Finding::error(
-                        place,
-                        format!(
-                            "{} (the gate refuses every session with this policy)",
-                            error.message
-                        ),
-                        format!("fix it and run `borg-gate check-policy {}`", path.display()),
-                    )
-                })
-                .collect();
+            findings.extend(errors.0.iter().map(|error| {
+                let place = match &error.span {
+                    Some(span) => Place::line(path, line_and_column(&text, span.start).0),
+                    None => Place::file(path),
+                };
+                Finding::error(
+                    place,
+                    format!(
+                        "{} (the gate refuses every session with this policy)",
+                        error.message
+                    ),
+                    format!("fix it and run `borg-gate check-policy {}`", path.display()),
+                )
+            }));
             (None, findings)
         }
     }
@@ -378,38 +483,18 @@ fn checks_of_loaded_policy(
         &place,
         &policy.repository.restrict_to_paths,
         &policy.repository.restrict_to_repositories,
+        account,
     ));
-    if let (Some(account), Some(file)) = (account, ownership(path)) {
-        let audit = policy.audit.file.as_ref().map(|log| match ownership(log) {
-            Some(facts) => (log.clone(), Some(facts)),
-            None => {
-                let dir = log.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let facts = ownership(&dir);
-                (dir, facts)
-            }
-        });
-        findings.extend(access_findings(
-            place.clone(),
-            path,
-            file,
-            policy,
-            audit,
-            &account.identity,
-        ));
-    }
-    if let Some(textfile) = &policy.metrics.textfile {
-        let dir = textfile.parent().unwrap_or(Path::new("/"));
-        findings.extend(metrics_finding(
-            place,
-            dir,
-            ownership(dir).filter(|_| dir.is_dir()),
-            account.map(|a| &a.identity),
-        ));
-    }
     findings
 }
 
-fn restricted_paths(place: &Place, paths: &[PathBuf], repositories: &[PathBuf]) -> Vec<Finding> {
+fn restricted_paths(
+    place: &Place,
+    paths: &[PathBuf],
+    repositories: &[PathBuf],
+    account: Option<&BackupAccount>,
+) -> Vec<Finding> {
+    let owner = account.map(|a| (a.account.name.as_str(), a.account.group.as_str()));
     let paths = paths.iter().map(|p| (p, Restriction::Path, path_state(p)));
     let repositories = repositories.iter().map(|repository| {
         let state = match path_state(repository) {
@@ -424,7 +509,7 @@ fn restricted_paths(place: &Place, paths: &[PathBuf], repositories: &[PathBuf]) 
     paths
         .chain(repositories)
         .filter_map(|(path, restriction, state)| {
-            path_finding(place.clone(), path, restriction, state)
+            path_finding(place.clone(), path, restriction, state, owner)
         })
         .collect()
 }

@@ -3,9 +3,11 @@
 //!
 //! The linting rules are pure functions over parsed files ([`authorized_keys`],
 //! [`sshd_config`], [`policies`]); [`doctor`] is the thin layer that reads the files and asks
-//! the system the few facts the rules need. [`audit_report`] folds an audit log line by line
+//! the system the few facts the rules need, and [`as_account`] asks them as the backup
+//! account. [`audit_report`] folds an audit log line by line
 //! into bounded counters.
 
+pub mod as_account;
 pub mod audit_report;
 pub mod authorized_keys;
 pub mod doctor;

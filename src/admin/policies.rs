@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Finding, Place};
-use crate::policy::{LoadError, OnAuditFailure, Policy};
+use crate::policy::{LoadError, Policy};
 
 /// What one key can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,11 @@ pub struct KeyScope {
     pub label: String,
     /// restrict_to_paths and restrict_to_repositories together; empty when unrestricted.
     pub paths: Vec<PathBuf>,
+    /// The key cannot change anything (`permissions = "read-only"`).
+    pub read_only: bool,
+    /// The policy's `name`, and the policies it shares its repositories with on purpose.
+    pub policy_name: Option<String>,
+    pub shared_with: Vec<String>,
 }
 
 impl KeyScope {
@@ -27,15 +32,35 @@ impl KeyScope {
     fn same_policy(&self, other: &KeyScope) -> bool {
         self.policy_file.is_some() && self.policy_file == other.policy_file
     }
+
+    /// Whether this key's policy declares sharing with the other key's policy.
+    fn shares_with(&self, other: &KeyScope) -> bool {
+        other
+            .policy_name
+            .as_ref()
+            .is_some_and(|name| self.shared_with.contains(name))
+    }
+
+    /// Whether an overlap of the two scopes is intended or harmless: the same policy, a
+    /// declared sharing, or a key that can only read (a restore key beside the key that
+    /// writes, as recommended).
+    fn may_overlap(&self, other: &KeyScope) -> bool {
+        self.same_policy(other)
+            || self.shares_with(other)
+            || other.shares_with(self)
+            || self.read_only
+            || other.read_only
+    }
 }
 
-/// Pairs of keys whose restrictions overlap: either key can read, and unless append-only
-/// delete, the other's backups.
+/// Pairs of keys whose restrictions overlap although neither key is read-only and no policy
+/// declares the sharing: either key can read, and unless append-only delete, the other's
+/// backups.
 pub fn overlapping_scopes(scopes: &[KeyScope]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (index, later) in scopes.iter().enumerate() {
         for earlier in &scopes[..index] {
-            if earlier.same_policy(later) {
+            if earlier.may_overlap(later) {
                 continue;
             }
             let shared = later.paths.iter().find_map(|mine| {
@@ -61,7 +86,7 @@ pub fn overlapping_scopes(scopes: &[KeyScope]) -> Vec<Finding> {
                         earlier.label,
                         path.display()
                     ),
-                    "give each key its own directory in restrict_to_paths",
+                    "give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
                 ));
             }
         }
@@ -86,26 +111,38 @@ pub enum Restriction {
     Repository,
 }
 
-/// A restricted path that does not exist, is a symlink, or is not a directory.
+/// A restricted path that does not exist, is a symlink, or is not a directory. `owner` is
+/// the backup account and its group, for the command that creates what is missing.
 pub fn path_finding(
     place: Place,
     path: &Path,
     restriction: Restriction,
     state: PathState,
+    owner: Option<(&str, &str)>,
 ) -> Option<Finding> {
     let shown = path.display();
+    let install = |dir: &Path| match owner {
+        Some((user, group)) => format!("install -d -o {user} -g {group} -m 0700 {}", dir.display()),
+        None => format!(
+            "install -d -o BACKUP-USER -m 0700 {} (BACKUP-USER: the account the keys log in to)",
+            dir.display()
+        ),
+    };
     match (state, restriction) {
         (PathState::Directory, _) => None,
         (PathState::Missing, Restriction::Path) => Some(Finding::warning(
             place,
             format!("restricted path {shown} does not exist, so `borg init` below it fails"),
-            format!("create it: install -d -o BACKUP-USER -m 0700 {shown}"),
+            format!("create it: {}", install(path)),
         )),
-        (PathState::Missing, Restriction::Repository) => Some(Finding::warning(
-            place,
-            format!("the directory that should hold repository {shown} does not exist"),
-            "create the parent directory, writable by the backup account",
-        )),
+        (PathState::Missing, Restriction::Repository) => {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            Some(Finding::warning(
+                place,
+                format!("the directory that should hold repository {shown} does not exist"),
+                format!("create it: {}", install(parent)),
+            ))
+        }
         (PathState::Symlink, _) => Some(Finding::warning(
             place,
             format!(
@@ -160,45 +197,9 @@ pub fn shared_names(policies: &[(PathBuf, String)]) -> Vec<Finding> {
     findings
 }
 
-/// Owner, group and mode of a file, and who asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
-    pub owner: u32,
-    pub group: u32,
-    pub mode: u32,
-}
-
-/// The account the gate runs as: its uid and every group it is in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: u32,
-    pub groups: Vec<u32>,
-}
-
-/// Read (4), write (2) or search (1) permission for `identity` by the classic mode bits.
-/// Root may read and write anything.
-pub fn permits(file: Ownership, identity: &Identity, want: u32) -> bool {
-    if identity.uid == 0 && want != 1 {
-        return true;
-    }
-    let bits = if file.owner == identity.uid {
-        file.mode >> 6
-    } else if identity.groups.contains(&file.group) {
-        file.mode >> 3
-    } else {
-        file.mode
-    };
-    bits & want == want
-}
-
-/// What the gate's own loader says about a policy, reworded for an administrator, from the
-/// point of view of the backup account (`backup_uid`).
-pub fn load_error_finding(
-    place: Place,
-    path: &Path,
-    error: &LoadError,
-    backup_uid: Option<u32>,
-) -> Finding {
+/// What the gate's own loader says about a policy (trust judged as the backup account),
+/// reworded for an administrator.
+pub fn load_error_finding(place: Place, path: &Path, error: &LoadError) -> Finding {
     let refused = "so every session with this key is refused";
     match error {
         LoadError::Open { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
@@ -208,14 +209,6 @@ pub fn load_error_finding(
                 "create it (see borg-gate-policy(5)) or fix the path in the forced command",
             )
         }
-        LoadError::Owner { owner, .. } if Some(*owner) == backup_uid => Finding::warning(
-            place,
-            format!(
-                "policy {} is owned by the backup account (uid {owner}), which may then rewrite its own policy",
-                path.display()
-            ),
-            format!("chown root: {}", path.display()),
-        ),
         other => {
             // The loader's messages end in a hint after "; ": that is the fix.
             let text = other.to_string();
@@ -229,83 +222,17 @@ pub fn load_error_finding(
     }
 }
 
-/// The backup account must be able to read its policy, and to write its audit log.
-pub fn access_findings(
-    policy_place: Place,
-    policy_path: &Path,
-    policy_file: Ownership,
-    policy: &Policy,
-    audit: Option<(PathBuf, Option<Ownership>)>,
-    identity: &Identity,
-) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    if !permits(policy_file, identity, 4) {
-        findings.push(Finding::error(
-            policy_place.clone(),
-            format!(
-                "the backup account (uid {}) cannot read policy {}, so every session with this key is refused",
-                identity.uid,
-                policy_path.display()
-            ),
-            format!(
-                "chmod 0644 {} (or give it the account's group and mode 0640)",
-                policy_path.display()
-            ),
-        ));
-    }
-    if let Some((target, facts)) = audit {
-        let writable = facts.is_some_and(|f| permits(f, identity, 2));
-        if !writable {
-            let consequence = match policy.audit.on_failure {
-                OnAuditFailure::Refuse => "so every session with this key is refused",
-                OnAuditFailure::Continue => "so sessions go unaudited",
-            };
-            let problem = match facts {
-                None => format!(
-                    "the audit log directory {} does not exist, {consequence}",
-                    target.display()
-                ),
-                Some(_) => format!(
-                    "the backup account (uid {}) cannot write {}, {consequence}",
-                    identity.uid,
-                    target.display()
-                ),
-            };
-            findings.push(Finding::error(
-                policy_place,
-                problem,
-                format!("create it writable by the backup account: install -d -o BACKUP-USER -m 0750 DIR (for {})", target.display()),
-            ));
-        }
-    }
-    findings
-}
-
-/// The metrics textfile's directory must exist and take new files from the backup account,
-/// or the gate skips metrics without a word (it never fails a session for them).
-pub fn metrics_finding(
-    policy_place: Place,
-    directory: &Path,
-    facts: Option<Ownership>,
-    identity: Option<&Identity>,
-) -> Option<Finding> {
-    let problem = match (facts, identity) {
-        (None, _) => format!(
-            "the metrics directory {} does not exist",
-            directory.display()
+/// A policy the backup account owns: the gate trusts it, and every key of the account can
+/// rewrite it (through a repository path or an external engine's writes).
+pub fn self_owned_finding(place: Place, path: &Path, account: &str) -> Finding {
+    Finding::warning(
+        place,
+        format!(
+            "policy {} is owned by the backup account {account}, which may then rewrite its own policy",
+            path.display()
         ),
-        (Some(facts), Some(identity)) if !permits(facts, identity, 3) => format!(
-            "the backup account (uid {}) cannot create files in the metrics directory {}",
-            identity.uid,
-            directory.display()
-        ),
-        _ => return None,
-    };
-    Some(Finding::warning(
-        policy_place,
-        format!("{problem}, so the gate silently skips its metrics"),
-        "create the directory writable by the backup account, or remove [metrics]",
-    ))
+        format!("chown root: {}", path.display()),
+    )
 }
 
 #[cfg(test)]
@@ -319,6 +246,9 @@ mod tests {
             policy_file: policy.map(PathBuf::from),
             label: policy.map_or("borg serve".to_owned(), |p| format!("policy {p}")),
             paths: paths.iter().map(PathBuf::from).collect(),
+            read_only: false,
+            policy_name: policy.map(str::to_owned),
+            shared_with: Vec::new(),
         }
     }
 
@@ -346,9 +276,9 @@ mod tests {
         assert_eq!(
             texts(&overlapping_scopes(&scopes)),
             [
-                "warning: /ak:2: this key (policy /b.toml) and the key on line 1 (policy /a.toml) can both reach /srv/backup/bob: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
-                "warning: /ak:4: this key (borg serve) and the key on line 1 (policy /a.toml) can both reach /srv/backup/bob/laptop: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
-                "warning: /ak:4: this key (borg serve) and the key on line 2 (policy /b.toml) can both reach /srv/backup/bob/laptop: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths",
+                "warning: /ak:2: this key (policy /b.toml) and the key on line 1 (policy /a.toml) can both reach /srv/backup/bob: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
+                "warning: /ak:4: this key (borg serve) and the key on line 1 (policy /a.toml) can both reach /srv/backup/bob/laptop: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
+                "warning: /ak:4: this key (borg serve) and the key on line 2 (policy /b.toml) can both reach /srv/backup/bob/laptop: either can read, and unless append-only delete, the other's backups; give each key its own directory in restrict_to_paths, or declare the sharing with shared_with in the policy's [repository]",
             ]
         );
     }
@@ -374,11 +304,34 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_key_or_a_declared_sharing_may_overlap() {
+        let writer = scope(1, Some("/laptop.toml"), &["/srv/borg/alice"]);
+        let mut restore = scope(2, Some("/restore.toml"), &["/srv/borg/alice"]);
+        assert_eq!(
+            overlapping_scopes(&[writer.clone(), restore.clone()]).len(),
+            1
+        );
+        restore.read_only = true;
+        assert_eq!(overlapping_scopes(&[writer.clone(), restore.clone()]), []);
+        assert_eq!(overlapping_scopes(&[restore.clone(), writer.clone()]), []);
+        let mut admin = scope(3, Some("/admin.toml"), &["/srv/borg"]);
+        assert_eq!(
+            overlapping_scopes(&[writer.clone(), admin.clone()]).len(),
+            1
+        );
+        admin.shared_with = vec!["/laptop.toml".into()];
+        assert_eq!(overlapping_scopes(&[writer.clone(), admin.clone()]), []);
+        assert_eq!(overlapping_scopes(&[admin.clone(), writer.clone()]), []);
+        admin.shared_with = vec!["someone-else".into()];
+        assert_eq!(overlapping_scopes(&[writer, admin]).len(), 1);
+    }
+
+    #[test]
     fn path_states_map_to_findings() {
         let place = || Place::file(Path::new("/p.toml"));
         let path = Path::new("/srv/x");
         assert_eq!(
-            path_finding(place(), path, Restriction::Path, PathState::Directory),
+            path_finding(place(), path, Restriction::Path, PathState::Directory, None),
             None
         );
         for (restriction, state, start) in [
@@ -408,9 +361,28 @@ mod tests {
                 "warning: /p.toml: restricted path /srv/x is not a directory",
             ),
         ] {
-            let finding = path_finding(place(), path, restriction, state).unwrap();
+            let finding = path_finding(place(), path, restriction, state, None).unwrap();
             assert!(finding.to_string().starts_with(start), "{finding}");
         }
+        let owned = |restriction| {
+            path_finding(
+                place(),
+                path,
+                restriction,
+                PathState::Missing,
+                Some(("borg", "backup")),
+            )
+            .unwrap()
+            .fix
+        };
+        assert_eq!(
+            owned(Restriction::Path),
+            "create it: install -d -o borg -g backup -m 0700 /srv/x"
+        );
+        assert_eq!(
+            owned(Restriction::Repository),
+            "create it: install -d -o borg -g backup -m 0700 /srv"
+        );
     }
 
     fn policy(text: &str) -> Policy {
@@ -454,36 +426,6 @@ mod tests {
     }
 
     #[test]
-    fn permissions_follow_owner_group_other() {
-        let file = |owner, group, mode| Ownership { owner, group, mode };
-        let user = Identity {
-            uid: 1000,
-            groups: vec![1000, 50],
-        };
-        let root = Identity {
-            uid: 0,
-            groups: vec![0],
-        };
-        assert!(permits(file(0, 0, 0o644), &user, 4));
-        assert!(!permits(file(0, 0, 0o640), &user, 4));
-        assert!(permits(file(0, 50, 0o640), &user, 4));
-        assert!(
-            !permits(file(0, 50, 0o604), &user, 4),
-            "group bits decide for members"
-        );
-        assert!(permits(file(1000, 0, 0o600), &user, 4));
-        assert!(
-            !permits(file(1000, 0, 0o066), &user, 4),
-            "owner bits decide for the owner"
-        );
-        assert!(permits(file(0, 50, 0o770), &user, 2));
-        assert!(!permits(file(0, 0, 0o755), &user, 2));
-        assert!(permits(file(1, 1, 0o000), &root, 4));
-        assert!(permits(file(1, 1, 0o000), &root, 2));
-        assert!(!permits(file(1, 1, 0o000), &root, 1));
-    }
-
-    #[test]
     fn load_errors_become_findings_from_the_backup_accounts_view() {
         let place = || Place::line(Path::new("/ak"), 1);
         let path = Path::new("/etc/p.toml");
@@ -492,117 +434,34 @@ mod tests {
             error: std::io::Error::from_raw_os_error(2),
         };
         assert_eq!(
-            load_error_finding(place(), path, &missing, Some(1000)).to_string(),
+            load_error_finding(place(), path, &missing).to_string(),
             "error: /ak:1: policy /etc/p.toml does not exist, so every session with this key is refused; create it (see borg-gate-policy(5)) or fix the path in the forced command"
         );
-        let owned_by_account = LoadError::Owner {
+        let owned_by_someone = LoadError::Owner {
             path: path.into(),
             owner: 1000,
-            allowed: vec![0],
+            allowed: vec![0, 1001],
+            names: vec![
+                (0, "root".into()),
+                (1000, "alice".into()),
+                (1001, "borg".into()),
+            ],
         };
         assert_eq!(
-            load_error_finding(place(), path, &owned_by_account, Some(1000)).to_string(),
-            "warning: /ak:1: policy /etc/p.toml is owned by the backup account (uid 1000), which may then rewrite its own policy; chown root: /etc/p.toml"
+            load_error_finding(place(), path, &owned_by_someone).to_string(),
+            "error: /ak:1: policy /etc/p.toml is owned by alice (uid 1000), so every session with this key is refused; it must be owned by root or borg (uid 1001)"
         );
         assert_eq!(
-            load_error_finding(place(), path, &owned_by_account, Some(1001)).to_string(),
-            "error: /ak:1: policy /etc/p.toml is owned by uid 1000, so every session with this key is refused; it must be owned by uid 0"
+            self_owned_finding(place(), path, "borg").to_string(),
+            "warning: /ak:1: policy /etc/p.toml is owned by the backup account borg, which may then rewrite its own policy; chown root: /etc/p.toml"
         );
         let writable = LoadError::Writable {
             path: path.into(),
             mode: 0o100666,
         };
         assert_eq!(
-            load_error_finding(place(), path, &writable, Some(1000)).to_string(),
+            load_error_finding(place(), path, &writable).to_string(),
             "error: /ak:1: policy /etc/p.toml is writable by group or others (mode 0666), so every session with this key is refused; run chmod go-w on it"
         );
-    }
-
-    #[test]
-    fn unreadable_policies_and_unwritable_audit_logs_are_errors() {
-        let p = policy(
-            "version = 1\n[repository]\nrestrict_to_paths = [\"/srv\"]\n[audit]\nfile = \"/var/log/bg/a.jsonl\"\n",
-        );
-        let user = Identity {
-            uid: 1000,
-            groups: vec![1000],
-        };
-        let private = Ownership {
-            owner: 0,
-            group: 0,
-            mode: 0o600,
-        };
-        let public = Ownership {
-            owner: 0,
-            group: 0,
-            mode: 0o644,
-        };
-        let root_dir = Ownership {
-            owner: 0,
-            group: 0,
-            mode: 0o755,
-        };
-        let user_dir = Ownership {
-            owner: 1000,
-            group: 1000,
-            mode: 0o750,
-        };
-        let place = || Place::file(Path::new("/p.toml"));
-        let run = |file, audit| {
-            texts(&access_findings(
-                place(),
-                Path::new("/p.toml"),
-                file,
-                &p,
-                audit,
-                &user,
-            ))
-        };
-        assert_eq!(
-            run(public, Some((PathBuf::from("/var/log/bg"), Some(user_dir)))),
-            Vec::<String>::new()
-        );
-        assert_eq!(run(public, None), Vec::<String>::new());
-        let unreadable = run(private, None);
-        assert_eq!(unreadable.len(), 1);
-        assert!(unreadable[0].starts_with(
-            "error: /p.toml: the backup account (uid 1000) cannot read policy /p.toml"
-        ));
-        let unwritable = run(public, Some((PathBuf::from("/var/log/bg"), Some(root_dir))));
-        assert_eq!(unwritable.len(), 1);
-        assert!(unwritable[0].starts_with("error: /p.toml: the backup account (uid 1000) cannot write /var/log/bg, so every session with this key is refused"));
-        let missing = run(public, Some((PathBuf::from("/var/log/bg"), None)));
-        assert!(
-            missing[0]
-                .starts_with("error: /p.toml: the audit log directory /var/log/bg does not exist")
-        );
-    }
-
-    #[test]
-    fn metrics_directories_must_exist_and_be_writable() {
-        let user = Identity {
-            uid: 1000,
-            groups: vec![1000],
-        };
-        let place = || Place::file(Path::new("/p.toml"));
-        let dir = Path::new("/var/lib/prom");
-        let missing = metrics_finding(place(), dir, None, Some(&user)).unwrap();
-        assert_eq!(
-            missing.to_string(),
-            "warning: /p.toml: the metrics directory /var/lib/prom does not exist, so the gate silently skips its metrics; create the directory writable by the backup account, or remove [metrics]"
-        );
-        let root_only = Ownership {
-            owner: 0,
-            group: 0,
-            mode: 0o755,
-        };
-        assert!(metrics_finding(place(), dir, Some(root_only), Some(&user)).is_some());
-        assert!(metrics_finding(place(), dir, Some(root_only), None).is_none());
-        let shared = Ownership {
-            owner: 0,
-            group: 1000,
-            mode: 0o775,
-        };
-        assert!(metrics_finding(place(), dir, Some(shared), Some(&user)).is_none());
     }
 }

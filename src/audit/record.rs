@@ -21,6 +21,9 @@ pub struct AuditRecord {
     pub policy_file: String,
     /// The policy's name; `None` when the policy could not be loaded.
     pub policy: Option<String>,
+    /// The key's `--name` from the forced command, when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub pid: u32,
     /// sshd's SSH_CONNECTION: client address and port, server address and port.
     pub ssh_connection: Option<String>,
@@ -50,6 +53,8 @@ pub struct Context<'a> {
     pub policy_file: &'a Path,
     pub pid: u32,
     pub ssh_connection: Option<&'a str>,
+    /// The key's `--name` from the forced command (checked, or refused before this is built).
+    pub key_name: Option<&'a str>,
     /// The raw command, used only when it could not be split into redactable words.
     pub raw_command: Option<&'a [u8]>,
 }
@@ -78,6 +83,7 @@ impl AuditRecord {
             time: rfc3339(context.time),
             policy_file: context.policy_file.display().to_string(),
             policy: Some(policy_name.to_owned()),
+            name: context.key_name.map(str::to_owned),
             pid: context.pid,
             ssh_connection: context.ssh_connection.map(str::to_owned),
             command,
@@ -105,6 +111,7 @@ impl AuditRecord {
             time: rfc3339(context.time),
             policy_file: context.policy_file.display().to_string(),
             policy: None,
+            name: context.key_name.map(str::to_owned),
             pid: context.pid,
             ssh_connection: context.ssh_connection.map(str::to_owned),
             command: context
@@ -116,6 +123,22 @@ impl AuditRecord {
             dropped_env: Vec::new(),
             options: Vec::new(),
             engine_argv: None,
+        }
+    }
+
+    /// This session's record once the gate refuses it after judging (an audit sink failed):
+    /// the same command and options, decision `error`, `reason`, and no engine. A command that
+    /// was refused already keeps its own reason in front.
+    pub fn refused_by_gate(&self, reason: &str) -> AuditRecord {
+        let reason = match (self.decision.as_str(), &self.reason) {
+            ("reject", Some(refusal)) => format!("{refusal}; and {reason}"),
+            _ => reason.to_owned(),
+        };
+        AuditRecord {
+            decision: "error".to_owned(),
+            reason: Some(reason),
+            engine_argv: None,
+            ..self.clone()
         }
     }
 
@@ -146,6 +169,7 @@ mod tests {
             policy_file: Path::new("/etc/borg-gate/alice.toml"),
             pid: 42,
             ssh_connection: Some("192.0.2.1 50000 192.0.2.2 22"),
+            key_name: None,
             raw_command: raw,
         }
     }

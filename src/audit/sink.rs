@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use super::record::AuditRecord;
-use crate::policy::AuditSettings;
+use crate::policy::{AuditSettings, OnAuditFailure};
 
 /// The syslog socket of Linux systems (journald and rsyslog both serve it).
 pub const SYSLOG_SOCKET: &str = "/dev/log";
@@ -45,22 +45,67 @@ impl fmt::Display for AuditError {
 
 impl std::error::Error for AuditError {}
 
-/// Writes one record to every sink the policy names. The first failure is returned, but
-/// every sink is tried.
-pub fn write_record(settings: &AuditSettings, record: &AuditRecord) -> Result<(), AuditError> {
-    let line = record.to_line();
-    let mut first_error = None;
-    if let Some(path) = &settings.file {
-        if let Err(error) = append_line(path, line.as_bytes()) {
-            first_error.get_or_insert(AuditError::File {
-                path: path.clone(),
-                error,
-            });
+/// Writes the session's record to every sink the policy names, and returns the first
+/// failure. Every sink is tried.
+///
+/// When a sink fails and the policy refuses unaudited sessions, the session will not run,
+/// so the sinks that work must not say `accept`: they get `refusal(&error)` instead. To make
+/// that possible before anything is written, syslog is connected first (a missing
+/// `/dev/log` fails there), then the file is written (a missing directory, a permission or
+/// a full disk fail there), then the datagram is sent. Only a send that fails after its
+/// socket connected leaves the file with the original record; a second record, the
+/// refusal, then follows it.
+pub fn write_record(
+    settings: &AuditSettings,
+    record: &AuditRecord,
+    refusal: &dyn Fn(&AuditError) -> AuditRecord,
+) -> Result<(), AuditError> {
+    write_record_via(settings, Path::new(SYSLOG_SOCKET), record, refusal)
+}
+
+/// [`write_record`] with the syslog socket at `syslog_socket`.
+fn write_record_via(
+    settings: &AuditSettings,
+    syslog_socket: &Path,
+    record: &AuditRecord,
+    refusal: &dyn Fn(&AuditError) -> AuditRecord,
+) -> Result<(), AuditError> {
+    let refuses = settings.on_failure == OnAuditFailure::Refuse;
+    let mut first_error: Option<AuditError> = None;
+    let mut syslog = None;
+    if settings.syslog {
+        match connect_syslog(syslog_socket) {
+            Ok(socket) => syslog = Some(socket),
+            Err(error) => first_error = Some(AuditError::Syslog { error }),
         }
     }
-    if settings.syslog {
-        if let Err(error) = send_syslog(Path::new(SYSLOG_SOCKET), record, &line) {
-            first_error.get_or_insert(AuditError::Syslog { error });
+    // What the sinks that work are told: the record, or once a sink failed and that refuses
+    // the session, the refusal.
+    let to_tell = |failure: Option<&AuditError>| match failure {
+        Some(error) if refuses => refusal(error),
+        _ => record.clone(),
+    };
+    let mut file_has_the_record = false;
+    if let Some(path) = &settings.file {
+        let told = to_tell(first_error.as_ref());
+        match append_line(path, told.to_line().as_bytes()) {
+            Ok(()) => file_has_the_record = first_error.is_none() || !refuses,
+            Err(error) => {
+                first_error.get_or_insert(AuditError::File {
+                    path: path.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    if let Some(socket) = &syslog {
+        let told = to_tell(first_error.as_ref());
+        if let Err(error) = send_record(socket, &told, &told.to_line()) {
+            let error = AuditError::Syslog { error };
+            if let (Some(path), true, true) = (&settings.file, file_has_the_record, refuses) {
+                let _ = append_line(path, refusal(&error).to_line().as_bytes());
+            }
+            first_error.get_or_insert(error);
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -85,9 +130,21 @@ pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends the record to the syslog socket at `socket`.
+pub fn send_syslog(socket: &Path, record: &AuditRecord, line: &str) -> io::Result<()> {
+    send_record(&connect_syslog(socket)?, record, line)
+}
+
+/// A datagram socket connected to syslog at `socket`.
+pub fn connect_syslog(socket: &Path) -> io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.connect(socket)?;
+    Ok(sock)
+}
+
 /// Sends the record as one RFC 3164-style datagram: facility auth, severity info for
 /// accepted sessions and warning for everything else.
-pub fn send_syslog(socket: &Path, record: &AuditRecord, line: &str) -> io::Result<()> {
+fn send_record(sock: &UnixDatagram, record: &AuditRecord, line: &str) -> io::Result<()> {
     const AUTH: u8 = 4;
     let severity = if record.decision == "accept" || record.decision == "probe" {
         6
@@ -100,8 +157,6 @@ pub fn send_syslog(socket: &Path, record: &AuditRecord, line: &str) -> io::Resul
         record.pid,
         line.trim_end()
     );
-    let sock = UnixDatagram::unbound()?;
-    sock.connect(socket)?;
     sock.send(message.as_bytes())?;
     Ok(())
 }
@@ -112,7 +167,6 @@ mod tests {
 
     use super::*;
     use crate::audit::record::RECORD_VERSION;
-    use crate::policy::OnAuditFailure;
 
     fn record(decision: &str) -> AuditRecord {
         AuditRecord {
@@ -120,6 +174,7 @@ mod tests {
             time: "2026-01-01T00:00:00.000000Z".into(),
             policy_file: "/p.toml".into(),
             policy: Some("p".into()),
+            name: None,
             pid: 7,
             ssh_connection: None,
             command: Some("borg serve".into()),
@@ -141,14 +196,72 @@ mod tests {
             syslog: false,
             on_failure: OnAuditFailure::Refuse,
         };
-        write_record(&settings, &record("accept")).unwrap();
-        write_record(&settings, &record("reject")).unwrap();
+        write_record(&settings, &record("accept"), &|_| record("error")).unwrap();
+        write_record(&settings, &record("reject"), &|_| record("error")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].contains("\"decision\":\"reject\""));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o640, 0, "mode {mode:o}");
+    }
+
+    /// The refusal the pipeline builds, reduced to what these tests look at.
+    fn refusal(error: &AuditError) -> AuditRecord {
+        let mut refused = record("error");
+        refused.reason = Some(error.to_string());
+        refused
+    }
+
+    fn decisions_in(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<AuditRecord>(line).unwrap().decision)
+            .collect()
+    }
+
+    #[test]
+    fn without_syslog_the_file_records_the_refusal_not_the_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let settings = AuditSettings {
+            file: Some(path.clone()),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let missing_socket = dir.path().join("no-log");
+        let error =
+            write_record_via(&settings, &missing_socket, &record("accept"), &refusal).unwrap_err();
+        assert!(matches!(error, AuditError::Syslog { .. }));
+        assert_eq!(decisions_in(&path), ["error"]);
+        // Sessions that may go unaudited run, and the file says so.
+        let lenient = AuditSettings {
+            on_failure: OnAuditFailure::Continue,
+            ..settings
+        };
+        assert!(write_record_via(&lenient, &missing_socket, &record("accept"), &refusal).is_err());
+        assert_eq!(decisions_in(&path), ["error", "accept"]);
+    }
+
+    #[test]
+    fn without_the_file_syslog_records_the_refusal_not_the_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let server = UnixDatagram::bind(&socket).unwrap();
+        let settings = AuditSettings {
+            file: Some(dir.path().join("missing/audit.jsonl")),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let error = write_record_via(&settings, &socket, &record("accept"), &refusal).unwrap_err();
+        assert!(matches!(error, AuditError::File { .. }));
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.starts_with("<36>borg-gate[7]: {"), "{text}");
+        assert!(text.contains("\"decision\":\"error\""), "{text}");
+        assert!(text.contains("cannot write the audit log"), "{text}");
     }
 
     #[test]
@@ -168,7 +281,7 @@ mod tests {
             syslog: false,
             on_failure: OnAuditFailure::Refuse,
         };
-        let error = write_record(&settings, &record("accept")).unwrap_err();
+        let error = write_record(&settings, &record("accept"), &|_| record("error")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cannot write the audit log /nonexistent-dir/audit.jsonl: No such file or directory"

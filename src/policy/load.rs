@@ -12,8 +12,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Policy;
-use super::validate::{MAX_POLICY_SIZE, parse_policy};
+use super::validate::{MAX_POLICY_SIZE, parse_policy_for_key};
+use super::{KeyContext, Policy};
 
 /// Why a policy could not be used. Every variant fails closed.
 #[derive(Debug)]
@@ -32,6 +32,8 @@ pub enum LoadError {
         path: PathBuf,
         owner: u32,
         allowed: Vec<u32>,
+        /// Account names of the uids above, where the password database knows them.
+        names: Vec<(u32, String)>,
     },
     Writable {
         path: PathBuf,
@@ -73,13 +75,15 @@ impl fmt::Display for LoadError {
                 path,
                 owner,
                 allowed,
+                names,
             } => write!(
                 f,
-                "policy {} is owned by uid {owner}; it must be owned by {}",
+                "policy {} is owned by {}; it must be owned by {}",
                 path.display(),
+                account_label(*owner, names),
                 allowed
                     .iter()
-                    .map(|uid| format!("uid {uid}"))
+                    .map(|uid| account_label(*uid, names))
                     .collect::<Vec<_>>()
                     .join(" or ")
             ),
@@ -111,6 +115,15 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
+
+/// `borg (uid 1000)`, `root`, or `uid 1000` when the name is unknown.
+fn account_label(uid: u32, names: &[(u32, String)]) -> String {
+    match names.iter().find(|(known, _)| *known == uid) {
+        Some((0, name)) if name == "root" => name.clone(),
+        Some((_, name)) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
 
 /// `No such file or directory`, without Rust's ` (os error 2)` suffix.
 pub fn plain_io_error(error: &io::Error) -> String {
@@ -146,6 +159,7 @@ pub fn check_trust(path: &Path, facts: FileFacts, effective_uid: u32) -> Result<
             path,
             owner: facts.owner,
             allowed,
+            names: Vec::new(),
         });
     }
     if facts.mode & 0o022 != 0 {
@@ -160,22 +174,64 @@ pub fn check_trust(path: &Path, facts: FileFacts, effective_uid: u32) -> Result<
     Ok(())
 }
 
+/// Fills in the account names an owner error mentions.
+fn with_account_names(error: LoadError) -> LoadError {
+    match error {
+        LoadError::Owner {
+            path,
+            owner,
+            allowed,
+            ..
+        } => {
+            let names = std::iter::once(owner)
+                .chain(allowed.iter().copied())
+                .filter_map(|uid| {
+                    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid));
+                    Some((uid, user.ok().flatten()?.name))
+                })
+                .collect();
+            LoadError::Owner {
+                path,
+                owner,
+                allowed,
+                names,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Reads, checks and validates a policy file.
 pub fn load_policy(path: &Path) -> Result<Policy, LoadError> {
+    load_policy_for_key(path, KeyContext::Unnamed)
+}
+
+/// [`load_policy`] for a key named in the forced command (`{name}` becomes its name).
+pub fn load_policy_for_key(path: &Path, key: KeyContext<'_>) -> Result<Policy, LoadError> {
     let (text, _) = read_policy_text(path)?;
-    let default_name = path
-        .file_stem()
+    parse_policy_for_key(&text, default_policy_name(path), key).map_err(|errors| {
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            errors: errors.render(path, &text),
+        }
+    })
+}
+
+/// The label of a policy without `name`: its file name without `.toml`.
+pub fn default_policy_name(path: &Path) -> &str {
+    path.file_stem()
         .and_then(|stem| stem.to_str())
         .unwrap_or("policy")
-        .to_owned();
-    parse_policy(&text, &default_name).map_err(|errors| LoadError::Invalid {
-        path: path.to_path_buf(),
-        errors: errors.render(path, &text),
-    })
 }
 
 /// Opens without following a final symlink and checks the open file before reading it.
 pub fn read_policy_text(path: &Path) -> Result<(String, FileFacts), LoadError> {
+    read_policy_text_trusting(path, nix::unistd::geteuid().as_raw())
+}
+
+/// [`read_policy_text`], judging trust as the gate running as `uid` would (`check-policy
+/// --user` and `doctor` read as root for the backup account).
+pub fn read_policy_text_trusting(path: &Path, uid: u32) -> Result<(String, FileFacts), LoadError> {
     let file = File::options()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
@@ -202,7 +258,7 @@ pub fn read_policy_text(path: &Path) -> Result<(String, FileFacts), LoadError> {
         mode: metadata.mode(),
         size: metadata.len(),
     };
-    check_trust(path, facts, nix::unistd::geteuid().as_raw())?;
+    check_trust(path, facts, uid).map_err(with_account_names)?;
     let mut bytes = Vec::new();
     file.take(MAX_POLICY_SIZE as u64 + 1)
         .read_to_end(&mut bytes)
@@ -251,6 +307,21 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "policy /p is owned by uid 1001; it must be owned by uid 0 or uid 1000"
+        );
+    }
+
+    #[test]
+    fn owner_errors_name_the_accounts_the_password_database_knows() {
+        let error = check_trust(Path::new("/p"), facts(4_200_001, 0o600), 4_200_000).unwrap_err();
+        let named = with_account_names(error);
+        let root = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+            .unwrap()
+            .unwrap();
+        assert!(
+            named
+                .to_string()
+                .ends_with(&format!("it must be owned by {} or uid 4200000", root.name)),
+            "{named}"
         );
     }
 

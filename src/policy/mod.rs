@@ -3,6 +3,7 @@
 //! [`model`] mirrors the file, [`validate`] turns it into a [`Policy`] (pure, no I/O), and
 //! [`load`] reads the file with the owner and mode checks of a security tool.
 
+pub mod key_name;
 pub mod load;
 pub mod model;
 pub mod validate;
@@ -12,14 +13,19 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{LoadError, load_policy};
-pub use validate::{PolicyError, parse_policy};
+pub use key_name::{KeyContext, KeyName};
+pub use load::{LoadError, load_policy, load_policy_for_key};
+pub use validate::{PolicyError, parse_policy, parse_policy_for_key};
 
 /// A validated policy: everything the gate needs to judge one client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Label for audit records and metrics.
     pub name: String,
+    /// The key's `--name` from the forced command, which `{name}` became.
+    pub key_name: Option<String>,
+    /// Whether the file uses `{name}` (and so needs `--name` in every forced command).
+    pub uses_key_name: bool,
     pub engine: EngineSettings,
     pub client: ClientRules,
     pub repository: ForcedSettings,
@@ -103,6 +109,9 @@ pub struct ForcedSettings {
     pub umask: u32,
     pub permissions: Permissions,
     pub idle_timeout: Option<Duration>,
+    /// Names of policies whose keys may reach the same repositories on purpose (`doctor`
+    /// does not warn about those overlaps).
+    pub shared_with: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

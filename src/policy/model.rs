@@ -72,6 +72,9 @@ pub struct RawRepository {
     pub umask: Option<Spanned<String>>,
     pub permissions: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    /// Policies (by name) whose keys may reach the same repositories on purpose.
+    #[serde(default)]
+    pub shared_with: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::key_name::{self, KeyContext, PLACEHOLDER, TemplateError};
 use super::model::{RawAudit, RawClient, RawEngine, RawMetrics, RawPolicy, RawRepository};
 use super::{
     AuditSettings, ClientRules, DEFAULT_UMASK, EngineProgram, EngineSettings, ForcedSettings,
@@ -83,8 +84,19 @@ pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parses and validates a policy. `default_name` labels the policy when it has no `name`
-/// (the loader passes the file stem).
+/// (the loader passes the file stem). A policy that uses `{name}` needs
+/// [`parse_policy_for_key`].
 pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErrors> {
+    parse_policy_for_key(text, default_name, KeyContext::Unnamed)
+}
+
+/// [`parse_policy`] for a key: `{name}` in paths and audit fields becomes the key's name
+/// (`--name` in the forced command), or stays as written for [`KeyContext::Template`].
+pub fn parse_policy_for_key(
+    text: &str,
+    default_name: &str,
+    key: KeyContext<'_>,
+) -> Result<Policy, PolicyErrors> {
     if text.len() > MAX_POLICY_SIZE {
         return Err(PolicyErrors(vec![PolicyError {
             message: format!(
@@ -95,11 +107,14 @@ pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErro
     }
     let raw: RawPolicy = toml::from_str(text).map_err(|error| {
         PolicyErrors(vec![PolicyError {
-            message: describe_toml_error(error.message()),
+            message: describe_toml_error(error.message(), text, error.span()),
             span: error.span(),
         }])
     })?;
-    let mut v = Validator::default();
+    let mut v = Validator {
+        key,
+        ..Validator::default()
+    };
     let policy = v.policy(raw, default_name);
     if v.errors.is_empty() {
         Ok(policy)
@@ -110,28 +125,103 @@ pub fn parse_policy(text: &str, default_name: &str) -> Result<Policy, PolicyErro
     }
 }
 
-fn describe_toml_error(message: &str) -> String {
+fn describe_toml_error(message: &str, text: &str, span: Option<Range<usize>>) -> String {
     let message = message.trim_end();
+    let unquoted = message.contains("leading zero")
+        || message.contains("must be quoted")
+        || (message.starts_with("invalid type") && message.ends_with("expected a string"));
     if message.starts_with("unknown field") {
         format!("{message}; remove it or fix its spelling (see borg-gate-policy(5))")
     } else if message.starts_with("missing field `version`") {
         "missing `version = 1` at the top of the file".to_owned()
+    } else if let (true, Some(hint)) = (unquoted, span.and_then(|s| quoting_hint(text, s.start))) {
+        format!("{message}; {hint}")
     } else {
         message.to_owned()
     }
 }
 
-#[derive(Default)]
-struct Validator {
-    errors: Vec<PolicyError>,
+/// `umask = 077` is a TOML number with a leading zero, `idle_timeout = 10m` is no value at
+/// all: both are strings in a policy. The hint repeats the line with the value quoted.
+fn quoting_hint(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (key, value) = text.get(start..end)?.split_once('=')?;
+    let key = key.trim();
+    let value = value.split('#').next().unwrap_or("").trim();
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:/ ".contains(&b))
+    };
+    (STRING_KEYS.contains(&key) && plain(value))
+        .then(|| format!("write the value in quotes: {key} = \"{value}\""))
 }
 
-impl Validator {
+/// Keys whose values are strings (for [`quoting_hint`]; a boolean or a list needs no quotes).
+const STRING_KEYS: &[&str] = &[
+    "name",
+    "program",
+    "program_match",
+    "default_log_level",
+    "force_log_level",
+    "unknown_options",
+    "storage_quota",
+    "umask",
+    "permissions",
+    "idle_timeout",
+    "file",
+    "on_failure",
+    "textfile",
+];
+
+#[derive(Default)]
+struct Validator<'k> {
+    errors: Vec<PolicyError>,
+    key: KeyContext<'k>,
+    /// Whether some value used `{name}`.
+    uses_key_name: bool,
+}
+
+impl Validator<'_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.errors.push(PolicyError {
             message: message.into(),
             span: Some(span),
         });
+    }
+
+    /// `{name}` in `value` replaced as the key context says; an error (and the value as
+    /// written) when it cannot be.
+    fn expand(&mut self, value: &Spanned<String>, key: &str) -> String {
+        match key_name::expand(value.get_ref(), self.key) {
+            Ok(None) => value.get_ref().clone(),
+            Ok(Some(expanded)) => {
+                self.uses_key_name = true;
+                expanded
+            }
+            Err(TemplateError::NoName) => {
+                self.uses_key_name = true;
+                self.error(
+                    value.span(),
+                    format!(
+                        "{key} uses {PLACEHOLDER}, but no key name was given; add --name NAME to the forced command (borg-gate --policy FILE --name NAME), or to check-policy and explain"
+                    ),
+                );
+                value.get_ref().clone()
+            }
+            Err(TemplateError::Unknown(placeholder)) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{key}: {placeholder:?} is not a placeholder; the only one is {PLACEHOLDER}"
+                    ),
+                );
+                value.get_ref().clone()
+            }
+        }
     }
 
     fn error_without_span(&mut self, message: impl Into<String>) {
@@ -162,6 +252,8 @@ impl Validator {
         let metrics = self.metrics(raw.metrics);
         Policy {
             name,
+            key_name: self.key.name().map(|name| name.to_string()),
+            uses_key_name: self.uses_key_name,
             engine,
             client,
             repository,
@@ -173,12 +265,7 @@ impl Validator {
     fn name(&mut self, name: Spanned<String>) -> String {
         let span = name.span();
         let name = name.into_inner();
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
-        if !valid {
+        if !is_policy_name(&name) {
             self.error(
                 span,
                 format!("name {name:?} is not a plain label; use 1-64 letters, digits, '-', '_', '.' or '@'"),
@@ -542,9 +629,23 @@ impl Validator {
                 }
             }
         });
+        let mut shared_with = Vec::new();
+        for name in raw.shared_with {
+            if !is_policy_name(name.get_ref()) {
+                self.error(
+                    name.span(),
+                    format!(
+                        "shared_with: {:?} is not a policy name; list the `name` of each policy whose keys may reach the same repositories",
+                        name.get_ref()
+                    ),
+                );
+            }
+            shared_with.push(name.into_inner());
+        }
         ForcedSettings {
             restrict_to_paths,
             restrict_to_repositories,
+            shared_with,
             append_only: raw.append_only.unwrap_or(false),
             storage_quota,
             umask,
@@ -556,7 +657,7 @@ impl Validator {
     fn paths(&mut self, raw: Vec<Spanned<String>>, key: &str) -> Vec<PathBuf> {
         let mut paths = Vec::new();
         for path in raw {
-            let parsed = PathBuf::from(path.get_ref());
+            let parsed = PathBuf::from(self.expand(&path, key));
             if !is_clean_absolute(&parsed) {
                 self.error(
                     path.span(),
@@ -578,7 +679,7 @@ impl Validator {
 
     fn audit(&mut self, raw: RawAudit) -> AuditSettings {
         let file = raw.file.map(|file| {
-            let path = PathBuf::from(file.get_ref());
+            let path = PathBuf::from(self.expand(&file, "audit.file"));
             if !is_clean_absolute(&path) {
                 self.error(
                     file.span(),
@@ -618,7 +719,7 @@ impl Validator {
 
     fn metrics(&mut self, raw: RawMetrics) -> MetricsSettings {
         let textfile = raw.textfile.map(|file| {
-            let path = PathBuf::from(file.get_ref());
+            let path = PathBuf::from(self.expand(&file, "metrics.textfile"));
             let is_prom = path.extension().is_some_and(|ext| ext == "prom");
             if !is_clean_absolute(&path) || !is_prom {
                 self.error(
@@ -633,6 +734,15 @@ impl Validator {
         });
         MetricsSettings { textfile }
     }
+}
+
+/// A policy's `name`: 1-64 letters, digits, `-`, `_`, `.` or `@`.
+pub fn is_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
 /// An absolute path whose components are all normal names (no `.`, `..` or empty parts).
@@ -714,6 +824,32 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[0].contains("fix its spelling"), "{errors:?}");
+    }
+
+    #[test]
+    fn unquoted_values_get_a_hint_with_the_line_quoted() {
+        let errors = errors_of(&MINIMAL.replace("[audit]", "umask = 077\n[audit]"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("p.toml:4:9: "), "{errors:?}");
+        assert!(
+            errors[0].ends_with("; write the value in quotes: umask = \"077\""),
+            "{errors:?}"
+        );
+        let errors = errors_of(&MINIMAL.replace("[audit]", "idle_timeout = 10m # ten\n[audit]"));
+        assert!(
+            errors[0].ends_with("; write the value in quotes: idle_timeout = \"10m\""),
+            "{errors:?}"
+        );
+        let errors = errors_of(&MINIMAL.replace("[audit]", "idle_timeout = 600\n[audit]"));
+        assert!(
+            errors[0].ends_with("; write the value in quotes: idle_timeout = \"600\""),
+            "{errors:?}"
+        );
+        // Other syntax errors, and keys that take no string, get no such hint.
+        let errors = errors_of(&MINIMAL.replace("[audit]", "umask = [\n[audit]"));
+        assert!(!errors[0].contains("in quotes"), "{errors:?}");
+        let errors = errors_of(&MINIMAL.replace("[audit]", "append_only = yes\n[audit]"));
+        assert!(!errors[0].contains("in quotes"), "{errors:?}");
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub struct SshdOptions {
     pub isolated_home: bool,
     /// Further sshd_config lines, appended verbatim.
     pub extra_config: Vec<String>,
+    /// Log in as this account, with the keys of its own `~/.ssh/authorized_keys` (which the
+    /// test writes, see [`Sshd::public_key`]) and `StrictModes yes`, as a production server
+    /// does. `None`: the account running the tests, with an authorized_keys file the helper
+    /// writes from the keys' options.
+    pub account: Option<String>,
 }
 
 impl Default for SshdOptions {
@@ -90,6 +95,7 @@ impl Default for SshdOptions {
             accept_env: Vec::new(),
             isolated_home: true,
             extra_config: Vec::new(),
+            account: None,
         }
     }
 }
@@ -100,6 +106,7 @@ pub struct Sshd {
     port: u16,
     user: String,
     client_keys: Vec<PathBuf>,
+    public_keys: Vec<String>,
     config_path: PathBuf,
     log_path: PathBuf,
     child: Child,
@@ -121,6 +128,7 @@ impl Sshd {
         let host_key = dir.path().join("ssh_host_ed25519_key");
         generate_key(&host_key, "borg-gate-test-host");
         let mut client_keys = Vec::new();
+        let mut public_keys = Vec::new();
         let mut authorized_keys = String::new();
         for (index, key) in keys.iter().enumerate() {
             let private = dir.path().join(format!("client_key_{index}"));
@@ -138,6 +146,7 @@ impl Sshd {
                 authorized_keys.push(' ');
             }
             authorized_keys.push_str(&format!("{kind} {blob} test-key-{index}\n"));
+            public_keys.push(format!("{kind} {blob}"));
             client_keys.push(private);
         }
         let authorized_keys_path = dir.path().join("authorized_keys");
@@ -174,8 +183,9 @@ impl Sshd {
                     return Sshd {
                         dir,
                         port,
-                        user: current_user(),
+                        user: options.account.clone().unwrap_or_else(current_user),
                         client_keys,
+                        public_keys,
                         config_path,
                         log_path,
                         child,
@@ -208,6 +218,12 @@ impl Sshd {
                 self.client_keys.len()
             )
         })
+    }
+
+    /// The public half of key `key_index`, `ssh-ed25519 AAAA...`, for a test that writes
+    /// the account's own authorized_keys ([`SshdOptions::account`]).
+    pub fn public_key(&self, key_index: usize) -> &str {
+        &self.public_keys[key_index]
     }
 
     /// The HOME of every session when [`SshdOptions::isolated_home`] is on (the default).
@@ -430,16 +446,36 @@ fn sshd_config(
         format!("Port {port}"),
         format!("HostKey {}", paths.host_key.display()),
         format!("PidFile {}", paths.pid_file.display()),
-        format!("AuthorizedKeysFile {}", paths.authorized_keys.display()),
-        // The temp dirs live under /tmp, which StrictModes would reject.
-        "StrictModes no".to_string(),
+    ];
+    match options.account {
+        // The account's own file, checked as sshd checks it in production.
+        Some(_) => lines.extend([
+            "AuthorizedKeysFile .ssh/authorized_keys".to_string(),
+            "StrictModes yes".to_string(),
+        ]),
+        None => lines.extend([
+            format!("AuthorizedKeysFile {}", paths.authorized_keys.display()),
+            // The temp dirs live under /tmp, which StrictModes would reject.
+            "StrictModes no".to_string(),
+        ]),
+    }
+    lines.extend([
         // Tests run as root; the forced command is what restricts the key.
         "PermitRootLogin yes".to_string(),
         "PubkeyAuthentication yes".to_string(),
         "PasswordAuthentication no".to_string(),
         "KbdInteractiveAuthentication no".to_string(),
         "HostbasedAuthentication no".to_string(),
-        "UsePAM no".to_string(),
+        // A production Debian sshd uses PAM; it also lets a locked password (useradd's "!")
+        // log in with a key, which sshd without PAM refuses.
+        format!(
+            "UsePAM {}",
+            if options.account.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
         format!("PermitUserEnvironment {}", options.permit_user_environment),
         "UseDNS no".to_string(),
         "PrintMotd no".to_string(),
@@ -452,7 +488,7 @@ fn sshd_config(
         // The post-quantum default costs this machine a quarter second per connection; the key
         // exchange is no part of what we test.
         "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org".to_string(),
-    ];
+    ]);
     if options.isolated_home {
         lines.push(format!("SetEnv HOME={}", paths.session_home.display()));
     }
