@@ -9,6 +9,7 @@
 pub mod audit_report;
 pub mod authorized_keys;
 pub mod doctor;
+pub mod keys;
 pub mod policies;
 pub mod sshd_config;
 
