@@ -16,24 +16,30 @@ pub struct FileReport {
 
 /// Checks one file exactly as gate mode would load it, plus facts of the running system.
 pub fn check_file(path: &Path) -> FileReport {
+    match read_policy_text(path) {
+        Ok((text, _)) => check_text(path, &text),
+        Err(error) => FileReport {
+            errors: vec![format!("{}: {error}", path.display())],
+            ..FileReport::default()
+        },
+    }
+}
+
+/// Checks the text of a policy that is (or is about to be) at `path`: validation as gate
+/// mode does it, then facts of the running system. `borg-gate keys add` checks the policy it
+/// is going to write with this.
+pub fn check_text(path: &Path, text: &str) -> FileReport {
     let mut report = FileReport::default();
-    let text = match read_policy_text(path) {
-        Ok((text, _)) => text,
-        Err(error) => {
-            report.errors.push(format!("{}: {error}", path.display()));
-            return report;
-        }
-    };
     let default_name = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("policy");
-    match parse_policy(&text, default_name) {
+    match parse_policy(text, default_name) {
         Ok(policy) => {
             report.warnings = system_warnings(path, &policy);
             report.policy = Some(policy);
         }
-        Err(errors) => report.errors = errors.render(path, &text),
+        Err(errors) => report.errors = errors.render(path, text),
     }
     report
 }
