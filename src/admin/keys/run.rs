@@ -515,20 +515,20 @@ pub fn remove(options: &RemoveOptions, out: &mut dyn Write) -> Result<(), KeysEr
         if options.purge {
             if options.dry_run || files::remove_file(policy)? {
                 text.push_str(&format!(
-                    "  {would}remove the policy {}\n",
+                    "  {remove_word} the policy {}\n",
                     policy.display()
                 ));
             }
         } else {
             text.push_str(&format!(
-                "  kept the policy {} (--purge removes it)\n",
+                "  {keep_word} the policy {} (--purge removes it)\n",
                 policy.display()
             ));
         }
     }
     for policy in &removal.shared_policies {
         text.push_str(&format!(
-            "  kept the policy {}: other keys use it\n",
+            "  {keep_word} the policy {}: other keys use it\n",
             policy.display()
         ));
     }
