@@ -6,12 +6,15 @@
 // Each test crate uses a different subset of these helpers; the rest would warn as dead code.
 #![allow(dead_code)]
 
+mod account;
 mod borg;
 mod command;
 mod sshd;
 mod tree;
 
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
+#[allow(unused_imports)]
+pub use account::{TestAccount, delete_account};
 #[allow(unused_imports)]
 pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]

@@ -81,6 +81,10 @@ pub struct SshdOptions {
     pub isolated_home: bool,
     /// Further sshd_config lines, appended verbatim.
     pub extra_config: Vec<String>,
+    /// Log in as this account instead of the one running the tests, with sshd's default
+    /// `AuthorizedKeysFile` (`.ssh/authorized_keys` in its home) instead of the generated
+    /// file: for keys provisioned the way production does it. Use [`Sshd::rsh_with`].
+    pub login_account: Option<String>,
 }
 
 impl Default for SshdOptions {
@@ -90,6 +94,7 @@ impl Default for SshdOptions {
             accept_env: Vec::new(),
             isolated_home: true,
             extra_config: Vec::new(),
+            login_account: None,
         }
     }
 }
@@ -174,7 +179,7 @@ impl Sshd {
                     return Sshd {
                         dir,
                         port,
-                        user: current_user(),
+                        user: options.login_account.clone().unwrap_or_else(current_user),
                         client_keys,
                         config_path,
                         log_path,
@@ -222,7 +227,12 @@ impl Sshd {
 
     /// The ssh options (without destination) that log in with key `key_index`.
     pub fn ssh_options(&self, key_index: usize) -> Vec<String> {
-        let key = self.client_key(key_index).to_str().expect("UTF-8 key path");
+        self.ssh_options_with(self.client_key(key_index))
+    }
+
+    /// The ssh options (without destination) that log in with the private key `key`.
+    pub fn ssh_options_with(&self, key: &Path) -> Vec<String> {
+        let key = key.to_str().expect("UTF-8 key path");
         [
             "-F",
             "/dev/null",
@@ -250,8 +260,13 @@ impl Sshd {
 
     /// A BORG_RSH value that logs in with key `key_index`.
     pub fn rsh(&self, key_index: usize) -> String {
+        self.rsh_with(self.client_key(key_index))
+    }
+
+    /// A BORG_RSH value that logs in with the private key `key`.
+    pub fn rsh_with(&self, key: &Path) -> String {
         let mut words = vec!["ssh".to_string()];
-        words.extend(self.ssh_options(key_index));
+        words.extend(self.ssh_options_with(key));
         shlex::try_join(words.iter().map(String::as_str)).expect("no NUL in ssh options")
     }
 
@@ -430,7 +445,10 @@ fn sshd_config(
         format!("Port {port}"),
         format!("HostKey {}", paths.host_key.display()),
         format!("PidFile {}", paths.pid_file.display()),
-        format!("AuthorizedKeysFile {}", paths.authorized_keys.display()),
+        match &options.login_account {
+            Some(_) => "AuthorizedKeysFile .ssh/authorized_keys".to_string(),
+            None => format!("AuthorizedKeysFile {}", paths.authorized_keys.display()),
+        },
         // The temp dirs live under /tmp, which StrictModes would reject.
         "StrictModes no".to_string(),
         // Tests run as root; the forced command is what restricts the key.

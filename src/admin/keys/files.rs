@@ -351,9 +351,19 @@ fn sync_dir(dir: &Path) -> Result<(), KeysError> {
         .map_err(|error| failed("sync", dir, &error))
 }
 
-/// Creates one directory with `owner` (the mode regardless of the umask).
+/// Creates one directory with `owner` (the mode regardless of the umask). One that a
+/// concurrent `keys add` created in the meantime is left as it is.
 pub fn make_dir(path: &Path, owner: Owner) -> Result<(), KeysError> {
-    fs::create_dir(path).map_err(|error| failed("create", path, &error))?;
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(error)
+            if error.kind() == io::ErrorKind::AlreadyExists
+                && fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(failed("create", path, &error)),
+    }
     let dir = File::open(path).map_err(|error| failed("open", path, &error))?;
     set_owner(&dir, path, owner)?;
     if let Some(parent) = path.parent() {
@@ -458,7 +468,9 @@ pub fn create_repository_dir(missing: &[PathBuf], account: &Account) -> Result<(
             gid: account.gid,
             mode: 0o700,
         },
-    )
+    )?;
+    // What exists now (some of it perhaps made by a concurrent run) passes the engine's rule.
+    inspect_repository_dir(last, account.uid).map(|_| ())
 }
 
 /// What the audit log needs before the account can append to it.
