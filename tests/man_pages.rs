@@ -56,6 +56,10 @@ fn borg_gate_1_renders_without_warnings() {
         "serve",
         "explain",
         "check-policy",
+        "keys add",
+        "keys list",
+        "keys remove",
+        "completions",
     ] {
         assert!(text.contains(section), "borg-gate(1) lacks {section}");
     }
