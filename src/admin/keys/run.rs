@@ -293,7 +293,19 @@ pub fn add(
                 None => None,
             },
         ),
-        Target::ToCreate { .. } => (None, None),
+        Target::ToCreate { .. } => {
+            // Before an account exists, trust only root on the way to the directory (stricter
+            // than the engine will be), and refuse a log the new account could not write.
+            inspect_repository_dir(&options.path, 0)?;
+            if let Some(log) = audit_log.as_ref().filter(|log| log.exists()) {
+                return Err(refused(format!(
+                    "the audit log {} exists already and the account {} does not, so it could not append to it; give this key its own log with --audit-log FILE",
+                    log.display(),
+                    options.user
+                )));
+            }
+            (None, None)
+        }
     };
     if let Some(DirectoryState::Ready { owner }) = &directory {
         if let Target::Existing(account) = &target {
