@@ -6,17 +6,21 @@
 //! new file over it, a waiter may wake up holding the lock of a file that is no longer there;
 //! it then compares the inode it locked with the one the path names, and starts again.
 //! Replacements are written to a temporary file in the same directory with the old owner
-//! and mode, synced, renamed over the old file, and the directory is synced.
+//! and mode, synced, renamed over the old file, and the directory is synced. Every file
+//! operation in a directory goes through a handle of that directory opened without
+//! following a symlink, since `~/.ssh` belongs to the account and root writes there.
 
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nix::fcntl::{Flock, FlockArg};
-use nix::unistd::{Gid, Uid};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, fstatat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, linkat, unlinkat};
 
 use super::KeysError;
 use crate::admin::policies::{Identity, Ownership, permits};
@@ -178,28 +182,57 @@ pub struct Changed<T> {
 
 /// Changes `path` under an exclusive lock: `change` gets the current bytes (empty for a file
 /// that does not exist yet) and returns the new bytes and a value. The old file is kept as
-/// `<path>.bak` (unless it was empty); the new one keeps the old owner and mode. A missing file is created with
-/// `new_file` (and a missing parent directory with `new_dir`) when `create` is set.
+/// `<path>.bak` (unless it was empty); the new one keeps the old owner and mode. When
+/// `create` is set, a missing file is created with its first owner (and a missing parent
+/// directory with its second).
 pub fn change_locked<T>(
     path: &Path,
     create: Option<(Owner, Owner)>,
     change: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), KeysError>,
 ) -> Result<Changed<T>, KeysError> {
+    let (parent, name) = split_path(path)?;
+    if let Some((_, dir_owner)) = create {
+        if fs::symlink_metadata(parent).is_err() {
+            make_dir(parent, dir_owner)?;
+        }
+    }
+    let dir = Dir::open(parent)?;
     let mut change = Some(change);
     for _ in 0..LOCK_ATTEMPTS {
-        let file = match open_for_lock(path, create)? {
-            Some(file) => file,
-            None => continue,
+        let file = match dir.open_file(name) {
+            Ok(file) => file,
+            Err(Errno::ELOOP) => {
+                return Err(KeysError::Refused(format!(
+                    "{} is a symlink; name the file itself",
+                    path.display()
+                )));
+            }
+            Err(Errno::ENOENT) if create.is_some() => {
+                let (file_owner, _) = create.unwrap_or((Owner::ROOT_FILE, Owner::ROOT_DIR));
+                // Another writer may create it in the same instant: then open theirs.
+                if let Err(error) = dir.write_file(name, b"", file_owner, Replace::No) {
+                    if dir.stat(name).is_err() {
+                        return Err(error);
+                    }
+                }
+                continue;
+            }
+            Err(errno) => return Err(failed("read", path, &io::Error::from(errno))),
         };
-        let locked = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| failed("lock", path, &io::Error::from(errno)))?;
-        let metadata = locked
+        let metadata = file
             .metadata()
             .map_err(|error| failed("read", path, &error))?;
-        let current = fs::symlink_metadata(path);
-        let same = current
-            .as_ref()
-            .is_ok_and(|now| now.dev() == metadata.dev() && now.ino() == metadata.ino());
+        if !metadata.is_file() {
+            return Err(KeysError::Refused(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let locked = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| failed("lock", path, &io::Error::from(errno)))?;
+        let same = dir
+            .stat(name)
+            .is_ok_and(|now| now.st_dev == metadata.dev() && now.st_ino == metadata.ino());
         if !same {
             // Another writer replaced the file while we waited for its lock.
             continue;
@@ -217,9 +250,10 @@ pub fn change_locked<T>(
         // An empty file (one this very call may have created) needs no backup.
         let backup = (!old.is_empty()).then(|| backup_path(path));
         if let Some(backup) = &backup {
-            write_atomically(backup, &old, owner, Replace::Yes)?;
+            let (_, backup_name) = split_path(backup)?;
+            dir.write_file(backup_name, &old, owner, Replace::Yes)?;
         }
-        write_atomically(path, &new, owner, Replace::Yes)?;
+        dir.write_file(name, &new, owner, Replace::Yes)?;
         drop(locked);
         return Ok(Changed { value, backup });
     }
@@ -236,48 +270,117 @@ pub fn backup_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Opens `path` to lock it, creating it (and its directory) when asked. `None` when another
-/// writer created it in the same instant (open again).
-fn open_for_lock(path: &Path, create: Option<(Owner, Owner)>) -> Result<Option<File>, KeysError> {
-    let open = || {
-        File::options()
+fn split_path(path: &Path) -> Result<(&Path, &OsStr), KeysError> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => Err(KeysError::Refused(format!(
+            "{} does not name a file",
+            path.display()
+        ))),
+    }
+}
+
+/// A directory opened without following a symlink as its last component. Files in it are
+/// opened, created, renamed and linked relative to this handle, so an account that owns the
+/// directory above (its home, for `~/.ssh`) cannot swap in a symlink between a check and a
+/// write and steer root's writes to another directory.
+struct Dir {
+    handle: File,
+    path: PathBuf,
+}
+
+impl Dir {
+    fn open(path: &Path) -> Result<Dir, KeysError> {
+        let handle = File::options()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(path)
-    };
-    match open() {
-        Ok(file) => {
-            if !file
-                .metadata()
-                .map_err(|error| failed("read", path, &error))?
-                .is_file()
-            {
-                return Err(KeysError::Refused(format!(
-                    "{} is not a regular file",
-                    path.display()
-                )));
-            }
-            Ok(Some(file))
-        }
-        Err(error) if error.raw_os_error() == Some(nix::libc::ELOOP) => Err(KeysError::Refused(
-            format!("{} is a symlink; name the file itself", path.display()),
-        )),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let Some((file_owner, dir_owner)) = create else {
-                return Err(failed("read", path, &error));
-            };
-            if let Some(parent) = path.parent() {
-                if !parent.exists() {
-                    make_dir(parent, dir_owner)?;
+            .map_err(|error| {
+                let symlink =
+                    fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink());
+                if symlink {
+                    KeysError::Refused(format!(
+                        "{} is a symlink; name the real directory",
+                        path.display()
+                    ))
+                } else {
+                    failed("open", path, &error)
                 }
+            })?;
+        Ok(Dir {
+            handle,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn open_file(&self, name: &OsStr) -> nix::Result<File> {
+        openat(
+            &self.handle,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map(File::from)
+    }
+
+    fn stat(&self, name: &OsStr) -> nix::Result<FileStat> {
+        fstatat(&self.handle, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+    }
+
+    /// Writes `bytes` to a temporary file in the directory with `owner`, syncs it, moves it
+    /// to `name` (replacing an old file or not) and syncs the directory.
+    fn write_file(
+        &self,
+        name: &OsStr,
+        bytes: &[u8],
+        owner: Owner,
+        replace: Replace,
+    ) -> Result<(), KeysError> {
+        let target = self.path.join(name);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let temporary = format!(
+            ".{}.borg-gate-{}-{nanos}",
+            name.to_string_lossy(),
+            std::process::id()
+        );
+        let temporary_path = self.path.join(&temporary);
+        let result = (|| {
+            let mut file = openat(
+                &self.handle,
+                temporary.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map(File::from)
+            .map_err(|errno| failed("create", &temporary_path, &io::Error::from(errno)))?;
+            set_owner(&file, &temporary_path, owner)?;
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|error| failed("write", &temporary_path, &error))?;
+            match replace {
+                Replace::Yes => renameat(&self.handle, temporary.as_str(), &self.handle, name)
+                    .map_err(|errno| failed("replace", &target, &io::Error::from(errno))),
+                Replace::No => linkat(
+                    &self.handle,
+                    temporary.as_str(),
+                    &self.handle,
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(|errno| failed("create", &target, &io::Error::from(errno))),
             }
-            match write_atomically(path, b"", file_owner, Replace::No) {
-                Ok(()) => Ok(None),
-                Err(_) if path.exists() => Ok(None),
-                Err(error) => Err(error),
-            }
-        }
-        Err(error) => Err(failed("read", path, &error)),
+        })();
+        let _ = unlinkat(&self.handle, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
+        result?;
+        self.handle
+            .sync_all()
+            .map_err(|error| failed("sync", &self.path, &error))
     }
 }
 
@@ -297,36 +400,8 @@ pub fn write_atomically(
     owner: Owner,
     replace: Replace,
 ) -> Result<(), KeysError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temporary = dir.join(format!(".{name}.borg-gate-{}-{nanos}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&temporary)
-            .map_err(|error| failed("create", &temporary, &error))?;
-        set_owner(&file, &temporary, owner)?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|error| failed("write", &temporary, &error))?;
-        match replace {
-            Replace::Yes => {
-                fs::rename(&temporary, path).map_err(|error| failed("replace", path, &error))
-            }
-            Replace::No => {
-                fs::hard_link(&temporary, path).map_err(|error| failed("create", path, &error))
-            }
-        }
-    })();
-    let _ = fs::remove_file(&temporary);
-    result?;
-    sync_dir(dir)
+    let (parent, name) = split_path(path)?;
+    Dir::open(parent)?.write_file(name, bytes, owner, replace)
 }
 
 fn set_owner(file: &File, path: &Path, owner: Owner) -> Result<(), KeysError> {
@@ -364,8 +439,8 @@ pub fn make_dir(path: &Path, owner: Owner) -> Result<(), KeysError> {
         }
         Err(error) => return Err(failed("create", path, &error)),
     }
-    let dir = File::open(path).map_err(|error| failed("open", path, &error))?;
-    set_owner(&dir, path, owner)?;
+    let dir = Dir::open(path)?;
+    set_owner(&dir.handle, path, owner)?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }
@@ -683,6 +758,30 @@ mod tests {
         );
         let error = inspect_repository_dir(&dir.path().join("ak/sub"), 0).unwrap_err();
         assert!(error.to_string().contains("is a symlink"), "{error}");
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused_so_writes_cannot_be_steered_elsewhere() {
+        // The account owns its home: ~/.ssh -> /root/.ssh must not make root edit root's keys.
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("ak"), b"theirs\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("ssh")).unwrap();
+        let path = dir.path().join("ssh/ak");
+        let result = change_locked(&path, None, |_| Ok((b"ours\n".to_vec(), ())));
+        assert!(
+            matches!(&result, Err(KeysError::Refused(m)) if m.ends_with("ssh is a symlink; name the real directory")),
+            "{result:?}"
+        );
+        let owner = Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            mode: 0o600,
+        };
+        assert!(write_atomically(&path, b"ours\n", owner, Replace::Yes).is_err());
+        assert_eq!(fs::read(elsewhere.join("ak")).unwrap(), b"theirs\n");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
     }
 
     #[test]
