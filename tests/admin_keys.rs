@@ -84,9 +84,14 @@ impl Server {
     /// `keys add` for this server's account, policy directory and audit log, with the
     /// repository directory `srv/<name>`.
     fn add(&self, name: &str, private: &Path, extra: &[&str]) -> CmdOutput {
+        self.add_at(name, private, &format!("srv/{name}"), extra)
+    }
+
+    /// `keys add` with the repository directory `directory` (relative to the server).
+    fn add_at(&self, name: &str, private: &Path, directory: &str, extra: &[&str]) -> CmdOutput {
         let public = self.public(private).display().to_string();
         let (srv, policies, log) = (
-            self.text(&format!("srv/{name}")),
+            self.text(directory),
             self.text("policies"),
             self.text("log/audit.jsonl"),
         );
@@ -787,4 +792,29 @@ fn completions_are_generated_for_bash_zsh_and_fish() {
     let mut check = Command::new(bash);
     check.arg("-n").arg(&script);
     run_with_timeout(check, TIMEOUT).assert_success();
+}
+
+#[test]
+fn a_second_key_for_the_same_directory_is_added_with_a_note_about_sharing() {
+    let server = require!(Server::new("keys-shared"));
+    let laptop = server.keygen("laptop", "ed25519");
+    let restore = server.keygen("restore", "ed25519");
+    server
+        .add_at("laptop", &laptop, "srv/alice", &[])
+        .assert_success();
+    let second = server.add_at(
+        "restore",
+        &restore,
+        "srv/alice",
+        &["--template", "read-only"],
+    );
+    second.assert_success();
+    second.assert_stdout_contains(&format!(
+        "note: policy laptop ({}) also reaches {}: either key can read the other's backups",
+        server.policy("laptop").display(),
+        server.text("srv/alice")
+    ));
+    let listing = json(&server.keys(&["list", "--json"]));
+    assert_eq!(listing["keys"][1]["permissions"], "read-only");
+    assert_eq!(listing["keys"][1]["paths"][0], server.text("srv/alice"));
 }

@@ -276,6 +276,22 @@ pub fn add(
                     keys_file.display()
                 )));
             }
+            let repository = &policy.repository;
+            let shared = repository
+                .restrict_to_paths
+                .iter()
+                .chain(&repository.restrict_to_repositories)
+                .find(|theirs| {
+                    theirs.starts_with(&options.path) || options.path.starts_with(theirs)
+                });
+            if let Some(theirs) = shared {
+                notes.push(format!(
+                    "policy {} ({}) also reaches {}: either key can read the other's backups, and `borg-gate doctor` warns about it; give each key its own --path unless that is meant",
+                    policy.name,
+                    path.display(),
+                    theirs.display()
+                ));
+            }
         }
     }
     let program = this_program()?;
