@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian 12, idempotently: Debian's borg (1.2) and OpenSSH,
 # borg 1.4.5 from PyPI in a venv (built from source when no wheel fits, hence the -dev
-# packages), and sshd's privilege separation directory. Prints the versions at the end.
+# packages), sshd's privilege separation directory, logrotate (the package test reads our
+# snippet with it) and the pinned cargo-deb (scripts/package.sh). Prints the versions at the end.
 #
 #   BORG14_VENV   where the borg 1.4.5 venv lives (default /opt/borg145)
 #   BORG14_PYTHON the python that creates it (default: python3 on PATH)
@@ -56,7 +57,7 @@ apt_install() {
 }
 
 # 1. Debian packages: the real components, plus what a source build of borg 1.4.5 needs.
-apt_install borgbackup openssh-server openssh-client man-db groff-base \
+apt_install borgbackup openssh-server openssh-client man-db groff-base logrotate \
     pkg-config libssl-dev libacl1-dev liblz4-dev libzstd-dev libxxhash-dev
 command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
 
@@ -88,7 +89,10 @@ fi
 "${as_root[@]}" mkdir -p /run/sshd
 "${as_root[@]}" chmod 0755 /run/sshd
 
-# 5. What we have.
+# 5. cargo-deb, which builds the Debian package (scripts/package.sh).
+bash "$(dirname "${BASH_SOURCE[0]}")/install-cargo-deb.sh"
+
+# 6. What we have.
 log "versions"
 printf '  %-16s %s\n' \
     "debian borg" "$(/usr/bin/borg --version)" \
@@ -97,4 +101,5 @@ printf '  %-16s %s\n' \
     "sshd" "$(dpkg-query -W -f='${Version}' openssh-server)" \
     "python (venv)" "$("$BORG14_VENV/bin/python" --version 2>&1)" \
     "rustc" "$(rustc --version 2>/dev/null || echo 'not found')" \
-    "cargo" "$(cargo --version 2>/dev/null || echo 'not found')"
+    "cargo" "$(cargo --version 2>/dev/null || echo 'not found')" \
+    "cargo-deb" "$(cargo deb --version 2>/dev/null || echo 'not found')"

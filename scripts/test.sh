@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: setup (unless SKIP_SETUP=1), format, lints, tests, doc tests.
-# Ends with one "tests: N passed, N failed, N skipped" line summing every cargo test run.
+# The whole check, as CI runs it: setup (unless SKIP_SETUP=1), format, lints, tests, doc tests,
+# then the Debian package: built (scripts/package.sh) and installed, used and purged
+# (scripts/test-package.sh). Ends with one "tests: N passed, N failed, N skipped" line summing
+# every cargo test run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,6 +33,8 @@ step cargo fmt --check
 step cargo clippy --all-targets -- -D warnings
 step cargo_test --all-targets --no-fail-fast
 step cargo_test --doc
+step bash scripts/package.sh
+step bash scripts/test-package.sh
 
 # libtest prints one "test result:" line per test binary; add them up.
 awk '/^test result:/ {

@@ -30,38 +30,49 @@ pub struct FileReport {
 
 /// Checks one file exactly as gate mode would load it, plus facts of the running system.
 pub fn check_file(path: &Path, options: CheckOptions<'_>) -> FileReport {
-    let mut report = FileReport::default();
     let read = match options.account {
         Some(account) => read_policy_text_trusting(path, account.uid),
         None => read_policy_text(path),
     };
-    let text = match read {
-        Ok((text, facts)) => {
-            if let Some(account) = options
-                .account
-                .filter(|a| a.uid != 0 && a.uid == facts.owner)
-            {
-                report.warnings.push(plain(&self_owned_finding(
-                    crate::admin::Place::file(path),
-                    path,
-                    &account.name,
-                )));
-            }
-            text
-        }
+    let (text, facts) = match read {
+        Ok(read) => read,
         Err(error) => {
             // The loader's messages name the file already.
-            report.errors.push(error.to_string());
-            return report;
+            return FileReport {
+                errors: vec![error.to_string()],
+                ..FileReport::default()
+            };
         }
     };
+    let mut report = check_text(path, &text, options);
+    if let Some(account) = options
+        .account
+        .filter(|a| a.uid != 0 && a.uid == facts.owner)
+    {
+        report.warnings.insert(
+            0,
+            plain(&self_owned_finding(
+                crate::admin::Place::file(path),
+                path,
+                &account.name,
+            )),
+        );
+    }
+    report
+}
+
+/// Checks the text of a policy that is (or is about to be) at `path`: validation as gate
+/// mode does it, then facts of the running system, and with an account, what that account
+/// will meet. `borg-gate keys add` checks the policy it is going to write with this.
+pub fn check_text(path: &Path, text: &str, options: CheckOptions<'_>) -> FileReport {
+    let mut report = FileReport::default();
     let key = options
         .key_name
         .map_or(KeyContext::Template, KeyContext::Named);
-    let policy = match parse_policy_for_key(&text, default_policy_name(path), key) {
+    let policy = match parse_policy_for_key(text, default_policy_name(path), key) {
         Ok(policy) => policy,
         Err(errors) => {
-            report.errors = errors.render(path, &text);
+            report.errors = errors.render(path, text);
             return report;
         }
     };

@@ -1,11 +1,12 @@
-//! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`, `doctor`, `audit`.
+//! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`, `doctor`, `audit`,
+//! `keys`, `completions`.
 //!
 //! This layer only describes what the administrator typed; `main` dispatches it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// A forced-command gatekeeper for BorgBackup servers, and a drop-in `borg serve`.
 ///
@@ -127,6 +128,116 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+
+    /// Provision client keys: a policy from a template, the repository directory, and one
+    /// forced-command line in the backup account's authorized_keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish or powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `borg-gate keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a client key: write its policy, create its repository directory, and add its line
+    /// to authorized_keys (under a lock, keeping every other line and a backup).
+    ///
+    /// Refuses a key that is already in the file, a name already used, a key type OpenSSH
+    /// would reject, and options in the key text. Run as root.
+    Add {
+        /// The key's name: its policy is NAME.toml, its line ends in borg-gate:NAME.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The client's public key file (e.g. id_ed25519.pub), or - for standard input.
+        #[arg(long, value_name = "PUBKEY_FILE")]
+        key: PathBuf,
+        /// The directory the key's repositories live in; created if missing (parents root
+        /// 0755, the directory owned by the account, 0700).
+        #[arg(long, value_name = "DIR")]
+        path: PathBuf,
+        /// The policy template (the examples in /usr/share/doc/borg-gate/policy-examples).
+        #[arg(long, value_enum, default_value_t = TemplateName::AppendOnly)]
+        template: TemplateName,
+        /// Storage quota, e.g. 500G (borg's sizes; at least 10M).
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+        /// Default: ~ACCOUNT/.ssh/authorized_keys.
+        #[arg(long, value_name = "FILE")]
+        authorized_keys: Option<PathBuf>,
+        /// Where the policy goes.
+        #[arg(long, value_name = "DIR", default_value = "/etc/borg-gate/keys")]
+        policy_dir: PathBuf,
+        /// The backup account the key logs in to.
+        #[arg(long, value_name = "ACCOUNT", default_value = "borg")]
+        user: String,
+        /// The audit log of this key. Default: the template's, /var/log/borg-gate/audit.jsonl.
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+        /// Create the account if it does not exist (useradd --system --create-home --shell /bin/sh).
+        #[arg(long)]
+        create_user: bool,
+        /// Print the policy and the change to authorized_keys; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// List every key of authorized_keys: name, SHA256 fingerprint, policy, protocol,
+    /// paths, permissions, quota and last session.
+    List {
+        /// Default: ~ACCOUNT/.ssh/authorized_keys.
+        #[arg(long, value_name = "FILE")]
+        authorized_keys: Option<PathBuf>,
+        #[arg(long, value_name = "ACCOUNT", default_value = "borg")]
+        user: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Remove a key's line from authorized_keys (never its repositories).
+    Remove {
+        /// The key's name (the borg-gate:NAME its line ends in).
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "key",
+            conflicts_with = "key"
+        )]
+        name: Option<String>,
+        /// Remove every line with this key instead, by its fingerprint (SHA256:...).
+        #[arg(long, value_name = "FINGERPRINT")]
+        key: Option<String>,
+        /// Default: ~ACCOUNT/.ssh/authorized_keys.
+        #[arg(long, value_name = "FILE")]
+        authorized_keys: Option<PathBuf>,
+        #[arg(long, value_name = "ACCOUNT", default_value = "borg")]
+        user: String,
+        /// Also delete the key's policy file, unless another line uses it.
+        #[arg(long)]
+        purge: bool,
+        /// Print the change to authorized_keys; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// The policy templates `keys add` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplateName {
+    /// Add backups, never remove them (append-only-client.toml).
+    AppendOnly,
+    /// List and restore, never write (restore-read-only.toml).
+    ReadOnly,
+    /// Every right, prune and compact included (full-access.toml).
+    Full,
+    /// A hosting customer with a quota and metrics (hosting-tenant-quota.toml).
+    Tenant,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use borg_gate::cli::{Cli, Command};
+use borg_gate::admin::keys::{self, KeysError};
+use borg_gate::cli::{Cli, Command, KeysCommand, TemplateName};
 use borg_gate::pipeline::{self, GateExit};
 use clap::Parser;
 
@@ -60,6 +61,17 @@ fn main() -> ExitCode {
                 json,
             }),
         ) => audit(&file, since.as_deref(), until.as_deref(), top, recent, json),
+        (None, Some(Command::Keys { command })) => keys_command(command),
+        (None, Some(Command::Completions { shell })) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "borg-gate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         _ => {
             eprintln!(
                 "borg-gate: give --policy FILE (what authorized_keys runs) or a subcommand; see borg-gate --help"
@@ -275,6 +287,95 @@ fn audit(
         Err(error) => {
             eprintln!("borg-gate: {error}");
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn keys_command(command: KeysCommand) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        KeysCommand::Add {
+            name,
+            key,
+            path,
+            template,
+            quota,
+            authorized_keys,
+            policy_dir,
+            user,
+            audit_log,
+            create_user,
+            dry_run,
+        } => {
+            let template = match template {
+                TemplateName::AppendOnly => keys::template::Template::AppendOnly,
+                TemplateName::ReadOnly => keys::template::Template::ReadOnly,
+                TemplateName::Full => keys::template::Template::Full,
+                TemplateName::Tenant => keys::template::Template::Tenant,
+            };
+            let options = keys::AddOptions {
+                name,
+                key,
+                path,
+                template,
+                quota,
+                authorized_keys,
+                policy_dir,
+                user,
+                audit_log,
+                create_user,
+                dry_run,
+            };
+            keys::add(&options, &mut std::io::stdin().lock(), &mut stdout)
+        }
+        KeysCommand::List {
+            authorized_keys,
+            user,
+            json,
+        } => keys::list(
+            &keys::ListOptions {
+                authorized_keys,
+                user,
+                json,
+            },
+            &mut stdout,
+        ),
+        KeysCommand::Remove {
+            name,
+            key,
+            authorized_keys,
+            user,
+            purge,
+            dry_run,
+        } => {
+            let selector = match (name, key) {
+                (_, Some(fingerprint)) => keys::plan::Selector::Fingerprint(fingerprint),
+                (Some(name), None) => keys::plan::Selector::Name(name),
+                (None, None) => {
+                    eprintln!("borg-gate: name the key to remove, or give --key FINGERPRINT");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
+            keys::remove(
+                &keys::RemoveOptions {
+                    selector,
+                    authorized_keys,
+                    user,
+                    purge,
+                    dry_run,
+                },
+                &mut stdout,
+            )
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("borg-gate: {error}");
+            ExitCode::from(match error {
+                KeysError::Refused(_) => EXIT_REFUSED,
+                KeysError::Failed(_) => EXIT_ERROR,
+            })
         }
     }
 }

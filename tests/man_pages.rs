@@ -179,6 +179,10 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "borg-gate --policy FILE [--name NAME]",
         "check-policy [--name NAME] [--user ACCOUNT] FILE...",
         "shared_with",
+        "keys add",
+        "keys list",
+        "keys remove",
+        "completions",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }

@@ -366,14 +366,14 @@ fn cut(text: &str) -> String {
 }
 
 /// What reading one bounded line found.
-enum LineRead {
+pub(crate) enum LineRead {
     Line,
     TooLong,
     End,
 }
 
 /// Reads up to the next newline into `line` (without it), keeping at most `limit` bytes.
-fn read_line_bounded<R: BufRead>(
+pub(crate) fn read_line_bounded<R: BufRead>(
     reader: &mut R,
     line: &mut Vec<u8>,
     limit: usize,

@@ -297,39 +297,16 @@ fn blob_type(blob: &[u8]) -> Option<&[u8]> {
     blob.get(4..4usize.checked_add(length)?)
 }
 
-/// Standard base64 (RFC 4648) with optional padding; `None` for anything else.
+/// Standard base64 (RFC 4648) with optional padding; `None` for anything else, the empty
+/// text included.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    fn value(byte: u8) -> Option<u32> {
-        Some(match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let trimmed = text.trim_end_matches('=');
-    if text.len() - trimmed.len() > 2 || trimmed.is_empty() {
+    use base64::Engine;
+    if text.is_empty() {
         return None;
     }
-    if text.len() != trimmed.len() && text.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(trimmed.len() / 4 * 3 + 2);
-    for chunk in trimmed.as_bytes().chunks(4) {
-        let mut accumulator = 0u32;
-        for &byte in chunk {
-            accumulator = accumulator << 6 | value(byte)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&accumulator.to_be_bytes()[1..]),
-            3 => out.extend_from_slice(&(accumulator << 6).to_be_bytes()[1..3]),
-            2 => out.push((accumulator >> 4) as u8),
-            _ => return None,
-        }
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT
+        .decode(text)
+        .ok()
 }
 
 /// Parses an option list (the text before the key), as sshd does.

@@ -11,6 +11,7 @@ pub mod as_account;
 pub mod audit_report;
 pub mod authorized_keys;
 pub mod doctor;
+pub mod keys;
 pub mod policies;
 pub mod sshd_config;
 

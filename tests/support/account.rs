@@ -1,16 +1,20 @@
 //! A real account, made with `useradd` for one test and removed with `userdel` when dropped,
 //! for tests that need sshd, the gate and the engine to run as a dedicated backup account.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::SAFE_PATH;
 use super::command::{CmdOutput, run_with_timeout};
+use super::{SAFE_PATH, require_root, require_tool, temp_dir};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// useradd and userdel exit 10 when another process holds the password files' lock.
-const LOCKED: i32 = 10;
+/// useradd and userdel exit 1 ("cannot update the password file") or 10 ("cannot update the
+/// group file") when another process holds the lock on those files past their own wait.
+const LOCKED: [i32; 2] = [1, 10];
 const LOCK_ATTEMPTS: usize = 200;
 
 /// An account name that a test (or a script it runs) may create: a leftover of a killed run
@@ -58,6 +62,8 @@ pub struct TestAccount {
     pub uid: u32,
     pub gid: u32,
     _guard: AccountGuard,
+    /// The temp dir holding the home, for accounts made by [`TestAccount::provisioned`].
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TestAccount {
@@ -82,7 +88,61 @@ impl TestAccount {
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
             _guard: guard,
+            dir: None,
         }
+    }
+
+    /// A system account as `borg-gate keys add --create-user` makes one: shell /bin/sh, no
+    /// password (`*`, which sshd does not treat as locked), its home under a fresh temp dir
+    /// (mode 0755, so the account can reach what tests put there). `None` after the skip
+    /// note when not root or useradd is missing.
+    #[track_caller]
+    pub fn provisioned(label: &str) -> Option<TestAccount> {
+        require_root()?;
+        require_tool("/usr/sbin/useradd")?;
+        require_tool("/usr/sbin/userdel")?;
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let guard = AccountGuard::new(&format!(
+            "{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let dir = temp_dir(&format!("account-{label}"));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp");
+        let home = dir.path().join("home");
+        let mut useradd = Command::new("/usr/sbin/useradd");
+        useradd
+            .args(["--system", "--create-home", "--shell", "/bin/sh"])
+            .args(["--password", "*", "--home-dir"])
+            .arg(&home)
+            .arg("--")
+            .arg(&guard.name);
+        retry_while_locked(useradd).assert_success();
+        let user = nix::unistd::User::from_name(&guard.name)
+            .expect("read the password database")
+            .expect("useradd made the account");
+        Some(TestAccount {
+            name: guard.name.clone(),
+            home: user.dir,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            _guard: guard,
+            dir: Some(dir),
+        })
+    }
+
+    pub fn authorized_keys(&self) -> PathBuf {
+        self.home.join(".ssh/authorized_keys")
+    }
+
+    /// The temp dir that holds a [`TestAccount::provisioned`] account's home; tests put
+    /// their other files there too.
+    #[track_caller]
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map(tempfile::TempDir::path)
+            .expect("only provisioned accounts live in a temp dir")
     }
 }
 
@@ -98,7 +158,7 @@ fn retry_while_locked(mut command: Command) -> CmdOutput {
     command.env_clear().env("PATH", SAFE_PATH);
     let mut output = run_with_timeout(copy(&command), TIMEOUT);
     for _ in 0..LOCK_ATTEMPTS {
-        if output.code() != Some(LOCKED) {
+        if !output.code().is_some_and(|code| LOCKED.contains(&code)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -238,7 +238,12 @@ impl Sshd {
 
     /// The ssh options (without destination) that log in with key `key_index`.
     pub fn ssh_options(&self, key_index: usize) -> Vec<String> {
-        let key = self.client_key(key_index).to_str().expect("UTF-8 key path");
+        self.ssh_options_with(self.client_key(key_index))
+    }
+
+    /// The ssh options (without destination) that log in with the private key `key`.
+    pub fn ssh_options_with(&self, key: &Path) -> Vec<String> {
+        let key = key.to_str().expect("UTF-8 key path");
         [
             "-F",
             "/dev/null",
@@ -266,8 +271,13 @@ impl Sshd {
 
     /// A BORG_RSH value that logs in with key `key_index`.
     pub fn rsh(&self, key_index: usize) -> String {
+        self.rsh_with(self.client_key(key_index))
+    }
+
+    /// A BORG_RSH value that logs in with the private key `key`.
+    pub fn rsh_with(&self, key: &Path) -> String {
         let mut words = vec!["ssh".to_string()];
-        words.extend(self.ssh_options(key_index));
+        words.extend(self.ssh_options_with(key));
         shlex::try_join(words.iter().map(String::as_str)).expect("no NUL in ssh options")
     }
 
