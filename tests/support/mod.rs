@@ -8,6 +8,7 @@
 
 mod borg;
 mod command;
+mod rest;
 mod sshd;
 mod tree;
 
@@ -16,6 +17,8 @@ mod tree;
 pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]
 pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
+#[allow(unused_imports)]
+pub use rest::{ACCEPT, Request, Response, RestServer, borg2_path};
 #[allow(unused_imports)]
 pub use sshd::{AuthorizedKey, Sshd, SshdOptions};
 #[allow(unused_imports)]

@@ -590,7 +590,15 @@ fn symlink_or(dir: std::os::fd::BorrowedFd<'_>, name: &CString, errno: Errno) ->
     }
 }
 
+/// One path component. Names are validated before they get here; this refuses what would
+/// leave the directory anyway, as a second line of defence.
 fn c_name(part: &str) -> FsResult<CString> {
+    if part.is_empty() || part == "." || part == ".." || part.contains('/') {
+        return Err(FsError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{part:?} is not a name inside the store"),
+        )));
+    }
     CString::new(part).map_err(|_| FsError::NotFound)
 }
 

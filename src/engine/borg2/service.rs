@@ -516,6 +516,11 @@ impl Service {
         levels: usize,
     ) -> Outcome<Response> {
         let root = self.open()?;
+        if let Some(namespace) = namespace {
+            // borgstore finds out only when it stores the result; the temp file it is
+            // written to must not land outside the store before that.
+            valid(namespace.trim_end_matches('/'))?;
+        }
         let prefix = namespace
             .filter(|namespace| !namespace.is_empty())
             .map(|namespace| format!("{}/", namespace.trim_end_matches('/')))
