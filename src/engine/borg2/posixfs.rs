@@ -16,7 +16,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -209,26 +209,49 @@ impl Root {
 
     /// Opens the directory `parts` below the root, creating missing ones when asked.
     fn walk(&self, parts: &[&str], create: bool) -> FsResult<OwnedFd> {
-        let mut dir = self.dup()?;
-        for part in parts {
-            let name = c_name(part)?;
-            dir = match openat(dir.as_fd(), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-                Ok(next) => next,
-                Err(Errno::ENOENT) if create => {
-                    match mkdirat(dir.as_fd(), name.as_c_str(), DIR_MODE) {
-                        Ok(()) if self.fsync => fsync(dir.as_fd())?,
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(errno) => return Err(errno.into()),
-                    }
-                    openat(dir.as_fd(), name.as_c_str(), DIR_FLAGS, Mode::empty())?
-                }
-                Err(errno @ (Errno::ENOTDIR | Errno::ELOOP)) => {
-                    return Err(symlink_or(dir.as_fd(), &name, errno));
-                }
-                Err(errno) => return Err(errno.into()),
-            };
+        let Some((first, rest)) = parts.split_first() else {
+            return self.dup();
+        };
+        let mut dir = self.step(self.fd.as_fd(), first, create)?;
+        for part in rest {
+            dir = self.step(dir.as_fd(), part, create)?;
         }
         Ok(dir)
+    }
+
+    /// Opens the directory `part` in `dir`, creating it when missing and asked to.
+    fn step(&self, dir: BorrowedFd<'_>, part: &str, create: bool) -> FsResult<OwnedFd> {
+        let name = c_name(part)?;
+        match openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(next) => Ok(next),
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(dir, name.as_c_str(), DIR_MODE) {
+                    Ok(()) if self.fsync => fsync(dir)?,
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+                Ok(openat(dir, name.as_c_str(), DIR_FLAGS, Mode::empty())?)
+            }
+            Err(errno @ (Errno::ENOTDIR | Errno::ELOOP)) => Err(symlink_or(dir, &name, errno)),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// The directory of the object `parts`, opened once for a stat and then a write (a
+    /// store looks before it writes). `None` inside when the directory does not exist yet.
+    pub fn object_dir(&self, parts: &[&str]) -> FsResult<ObjectDir> {
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(FsError::WrongType);
+        };
+        let dir = match self.walk(dirs, false) {
+            Ok(dir) => Some(dir),
+            Err(FsError::NotFound) => None,
+            Err(error) => return Err(error),
+        };
+        Ok(ObjectDir {
+            dir,
+            name: c_name(last)?,
+        })
     }
 
     /// Size and times of `parts`, `None` when it does not exist.
@@ -480,6 +503,47 @@ impl Root {
     }
 }
 
+/// The directory of one object (see [`Root::object_dir`]).
+pub struct ObjectDir {
+    dir: Option<OwnedFd>,
+    name: CString,
+}
+
+impl ObjectDir {
+    /// Size and times of the object, `None` when it does not exist.
+    pub fn stat(&self) -> FsResult<Option<Stat>> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        match fstatat(
+            dir.as_fd(),
+            self.name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(stat) if is_kind(&stat, SFlag::S_IFLNK) => Err(FsError::Symlink),
+            Ok(stat) => Ok(Some(Stat::of(&stat))),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// Starts writing the object; its directories are created (below `root`) when missing.
+    pub fn begin_write(self, root: &Root, parts: &[&str]) -> FsResult<PendingWrite> {
+        let dir = match self.dir {
+            Some(dir) => dir,
+            None => root.walk(parts.split_last().map_or(&[][..], |(_, dirs)| dirs), true)?,
+        };
+        let (file, temp) = create_temp(dir.as_fd())?;
+        Ok(PendingWrite {
+            dir,
+            temp: Some(temp),
+            file,
+            target: self.name,
+            fsync: root.fsync,
+        })
+    }
+}
+
 /// An object being written; dropped without [`PendingWrite::commit`], its temp file goes.
 pub struct PendingWrite {
     dir: OwnedFd,
@@ -627,7 +691,7 @@ fn create_temp(dir: std::os::fd::BorrowedFd<'_>) -> FsResult<(File, CString)> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0)
-        ^ (u64::from(std::process::id()) << 32);
+        ^ (u64::from(process_id()) << 32);
     for _ in 0..100 {
         let mut state = seed
             ^ COUNTER
@@ -658,6 +722,12 @@ fn create_temp(dir: std::os::fd::BorrowedFd<'_>) -> FsResult<(File, CString)> {
         }
     }
     Err(FsError::Io(io::Error::other("no free temp file name")))
+}
+
+/// This process's id, asked once (`getpid` per temp file showed in profiles).
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Removes everything inside `dir` without following links.

@@ -17,7 +17,7 @@ use super::hashing::Hasher;
 use super::locks::{self, LockLedger, ReleasePolicy};
 use super::names::{components, nest, validate_name};
 use super::permissions::{Mode, Required};
-use super::posixfs::{CreateOutcome, FsError, PosixFs, Root};
+use super::posixfs::{CreateOutcome, FsError, ObjectDir, PosixFs, Root};
 use super::quota::{self, Usage};
 use super::range::{RangeRequest, parse_range, span};
 use super::response::{Body, FileRange, Response, listing_json, quota_json};
@@ -384,9 +384,9 @@ impl Service {
         let mut hasher = sha256.map(|_| Hasher::sha256());
         let mut prepared = self
             .prepare_store(name, length)
-            .and_then(|(root, old_size)| {
-                let pending = root
-                    .begin_write(&components(name))
+            .and_then(|(root, old_size, object)| {
+                let pending = object
+                    .begin_write(&root, &components(name))
                     .map_err(|error| internal_if_missing(error, name))?;
                 Ok((root, old_size, pending))
             });
@@ -432,21 +432,23 @@ impl Service {
         })
     }
 
-    /// The checks of a store before any byte is written; the size of what it replaces.
-    fn prepare_store(&mut self, name: &str, length: u64) -> Outcome<(Root, u64)> {
+    /// The checks of a store before any byte is written; the size of what it replaces, and
+    /// the object's directory (opened once for the look and the write).
+    fn prepare_store(&mut self, name: &str, length: u64) -> Outcome<(Root, u64, ObjectDir)> {
         let root = self.fs.open().map_err(|error| Failure::fs(error, ""))?;
         valid(name)?;
         if name.is_empty() {
             return Err(Failure::Internal("store of the root".into()));
         }
-        let existing = root
-            .stat(&components(name))
+        let object = root
+            .object_dir(&components(name))
             .map_err(|error| Failure::fs(error, name))?;
+        let existing = object.stat().map_err(|error| Failure::fs(error, name))?;
         self.permit(name, Required::write(existing.is_some()))?;
         self.guard_write(&root, name)?;
         let old_size = existing.map_or(0, |stat| stat.size);
         self.check_quota(&root, old_size, length)?;
-        Ok((root, old_size))
+        Ok((root, old_size, object))
     }
 
     fn gather(&mut self, sources: &[Source]) -> Outcome<Response> {
@@ -531,9 +533,9 @@ impl Service {
         let length: u64 = ranges.iter().map(|range| range.length).sum();
         let (final_name, old_size) = match target {
             Some(target) => {
-                let (_, old_size) = self.prepare_store(target, length)?;
-                let mut pending = root
-                    .begin_write(&components(target))
+                let (_, old_size, object) = self.prepare_store(target, length)?;
+                let mut pending = object
+                    .begin_write(&root, &components(target))
                     .map_err(|error| internal_if_missing(error, target))?;
                 copy_ranges(&ranges, pending.file(), None)?;
                 pending
@@ -549,7 +551,7 @@ impl Service {
                     .map_err(|error| internal_if_missing(error, &prefix))?;
                 copy_ranges(&ranges, pending.file(), Some(&mut hasher))?;
                 let name = nest(&format!("{prefix}{}", hasher.hex()), levels);
-                let (_, old_size) = self.prepare_store(&name, length)?;
+                let (_, old_size, _) = self.prepare_store(&name, length)?;
                 pending
                     .commit_into(&root, &components(&name))
                     .map_err(|error| Failure::fs(error, &name))?;
