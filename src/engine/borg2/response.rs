@@ -77,8 +77,8 @@ impl Response {
         }
     }
 
-    /// An error: the message is the reason phrase and the body. `head` leaves the body out
-    /// (but not its length), as for any response to HEAD.
+    /// An error: the message is the reason phrase and the body (which a response to HEAD
+    /// leaves out, see [`Response::without_body`]).
     pub fn error(status: u16, message: &str) -> Response {
         Response {
             reason: reason_phrase(message),

@@ -119,10 +119,6 @@ impl Service {
         }
     }
 
-    pub fn ledger(&self) -> &LockLedger {
-        &self.ledger
-    }
-
     /// Executes one operation. `Err` only when the request body could not be read (the
     /// session is over); every store outcome is a response.
     pub fn execute<R: Read>(
