@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Installs what the tests need on Debian 12, idempotently: Debian's borg (1.2) and OpenSSH,
-# borg 1.4.5 from PyPI in a venv (built from source when no wheel fits, hence the -dev
-# packages), sshd's privilege separation directory, logrotate (the package test reads our
-# snippet with it) and the pinned cargo-deb (scripts/package.sh). Prints the versions at the end.
+# borg 1.4.5 and borg 2.0.0b23 from PyPI in venvs of their own (built from source when no
+# wheel fits, hence the -dev packages), sshd's privilege separation directory, logrotate (the
+# package test reads our snippet with it) and the pinned cargo-deb (scripts/package.sh).
+# Prints the versions at the end.
 #
 #   BORG14_VENV   where the borg 1.4.5 venv lives (default /opt/borg145)
-#   BORG14_PYTHON the python that creates it (default: python3 on PATH)
+#   BORG14_PYTHON the python that creates the venvs (default: python3 on PATH)
+#   BORG2_VENV    where the borg 2.0.0b23 venv lives (default /opt/borg2b23); b23 is the last
+#                 borg 2 beta that builds against Debian 12's OpenSSL 3.0, and its
+#                 `borg serve --rest` (borgstore 0.6) is the reference server of the tests
 set -euo pipefail
 
 BORG14_VERSION=1.4.5
 BORG14_VENV=${BORG14_VENV:-/opt/borg145}
 BORG14_PYTHON=${BORG14_PYTHON:-python3}
+BORG2_VERSION=2.0.0b23
+BORG2_VENV=${BORG2_VENV:-/opt/borg2b23}
 
 log() { printf '==> setup: %s\n' "$*"; }
 
@@ -85,7 +91,25 @@ if [ "$(borg14_version)" != "borg $BORG14_VERSION" ]; then
     fi
 fi
 
-# 4. sshd refuses to start without its privilege separation directory (/run is a tmpfs).
+# 4. borg 2.0.0b23 in its own venv, built against Debian's OpenSSL, unless it is there already.
+borg2_version() {
+    "$BORG2_VENV/bin/borg" --version 2>/dev/null || true
+}
+if [ "$(borg2_version)" != "borg $BORG2_VERSION" ]; then
+    if ! "$BORG2_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        log "creating venv $BORG2_VENV with $("$BORG14_PYTHON" --version 2>&1)"
+        "${as_root[@]}" "$BORG14_PYTHON" -m venv --clear "$BORG2_VENV"
+    fi
+    log "pip install borgbackup==$BORG2_VERSION into $BORG2_VENV (builds from source)"
+    "${as_root[@]}" env BORG_OPENSSL_PREFIX=/usr "$BORG2_VENV/bin/python" -m pip install \
+        --quiet --prefer-binary "borgbackup==$BORG2_VERSION"
+    if [ "$(borg2_version)" != "borg $BORG2_VERSION" ]; then
+        echo "setup.sh: $BORG2_VENV/bin/borg is '$(borg2_version)', not borg $BORG2_VERSION" >&2
+        exit 1
+    fi
+fi
+
+# 5. sshd refuses to start without its privilege separation directory (/run is a tmpfs).
 "${as_root[@]}" mkdir -p /run/sshd
 "${as_root[@]}" chmod 0755 /run/sshd
 
@@ -97,6 +121,7 @@ log "versions"
 printf '  %-16s %s\n' \
     "debian borg" "$(/usr/bin/borg --version)" \
     "pypi borg" "$(borg14_version) ($BORG14_VENV/bin/borg)" \
+    "pypi borg 2" "$(borg2_version) ($BORG2_VENV/bin/borg)" \
     "openssh" "$(ssh -V 2>&1)" \
     "sshd" "$(dpkg-query -W -f='${Version}' openssh-server)" \
     "python (venv)" "$("$BORG14_VENV/bin/python" --version 2>&1)" \

@@ -8,6 +8,9 @@
 //! for logger `borg.debug.X` and its children, and other `borg.debug.*` loggers stay at WARNING.
 //! Each line is written with one `write` call and is pure ASCII (non-ASCII text is escaped as
 //! Python's `json.dumps` does), so the client can always decode it.
+//!
+//! borg 2's `serve --rest` has no in-band log channel: there the logger writes plain text
+//! lines (`enable_text`), which the client shows as `Remote: <line>`.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -89,6 +92,8 @@ pub struct LogConfig {
 
 struct Shared {
     json: AtomicBool,
+    /// Plain `message` lines instead of JSON (borg 2's `serve --rest` logs text to stderr).
+    text: AtomicBool,
     level: AtomicU8,
     /// Full logger names enabled for DEBUG.
     topics: RwLock<Vec<String>>,
@@ -117,7 +122,17 @@ impl Shared {
     }
 
     fn passes(&self, level: LogLevel, name: &str) -> bool {
-        self.json.load(Ordering::Relaxed) && level >= self.effective_level(name)
+        (self.json.load(Ordering::Relaxed) || self.text.load(Ordering::Relaxed))
+            && level >= self.effective_level(name)
+    }
+
+    /// The line for one record in the current format.
+    fn format_line(&self, message: &str, level: LogLevel, name: &str) -> String {
+        if self.text.load(Ordering::Relaxed) {
+            format!("{message}\n")
+        } else {
+            log_message_line(now(), message, level, name)
+        }
     }
 
     fn write_line(&self, line: &str) {
@@ -163,6 +178,7 @@ impl RemoteLogger {
         let logger = RemoteLogger {
             shared: Arc::new(Shared {
                 json: AtomicBool::new(false),
+                text: AtomicBool::new(false),
                 level: AtomicU8::new(level_number(config.level)),
                 topics: RwLock::new(Vec::new()),
                 sink: Mutex::new(sink),
@@ -217,7 +233,7 @@ impl log::Log for RemoteLogger {
             None => std::borrow::Cow::Owned(record.args().to_string()),
         };
         self.shared
-            .write_line(&log_message_line(now(), &message, level, record.target()));
+            .write_line(&self.shared.format_line(&message, level, record.target()));
     }
 
     fn flush(&self) {
@@ -234,6 +250,12 @@ impl LogHandle {
     /// Switch to the JSON protocol: call after a `negotiate` whose `client_data` is a map.
     pub fn enable_json(&self) {
         self.shared.json.store(true, Ordering::Relaxed);
+    }
+
+    /// Switch to plain text lines, one message per line (borg 2's `serve --rest`, whose
+    /// stderr the client shows as `Remote: <line>`).
+    pub fn enable_text(&self) {
+        self.shared.text.store(true, Ordering::Relaxed);
     }
 
     pub fn is_json(&self) -> bool {
@@ -274,7 +296,7 @@ impl LogHandle {
     pub fn log(&self, level: LogLevel, name: &str, message: &str) {
         if self.shared.passes(level, name) {
             self.shared
-                .write_line(&log_message_line(now(), message, level, name));
+                .write_line(&self.shared.format_line(message, level, name));
         }
     }
 
@@ -295,7 +317,7 @@ fn now() -> f64 {
 }
 
 /// Append `text` as a JSON string the way Python's `json.dumps` does (ASCII only).
-fn push_json_string(out: &mut String, text: &str) {
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -319,7 +341,7 @@ fn push_json_string(out: &mut String, text: &str) {
 }
 
 /// A float like Python's `repr`: always with a fraction or exponent.
-fn push_json_float(out: &mut String, value: f64) {
+pub(crate) fn push_json_float(out: &mut String, value: f64) {
     if !value.is_finite() {
         out.push_str("0.0");
         return;
@@ -616,6 +638,17 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(", \"levelname\": \"WARNING\", \"name\": \"borg.locking\"}\n"));
+    }
+
+    #[test]
+    fn text_mode_writes_plain_message_lines_filtered_by_level() {
+        let (logger, capture) = logger(LogLevel::Warning, &[]);
+        emit(&logger, log::Level::Warn, "borg.remote", "before");
+        assert!(capture.writes().is_empty());
+        logger.handle().enable_text();
+        emit(&logger, log::Level::Info, "borg.remote", "hidden");
+        emit(&logger, log::Level::Warn, "borg.remote", "released 1 lock");
+        assert_eq!(capture.writes(), [b"released 1 lock\n".to_vec()]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The built-in engine: a drop-in replacement for BorgBackup 1.x's `borg serve`.
+//! The built-in engines: drop-in replacements for BorgBackup 1.x's `borg serve` (msgpack RPC,
+//! this module and its siblings) and for borg 2's `borg serve --rest` (HTTP, `borg2/`).
 
 pub mod args;
+pub mod borg2;
 pub mod lock;
 pub mod log;
 pub mod paths;
@@ -21,8 +23,12 @@ use server::{Ending, Server};
 /// Exit status for bad command lines and unusable environments.
 const EXIT_ERROR: u8 = 2;
 
-/// `borg-gate serve`: runs the engine and returns the process exit status.
+/// `borg-gate serve`: runs the engine the command line asks for (borg 2's REST server with
+/// `--rest`, else borg 1's RPC server) and returns the process exit status.
 pub fn serve_main(args: &[OsString]) -> u8 {
+    if borg2::wants_rest(args) {
+        return borg2::serve_main(args);
+    }
     match serve(args) {
         Ok(status) => status,
         Err(message) => {
@@ -100,13 +106,13 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
 
 /// A 1 MiB pipe instead of the default 64 KiB: puts and gets of megabyte chunks then move in
 /// a few system calls instead of dozens. Best effort (sockets and old kernels say no).
-fn enlarge_pipe(file: &std::fs::File) {
+pub(crate) fn enlarge_pipe(file: &std::fs::File) {
     const PIPE_SIZE: i32 = 1 << 20;
     let _ = nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
 /// How `~`, `/~/` and relative repository paths resolve, from this process's account.
-fn path_context() -> PathContext<'static> {
+pub(crate) fn path_context() -> PathContext<'static> {
     let uid = nix::unistd::geteuid();
     let account = nix::unistd::User::from_uid(uid).ok().flatten();
     let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))

@@ -46,24 +46,43 @@ pub fn resolve_and_check(
     let restricted = !restrict_to_paths.is_empty() || !restrict_to_repositories.is_empty();
     let expanded = expand(requested, context, restricted)?;
     let resolved = realpath(&expanded, &context.cwd);
-    let with_sep = with_trailing_slash(&resolved);
+    check_restrictions(
+        &resolved,
+        &context.cwd,
+        restrict_to_paths,
+        restrict_to_repositories,
+    )?;
+    Ok(resolved)
+}
+
+/// The restriction check on an already resolved path (borg 1's `open`, borg 2's
+/// `check_rest_restrictions`): inside one of `restrict_to_paths` (a directory prefix) and
+/// exactly one of `restrict_to_repositories`, each list only when it is not empty. The
+/// allowed paths are resolved too, relative to `cwd`.
+pub(crate) fn check_restrictions(
+    resolved: &Path,
+    cwd: &Path,
+    restrict_to_paths: &[PathBuf],
+    restrict_to_repositories: &[PathBuf],
+) -> Result<(), PathNotAllowed> {
+    let with_sep = with_trailing_slash(resolved);
     if !restrict_to_paths.is_empty() {
-        let inside = restrict_to_paths.iter().any(|allowed| {
-            with_sep.starts_with(&with_trailing_slash(&realpath(allowed, &context.cwd)))
-        });
+        let inside = restrict_to_paths
+            .iter()
+            .any(|allowed| with_sep.starts_with(&with_trailing_slash(&realpath(allowed, cwd))));
         if !inside {
-            return Err(PathNotAllowed(display(&resolved)));
+            return Err(PathNotAllowed(display(resolved)));
         }
     }
     if !restrict_to_repositories.is_empty() {
         let exact = restrict_to_repositories
             .iter()
-            .any(|allowed| with_sep == with_trailing_slash(&realpath(allowed, &context.cwd)));
+            .any(|allowed| with_sep == with_trailing_slash(&realpath(allowed, cwd)));
         if !exact {
-            return Err(PathNotAllowed(display(&resolved)));
+            return Err(PathNotAllowed(display(resolved)));
         }
     }
-    Ok(resolved)
+    Ok(())
 }
 
 /// borg's `~`, `/~/`, `/~user/` and `/./` forms.
@@ -96,7 +115,7 @@ fn expand(
 }
 
 /// Python's `os.path.expanduser` on `~user/rest` (and `~` alone).
-fn expand_user(
+pub(crate) fn expand_user(
     tilde: &[u8],
     context: &PathContext<'_>,
     restricted: bool,

@@ -516,7 +516,7 @@ impl ClientPipe {
         ClientPipe::wrap(file, signals, idle_timeout, original_flags)
     }
 
-    fn wrap(
+    pub(crate) fn wrap(
         file: File,
         signals: Option<OwnedFd>,
         idle_timeout: Option<Duration>,
@@ -560,7 +560,7 @@ impl ClientPipe {
 }
 
 /// What ended a wait on a client pipe.
-enum Readiness {
+pub(crate) enum Readiness {
     /// Ready, hung up or in error: the next read or write tells which.
     Ready,
     IdleTimeout(Duration),
@@ -569,7 +569,7 @@ enum Readiness {
 }
 
 /// Polls `fd` for `events` together with the signal fd, for at most the idle timeout.
-fn wait_ready(
+pub(crate) fn wait_ready(
     fd: BorrowedFd<'_>,
     events: PollFlags,
     signals: Option<BorrowedFd<'_>>,
@@ -603,7 +603,7 @@ fn wait_ready(
     }
 }
 
-fn file_status_flags(file: &File) -> io::Result<OFlag> {
+pub(crate) fn file_status_flags(file: &File) -> io::Result<OFlag> {
     Ok(OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL)?))
 }
 
@@ -715,7 +715,7 @@ fn modern_exit_codes() -> bool {
 
 /// SIGHUP, SIGTERM and SIGINT become readable events instead of killing the process, so
 /// the repository can be rolled back and its lock released first.
-fn watch_signals() -> Option<SignalFd> {
+pub(crate) fn watch_signals() -> Option<SignalFd> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGHUP);
     mask.add(Signal::SIGTERM);

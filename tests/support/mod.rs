@@ -9,6 +9,7 @@
 mod account;
 mod borg;
 mod command;
+mod rest;
 mod sshd;
 mod tree;
 
@@ -19,6 +20,8 @@ pub use account::{AccountGuard, TestAccount, account_tool};
 pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]
 pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
+#[allow(unused_imports)]
+pub use rest::{ACCEPT, Request, Response, RestServer, borg2_path};
 #[allow(unused_imports)]
 pub use sshd::{AuthorizedKey, Sshd, SshdOptions};
 #[allow(unused_imports)]

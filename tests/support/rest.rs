@@ -1,0 +1,284 @@
+//! A raw HTTP-over-stdio client for borg 2's `serve --rest`: it starts a server process (ours
+//! or Python's `borg serve --rest`), writes requests exactly as borgstore's REST client frames
+//! them, and reads responses with `Content-Length` framing (no body for HEAD), so tests can
+//! send what no borg client sends and compare two servers byte for byte.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{SAFE_PATH, cargo_bin, find_tool, unavailable};
+
+/// borgstore's `Accept` value.
+pub const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
+/// Where scripts/setup.sh installs borg 2.0.0b23; `$BORG2` overrides it.
+const DEFAULT_BORG2: &str = "/opt/borg2b23/bin/borg";
+
+/// The borg 2 executable (b23), or `None` after the skip note (a panic when CI=true).
+#[track_caller]
+pub fn borg2_path() -> Option<PathBuf> {
+    let wanted = std::env::var("BORG2")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| DEFAULT_BORG2.to_string());
+    match find_tool(&wanted) {
+        Some(path) => Some(path),
+        None => unavailable(&format!("{wanted} not installed")),
+    }
+}
+
+/// One request, framed as borgstore's client frames it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: &'static str,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// `METHOD target` with `Accept`, `Connection: keep-alive`, and for POST and DELETE a
+    /// `Content-Length` (0 without a body), as borgstore's client sends them.
+    pub fn new(method: &'static str, target: impl Into<String>) -> Request {
+        Request {
+            method,
+            target: target.into(),
+            headers: vec![("Accept".into(), ACCEPT.into())],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn get(target: impl Into<String>) -> Request {
+        Request::new("GET", target)
+    }
+
+    pub fn head(target: impl Into<String>) -> Request {
+        Request::new("HEAD", target)
+    }
+
+    pub fn post(target: impl Into<String>) -> Request {
+        Request::new("POST", target)
+    }
+
+    pub fn delete(target: impl Into<String>) -> Request {
+        Request::new("DELETE", target)
+    }
+
+    /// A store with the sha256 header.
+    pub fn store(name: &str, data: &[u8]) -> Request {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(data);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Request::post(format!("/{name}"))
+            .header("X-Content-hash-sha256", &hex)
+            .body(data)
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn without_header(mut self, name: &str) -> Request {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+
+    pub fn body(mut self, body: &[u8]) -> Request {
+        self.body = body.to_vec();
+        self
+    }
+
+    /// The bytes on the wire.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("Connection: keep-alive\r\n");
+        if matches!(self.method, "POST" | "DELETE") || !self.body.is_empty() {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// One response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    /// Header names lowercased.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A running server with a pipe on each side.
+pub struct RestServer {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+    pub label: String,
+}
+
+impl RestServer {
+    /// `borg-gate serve --rest --backend FILE:<store> <extra...>`.
+    pub fn engine(store: &Path, extra: &[&str]) -> RestServer {
+        let mut command = Command::new(cargo_bin());
+        command
+            .arg("serve")
+            .arg("--rest")
+            .arg("--backend")
+            .arg(format!("FILE:{}", store.display()))
+            .args(extra);
+        RestServer::spawn(command, "borg-gate")
+    }
+
+    /// Python's `borg serve --rest --backend FILE:<store>` (borg 2.0.0b23).
+    pub fn python(borg2: &Path, store: &Path, extra: &[&str]) -> RestServer {
+        let mut command = Command::new(borg2);
+        command
+            .arg("serve")
+            .arg("--rest")
+            .arg("--backend")
+            .arg(format!("FILE:{}", store.display()))
+            .args(extra);
+        RestServer::spawn(command, "borg serve")
+    }
+
+    /// Starts `command` with piped stdin/stdout, stderr to `stderr.log` beside nothing (null),
+    /// an environment built from empty.
+    pub fn spawn(mut command: Command, label: &str) -> RestServer {
+        command
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .env("LANG", "C.UTF-8")
+            .env("HOME", "/nonexistent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {label}: {error}"));
+        let input = child.stdin.take();
+        let output = BufReader::new(child.stdout.take().expect("stdout"));
+        RestServer {
+            child,
+            input,
+            output,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Writes raw bytes (a request, part of one, or garbage).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let input = self.input.as_mut().expect("stdin still open");
+        input.write_all(bytes).expect("write to the server");
+        input.flush().expect("flush");
+    }
+
+    /// Sends `request` and reads its response.
+    pub fn request(&mut self, request: &Request) -> Response {
+        self.send_raw(&request.bytes());
+        self.read_response(request.method == "HEAD")
+            .unwrap_or_else(|| panic!("{}: no response to {request:?}", self.label))
+    }
+
+    /// Reads one response; `None` at end of output.
+    pub fn read_response(&mut self, head: bool) -> Option<Response> {
+        let mut line = String::new();
+        if self.output.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        let mut parts = line.splitn(3, ' ');
+        let _version = parts.next()?;
+        let status: u16 = parts.next()?.parse().ok()?;
+        let reason = parts.next().unwrap_or("").to_owned();
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut header = String::new();
+            if self.output.read_line(&mut header).ok()? == 0 {
+                return None;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':')?;
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; if head { 0 } else { length }];
+        self.output.read_exact(&mut body).ok()?;
+        Some(Response {
+            status,
+            reason,
+            headers,
+            body,
+        })
+    }
+
+    /// Closes stdin and waits (bounded) for the exit status.
+    pub fn finish(mut self) -> ExitStatus {
+        drop(self.input.take());
+        self.wait(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{} did not exit after end of input", self.label))
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitpid") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Takes stdin, for a writer thread; responses are still read with
+    /// [`RestServer::read_response`].
+    pub fn take_input(&mut self) -> ChildStdin {
+        self.input.take().expect("stdin still open")
+    }
+
+    /// Closes only stdin (the server should then exit).
+    pub fn close_input(&mut self) {
+        drop(self.input.take());
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
