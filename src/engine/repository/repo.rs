@@ -368,14 +368,21 @@ impl Repository {
         }
     }
 
-    /// Deletes the whole repository (config first, so a half-deleted one is never opened).
-    pub fn destroy(mut self) -> Result<(), RepoError> {
+    /// Whether [`Repository::destroy`] would be refused (borg's append-only check), asked
+    /// before the session gives the repository up.
+    pub fn may_destroy(&self) -> Result<(), RepoError> {
         if self.append_only {
             return Err(RepoError::Value(format!(
                 "{} is in append-only mode",
                 self.display_path()
             )));
         }
+        Ok(())
+    }
+
+    /// Deletes the whole repository (config first, so a half-deleted one is never opened).
+    pub fn destroy(mut self) -> Result<(), RepoError> {
+        self.may_destroy()?;
         self.rollback();
         self.io.abandon_segment();
         let path = self.path.clone();
