@@ -209,3 +209,44 @@ fn an_intact_commit_is_trusted_without_a_replay() {
     assert_eq!(before, after, "the index was rewritten");
     repo.close().unwrap();
 }
+
+/// borg's test_repair_corrupted_commit_segment and test_repair_no_commits run in the session
+/// that committed: the engine keeps that commit's index in memory, and must still judge the
+/// segments before its next use, as borg's reread after a commit does.
+#[test]
+fn a_commit_damaged_after_this_session_wrote_it_is_judged_before_the_next_read() {
+    for damage in DAMAGES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let mut repo = open(&path, true).unwrap();
+        for n in [1, 2] {
+            repo.put(&id(n), &[n; 100]).unwrap();
+            repo.commit(false, 0.1, false).unwrap();
+        }
+        damage_newest_commit(&path, damage);
+        assert!(
+            matches!(repo.get(&id(2)), Err(RepoError::ObjectNotFound(..))),
+            "{damage:?}"
+        );
+        assert_eq!(repo.len().unwrap(), 1, "{damage:?}");
+        assert_eq!(generations(&path, "index."), ["index.1"], "{damage:?}");
+        repo.close().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        let mut repo = open(&path, true).unwrap();
+        repo.put(&id(1), &[1; 100]).unwrap();
+        repo.commit(false, 0.1, false).unwrap();
+        damage_newest_commit(&path, damage);
+        for _ in 0..2 {
+            assert!(
+                matches!(repo.get(&id(1)), Err(RepoError::CheckNeeded(_))),
+                "{damage:?}"
+            );
+        }
+        assert!(repo.check(true, 0).unwrap(), "{damage:?}: check --repair");
+        assert_eq!(generations(&path, "index."), ["index.2"], "{damage:?}");
+        assert_eq!(repo.get(&id(1)).unwrap(), [1; 100], "{damage:?}");
+        repo.close().unwrap();
+    }
+}
