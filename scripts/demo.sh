@@ -3,9 +3,12 @@
 # start a real sshd on loopback whose authorized_keys runs borg-gate as a forced command,
 # and back up, list, restore and verify with a real borg client through it.
 #
-#   sudo ./scripts/demo.sh                 # built-in engine, Debian's borg 1.2 client
-#   sudo BORG=/opt/borg145/bin/borg ./scripts/demo.sh
-#   sudo ENGINE=/usr/bin/borg ./scripts/demo.sh   # front Python `borg serve` instead
+#   ./scripts/demo.sh                      # built-in engine, Debian's borg 1.2 client
+#   BORG=/opt/borg145/bin/borg ./scripts/demo.sh
+#   ENGINE=/usr/bin/borg ./scripts/demo.sh  # front Python `borg serve` instead
+#
+# As root, or as a user with sudo (scripts/setup.sh installs with it; the demo's sshd then
+# runs as that user and only lets that user in).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,7 +69,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 EOF
-mkdir -p /run/sshd
+# sshd's privilege separation directory (scripts/setup.sh makes it; needed only as root).
+[ "$(id -u)" -ne 0 ] || mkdir -p /run/sshd
 /usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log"
 for _ in $(seq 50); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break

@@ -50,11 +50,40 @@ pub enum Ending {
     },
 }
 
+/// The repository side of the connection, as borg's `RepositoryServer.repository` is.
+enum Session {
+    /// No `open` yet.
+    Idle,
+    /// Boxed: the repository is large, and one lives per connection.
+    Open(Box<Repository>),
+    /// The repository was destroyed, or the last `open` failed. Python `borg serve` keeps
+    /// the repository object it had there, so the client's `rollback` (which borg's client
+    /// sends when an exception ends its `with repository:` block, e.g. "Cancelled by user"
+    /// after `borg init` destroyed a repository at the passphrase prompt) is answered; every
+    /// other call is refused.
+    Ended(Ended),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Destroyed,
+    OpenFailed,
+}
+
+impl Session {
+    fn take(&mut self, then: Session) -> Option<Repository> {
+        match std::mem::replace(self, then) {
+            Session::Open(repository) => Some(*repository),
+            Session::Idle | Session::Ended(_) => None,
+        }
+    }
+}
+
 /// Everything about the connection that outlives one request.
 pub struct Server {
     config: ServeConfig,
     log: LogHandle,
-    repository: Option<Repository>,
+    session: Session,
     /// stdin, for noticing a vanished client while waiting for a lock.
     stdin: File,
     signals: Option<SignalFd>,
@@ -86,7 +115,7 @@ impl Server {
         Server {
             config,
             log,
-            repository: None,
+            session: Session::Idle,
             stdin,
             signals,
             path_context,
@@ -305,10 +334,12 @@ impl Server {
         let abort = || self.should_abort();
         let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
         let identity = LockIdentity::for_current_process();
-        let repository =
-            Repository::open(&resolved, &options, identity, &wait).map_err(|e| e.to_remote())?;
+        let repository = Repository::open(&resolved, &options, identity, &wait).map_err(|e| {
+            self.session = Session::Ended(Ended::OpenFailed);
+            e.to_remote()
+        })?;
         let id = repository.id();
-        self.repository = Some(repository);
+        self.session = Session::Open(Box::new(repository));
         Ok(Outcome::Id(id))
     }
 
@@ -319,19 +350,15 @@ impl Server {
         match method {
             Method::BreakLock if read_only => return refuse("break-lock"),
             Method::Destroy if read_only => return refuse("destroy"),
-            Method::Destroy => {
-                return match self.repository.take() {
-                    Some(repository) => repository
-                        .destroy()
-                        .map(|()| Outcome::Nil)
-                        .map_err(|e| e.to_remote()),
-                    None => Err(no_repository()),
-                };
-            }
+            Method::Destroy => return self.destroy(),
             _ => {}
         }
-        let Some(repository) = self.repository.as_mut() else {
-            return Err(no_repository());
+        let repository = match &mut self.session {
+            Session::Open(repository) => repository,
+            // Python's `_rollback` works on the repository object it kept.
+            Session::Ended(_) if *method == Method::Rollback => return Ok(Outcome::Nil),
+            Session::Ended(ended) => return Err(ended_repository(*ended)),
+            Session::Idle => return Err(no_repository()),
         };
         let result: Result<Outcome<'a>, RepoError> = match method {
             Method::Len => repository.len().map(|n| Outcome::Int(n as i64)),
@@ -435,9 +462,27 @@ impl Server {
         result.map_err(|e| e.to_remote())
     }
 
+    /// borg's `destroy`: refused in append-only mode with the repository still open (the
+    /// client's `rollback` that follows the refusal still finds it); otherwise the session
+    /// ends with the repository, whatever the deletion does.
+    fn destroy(&mut self) -> Reply<'static> {
+        let repository = match &self.session {
+            Session::Open(repository) => repository,
+            Session::Ended(ended) => return Err(ended_repository(*ended)),
+            Session::Idle => return Err(no_repository()),
+        };
+        repository.may_destroy().map_err(|e| e.to_remote())?;
+        let repository = self.session.take(Session::Ended(Ended::Destroyed));
+        match repository {
+            Some(repository) => repository.destroy().map(|()| Outcome::Nil),
+            None => Ok(Outcome::Nil),
+        }
+        .map_err(|e| e.to_remote())
+    }
+
     /// Closes the repository: rolls back what was not committed and releases the lock.
     pub fn close_repository(&mut self) {
-        if let Some(repository) = self.repository.take() {
+        if let Some(repository) = self.session.take(Session::Idle) {
             if let Err(error) = repository.close() {
                 log::warn!(target: LOG, "closing the repository: {error}");
             }
@@ -652,6 +697,14 @@ fn write_outcome<W: Write>(
 
 fn no_repository() -> RemoteException {
     RemoteException::attribute_error("no repository is open; the client must call open first")
+}
+
+/// Any call but `rollback` after `destroy` or a failed `open`.
+fn ended_repository(ended: Ended) -> RemoteException {
+    RemoteException::attribute_error(match ended {
+        Ended::Destroyed => "the repository was deleted; the client must call open again",
+        Ended::OpenFailed => "the repository could not be opened; the client must call open again",
+    })
 }
 
 fn object_id(args: &Args<'_>) -> Result<[u8; 32], RemoteException> {

@@ -15,5 +15,7 @@ pub mod integrity;
 pub mod io;
 pub mod repo;
 pub mod segment;
+#[cfg(test)]
+mod tests;
 pub mod transaction;
 pub mod units;

@@ -54,6 +54,11 @@ pub struct Repository {
     pub(super) io: SegmentIo,
     /// The loaded index; `None` until first needed (borg loads it lazily).
     pub(super) index: Option<NsIndex>,
+    /// The index is the one this session's last commit wrote, kept in memory, and the
+    /// segments have not been judged since. borg drops it at commit and, at the next use,
+    /// rereads it only after `get_transaction_id` found the commit still valid; so does the
+    /// next use here (without the reread).
+    pub(super) index_unjudged: bool,
     pub(super) books: Bookkeeping,
     pub(super) active_txn: bool,
     /// Set when a put exceeded the quota: the next commit rolls back and fails with it.
@@ -151,6 +156,7 @@ impl Repository {
             read_only: options.read_only,
             io,
             index: None,
+            index_unjudged: false,
             books: Bookkeeping::default(),
             active_txn: false,
             doomed: None,
@@ -204,8 +210,14 @@ impl Repository {
         }
     }
 
-    /// The loaded index, loading it (and replaying if needed) on first use.
+    /// The loaded index, loading it (and replaying if needed) on first use. A kept index
+    /// is first judged against the segments, as borg's reload after a commit would be.
     pub(super) fn index(&mut self) -> Result<&mut NsIndex, RepoError> {
+        if self.index_unjudged {
+            // A commit entry damaged since our commit makes this replay up to the last valid
+            // one, or fail with CheckNeeded when there is none; either drops the kept index.
+            self.check_transaction()?;
+        }
         if self.index.is_none() {
             let transaction_id = self.get_transaction_id()?;
             let index = self.open_index(transaction_id, true)?;
@@ -368,14 +380,21 @@ impl Repository {
         }
     }
 
-    /// Deletes the whole repository (config first, so a half-deleted one is never opened).
-    pub fn destroy(mut self) -> Result<(), RepoError> {
+    /// Whether [`Repository::destroy`] would be refused (borg's append-only check), asked
+    /// before the session gives the repository up.
+    pub fn may_destroy(&self) -> Result<(), RepoError> {
         if self.append_only {
             return Err(RepoError::Value(format!(
                 "{} is in append-only mode",
                 self.display_path()
             )));
         }
+        Ok(())
+    }
+
+    /// Deletes the whole repository (config first, so a half-deleted one is never opened).
+    pub fn destroy(mut self) -> Result<(), RepoError> {
+        self.may_destroy()?;
         self.rollback();
         self.io.abandon_segment();
         let path = self.path.clone();

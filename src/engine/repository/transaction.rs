@@ -61,8 +61,19 @@ impl Repository {
             .map_err(|e| RepoError::io("cannot read segments", e))
     }
 
-    /// Replays segments when the index is behind them (borg's `check_transaction`).
+    /// Replays segments when the index is behind them (borg's `check_transaction`). After
+    /// it, an index kept from this session's commit is judged: still valid, or dropped (so
+    /// that, as in borg, every later use fails again while there is no valid commit).
     pub(super) fn check_transaction(&mut self) -> Result<(), RepoError> {
+        let judged = self.judge_transaction();
+        if judged.is_err() && self.index_unjudged && !self.active_txn {
+            self.index = None;
+        }
+        self.index_unjudged = false;
+        judged
+    }
+
+    fn judge_transaction(&mut self) -> Result<(), RepoError> {
         let index_tid = self.index_transaction_id()?;
         let segments_tid = self.segments_transaction_id()?;
         match (index_tid, segments_tid) {
@@ -323,9 +334,11 @@ impl Repository {
         }
         self.write_index()?;
         // The index in memory is exactly what was just written; keep it for the next
-        // transaction instead of reading it back (borg drops and rereads it).
+        // transaction instead of reading it back (borg drops and rereads it), but judge the
+        // segments again before its next use, as borg's reread does.
         self.active_txn = false;
         self.doomed = None;
+        self.index_unjudged = true;
         Ok(())
     }
 
@@ -333,6 +346,7 @@ impl Repository {
     pub fn rollback(&mut self) {
         self.io.abandon_segment();
         self.index = None;
+        self.index_unjudged = false;
         self.active_txn = false;
         self.doomed = None;
         self.out_of_space = false;

@@ -96,8 +96,10 @@ mod tests {
     use super::*;
     use crate::engine::log::{LogConfig, LogLevel, RemoteLogger};
     use std::fs::OpenOptions;
+    use std::io::Read;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
+    use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
 
     const RSH_SCRIPT: &str = "#!/bin/sh\n\
@@ -108,7 +110,59 @@ mod tests {
     /// What the mock server saw: (method, format) of every request.
     type Seen = Vec<(Method, Format)>;
 
-    fn mock_server(dir: &Path, open_reply: RemoteException) -> Seen {
+    /// The remote log line the mock server sends while the client waits for its `open` reply.
+    const HELLO: &str = "mock server says hello";
+
+    /// The client's stderr as it arrives, for the mock server to wait on.
+    #[derive(Default)]
+    struct ClientStderr {
+        text: Mutex<String>,
+        grown: Condvar,
+    }
+
+    impl ClientStderr {
+        /// Collects `stream` until it ends.
+        fn collect(
+            self: &Arc<Self>,
+            mut stream: impl Read + Send + 'static,
+        ) -> std::thread::JoinHandle<()> {
+            let this = Arc::clone(self);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(read) = stream.read(&mut buf) {
+                    if read == 0 {
+                        break;
+                    }
+                    let mut text = this.text.lock().unwrap();
+                    text.push_str(&String::from_utf8_lossy(&buf[..read]));
+                    this.grown.notify_all();
+                }
+            })
+        }
+
+        /// Waits until `needle` appears, or a generous deadline passes (the test then fails on
+        /// its own assertions with the client's whole stderr).
+        fn wait_for(&self, needle: &str) {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut text = self.text.lock().unwrap();
+            while !text.contains(needle) {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    return;
+                };
+                text = self.grown.wait_timeout(text, left).unwrap().0;
+            }
+        }
+
+        fn text(&self) -> String {
+            self.text.lock().unwrap().clone()
+        }
+    }
+
+    /// Answers the client; a refused `open` first sends [`HELLO`] and waits until the client
+    /// has printed it. borg's client prints a remote log line that arrives while it waits for
+    /// a reply, but one that arrives together with an error reply may be lost when it exits on
+    /// the error first: only the first is borg's promise.
+    fn mock_server(dir: &Path, open_reply: RemoteException, client_stderr: &ClientStderr) -> Seen {
         let input = File::open(dir.join("c2s")).unwrap();
         // Opening a FIFO read-write never blocks on Linux.
         let rw = |name: &str| {
@@ -142,15 +196,12 @@ mod tests {
                     writer
                         .result_negotiate(format, msgid, &SERVER_VERSION)
                         .unwrap();
-                    log.log(
-                        LogLevel::Warning,
-                        "borg.repository",
-                        "mock server says hello",
-                    );
-                    log.log(LogLevel::Info, "borg.repository", "info is filtered");
                 }
                 Method::Open => {
                     assert!(request.args.bytes("path").unwrap().is_some());
+                    log.log(LogLevel::Info, "borg.repository", "info is filtered");
+                    log.log(LogLevel::Warning, "borg.repository", HELLO);
+                    client_stderr.wait_for(HELLO);
                     writer.exception(format, msgid, &open_reply).unwrap();
                 }
                 _ => writer.result_nil(format, msgid).unwrap(),
@@ -180,8 +231,6 @@ mod tests {
         std::fs::write(&rsh, RSH_SCRIPT).unwrap();
         std::fs::set_permissions(&rsh, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
-        let server_dir: PathBuf = dir.path().to_owned();
-        let server = std::thread::spawn(move || mock_server(&server_dir, open_reply));
         let mut command = Command::new(borg);
         command
             .args(["list", "ssh://mock/./repo"])
@@ -199,6 +248,12 @@ mod tests {
             command.env("BORG_EXIT_CODES", "modern");
         }
         let mut child = command.spawn().unwrap();
+        let client_stderr = Arc::new(ClientStderr::default());
+        let stderr_reader = client_stderr.collect(child.stderr.take().unwrap());
+        let server_dir: PathBuf = dir.path().to_owned();
+        let server_stderr = Arc::clone(&client_stderr);
+        let server =
+            std::thread::spawn(move || mock_server(&server_dir, open_reply, &server_stderr));
         let deadline = Instant::now() + Duration::from_secs(120);
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -218,9 +273,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let seen = server.join().unwrap();
+        stderr_reader.join().unwrap();
         Some(ClientRun {
             code: output.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            stderr: client_stderr.text(),
             seen,
         })
     }
@@ -253,7 +309,7 @@ mod tests {
             run.stderr
         );
         assert!(
-            run.stderr.contains("Remote: mock server says hello"),
+            run.stderr.contains(&format!("Remote: {HELLO}")),
             "{}",
             run.stderr
         );
