@@ -66,6 +66,15 @@ pub fn resolve_and_check(
     Ok(resolved)
 }
 
+/// The first control, bidirectional or line-separator character in a requested path, if any.
+/// Such a path is refused: it would become a directory name that `ls`, logs and status
+/// reports show raw (see `gate::command::is_invisible_format`).
+pub fn unprintable_character(requested: &[u8]) -> Option<char> {
+    String::from_utf8_lossy(requested)
+        .chars()
+        .find(|c| c.is_control() || crate::gate::command::is_invisible_format(*c))
+}
+
 /// borg's `~`, `/~/`, `/~user/` and `/./` forms.
 fn expand(
     requested: &[u8],
@@ -494,6 +503,23 @@ mod tests {
         symlink(root.join("a"), root.join("b")).unwrap();
         let resolved = realpath(&root.join("a/x"), &root);
         assert!(resolved.starts_with(&root));
+    }
+
+    #[test]
+    fn control_and_bidirectional_characters_in_a_path_are_found() {
+        assert_eq!(unprintable_character(b"/srv/backup/alice/repo"), None);
+        assert_eq!(unprintable_character("/srv/répo ü".as_bytes()), None);
+        assert_eq!(unprintable_character(b"/srv/\xff\xfe/repo"), None);
+        assert_eq!(unprintable_character(b"/srv/a\nb"), Some('\n'));
+        assert_eq!(unprintable_character(b"/srv/a\tb"), Some('\t'));
+        assert_eq!(
+            unprintable_character("/srv/a\u{202e}b".as_bytes()),
+            Some('\u{202e}')
+        );
+        assert_eq!(
+            unprintable_character("/srv/\u{2028}".as_bytes()),
+            Some('\u{2028}')
+        );
     }
 
     #[test]

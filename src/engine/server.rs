@@ -268,6 +268,11 @@ impl Server {
         };
         // A second open replaces the first repository; close it properly first.
         self.close_repository();
+        if let Some(character) = super::paths::unprintable_character(path) {
+            let shown = crate::gate::command::visible(&String::from_utf8_lossy(path));
+            log::warn!(target: LOG, "Refusing the repository path {shown}: it contains the character U+{:04X}, which a directory name must not hold", u32::from(character));
+            return Err(RemoteException::path_not_allowed(&shown));
+        }
         log::debug!(target: LOG, "Resolving repository path {:?}", String::from_utf8_lossy(path));
         let resolved = resolve_and_check(
             path,
