@@ -216,3 +216,111 @@ fn assert_consistent(
     }
     found.map(str::to_owned)
 }
+
+/// A policy that answers the probe `true` and audits to `audit`.
+fn probe_policy(dir: &Path, audit: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("probe.toml");
+    fs::write(
+        &path,
+        format!(
+            "version = 1\nname = \"full\"\n[client]\nallow_probe = true\n[repository]\n\
+             restrict_to_paths = [\"/srv/backup\"]\n[audit]\nfile = \"{}\"\n",
+            audit.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `borg-gate audit FILE`'s text output.
+fn audit_summary(audit: &Path) -> String {
+    let mut command = Command::new(support::cargo_bin());
+    command.arg("audit").arg(audit);
+    let output = support::run_with_timeout(command, Duration::from_secs(60));
+    output.assert_success();
+    output.stdout_text()
+}
+
+/// Fills the file system of `dir` until a write fails for lack of space.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = fs::File::create(&path).unwrap();
+    let block = vec![0x55u8; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(error) => panic!("filling {}: {error}", path.display()),
+        }
+    }
+    path
+}
+
+/// Issue 15: a short audit write (the disk filled up in the middle of a record) refuses the
+/// session, as before, and leaves no fragment for the next record to be glued to; a fragment
+/// that is already there (an older version, a crash) gets a line of its own; and
+/// `borg-gate audit` skips and counts such lines. Checked on a real full tmpfs.
+#[test]
+fn a_short_audit_write_on_a_full_disk_keeps_the_log_line_aligned() {
+    let tmpfs = support::require!(Tmpfs::mount("1m"));
+    let etc = support::temp_dir("audit-full-policy");
+    let audit = tmpfs.path().join("audit.jsonl");
+    let policy = probe_policy(etc.path(), &audit);
+    let probe = || {
+        support::run_with_timeout(
+            support::gate_as_sshd(&policy, "true"),
+            Duration::from_secs(60),
+        )
+    };
+    probe().assert_success();
+    let record_len = fs::metadata(&audit).unwrap().len();
+    // Leave room for only part of the next record in the file's last page, then fill the
+    // file system: the next record's write(2) is then short.
+    let room = record_len / 2;
+    let pad = (4096 - room) - record_len - 1;
+    let mut padded = fs::read(&audit).unwrap();
+    padded.extend(std::iter::repeat_n(b' ', pad as usize));
+    padded.push(b'\n');
+    fs::write(&audit, &padded).unwrap();
+    let filler = fill(tmpfs.path());
+    let refused = probe();
+    assert!(!refused.success(), "{refused}");
+    assert!(
+        refused.stderr_text().contains("cannot write the audit log"),
+        "{refused}"
+    );
+    fs::remove_file(filler).unwrap();
+    probe().assert_success();
+    let text = fs::read_to_string(&audit).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    let records: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for line in &records {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "unreadable audit line {line:?}"
+        );
+    }
+    assert_eq!(records.len(), 2, "{text:?}");
+    let summary = audit_summary(&audit);
+    assert!(summary.contains(": 2 records"), "{summary}");
+    assert!(!summary.contains("malformed"), "{summary}");
+
+    // A fragment left by something else: the next record starts on a line of its own.
+    let mut fragment = fs::read(&audit).unwrap();
+    fragment.extend_from_slice(&records[0].as_bytes()[..40]);
+    fs::write(&audit, &fragment).unwrap();
+    probe().assert_success();
+    let text = fs::read_to_string(&audit).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(last).is_ok(),
+        "the record after a fragment is unreadable: {last:?}"
+    );
+    let summary = audit_summary(&audit);
+    assert!(summary.contains(": 3 records"), "{summary}");
+    assert!(summary.contains("1 malformed lines skipped"), "{summary}");
+}
