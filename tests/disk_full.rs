@@ -14,58 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lifecycle::{Site, write_random};
+use support::Tmpfs;
 
 const TMPFS_SIZE: &str = "20m";
-
-/// A tmpfs mounted on a fresh temp dir, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        support::require_root()?;
-        let mount = support::require_tool("mount")?;
-        let tmpfs = Tmpfs {
-            dir: support::temp_dir("tmpfs"),
-        };
-        let mut command = Command::new(mount);
-        command
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(tmpfs.dir.path());
-        support::run_with_timeout(command, Duration::from_secs(30)).assert_success();
-        Some(tmpfs)
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmount = |lazy: bool| {
-            let mut command = Command::new("umount");
-            if lazy {
-                command.arg("-l");
-            }
-            command
-                .arg(self.dir.path())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !unmount(false) {
-            // Something (a killed engine's descendant?) still uses it: detach it anyway.
-            let _ = unmount(true);
-        }
-    }
-}
 
 fn free_bytes(path: &Path) -> u64 {
     let stats = nix::sys::statvfs::statvfs(path).unwrap();

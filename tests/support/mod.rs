@@ -9,6 +9,7 @@
 mod borg;
 mod command;
 mod sshd;
+mod tmpfs;
 mod tree;
 
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
@@ -18,6 +19,8 @@ pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
 #[allow(unused_imports)]
 pub use sshd::{AuthorizedKey, Sshd, SshdOptions};
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
 #[allow(unused_imports)]
 pub use tree::{
     Entry, XorShift64, assert_trees_equal, list_tree, make_tree, pseudo_random_bytes,

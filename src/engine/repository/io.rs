@@ -5,6 +5,13 @@
 //! segment is closed, which is what a commit does. Reads of the segment being written
 //! flush the pending bytes first, so a transaction reads its own writes.
 //!
+//! What the segments cost on disk is counted here too ([`DiskUse`]): each file counts as its
+//! length rounded up to whole blocks of the file system, at least one block, and each `data/N`
+//! directory as one block. That is what `du` reports, and what a quota must charge: the
+//! entry bytes borg counts miss that every `put` of the manifest starts two segment files (a
+//! few dozen bytes each, a block each on disk). The number of segment files one session may
+//! create is bounded as well ([`SEGMENT_FILES_PER_SESSION`]).
+//!
 //! Segment files are reached from the repository's [`Dir`] handle through `data/` and
 //! `data/N/`, never following a symlink (see `dir.rs`). Each access opens the two directories
 //! again (two `openat` calls, no path walk from `/`): cheaper than keeping a cache coherent
@@ -79,6 +86,62 @@ impl WriteSegment {
 /// Page-cache advice granularity for segment writes.
 const ADVICE_WINDOW: u64 = 16 << 20;
 
+/// Segment files a session may create before it has written anything; it may create one more
+/// for every [`BYTES_PER_EXTRA_SEGMENT_FILE`] it writes. A backup fills its segments (at least
+/// 5 MB each in any borg repository), so it never comes near; a client that makes a segment
+/// file per request (a `put` of the manifest starts two) is stopped after this many.
+pub const SEGMENT_FILES_PER_SESSION: u64 = 4096;
+/// See [`SEGMENT_FILES_PER_SESSION`].
+pub const BYTES_PER_EXTRA_SEGMENT_FILE: u64 = 1 << 20;
+
+/// What the segment files use on disk, in bytes, as [`SegmentIo`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskUse {
+    /// The committed segments, measured when the transaction started.
+    pub committed: u64,
+    /// Segment files and directories created since then, as they will be on disk.
+    pub written: u64,
+}
+
+impl DiskUse {
+    pub fn total(&self) -> u64 {
+        self.committed.saturating_add(self.written)
+    }
+}
+
+/// The bytes a file of `len` bytes occupies: whole blocks, at least one.
+pub fn blocks_for(len: u64, block: u64) -> u64 {
+    len.max(1).div_ceil(block).saturating_mul(block)
+}
+
+/// The file system's allocation unit, within sane bounds (4096 when it cannot be asked).
+fn allocation_unit(repo: &Dir) -> u64 {
+    match repo.free_space() {
+        Ok((_, block)) if (512..=1 << 20).contains(&block) => block,
+        _ => 4096,
+    }
+}
+
+/// Too many segment files for one session (see [`SEGMENT_FILES_PER_SESSION`]).
+#[derive(Debug)]
+pub struct SegmentFilesExhausted {
+    pub created: u64,
+}
+
+impl std::fmt::Display for SegmentFilesExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this session has created {} segment files, the most one session may create \
+             for the data it wrote ({} plus one per MiB); a client that starts a new segment \
+             for every request fills the file system with tiny files",
+            self.created, SEGMENT_FILES_PER_SESSION
+        )
+    }
+}
+
+impl std::error::Error for SegmentFilesExhausted {}
+
 /// Advice only: failure changes nothing but speed.
 fn drop_from_cache(file: &File, start: u64, len: u64) {
     let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
@@ -110,11 +173,24 @@ pub struct SegmentIo {
     readers: HashMap<u32, (File, u64)>,
     read_clock: u64,
     read_buf: Vec<u8>,
+    /// The file system's allocation unit.
+    block: u64,
+    /// Disk use of the segments; `committed` as measured for `measured_at`.
+    disk_use: DiskUse,
+    measured_at: Option<Option<u32>>,
+    /// Segment files created, and entry bytes written, in this session.
+    files_created: u64,
+    bytes_written: u64,
 }
 
 impl SegmentIo {
     pub fn new(repo: Dir, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
         SegmentIo {
+            block: allocation_unit(&repo),
+            disk_use: DiskUse::default(),
+            measured_at: None,
+            files_created: 0,
+            bytes_written: 0,
             repo,
             segments_per_dir,
             max_segment_size,
@@ -220,19 +296,60 @@ impl SegmentIo {
     }
 
     /// Deletes segments above `transaction_id` (all of them for `None`) and starts writing
-    /// after it (borg's `cleanup`).
+    /// after it (borg's `cleanup`). Measures the disk use of the segments that stay, on the way.
     pub fn cleanup(&mut self, transaction_id: Option<u32>) -> io::Result<usize> {
         self.abandon_segment();
         self.next_segment = transaction_id.map_or(0, |t| t + 1);
+        let files = self.list()?;
         let mut removed = 0;
-        for file in self.list()?.iter().rev() {
+        for file in files.iter().rev() {
             if transaction_id.is_some_and(|t| file.segment <= t) {
                 break;
             }
             self.delete_segment(file.segment)?;
             removed += 1;
         }
+        let kept = &files[..files.len() - removed];
+        self.disk_use.committed = self.disk_use_of(kept);
+        self.measured_at = Some(transaction_id);
         Ok(removed)
+    }
+
+    /// Starts counting a transaction's disk use on top of the segments up to `transaction_id`
+    /// (measured again unless [`SegmentIo::cleanup`] just did it for the same id).
+    pub fn start_counting(&mut self, transaction_id: Option<u32>) -> io::Result<()> {
+        if self.measured_at != Some(transaction_id) {
+            let files = self.list()?;
+            let kept: Vec<SegmentFile> = files
+                .into_iter()
+                .filter(|f| transaction_id.is_some_and(|t| f.segment <= t))
+                .collect();
+            self.disk_use.committed = self.disk_use_of(&kept);
+        }
+        self.measured_at = None;
+        self.disk_use.written = 0;
+        Ok(())
+    }
+
+    /// What the segments use on disk: the committed ones, and what this transaction added.
+    pub fn disk_use(&self) -> DiskUse {
+        self.disk_use
+    }
+
+    /// Segment files created in this session.
+    pub fn files_created(&self) -> u64 {
+        self.files_created
+    }
+
+    /// Every file in whole blocks, and one block for each `data/N` directory holding one.
+    fn disk_use_of(&self, files: &[SegmentFile]) -> u64 {
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut total = 0u64;
+        for file in files {
+            dirs.insert(file.segment / self.segments_per_dir.get());
+            total = total.saturating_add(blocks_for(file.len, self.block));
+        }
+        total.saturating_add(dirs.len() as u64 * self.block)
     }
 
     pub fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
@@ -332,6 +449,13 @@ impl SegmentIo {
     }
 
     fn open_segment(&mut self) -> io::Result<()> {
+        let allowed = SEGMENT_FILES_PER_SESSION
+            .saturating_add(self.bytes_written / BYTES_PER_EXTRA_SEGMENT_FILE);
+        if self.files_created >= allowed {
+            return Err(io::Error::other(SegmentFilesExhausted {
+                created: self.files_created,
+            }));
+        }
         let segment = self.next_segment;
         let data = match self.data()? {
             Some(data) => data,
@@ -343,10 +467,13 @@ impl SegmentIo {
         };
         let (dir_name, file_name) = self.names(segment);
         if data.create_subdir(&dir_name)? {
+            self.disk_use.written += self.block;
             data.sync()?;
         }
         let dir = data.subdir(&dir_name)?;
         let file = dir.open_file(&file_name, Access::CreateNew)?;
+        self.files_created += 1;
+        self.disk_use.written += blocks_for(MAGIC_LEN as u64, self.block);
         self.readers.remove(&segment);
         let mut pending = Vec::with_capacity(WRITE_BATCH);
         pending.extend_from_slice(MAGIC);
@@ -382,9 +509,14 @@ impl SegmentIo {
                 writer.write_pending()?;
             }
         }
+        let before = writer.offset;
         writer.offset += u64::from(size);
+        let (after, segment) = (writer.offset, writer.segment);
+        self.bytes_written += u64::from(size);
+        self.disk_use.written +=
+            blocks_for(after, self.block).saturating_sub(blocks_for(before, self.block));
         Ok(Written {
-            segment: writer.segment,
+            segment,
             offset,
             size,
         })

@@ -32,6 +32,10 @@ pub(super) struct LoggedEntry {
 /// `MAX_OBJECT_SIZE`, for the free-space estimate.
 const MAX_OBJECT_SIZE: u64 = super::segment::MAX_OBJECT_SIZE as u64;
 
+/// What the index holds per object (a 32-byte id and its segment and offset), charged to
+/// the quota with each object.
+const INDEX_ENTRY_COST: u64 = 40;
+
 impl Repository {
     /// The largest N of a non-empty `index.N` (borg's `get_index_transaction_id`).
     pub(super) fn index_transaction_id(&self) -> Result<Option<u32>, RepoError> {
@@ -165,6 +169,7 @@ impl Repository {
                 self.io
                     .cleanup(None)
                     .map_err(|e| RepoError::io("cannot clean up segments", e))?;
+                self.start_counting(None)?;
             }
             return Ok(());
         };
@@ -196,9 +201,30 @@ impl Repository {
                 return self.prepare_txn(Some(tid), do_cleanup);
             }
         }
+        if do_cleanup {
+            self.start_counting(Some(tid))?;
+        }
         self.log_storage_quota();
         self.books.drop_shadows_above(tid);
         Ok(())
+    }
+
+    /// A write transaction starts: what its repository uses on disk so far is measured.
+    fn start_counting(&mut self, transaction_id: Option<u32>) -> Result<(), RepoError> {
+        self.io
+            .start_counting(transaction_id)
+            .map_err(|e| RepoError::io("cannot measure the segments", e))
+    }
+
+    /// What the storage quota charges for this repository: its segment files as they use the
+    /// disk (whole blocks; see `io.rs`), and [`INDEX_ENTRY_COST`] per object for the index.
+    /// `storage_quota_use` in the hints stays borg's count of entry bytes, which borg reads.
+    pub fn charged_use(&self) -> u64 {
+        let objects = self.index.as_ref().map_or(0, |index| index.len() as u64);
+        self.io
+            .disk_use()
+            .total()
+            .saturating_add(objects.saturating_mul(INDEX_ENTRY_COST))
     }
 
     fn ensure_transaction(&mut self) -> Result<(), RepoError> {
@@ -216,6 +242,36 @@ impl Repository {
     }
 
     pub fn put(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
+        let result = self.put_entry(id, data);
+        self.forget_if_out_of_segment_files(result)
+    }
+
+    pub fn delete(&mut self, id: &ObjectId) -> Result<(), RepoError> {
+        let result = self.delete_object(id);
+        self.forget_if_out_of_segment_files(result)
+    }
+
+    /// A write stopped half way because the session may create no more segment files leaves
+    /// the transaction's bookkeeping half done: it is rolled back, so that nothing of it can
+    /// be committed (a commit needs a segment file too, and fails the same way).
+    fn forget_if_out_of_segment_files(
+        &mut self,
+        result: Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        if let Err(RepoError::Io { error, .. }) = &result {
+            let exhausted = error.get_ref().is_some_and(|inner| {
+                inner
+                    .downcast_ref::<super::io::SegmentFilesExhausted>()
+                    .is_some()
+            });
+            if exhausted {
+                self.rollback();
+            }
+        }
+        result
+    }
+
+    fn put_entry(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
         if data.len() > super::segment::MAX_DATA_SIZE {
             // Checked before anything is written (borg writes a stray DELETE first).
             return Err(RepoError::Integrity(format!(
@@ -239,12 +295,11 @@ impl Repository {
         self.index()?
             .insert(id, written.segment, written.offset)
             .map_err(|e| RepoError::Exception(e.to_string()))?;
-        if self.storage_quota != 0
-            && i128::from(self.books.storage_quota_use) > i128::from(self.storage_quota)
-        {
+        let charged = self.charged_use();
+        if self.storage_quota != 0 && i128::from(charged) > i128::from(self.storage_quota) {
             let doomed = (
                 format_file_size(self.storage_quota),
-                format_file_size(self.books.storage_quota_use as i64),
+                format_file_size(i64::try_from(charged).unwrap_or(i64::MAX)),
             );
             self.doomed = Some(doomed.clone());
             return Err(RepoError::StorageQuotaExceeded {
@@ -255,7 +310,7 @@ impl Repository {
         Ok(())
     }
 
-    pub fn delete(&mut self, id: &ObjectId) -> Result<(), RepoError> {
+    fn delete_object(&mut self, id: &ObjectId) -> Result<(), RepoError> {
         self.ensure_transaction()?;
         let Some((segment, offset)) = self.index()?.remove(id) else {
             return Err(RepoError::ObjectNotFound(*id, self.display_path()));
@@ -640,7 +695,7 @@ impl Repository {
             log::info!(
                 target: LOG,
                 "Storage quota: {} out of {} used.",
-                format_file_size(self.books.storage_quota_use as i64),
+                format_file_size(i64::try_from(self.charged_use()).unwrap_or(i64::MAX)),
                 format_file_size(self.storage_quota)
             );
         }
