@@ -143,3 +143,277 @@ fn one_session_cannot_flood_the_file_system_with_segment_files() {
     drop(session);
     assert!(segment_numbers(&repo).len() <= 30);
 }
+
+// ---------------------------------------------------------------------------------------
+// Item 4: one quota per key, across its repositories.
+
+/// A tenant whose key reaches `repos/` through the gate (a BORG_RSH script that runs
+/// `borg-gate --policy` as sshd's forced command would), with a ledger directory.
+struct Tenant {
+    dir: tempfile::TempDir,
+    rsh: String,
+}
+
+impl Tenant {
+    fn new(label: &str) -> Tenant {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = support::temp_dir(label);
+        for sub in ["repos", "etc", "ledger"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let script = dir.path().join("rsh.sh");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND=\"$*\"\nexport SSH_ORIGINAL_COMMAND\nexec {} --policy {}\n",
+                support::cargo_bin().display(),
+                dir.path().join("etc/tenant.toml").display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let tenant = Tenant {
+            rsh: script.display().to_string(),
+            dir,
+        };
+        tenant.set_policy("");
+        tenant
+    }
+
+    /// Writes the policy; `repository_extra` goes into its `[repository]` table.
+    fn set_policy(&self, repository_extra: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let policy = self.path("etc/tenant.toml");
+        fs::write(
+            &policy,
+            format!(
+                "version = 1\nname = \"tenant\"\n[repository]\nrestrict_to_paths = [\"{}\"]\n{repository_extra}\n\
+                 [audit]\nfile = \"{}\"\n",
+                self.path("repos").display(),
+                self.path("audit.jsonl").display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// A key quota of 10 MB, with its ledger.
+    fn set_key_quota(&self) {
+        self.set_policy(&format!(
+            "key_quota = \"10M\"\nkey_quota_ledger = \"{}\"",
+            self.path("ledger/tenant.json").display()
+        ));
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("ssh://gate{}", self.path("repos").join(repo).display())
+    }
+
+    fn borg(&self, client: &support::BorgClient, cwd: &Path, args: &[&str]) -> support::CmdOutput {
+        let env = [
+            ("BORG_RSH", self.rsh.as_str()),
+            ("BORG_DELETE_I_KNOW_WHAT_I_AM_DOING", "YES"),
+        ];
+        client.run_in(cwd, args, &env, None)
+    }
+
+    /// A source directory holding `bytes` of incompressible data.
+    fn source(&self, name: &str, bytes: usize, seed: u64) -> std::path::PathBuf {
+        let dir = self.path(name);
+        fs::create_dir_all(&dir).unwrap();
+        lifecycle::write_random(&dir.join("data.bin"), seed, bytes);
+        dir
+    }
+
+    /// The ledger's content.
+    fn ledger(&self) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.path("ledger/tenant.json")).unwrap()).unwrap()
+    }
+
+    /// What the segment files of every repository use on disk, after a compaction has
+    /// removed what failed transactions left behind.
+    fn committed_on_disk(&self, client: &support::BorgClient, repos: &[&str]) -> u64 {
+        repos
+            .iter()
+            .map(|repo| {
+                self.borg(client, &self.path("repos"), &["compact", &self.url(repo)])
+                    .assert_success();
+                data_bytes_on_disk(&self.path("repos").join(repo))
+            })
+            .sum()
+    }
+}
+
+#[test]
+fn a_key_quota_holds_across_repositories_backed_up_at_once() {
+    let client = support::require!(support::borg14());
+    let tenant = Tenant::new("key-quota");
+    tenant.set_key_quota();
+    let repos = ["r1", "r2", "r3", "r4"];
+    for repo in repos {
+        tenant
+            .borg(
+                &client,
+                tenant.dir.path(),
+                &["init", "--encryption", "none", &tenant.url(repo)],
+            )
+            .assert_success();
+    }
+    // Four backups of 3.5 MB each, at once: 14 MB for a 10 MB key quota.
+    let sources: Vec<_> = repos
+        .iter()
+        .enumerate()
+        .map(|(n, repo)| tenant.source(&format!("src-{repo}"), 3_500_000, 100 + n as u64))
+        .collect();
+    let outputs: Vec<support::CmdOutput> = std::thread::scope(|scope| {
+        let handles: Vec<_> = repos
+            .iter()
+            .zip(&sources)
+            .map(|(repo, source)| {
+                let tenant = &tenant;
+                let client = &client;
+                scope.spawn(move || {
+                    tenant.borg(
+                        client,
+                        source,
+                        &["create", &format!("{}::a", tenant.url(repo)), "."],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let succeeded = outputs.iter().filter(|o| o.success()).count();
+    for output in outputs.iter().filter(|o| !o.success()) {
+        output.assert_stderr_contains("The storage quota (10.00 MB) has been exceeded (");
+        output.assert_stderr_contains("Try deleting some archives.");
+    }
+    eprintln!("{succeeded} of 4 concurrent backups committed");
+    assert!(succeeded >= 1, "no backup fitted: {outputs:#?}");
+    assert!(
+        succeeded <= 2,
+        "{succeeded} backups of 3.5 MB fitted into 10 MB"
+    );
+
+    // What is committed fits: on disk, and by the ledger.
+    let on_disk = tenant.committed_on_disk(&client, &repos);
+    let ledger = tenant.ledger();
+    let by_ledger: u64 = ledger["repositories"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| r["committed"].as_u64().unwrap())
+        .sum();
+    eprintln!("committed: {on_disk} bytes on disk, {by_ledger} by the ledger: {ledger}");
+    assert!(on_disk <= 10_000_000, "{on_disk} bytes committed");
+    assert!(by_ledger <= 10_000_000, "{ledger}");
+    assert!(by_ledger >= on_disk, "the ledger under-counts: {ledger}");
+    assert_eq!(ledger["sessions"], serde_json::json!([]), "{ledger}");
+    for (repo, output) in repos.iter().zip(&outputs) {
+        tenant
+            .borg(&client, tenant.dir.path(), &["check", &tenant.url(repo)])
+            .assert_success();
+        let list = tenant.borg(
+            &client,
+            tenant.dir.path(),
+            &["list", "--short", &tenant.url(repo)],
+        );
+        let expected = if output.success() { "a\n" } else { "" };
+        assert_eq!(list.stdout_text(), expected, "{repo}: {list}");
+    }
+}
+
+#[test]
+fn a_key_quota_counts_the_repositories_that_existed_before_its_ledger() {
+    let client = support::require!(support::borg14());
+    // Without a key quota: two repositories of 4 MB each.
+    let tenant = Tenant::new("key-quota-seed");
+    for (n, repo) in ["old1", "old2"].iter().enumerate() {
+        tenant
+            .borg(
+                &client,
+                tenant.dir.path(),
+                &["init", "--encryption", "none", &tenant.url(repo)],
+            )
+            .assert_success();
+        let source = tenant.source(&format!("src-{repo}"), 4_000_000, 200 + n as u64);
+        tenant
+            .borg(
+                &client,
+                &source,
+                &["create", &format!("{}::a", tenant.url(repo)), "."],
+            )
+            .assert_success();
+    }
+    // The key quota comes: the ledger does not exist yet, and the first session counts
+    // what is there. 8 MB are used; 4 MB more do not fit into 10 MB.
+    tenant.set_key_quota();
+    tenant
+        .borg(
+            &client,
+            tenant.dir.path(),
+            &["init", "--encryption", "none", &tenant.url("new")],
+        )
+        .assert_success();
+    let source = tenant.source("src-new", 4_000_000, 300);
+    tenant
+        .borg(
+            &client,
+            &source,
+            &["create", &format!("{}::a", tenant.url("new")), "."],
+        )
+        .assert_failure()
+        .assert_stderr_contains("The storage quota (10.00 MB) has been exceeded (");
+    let ledger = tenant.ledger();
+    let repositories = ledger["repositories"].as_object().unwrap();
+    for repo in ["old1", "old2"] {
+        let path = tenant.path("repos").join(repo).display().to_string();
+        assert!(
+            repositories[&path]["committed"].as_u64().unwrap() >= 4_000_000,
+            "{ledger}"
+        );
+    }
+    // Deleting a whole repository through borg-gate gives its share back.
+    tenant
+        .borg(&client, tenant.dir.path(), &["delete", &tenant.url("old1")])
+        .assert_success();
+    let path = tenant.path("repos/old1").display().to_string();
+    assert!(tenant.ledger()["repositories"].get(&path).is_none());
+    tenant
+        .borg(
+            &client,
+            &source,
+            &["create", &format!("{}::a", tenant.url("new")), "."],
+        )
+        .assert_success();
+}
+
+#[test]
+fn explain_and_check_policy_show_the_key_quota() {
+    let tenant = Tenant::new("key-quota-explain");
+    tenant.set_key_quota();
+    let policy = tenant.path("etc/tenant.toml");
+    let mut explain = std::process::Command::new(support::cargo_bin());
+    explain
+        .args(["explain", "--policy"])
+        .arg(&policy)
+        .args(["--command", "borg serve --info"]);
+    let output = support::run_with_timeout(explain, support::BORG_TIMEOUT);
+    output.assert_success();
+    let ledger = tenant.path("ledger/tenant.json");
+    output.assert_stdout_contains(&format!(
+        "--key-quota=10000000 --key-quota-ledger={}",
+        ledger.display()
+    ));
+    output.assert_stdout_contains(&format!(
+        "key quota:   10.00 MB across every repository this key reaches (ledger {})",
+        ledger.display()
+    ));
+    let mut check = std::process::Command::new(support::cargo_bin());
+    check.arg("check-policy").arg(&policy);
+    support::run_with_timeout(check, support::BORG_TIMEOUT).assert_success();
+}

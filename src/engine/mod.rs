@@ -1,6 +1,7 @@
 //! The built-in engine: a drop-in replacement for BorgBackup 1.x's `borg serve`.
 
 pub mod args;
+pub mod key_quota;
 pub mod lock;
 pub mod log;
 pub mod paths;

@@ -21,6 +21,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::args::ServeConfig;
+use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
 use super::lock::{LockIdentity, LockWait};
 use super::log::LogHandle;
 use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
@@ -310,8 +311,23 @@ impl Server {
         let abort = || self.should_abort();
         let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
         let identity = LockIdentity::for_current_process();
-        let repository =
+        let mut repository =
             Repository::open(&resolved, &options, identity, &wait).map_err(|e| e.to_remote())?;
+        if let (Some(limit), Some(ledger), false) = (
+            self.config.key_quota,
+            &self.config.key_quota_ledger,
+            options.read_only,
+        ) {
+            let scope = SeedScope {
+                restrict_to_paths: self.config.restrict_to_paths.clone(),
+                restrict_to_repositories: self.config.restrict_to_repositories.clone(),
+            };
+            let quota = KeyQuota {
+                limit,
+                ledger: ledger.clone(),
+            };
+            repository.set_key_quota(KeyQuotaSession::new(quota, &resolved, scope));
+        }
         let id = repository.id();
         self.repository = Some(repository);
         Ok(Outcome::Id(id))

@@ -12,6 +12,7 @@ use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
+use crate::engine::key_quota::KeyQuotaSession;
 use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
 
 pub const LOG: &str = "borg.repository";
@@ -68,6 +69,11 @@ pub struct Repository {
     pub(super) out_of_space: bool,
     /// Created in this session: a failed free-space check at commit destroys it again.
     pub(super) created: bool,
+    /// The key's quota across its repositories, when the policy sets one (see
+    /// `engine::key_quota`); `None` for read-only sessions.
+    pub(super) key_quota: Option<KeyQuotaSession>,
+    /// What [`Repository::charged_use`] was when the write transaction started.
+    pub(super) charged_at_start: u64,
 }
 
 impl Repository {
@@ -167,7 +173,14 @@ impl Repository {
             doomed: None,
             out_of_space: false,
             created,
+            key_quota: None,
+            charged_at_start: 0,
         })
+    }
+
+    /// Puts this session's writes under the key's quota.
+    pub fn set_key_quota(&mut self, key_quota: KeyQuotaSession) {
+        self.key_quota = Some(key_quota);
     }
 
     pub fn id(&self) -> [u8; 32] {
@@ -389,6 +402,11 @@ impl Repository {
         }
         self.rollback();
         self.io.abandon_segment();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            if let Err(error) = key_quota.forget_repository() {
+                log::warn!(target: LOG, "cannot remove the repository from the key quota ledger: {error}");
+            }
+        }
         let path = self.path.clone();
         if let Some(lock) = self.lock.take() {
             lock.release().map_err(RepoError::Lock)?;

@@ -19,6 +19,7 @@ use super::integrity::{
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
+use crate::engine::key_quota::ChargeError;
 use crate::engine::log::ProgressPercent;
 
 /// One entry of a segment, as replay and check need it.
@@ -171,6 +172,7 @@ impl Repository {
                     .map_err(|e| RepoError::io("cannot clean up segments", e))?;
                 self.start_counting(None)?;
             }
+            self.charged_at_start = self.charged_use();
             return Ok(());
         };
         if do_cleanup {
@@ -204,6 +206,7 @@ impl Repository {
         if do_cleanup {
             self.start_counting(Some(tid))?;
         }
+        self.charged_at_start = self.charged_use();
         self.log_storage_quota();
         self.books.drop_shadows_above(tid);
         Ok(())
@@ -307,7 +310,43 @@ impl Repository {
                 usage: doomed.1,
             });
         }
-        Ok(())
+        self.charge_key_quota(charged)
+    }
+
+    /// The key's quota across its repositories: a charge past it dooms the transaction like
+    /// the repository quota; a ledger that cannot be used refuses the write (fail closed).
+    fn charge_key_quota(&mut self, charged: u64) -> Result<(), RepoError> {
+        if let Some((quota, usage)) = &self.doomed {
+            // Already over: the puts a client still had in flight fail alike, without
+            // going to the ledger for each.
+            return Err(RepoError::StorageQuotaExceeded {
+                quota: quota.clone(),
+                usage: usage.clone(),
+            });
+        }
+        let committed = self.charged_at_start;
+        let Some(key_quota) = self.key_quota.as_mut() else {
+            return Ok(());
+        };
+        match key_quota.charge(committed, charged) {
+            Ok(()) => Ok(()),
+            Err(ChargeError::Exceeded { limit, total }) => {
+                log::warn!(target: LOG, "This key's storage quota counts all of its repositories: {} of {} would be used.", format_file_size(i64::try_from(total).unwrap_or(i64::MAX)), format_file_size(i64::try_from(limit).unwrap_or(i64::MAX)));
+                let doomed = (
+                    format_file_size(i64::try_from(limit).unwrap_or(i64::MAX)),
+                    format_file_size(i64::try_from(total).unwrap_or(i64::MAX)),
+                );
+                self.doomed = Some(doomed.clone());
+                Err(RepoError::StorageQuotaExceeded {
+                    quota: doomed.0,
+                    usage: doomed.1,
+                })
+            }
+            Err(ChargeError::Ledger(error)) => {
+                self.rollback();
+                Err(RepoError::io("cannot use the key quota ledger", error))
+            }
+        }
     }
 
     fn delete_object(&mut self, id: &ObjectId) -> Result<(), RepoError> {
@@ -363,6 +402,14 @@ impl Repository {
             .map_err(|e| RepoError::io("cannot write segment", e))?;
         self.check_free_space()?;
         self.log_storage_quota();
+        let charged = self.charged_use();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            // Committed bytes rise to the claim first: a crash after the commit over-counts.
+            if let Err(error) = key_quota.before_commit(charged) {
+                self.rollback();
+                return Err(RepoError::io("cannot use the key quota ledger", error));
+            }
+        }
         let segment = self
             .io
             .write_commit(false)
@@ -391,11 +438,21 @@ impl Repository {
         // transaction instead of reading it back (borg drops and rereads it).
         self.active_txn = false;
         self.doomed = None;
+        let charged = self.charged_use();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            if let Err(error) = key_quota.after_commit(charged) {
+                // Durable already; the ledger keeps the higher count from before the commit.
+                log::warn!(target: LOG, "cannot record the commit in the key quota ledger: {error}");
+            }
+        }
         Ok(())
     }
 
     /// Forgets the transaction (borg's `rollback`); nothing on disk changes.
     pub fn rollback(&mut self) {
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            key_quota.release();
+        }
         self.io.abandon_segment();
         self.index = None;
         self.active_txn = false;
