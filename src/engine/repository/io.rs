@@ -336,11 +336,6 @@ impl SegmentIo {
         self.disk_use
     }
 
-    /// Segment files created in this session.
-    pub fn files_created(&self) -> u64 {
-        self.files_created
-    }
-
     /// Every file in whole blocks, and one block for each `data/N` directory holding one.
     fn disk_use_of(&self, files: &[SegmentFile]) -> u64 {
         let mut dirs = std::collections::BTreeSet::new();
