@@ -417,3 +417,50 @@ fn explain_and_check_policy_show_the_key_quota() {
     check.arg("check-policy").arg(&policy);
     support::run_with_timeout(check, support::BORG_TIMEOUT).assert_success();
 }
+
+/// Fail closed: a key quota that cannot be checked (the ledger's directory is missing)
+/// refuses every write, and says which file it needed.
+#[test]
+fn a_key_quota_whose_ledger_cannot_be_used_refuses_writes() {
+    let dir = support::temp_dir("key-quota-no-ledger");
+    let repo = dir.path().join("repo");
+    create(&repo, &dir.path().join("create.log"));
+    let ledger = dir.path().join("missing/ledger.json");
+    let quota = format!("--key-quota-ledger={}", ledger.display());
+    let log = dir.path().join("put.log");
+    let mut session = RawSession::start(&["--debug", "--key-quota=10000000", &quota], &log);
+    assert!(matches!(
+        session.open(&repo, false, true, 5),
+        Reply::Result(_)
+    ));
+    assert_eq!(
+        session.put(object_id(1), b"data"),
+        Reply::Exception("OSError".into())
+    );
+    // The commit cannot record itself in the ledger either.
+    assert_eq!(session.commit(), Reply::Exception("OSError".into()));
+    session.close_stdin();
+    session.drain_stdout();
+    assert!(session.wait_exit(support::BORG_TIMEOUT).is_some());
+    let stderr = fs::read_to_string(&log).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "cannot use the key quota ledger: {}",
+            ledger.display()
+        )),
+        "{stderr}"
+    );
+    // Nothing of the refused put was committed.
+    let mut reader = RawSession::start(&[], &dir.path().join("read.log"));
+    assert!(matches!(
+        reader.open(&repo, false, false, 5),
+        Reply::Result(_)
+    ));
+    assert_eq!(
+        reader.call(
+            "get",
+            vec![("id", rmpv::Value::Binary(object_id(1).to_vec()))]
+        ),
+        Reply::Exception("ObjectNotFound".into())
+    );
+}

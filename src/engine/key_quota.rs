@@ -384,8 +384,20 @@ impl KeyQuotaSession {
     }
 
     /// Reads the ledger under its lock (creating it by a first count if missing), applies
-    /// `change`, drops dead claims and writes it back atomically.
+    /// `change`, drops dead claims and writes it back atomically. Errors name the ledger.
     fn update<T>(&self, change: impl FnOnce(&mut Ledger) -> T) -> io::Result<T> {
+        self.update_unnamed(change).map_err(|error| {
+            let text = crate::policy::load::plain_io_error(&error);
+            let ledger = self.quota.ledger.display().to_string();
+            if text.contains(&ledger) {
+                error
+            } else {
+                io::Error::new(error.kind(), format!("{ledger}: {text}"))
+            }
+        })
+    }
+
+    fn update_unnamed<T>(&self, change: impl FnOnce(&mut Ledger) -> T) -> io::Result<T> {
         let (dir, name) = ledger_place(&self.quota.ledger)?;
         let _lock = lock_ledger(&dir, &name)?;
         let mut ledger = match dir.read(&name) {
@@ -505,7 +517,7 @@ fn seed(scope: &SeedScope, limit: u64) -> Ledger {
 }
 
 /// What the segment files of the repository at `path` use on disk, as the repository quota
-/// counts them (whole blocks, one block per `data/N`); `None` if it is no repository.
+/// counts them (whole blocks); `None` if it is no repository.
 pub fn measure_repository(path: &Path) -> Option<u64> {
     let repo = Dir::open(path).ok()?;
     let block = match repo.free_space() {
@@ -523,7 +535,6 @@ pub fn measure_repository(path: &Path) -> Option<u64> {
         let Ok(segments) = data.subdir(name) else {
             continue;
         };
-        total = total.saturating_add(block);
         for (file, _) in segments.entries().ok()? {
             let Some(file) = file.to_str() else { continue };
             if let Ok(Some(stat)) = segments.stat(file) {

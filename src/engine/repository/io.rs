@@ -6,10 +6,10 @@
 //! flush the pending bytes first, so a transaction reads its own writes.
 //!
 //! What the segments cost on disk is counted here too ([`DiskUse`]): each file counts as its
-//! length rounded up to whole blocks of the file system, at least one block, and each `data/N`
-//! directory as one block. That is what `du` reports, and what a quota must charge: the
-//! entry bytes borg counts miss that every `put` of the manifest starts two segment files (a
-//! few dozen bytes each, a block each on disk). The number of segment files one session may
+//! length rounded up to whole blocks of the file system, at least one block. That is what
+//! `du` reports for them, and what a quota must charge: the entry bytes borg counts miss that
+//! every `put` of the manifest starts two segment files (a few dozen bytes each, a block each
+//! on disk). The `data/N` directories (one per 1000 segments) are left out. The number of segment files one session may
 //! create is bounded as well ([`SEGMENT_FILES_PER_SESSION`]).
 //!
 //! Segment files are reached from the repository's [`Dir`] handle through `data/` and
@@ -87,9 +87,11 @@ impl WriteSegment {
 const ADVICE_WINDOW: u64 = 16 << 20;
 
 /// Segment files a session may create before it has written anything; it may create one more
-/// for every [`BYTES_PER_EXTRA_SEGMENT_FILE`] it writes. A backup fills its segments (at least
-/// 5 MB each in any borg repository), so it never comes near; a client that makes a segment
-/// file per request (a `put` of the manifest starts two) is stopped after this many.
+/// for every [`SegmentIo::bytes_per_extra_file`] it writes (a MiB, or half a segment when an
+/// administrator configured segments smaller than 2 MiB). A backup fills its segments, each
+/// earning two more files than it takes, so it never comes near; a client that makes a
+/// segment file per request (a `put` of the manifest starts two) is stopped after this many.
+/// Clients cannot change the segment size (only a local `borg config` can).
 pub const SEGMENT_FILES_PER_SESSION: u64 = 4096;
 /// See [`SEGMENT_FILES_PER_SESSION`].
 pub const BYTES_PER_EXTRA_SEGMENT_FILE: u64 = 1 << 20;
@@ -126,6 +128,8 @@ fn allocation_unit(repo: &Dir) -> u64 {
 #[derive(Debug)]
 pub struct SegmentFilesExhausted {
     pub created: u64,
+    /// Written bytes that allow one more file.
+    pub per: u64,
 }
 
 impl std::fmt::Display for SegmentFilesExhausted {
@@ -133,9 +137,11 @@ impl std::fmt::Display for SegmentFilesExhausted {
         write!(
             f,
             "this session has created {} segment files, the most one session may create \
-             for the data it wrote ({} plus one per MiB); a client that starts a new segment \
-             for every request fills the file system with tiny files",
-            self.created, SEGMENT_FILES_PER_SESSION
+             for the data it wrote ({} plus one per {} KiB written); a client that starts a new \
+             segment for every request fills the file system with tiny files",
+            self.created,
+            SEGMENT_FILES_PER_SESSION,
+            self.per / 1024
         )
     }
 }
@@ -336,15 +342,17 @@ impl SegmentIo {
         self.disk_use
     }
 
-    /// Every file in whole blocks, and one block for each `data/N` directory holding one.
+    /// Written bytes that allow one more segment file (see [`SEGMENT_FILES_PER_SESSION`]).
+    pub fn bytes_per_extra_file(&self) -> u64 {
+        (self.max_segment_size / 2).clamp(4096, BYTES_PER_EXTRA_SEGMENT_FILE)
+    }
+
+    /// Every file in whole blocks.
     fn disk_use_of(&self, files: &[SegmentFile]) -> u64 {
-        let mut dirs = std::collections::BTreeSet::new();
-        let mut total = 0u64;
-        for file in files {
-            dirs.insert(file.segment / self.segments_per_dir.get());
-            total = total.saturating_add(blocks_for(file.len, self.block));
-        }
-        total.saturating_add(dirs.len() as u64 * self.block)
+        files
+            .iter()
+            .map(|file| blocks_for(file.len, self.block))
+            .fold(0, u64::saturating_add)
     }
 
     pub fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
@@ -445,10 +453,11 @@ impl SegmentIo {
 
     fn open_segment(&mut self) -> io::Result<()> {
         let allowed = SEGMENT_FILES_PER_SESSION
-            .saturating_add(self.bytes_written / BYTES_PER_EXTRA_SEGMENT_FILE);
+            .saturating_add(self.bytes_written / self.bytes_per_extra_file());
         if self.files_created >= allowed {
             return Err(io::Error::other(SegmentFilesExhausted {
                 created: self.files_created,
+                per: self.bytes_per_extra_file(),
             }));
         }
         let segment = self.next_segment;
@@ -462,7 +471,6 @@ impl SegmentIo {
         };
         let (dir_name, file_name) = self.names(segment);
         if data.create_subdir(&dir_name)? {
-            self.disk_use.written += self.block;
             data.sync()?;
         }
         let dir = data.subdir(&dir_name)?;
