@@ -138,5 +138,15 @@ fn system_warnings(path: &Path, policy: &Policy) -> Vec<String> {
             )),
         }
     }
+    if let Some(quota) = &policy.repository.key_quota {
+        let dir = quota.ledger.parent().unwrap_or(std::path::Path::new("/"));
+        if !dir.is_dir() {
+            warnings.push(format!(
+                "{}: the directory of key_quota_ledger, {}, does not exist; create it, owned by the account the engine runs as",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
     warnings
 }

@@ -268,6 +268,16 @@ impl fmt::Display for Explanation {
             }
             writeln!(f, "engine umask: {:04o}", engine.umask)?;
         }
+        if let Some(quota) = &self.policy.repository.key_quota {
+            writeln!(
+                f,
+                "key quota:   {} across every repository this key reaches (ledger {})",
+                crate::engine::repository::units::format_file_size(
+                    i64::try_from(quota.limit).unwrap_or(i64::MAX)
+                ),
+                quota.ledger.display()
+            )?;
+        }
         Ok(())
     }
 }

@@ -514,6 +514,51 @@ const CASES: &[Case] = &[
         Expect::Reject("control character 0x1b"),
         &[],
     ),
+    // Bidirectional controls and line separators are refused like control characters
+    // (issue 15): stored or printed, they make a line read differently from what it holds.
+    (
+        "borg serve --info\u{202e}",
+        Expect::Reject("bidirectional control U+202E at byte 17"),
+        &[],
+    ),
+    (
+        "borg serve\u{2028}--append-only",
+        Expect::Reject("line separator U+2028 at byte 10"),
+        &[],
+    ),
+    (
+        "borg serve \u{2029}",
+        Expect::Reject("paragraph separator U+2029"),
+        &[],
+    ),
+    (
+        "borg serve --debug-topic=\u{200e}repository",
+        Expect::Reject("bidirectional control U+200E"),
+        &[],
+    ),
+    (
+        "borg serve --debug-topic=repository\u{200f}",
+        Expect::Reject("bidirectional control U+200F"),
+        &[],
+    ),
+    (
+        "\u{061c}borg serve",
+        Expect::Reject("bidirectional control U+061C at byte 0"),
+        &[],
+    ),
+    (
+        "borg serve '\u{2066}--info\u{2069}'",
+        Expect::Reject("bidirectional control U+2066"),
+        &[],
+    ),
+    ("borg serve \u{2067}", Expect::Reject("U+2067"), &[]),
+    ("borg serve \u{2068}", Expect::Reject("U+2068"), &[]),
+    ("borg serve \u{2069}", Expect::Reject("U+2069"), &[]),
+    ("borg\u{202a} serve", Expect::Reject("U+202A"), &[]),
+    ("borg\u{202b} serve", Expect::Reject("U+202B"), &[]),
+    ("borg\u{202c} serve", Expect::Reject("U+202C"), &[]),
+    ("borg\u{202d} serve", Expect::Reject("U+202D"), &[]),
+    ("BORG_X=\u{202e} borg serve", Expect::Reject("U+202E"), &[]),
     ("borg 'serve", Expect::Reject("unbalanced quote"), &[]),
     ("borg \"serve", Expect::Reject("unbalanced quote"), &[]),
     ("borg serve \\", Expect::Reject("trailing backslash"), &[]),

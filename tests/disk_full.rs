@@ -14,58 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lifecycle::{Site, write_random};
+use support::Tmpfs;
 
 const TMPFS_SIZE: &str = "20m";
-
-/// A tmpfs mounted on a fresh temp dir, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        support::require_root()?;
-        let mount = support::require_tool("mount")?;
-        let tmpfs = Tmpfs {
-            dir: support::temp_dir("tmpfs"),
-        };
-        let mut command = Command::new(mount);
-        command
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(tmpfs.dir.path());
-        support::run_with_timeout(command, Duration::from_secs(30)).assert_success();
-        Some(tmpfs)
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmount = |lazy: bool| {
-            let mut command = Command::new("umount");
-            if lazy {
-                command.arg("-l");
-            }
-            command
-                .arg(self.dir.path())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !unmount(false) {
-            // Something (a killed engine's descendant?) still uses it: detach it anyway.
-            let _ = unmount(true);
-        }
-    }
-}
 
 fn free_bytes(path: &Path) -> u64 {
     let stats = nix::sys::statvfs::statvfs(path).unwrap();
@@ -215,4 +166,112 @@ fn assert_consistent(
         site.assert_extracts(client, "repo", newest, snapshot);
     }
     found.map(str::to_owned)
+}
+
+/// A policy that answers the probe `true` and audits to `audit`.
+fn probe_policy(dir: &Path, audit: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("probe.toml");
+    fs::write(
+        &path,
+        format!(
+            "version = 1\nname = \"full\"\n[client]\nallow_probe = true\n[repository]\n\
+             restrict_to_paths = [\"/srv/backup\"]\n[audit]\nfile = \"{}\"\n",
+            audit.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `borg-gate audit FILE`'s text output.
+fn audit_summary(audit: &Path) -> String {
+    let mut command = Command::new(support::cargo_bin());
+    command.arg("audit").arg(audit);
+    let output = support::run_with_timeout(command, Duration::from_secs(60));
+    output.assert_success();
+    output.stdout_text()
+}
+
+/// Fills the file system of `dir` until a write fails for lack of space.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = fs::File::create(&path).unwrap();
+    let block = vec![0x55u8; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(error) => panic!("filling {}: {error}", path.display()),
+        }
+    }
+    path
+}
+
+/// Issue 15: a short audit write (the disk filled up in the middle of a record) refuses the
+/// session, as before, and leaves no fragment for the next record to be glued to; a fragment
+/// that is already there (an older version, a crash) gets a line of its own; and
+/// `borg-gate audit` skips and counts such lines. Checked on a real full tmpfs.
+#[test]
+fn a_short_audit_write_on_a_full_disk_keeps_the_log_line_aligned() {
+    let tmpfs = support::require!(Tmpfs::mount("1m"));
+    let etc = support::temp_dir("audit-full-policy");
+    let audit = tmpfs.path().join("audit.jsonl");
+    let policy = probe_policy(etc.path(), &audit);
+    let probe = || {
+        support::run_with_timeout(
+            support::gate_as_sshd(&policy, "true"),
+            Duration::from_secs(60),
+        )
+    };
+    probe().assert_success();
+    let record_len = fs::metadata(&audit).unwrap().len();
+    // Leave room for only part of the next record in the file's last page, then fill the
+    // file system: the next record's write(2) is then short.
+    let room = record_len / 2;
+    let pad = (4096 - room) - record_len - 1;
+    let mut padded = fs::read(&audit).unwrap();
+    padded.extend(std::iter::repeat_n(b' ', pad as usize));
+    padded.push(b'\n');
+    fs::write(&audit, &padded).unwrap();
+    let filler = fill(tmpfs.path());
+    let refused = probe();
+    assert!(!refused.success(), "{refused}");
+    assert!(
+        refused.stderr_text().contains("cannot write the audit log"),
+        "{refused}"
+    );
+    fs::remove_file(filler).unwrap();
+    probe().assert_success();
+    let text = fs::read_to_string(&audit).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    let records: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for line in &records {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "unreadable audit line {line:?}"
+        );
+    }
+    assert_eq!(records.len(), 2, "{text:?}");
+    let summary = audit_summary(&audit);
+    assert!(summary.contains(": 2 records"), "{summary}");
+    assert!(!summary.contains("malformed"), "{summary}");
+
+    // A fragment left by something else: the next record starts on a line of its own.
+    let mut fragment = fs::read(&audit).unwrap();
+    fragment.extend_from_slice(&records[0].as_bytes()[..40]);
+    fs::write(&audit, &fragment).unwrap();
+    probe().assert_success();
+    let text = fs::read_to_string(&audit).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(last).is_ok(),
+        "the record after a fragment is unreadable: {last:?}"
+    );
+    let summary = audit_summary(&audit);
+    assert!(summary.contains(": 3 records"), "{summary}");
+    assert!(summary.contains("1 malformed lines skipped"), "{summary}");
 }

@@ -253,6 +253,47 @@ fn refusal_prints_one_sentence_exits_1_and_is_audited() {
     );
 }
 
+/// Issue 15: U+202E and friends are refused like control characters, and neither the
+/// client's stderr nor the audit log (its bytes, as `jq` or a terminal would show them) holds
+/// one; the audit record shows the command with the character escaped.
+#[test]
+fn bidirectional_and_line_separator_characters_are_refused_and_never_stored_raw() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let policy = fx.policy(engine.to_str().unwrap(), "", "");
+    let invisible = [
+        '\u{202e}', '\u{2028}', '\u{2029}', '\u{200e}', '\u{2066}', '\u{061c}',
+    ];
+    for c in invisible {
+        let command = format!("borg serve --info{c} --append-only");
+        let output = gate(&policy, Some(&command), &[]);
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let expected = format!(
+            "borg-gate: refused: the command contains the {} U+{:04X} at byte 17; nothing was run\n",
+            match c {
+                '\u{2028}' => "line separator",
+                '\u{2029}' => "paragraph separator",
+                _ => "bidirectional control",
+            },
+            u32::from(c)
+        );
+        assert_eq!(stderr(&output), expected);
+    }
+    assert!(fx.report().is_empty(), "the engine ran: {}", fx.report());
+    let bytes = fs::read_to_string(fx.audit()).unwrap();
+    assert!(
+        !bytes.chars().any(|c| invisible.contains(&c)),
+        "raw invisible characters in the audit log: {bytes:?}"
+    );
+    let audit = fx.audit_lines();
+    assert_eq!(audit.len(), invisible.len());
+    assert_eq!(
+        audit[0]["command"],
+        "borg serve --info\\u{202e} --append-only"
+    );
+    assert!(audit.iter().all(|r| r["decision"] == "reject"));
+}
+
 #[test]
 fn interactive_login_is_refused_and_audited() {
     let fx = Fixture::new();

@@ -456,3 +456,70 @@ fn borg_clients_see_borgs_refusal() {
         }
     }
 }
+
+/// Issue 15: a repository path holding a bidirectional control, a line separator or a control
+/// character would become a directory name that `ls`, logs and reports show raw. Refused
+/// (borg's PathNotAllowed, the character escaped), and nothing is created.
+#[test]
+fn paths_with_bidirectional_or_control_characters_are_refused_and_not_created() {
+    let layout = require!(Layout::new("paths-invisible"));
+    let alice = layout.path("alice");
+    let allowed = format!("--restrict-to-path={}", alice.display());
+    let names = ["re\u{202e}po", "re\u{2028}po", "re\u{2066}po", "re\npo"];
+    let paths: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| alice.join(name).as_os_str().as_bytes().to_vec())
+        .collect();
+    let borrowed: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
+    let mut input = Vec::new();
+    for (msgid, path) in borrowed.iter().enumerate() {
+        input.extend(create_request(msgid as u64 + 1, path));
+    }
+    let mut command = Command::new(support::cargo_bin());
+    command
+        .arg("serve")
+        .arg(&allowed)
+        .env_clear()
+        .env("PATH", support::SAFE_PATH)
+        .env("HOME", &alice);
+    let output = support::run_with_stdin(command, &input, Duration::from_secs(60));
+    let outcomes = outcomes(&output.stdout);
+    assert_eq!(outcomes.len(), names.len(), "{output}");
+    for (outcome, name) in outcomes.iter().zip(names) {
+        let escaped: String = name
+            .chars()
+            .map(|c| match c {
+                'r' | 'e' | 'p' | 'o' => c.to_string(),
+                c => format!("\\u{{{:04x}}}", u32::from(c)),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            &Err(format!("PathNotAllowed: {}", alice.join(escaped).display()))
+        );
+    }
+    let created: Vec<_> = fs::read_dir(&alice)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(created, vec![std::ffi::OsString::from("repo")]);
+}
+
+fn create_request(msgid: u64, path: &[u8]) -> Vec<u8> {
+    let message = Value::Map(vec![
+        (Value::from("i"), Value::from(msgid)),
+        (Value::from("m"), Value::from("open")),
+        (
+            Value::from("a"),
+            Value::Map(vec![
+                (Value::from("path"), Value::Binary(path.to_vec())),
+                (Value::from("create"), Value::from(true)),
+                (Value::from("lock_wait"), Value::from(5)),
+                (Value::from("exclusive"), Value::from(true)),
+            ]),
+        ),
+    ]);
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &message).unwrap();
+    out
+}

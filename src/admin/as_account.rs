@@ -141,6 +141,8 @@ pub struct Failure {
 pub enum TrustProblem {
     /// A component is a symlink (a `realpath` result should have none).
     Changed { path: PathBuf },
+    /// `data/` or one of its numbered directories is a symlink, which the engine never follows.
+    InnerSymlink { path: PathBuf },
     ForeignWritable {
         dir: PathBuf,
         owner: u32,
@@ -281,6 +283,7 @@ fn place(path: &Path, repository: bool, read_only: bool, uid: u32) -> PlaceRepor
         .err()
         .map(|problem| match problem {
             UnsafePath::Changed(path) => TrustProblem::Changed { path },
+            UnsafePath::Symlink(path) => TrustProblem::InnerSymlink { path },
             UnsafePath::ForeignWritable { dir, owner, mode } => TrustProblem::ForeignWritable {
                 dir,
                 owner,
@@ -498,6 +501,13 @@ fn place_findings(
             TrustProblem::Changed { path: link } => (
                 format!("{} is a symlink", link.display()),
                 "name the real directory".to_owned(),
+            ),
+            TrustProblem::InnerSymlink { path: link } => (
+                format!(
+                    "{} is a symlink inside a repository, which the engine never follows",
+                    link.display()
+                ),
+                "move the real directory there (a bind mount puts it on another disk)".to_owned(),
             ),
             TrustProblem::ForeignWritable {
                 dir,

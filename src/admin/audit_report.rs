@@ -357,12 +357,15 @@ pub fn option_name(written: &str) -> &str {
     }
 }
 
-/// At most [`TEXT_LIMIT`] characters, with a marker when cut.
+/// At most [`TEXT_LIMIT`] characters, with a marker when cut, and with control and
+/// bidirectional characters escaped: a log written by an older borg-gate (or by hand) may
+/// hold them, and they must not reorder or break the lines of the summary.
 fn cut(text: &str) -> String {
-    match text.char_indices().nth(TEXT_LIMIT) {
+    let shown = match text.char_indices().nth(TEXT_LIMIT) {
         Some((end, _)) => format!("{}...", &text[..end]),
         None => text.to_owned(),
-    }
+    };
+    crate::gate::command::visible(&shown)
 }
 
 /// What reading one bounded line found.
@@ -860,6 +863,23 @@ mod tests {
         let invalid_utf8: &[u8] = b"{\"v\":1,\"time\":\"\xff\",\"decision\":\"accept\"}\n";
         let summary = summarise_reader(invalid_utf8, ReportOptions::default()).unwrap();
         assert_eq!(summary.malformed, 1);
+    }
+
+    #[test]
+    fn texts_from_the_log_are_shown_with_invisible_characters_escaped() {
+        let line = r#"{"v":1,"time":"2026-01-01T00:00:00Z","policy_file":"/p.toml","policy":"p\u202eq","pid":1,"command":"borg \u2028serve \u001b[2J","decision":"reject","reason":"r\u2066","options":[{"option":"--x\u202e","action":"dropped"}]}"#;
+        let summary = summarise(line, ReportOptions::default());
+        let text = summary.to_string();
+        assert!(
+            !text
+                .chars()
+                .any(|c| crate::gate::command::is_invisible_format(c)
+                    || (c.is_control() && c != '\n')),
+            "{text:?}"
+        );
+        assert!(text.contains("p\\u{202e}q"), "{text}");
+        assert!(text.contains("borg \\u{2028}serve \\u{001b}[2J"), "{text}");
+        assert!(text.contains("--x\\u{202e}"), "{text}");
     }
 
     #[test]

@@ -3,11 +3,21 @@
 //! The file is opened with O_APPEND and each record is one write(2), so records from
 //! concurrent sessions never interleave. The write is checked to be complete; a short write
 //! is a failure, and the gate then fails closed unless the policy says otherwise.
+//!
+//! The file stays line-aligned even when the disk fills up: a short write would leave a
+//! fragment that the next record is glued to, so that neither line parses. Writers take a
+//! brief `flock` on the file, note its length, and on a short write truncate it back to that
+//! length (truncating never needs free space). Without the lock (someone holds it longer than
+//! [`LOCK_PATIENCE`]: only borg-gate writers take it, for one write each) the fragment is
+//! terminated with a newline instead, if that fits. And a writer that finds the file not
+//! ending in a newline (a fragment left by an older version, a crash, or the fallback that did
+//! not fit) starts its record with one, so that a fragment never takes a record down with it.
+//! `borg-gate audit` skips and counts unreadable lines.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -111,20 +121,55 @@ fn write_record_via(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Appends `line` with a single write. The file is created 0640 (before the umask) if it
-/// does not exist; a symlink is refused.
+/// How long a writer waits for another writer's lock before writing without it.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Appends `line` (which ends in a newline) with a single write, keeping the file
+/// line-aligned (see the module documentation). The file is created 0640 (before the umask)
+/// if it does not exist; a symlink is refused.
 pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
-    let mut file = File::options()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
-        .open(path)?;
-    let written = file.write(line)?;
-    if written != line.len() {
+    let open = |read: bool| {
+        File::options()
+            .read(read)
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+            .open(path)
+    };
+    // Reading is only needed to see whether the file ends in a newline; an administrator may
+    // have made the log append-only for us.
+    let (file, readable) = match open(true) {
+        Ok(file) => (file, true),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => (open(false)?, false),
+        Err(error) => return Err(error),
+    };
+    let (file, locked) = lock_briefly(file);
+    let start = file.metadata()?.len();
+    let mut record = Vec::with_capacity(line.len() + 1);
+    if readable && start > 0 && !ends_with_newline(&file, start) {
+        record.push(b'\n');
+    }
+    record.extend_from_slice(line);
+    let written = (&*file).write(&record)?;
+    if written != record.len() {
+        if locked {
+            file.set_len(start)?;
+        } else if written > 0 {
+            // Best effort: on a full disk this may not fit either; the next writer repairs it.
+            let _ = (&*file).write(b"\n");
+        }
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
-            format!("short write ({written} of {} bytes)", line.len()),
+            format!(
+                "short write ({written} of {} bytes; {})",
+                record.len(),
+                if locked {
+                    "the partial record was removed"
+                } else {
+                    "the partial record was ended with a newline"
+                }
+            ),
         ));
     }
     Ok(())
@@ -140,6 +185,51 @@ pub fn connect_syslog(socket: &Path) -> io::Result<UnixDatagram> {
     let sock = UnixDatagram::unbound()?;
     sock.connect(socket)?;
     Ok(sock)
+}
+
+/// The file under an exclusive `flock`, or without one after [`LOCK_PATIENCE`].
+fn lock_briefly(file: File) -> (LockedFile, bool) {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return (LockedFile::Locked(locked), true),
+            Err((unlocked, nix::errno::Errno::EWOULDBLOCK))
+                if std::time::Instant::now() < deadline =>
+            {
+                file = unlocked;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err((unlocked, _)) => return (LockedFile::Unlocked(unlocked), false),
+        }
+    }
+}
+
+/// The audit file, with or without its lock (released when dropped).
+enum LockedFile {
+    Locked(nix::fcntl::Flock<File>),
+    Unlocked(File),
+}
+
+impl std::ops::Deref for LockedFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        match self {
+            LockedFile::Locked(locked) => locked,
+            LockedFile::Unlocked(file) => file,
+        }
+    }
+}
+
+/// Whether the byte before `len` is a newline (unreadable counts as yes: nothing to repair).
+fn ends_with_newline(file: &File, len: u64) -> bool {
+    let mut last = [0u8; 1];
+    match file.read_at(&mut last, len - 1) {
+        Ok(1) => last[0] == b'\n',
+        _ => true,
+    }
 }
 
 /// Sends the record as one RFC 3164-style datagram: facility auth, severity info for
@@ -262,6 +352,19 @@ mod tests {
         assert!(text.starts_with("<36>borg-gate[7]: {"), "{text}");
         assert!(text.contains("\"decision\":\"error\""), "{text}");
         assert!(text.contains("cannot write the audit log"), "{text}");
+    }
+
+    #[test]
+    fn a_fragment_at_the_end_of_the_file_gets_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"{\"v\":1,\"time\":\"2026-").unwrap();
+        append_line(&path, b"{\"whole\":true}\n").unwrap();
+        append_line(&path, b"{\"whole\":2}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"v\":1,\"time\":\"2026-\n{\"whole\":true}\n{\"whole\":2}\n"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct ServeConfig {
     pub idle_timeout: Option<Duration>,
     /// The most any RPC `open` may wait for a lock.
     pub max_lock_wait: Option<u32>,
+    /// One limit across every repository of the key, and its ledger (see `key_quota.rs`).
+    pub key_quota: Option<u64>,
+    pub key_quota_ledger: Option<PathBuf>,
     /// `--help` was given: print usage instead of serving.
     pub help: bool,
 }
@@ -46,6 +49,8 @@ impl Default for ServeConfig {
             permissions: Permissions::All,
             idle_timeout: None,
             max_lock_wait: None,
+            key_quota: None,
+            key_quota_ledger: None,
             help: false,
         }
     }
@@ -95,6 +100,23 @@ pub fn parse_serve_args(args: &[String]) -> Result<ServeConfig, ArgsError> {
     for option in &parsed {
         apply(&mut config, option)?;
     }
+    match (config.key_quota, &config.key_quota_ledger) {
+        (Some(_), None) => {
+            return Err(ArgsError::BadValue {
+                option: "--key-quota".into(),
+                value: config.key_quota.unwrap_or(0).to_string(),
+                expected: "--key-quota-ledger with it",
+            });
+        }
+        (None, Some(ledger)) => {
+            return Err(ArgsError::BadValue {
+                option: "--key-quota-ledger".into(),
+                value: ledger.display().to_string(),
+                expected: "--key-quota with it",
+            });
+        }
+        _ => {}
+    }
     Ok(config)
 }
 
@@ -140,6 +162,17 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
         }
         OptionKind::MaxLockWait => {
             config.max_lock_wait = Some(value.parse().map_err(|_| bad("whole seconds"))?)
+        }
+        OptionKind::KeyQuota => {
+            let quota = parse_size(&value).ok_or_else(|| bad("a size such as 50G"))?;
+            config.key_quota = (quota != 0).then_some(quota);
+        }
+        OptionKind::KeyQuotaLedger => {
+            let path = PathBuf::from(&value);
+            if !path.is_absolute() {
+                return Err(bad("an absolute path"));
+            }
+            config.key_quota_ledger = Some(path);
         }
         OptionKind::Help => config.help = true,
         OptionKind::Inert | OptionKind::Version => {}
@@ -255,6 +288,36 @@ mod tests {
         assert_eq!(config.permissions, Permissions::ReadOnly);
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(600)));
         assert_eq!(config.max_lock_wait, Some(60));
+    }
+
+    #[test]
+    fn a_key_quota_comes_with_its_ledger() {
+        let config = parse_serve_args(&args(
+            "--key-quota=10000000 --key-quota-ledger=/var/lib/q.json",
+        ))
+        .unwrap();
+        assert_eq!(config.key_quota, Some(10_000_000));
+        assert_eq!(
+            config.key_quota_ledger,
+            Some(PathBuf::from("/var/lib/q.json"))
+        );
+        for alone in [
+            "--key-quota=10000000",
+            "--key-quota-ledger=/var/lib/q.json",
+            "--key-quota=lots --key-quota-ledger=/q",
+            "--key-quota=10M --key-quota-ledger=relative/q",
+        ] {
+            assert!(
+                matches!(
+                    parse_serve_args(&args(alone)),
+                    Err(ArgsError::BadValue { .. })
+                ),
+                "{alone}"
+            );
+        }
+        // From a client, they are options borg does not know (dropped by the gate).
+        let parsed = parse_serve_command(&args("serve --key-quota=1"), Dialect::Client).unwrap();
+        assert_eq!(parsed[0].kind(), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod borg2;
+pub mod key_quota;
 pub mod lock;
 pub mod log;
 pub mod paths;

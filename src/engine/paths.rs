@@ -7,13 +7,13 @@
 //! repository that another account could redirect with a symlink swap between the check and
 //! the repository's use of its path.
 //!
-//! Why not a directory handle: the repository (`repository/`) opens everything by path, at
-//! `open` and for the whole session (segments, index, hints, locks, compaction), so pinning
-//! the directory with `O_NOFOLLOW` and comparing `fstat` results at `open` would still leave
-//! every later access by path. Routing them through `/proc/self/fd/N` would put that name into
-//! the errors borg clients print and break `destroy`; `openat` throughout the repository is
-//! the complete fix, and the check here makes it unnecessary against other accounts. What
-//! remains: root and the engine's own account can still swap a directory during a session;
+//! Inside the repository, the engine never follows a symlink: it holds the repository
+//! directory as a handle and opens `data/`, `data/N/` and every file relative to it with
+//! `O_NOFOLLOW` (`repository/dir.rs`). The check here covers the way *to* the repository,
+//! which is still opened by path once, and refuses early, with a clear reason, a repository
+//! whose `data/` or `data/N/` directories are symlinks or writable by other accounts. What
+//! remains: the lock files are still reached by path, and root and the engine's own account
+//! can swap a directory on the way to the repository between this check and its opening;
 //! both can read the repository files directly anyway.
 
 use std::ffi::{OsStr, OsString};
@@ -83,6 +83,15 @@ pub(crate) fn check_restrictions(
         }
     }
     Ok(())
+}
+
+/// The first control, bidirectional or line-separator character in a requested path, if any.
+/// Such a path is refused: it would become a directory name that `ls`, logs and status
+/// reports show raw (see `gate::command::is_invisible_format`).
+pub fn unprintable_character(requested: &[u8]) -> Option<char> {
+    String::from_utf8_lossy(requested)
+        .chars()
+        .find(|c| c.is_control() || crate::gate::command::is_invisible_format(*c))
 }
 
 /// borg's `~`, `/~/`, `/~user/` and `/./` forms.
@@ -189,6 +198,8 @@ pub enum UnsafePath {
     Changed(PathBuf),
     /// This directory on the way is owned, or writable, by another account.
     ForeignWritable { dir: PathBuf, owner: u32, mode: u32 },
+    /// `data/` or one of its numbered directories is a symlink.
+    Symlink(PathBuf),
 }
 
 impl std::fmt::Display for UnsafePath {
@@ -205,15 +216,23 @@ impl std::fmt::Display for UnsafePath {
                 dir.display(),
                 mode & 0o7777
             ),
+            UnsafePath::Symlink(path) => write!(
+                f,
+                "{} is a symbolic link, which could point the repository's segments outside \
+                 the allowed paths; a repository's data directories must be real directories",
+                path.display()
+            ),
         }
     }
 }
 
 /// Checks that no account other than root and `euid` can rename, replace or swap in a
 /// symlink for any directory on the way to `resolved` (a [`realpath`] result), the repository
-/// directory included. The engine opens the repository by path after the restriction check;
-/// this makes that safe against other accounts, which is the only attacker a symlink race
-/// serves (the client's own account can read its files without borg).
+/// directory included, nor for the repository's `data/` and `data/N/` directories, and that
+/// none of those is a symlink. The engine opens the repository by path after the restriction
+/// check; this makes that safe against other accounts, which is the only attacker a symlink
+/// race serves (the client's own account can read its files without borg), and refuses a
+/// planted `data` symlink with its reason before anything is opened.
 ///
 /// A directory passes when it is owned by root or `euid` and not writable by group or others,
 /// or when it is sticky (like `/tmp`) and the entry below it is owned by root or `euid` (a
@@ -277,6 +296,53 @@ pub fn check_no_foreign_writers(resolved: &Path, euid: u32) -> Result<(), Unsafe
                 owner: metadata.uid(),
                 mode,
             });
+        }
+        if dir == resolved {
+            check_data_directories(&dir, euid)?;
+        }
+    }
+    Ok(())
+}
+
+/// The [`check_no_foreign_writers`] rule for `data/` and each `data/N/` of an existing
+/// repository: real directories, owned by root or `euid`, not writable by group or others.
+/// Other entries are left to the repository code, which opens nothing through a symlink.
+fn check_data_directories(repository: &Path, euid: u32) -> Result<(), UnsafePath> {
+    use std::os::unix::fs::MetadataExt;
+    let check = |path: PathBuf| -> Result<bool, UnsafePath> {
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            return Ok(false);
+        };
+        if metadata.file_type().is_symlink() {
+            return Err(UnsafePath::Symlink(path));
+        }
+        if !metadata.is_dir() {
+            return Ok(false);
+        }
+        let trusted = metadata.uid() == 0 || metadata.uid() == euid;
+        if !trusted || metadata.mode() & 0o022 != 0 {
+            return Err(UnsafePath::ForeignWritable {
+                dir: path,
+                owner: metadata.uid(),
+                mode: metadata.mode(),
+            });
+        }
+        Ok(true)
+    };
+    let data = repository.join("data");
+    if !check(data.clone())? {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(&data) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let numbered = name
+            .to_str()
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if numbered {
+            check(entry.path())?;
         }
     }
     Ok(())
@@ -459,6 +525,23 @@ mod tests {
     }
 
     #[test]
+    fn control_and_bidirectional_characters_in_a_path_are_found() {
+        assert_eq!(unprintable_character(b"/srv/backup/alice/repo"), None);
+        assert_eq!(unprintable_character("/srv/répo ü".as_bytes()), None);
+        assert_eq!(unprintable_character(b"/srv/\xff\xfe/repo"), None);
+        assert_eq!(unprintable_character(b"/srv/a\nb"), Some('\n'));
+        assert_eq!(unprintable_character(b"/srv/a\tb"), Some('\t'));
+        assert_eq!(
+            unprintable_character("/srv/a\u{202e}b".as_bytes()),
+            Some('\u{202e}')
+        );
+        assert_eq!(
+            unprintable_character("/srv/\u{2028}".as_bytes()),
+            Some('\u{2028}')
+        );
+    }
+
+    #[test]
     fn non_utf8_paths_resolve_without_panicking() {
         let homes = |_: &str| None;
         let ctx = context(Path::new("/home/backup"), Path::new("/"), &homes);
@@ -535,6 +618,56 @@ mod tests {
             check_no_foreign_writers(&root.join("link/repo"), euid()),
             Err(UnsafePath::Changed(root.join("link")))
         );
+    }
+
+    #[test]
+    fn a_symlinked_data_directory_or_segment_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("allowed/repo")).unwrap();
+        fs::create_dir_all(root.join("outside/0")).unwrap();
+        set_mode(&root.join("allowed"), 0o755);
+        set_mode(&root.join("allowed/repo"), 0o700);
+        symlink(root.join("outside"), root.join("allowed/repo/data")).unwrap();
+        assert_eq!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Err(UnsafePath::Symlink(root.join("allowed/repo/data")))
+        );
+        fs::remove_file(root.join("allowed/repo/data")).unwrap();
+        fs::create_dir_all(root.join("allowed/repo/data/0")).unwrap();
+        set_mode(&root.join("allowed/repo/data"), 0o700);
+        set_mode(&root.join("allowed/repo/data/0"), 0o700);
+        assert_eq!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Ok(())
+        );
+        symlink(root.join("outside/0"), root.join("allowed/repo/data/1")).unwrap();
+        let refused = check_no_foreign_writers(&root.join("allowed/repo"), euid());
+        assert_eq!(
+            refused,
+            Err(UnsafePath::Symlink(root.join("allowed/repo/data/1")))
+        );
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("is a symbolic link")
+        );
+    }
+
+    #[test]
+    fn a_group_writable_segment_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("allowed/repo/data/3")).unwrap();
+        set_mode(&root.join("allowed"), 0o755);
+        set_mode(&root.join("allowed/repo"), 0o700);
+        set_mode(&root.join("allowed/repo/data"), 0o700);
+        set_mode(&root.join("allowed/repo/data/3"), 0o770);
+        assert!(matches!(
+            check_no_foreign_writers(&root.join("allowed/repo"), euid()),
+            Err(UnsafePath::ForeignWritable { dir, .. }) if dir == root.join("allowed/repo/data/3")
+        ));
     }
 
     #[test]

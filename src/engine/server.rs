@@ -21,6 +21,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::args::ServeConfig;
+use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
 use super::lock::{LockIdentity, LockWait};
 use super::log::LogHandle;
 use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
@@ -297,6 +298,11 @@ impl Server {
         };
         // A second open replaces the first repository; close it properly first.
         self.close_repository();
+        if let Some(character) = super::paths::unprintable_character(path) {
+            let shown = crate::gate::command::visible(&String::from_utf8_lossy(path));
+            log::warn!(target: LOG, "Refusing the repository path {shown}: it contains the character U+{:04X}, which a directory name must not hold", u32::from(character));
+            return Err(RemoteException::path_not_allowed(&shown));
+        }
         log::debug!(target: LOG, "Resolving repository path {:?}", String::from_utf8_lossy(path));
         let resolved = resolve_and_check(
             path,
@@ -334,10 +340,26 @@ impl Server {
         let abort = || self.should_abort();
         let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
         let identity = LockIdentity::for_current_process();
-        let repository = Repository::open(&resolved, &options, identity, &wait).map_err(|e| {
-            self.session = Session::Ended(Ended::OpenFailed);
-            e.to_remote()
-        })?;
+        let mut repository =
+            Repository::open(&resolved, &options, identity, &wait).map_err(|e| {
+                self.session = Session::Ended(Ended::OpenFailed);
+                e.to_remote()
+            })?;
+        if let (Some(limit), Some(ledger), false) = (
+            self.config.key_quota,
+            &self.config.key_quota_ledger,
+            options.read_only,
+        ) {
+            let scope = SeedScope {
+                restrict_to_paths: self.config.restrict_to_paths.clone(),
+                restrict_to_repositories: self.config.restrict_to_repositories.clone(),
+            };
+            let quota = KeyQuota {
+                limit,
+                ledger: ledger.clone(),
+            };
+            repository.set_key_quota(KeyQuotaSession::new(quota, &resolved, scope));
+        }
         let id = repository.id();
         self.session = Session::Open(Box::new(repository));
         Ok(Outcome::Id(id))

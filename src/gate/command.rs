@@ -1,6 +1,12 @@
 //! Reading SSH_ORIGINAL_COMMAND: bounded, control-character free, split with POSIX shell
 //! word rules (shlex), and never given to a shell.
 //!
+//! Bidirectional controls and the Unicode line and paragraph separators are refused like
+//! control characters: stored or printed, they make a line read differently from what it
+//! holds (U+202E reverses what follows; U+2028 starts a new line in some viewers), and
+//! no borg client sends them. Where client text must still be shown (a command that could not
+//! be split, old audit records), [`visible`] escapes both kinds.
+//!
 //! Shell metacharacters (`;`, `&&`, `|`, `$(`, backticks) stay ordinary characters inside
 //! words; the option parser then refuses any word it does not know.
 
@@ -18,6 +24,11 @@ pub enum SplitError {
     NotUtf8,
     ControlCharacter {
         byte: u8,
+        position: usize,
+    },
+    /// A bidirectional control or a line/paragraph separator (see [`is_invisible_format`]).
+    FormatCharacter {
+        character: char,
         position: usize,
     },
     UnbalancedQuotes,
@@ -40,6 +51,15 @@ impl fmt::Display for SplitError {
             SplitError::ControlCharacter { byte, position } => write!(
                 f,
                 "the command contains the control character 0x{byte:02x} at byte {position}"
+            ),
+            SplitError::FormatCharacter {
+                character,
+                position,
+            } => write!(
+                f,
+                "the command contains the {} U+{:04X} at byte {position}",
+                format_character_kind(*character),
+                u32::from(*character)
             ),
             SplitError::UnbalancedQuotes => {
                 f.write_str("the command has an unbalanced quote or a trailing backslash")
@@ -74,6 +94,13 @@ pub fn split_command(raw: &[u8]) -> Result<Vec<String>, SplitError> {
             position,
         });
     }
+    if let Some((position, character)) = text.char_indices().find(|(_, c)| is_invisible_format(*c))
+    {
+        return Err(SplitError::FormatCharacter {
+            character,
+            position,
+        });
+    }
     let words = shlex::split(text).ok_or(SplitError::UnbalancedQuotes)?;
     let hashes_in = text.matches('#').count();
     let hashes_out: usize = words.iter().map(|w| w.matches('#').count()).sum();
@@ -88,6 +115,44 @@ pub fn split_command(raw: &[u8]) -> Result<Vec<String>, SplitError> {
 
 fn is_forbidden_control(byte: u8) -> bool {
     (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+/// Unicode's bidirectional controls (the `Bidi_Control` property: U+061C, U+200E, U+200F,
+/// U+202A..U+202E, U+2066..U+2069) and the line and paragraph separators U+2028, U+2029.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
+}
+
+fn format_character_kind(c: char) -> &'static str {
+    match c {
+        '\u{2028}' => "line separator",
+        '\u{2029}' => "paragraph separator",
+        _ => "bidirectional control",
+    }
+}
+
+/// `text` with control characters and [`is_invisible_format`] characters written as `\u{..}`
+/// escapes, so that client text can be stored and printed without reordering or breaking the
+/// line it is shown on. Everything else, other Unicode included, is kept.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_invisible_format(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A leading `NAME=value` word, as a POSIX shell would take an assignment.
@@ -136,17 +201,18 @@ pub fn redact_unsplit(raw: &str) -> String {
     }
 }
 
-/// Keeps audit records bounded: long commands are cut with a marker.
+/// Keeps audit records bounded and readable: long commands are cut with a marker, and
+/// control and bidirectional characters are escaped ([`visible`]).
 fn printable_long(text: &str) -> String {
     const LIMIT: usize = 1024;
     if text.len() <= LIMIT {
-        return text.to_owned();
+        return visible(text);
     }
     let mut cut = LIMIT;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}...[{} bytes in all]", &text[..cut], text.len())
+    format!("{}...[{} bytes in all]", visible(&text[..cut]), text.len())
 }
 
 /// Words joined for display the way a shell user would type them: quoted only when a word
@@ -267,6 +333,68 @@ mod tests {
                 position: 5
             })
         );
+    }
+
+    #[test]
+    fn refuses_bidirectional_controls_and_line_separators_like_control_characters() {
+        let refused = [
+            '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}',
+        ];
+        for c in refused {
+            for (text, position) in [
+                (format!("borg serve{c}"), 10),
+                (format!("{c}borg serve"), 0),
+                (format!("borg serve '--debug-topic=x{c}'"), 27),
+            ] {
+                assert_eq!(
+                    split(&text),
+                    Err(SplitError::FormatCharacter {
+                        character: c,
+                        position
+                    }),
+                    "{text:?}"
+                );
+            }
+        }
+        let message = split("borg serve --info\u{202e}").unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "the command contains the bidirectional control U+202E at byte 17"
+        );
+        assert!(!message.contains('\u{202e}'));
+        assert_eq!(
+            split("borg\u{2028}serve").unwrap_err().to_string(),
+            "the command contains the line separator U+2028 at byte 4"
+        );
+        assert_eq!(
+            split("borg\u{2029}").unwrap_err().to_string(),
+            "the command contains the paragraph separator U+2029 at byte 4"
+        );
+        // Neighbours that are ordinary characters stay allowed.
+        for c in [
+            '\u{200D}', '\u{2027}', '\u{202F}', '\u{2065}', '\u{206A}', '\u{061B}',
+        ] {
+            assert!(
+                split(&format!("borg serve --debug-topic={c}")).is_ok(),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn visible_escapes_controls_and_bidirectional_characters_only() {
+        assert_eq!(
+            visible("a\u{202e}b\nc\u{2028}"),
+            "a\\u{202e}b\\u{000a}c\\u{2028}"
+        );
+        assert_eq!(visible("répo ünï \u{1f600}"), "répo ünï \u{1f600}");
+        assert_eq!(
+            redact_unsplit("borg '\u{202e}serve"),
+            "borg '\\u{202e}serve"
+        );
+        let long = format!("{}\u{2066}", "a".repeat(2000));
+        assert!(!redact_unsplit(&long).contains('\u{2066}'));
     }
 
     #[test]

@@ -394,6 +394,10 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
         if let Some(timeout) = policy.repository.idle_timeout {
             args.push(format!("--idle-timeout={}s", timeout.as_secs().max(1)));
         }
+        if let Some(quota) = &policy.repository.key_quota {
+            args.push(format!("--key-quota={}", quota.limit));
+            args.push(format!("--key-quota-ledger={}", quota.ledger.display()));
+        }
     }
     ServeArgs(args)
 }
@@ -440,6 +444,23 @@ mod tests {
         ));
         assert!(glob_match("a*b*c", "aXbYbZc"));
         assert!(!glob_match("a*b*c", "aXbYbZ"));
+    }
+
+    #[test]
+    fn a_key_quota_reaches_the_builtin_engine_with_its_ledger() {
+        let text = "version = 1\n[repository]\nrestrict_to_paths = [\"/srv/t\"]\nkey_quota = \"5G\"\nkey_quota_ledger = \"/var/lib/borg-gate/t.json\"\n[audit]\nsyslog = true\n";
+        let policy = crate::policy::parse_policy(text, "t").unwrap();
+        let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
+            panic!("refused")
+        };
+        let tail: Vec<&str> = args.0.iter().rev().take(2).map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "--key-quota-ledger=/var/lib/borg-gate/t.json",
+                "--key-quota=5000000000"
+            ]
+        );
     }
 
     #[test]

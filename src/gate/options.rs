@@ -25,6 +25,8 @@ pub enum OptionKind {
     Permissions,
     IdleTimeout,
     MaxLockWait,
+    KeyQuota,
+    KeyQuotaLedger,
     /// Accepted by borg's parser but meaningless for a server (`--progress`, `--show-rc`,
     /// `--remote-path`, ...).
     Inert,
@@ -144,6 +146,8 @@ pub static OPTION_TABLE: &[OptionSpec] = &[
     valued(&["--permissions"], K::Permissions, S::Extension),
     valued(&["--idle-timeout"], K::IdleTimeout, S::Extension),
     valued(&["--max-lock-wait"], K::MaxLockWait, S::Extension),
+    valued(&["--key-quota"], K::KeyQuota, S::Extension),
+    valued(&["--key-quota-ledger"], K::KeyQuotaLedger, S::Extension),
 ];
 
 /// Whose command line is parsed: a client's (borg's options only) or borg-gate's own

@@ -106,12 +106,23 @@ pub struct ForcedSettings {
     pub append_only: bool,
     /// Bytes; `None` leaves the repository's own quota in force.
     pub storage_quota: Option<u64>,
+    /// One limit across every repository the key reaches (built-in engine only).
+    pub key_quota: Option<KeyQuota>,
     pub umask: u32,
     pub permissions: Permissions,
     pub idle_timeout: Option<Duration>,
     /// Names of policies whose keys may reach the same repositories on purpose (`doctor`
     /// does not warn about those overlaps).
     pub shared_with: Vec<String>,
+}
+
+/// The policy's `key_quota` and the ledger that enforces it (see `engine::key_quota`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuota {
+    /// Bytes, as the repository quota counts them (what the segment files use on disk).
+    pub limit: u64,
+    /// The ledger file all sessions of this policy share.
+    pub ledger: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,6 +69,8 @@ pub struct RawRepository {
     pub unrestricted: Option<bool>,
     pub append_only: Option<bool>,
     pub storage_quota: Option<Spanned<String>>,
+    pub key_quota: Option<Spanned<String>>,
+    pub key_quota_ledger: Option<Spanned<String>>,
     pub umask: Option<Spanned<String>>,
     pub permissions: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,

@@ -14,8 +14,8 @@ use super::key_name::{self, KeyContext, PLACEHOLDER, TemplateError};
 use super::model::{RawAudit, RawClient, RawEngine, RawMetrics, RawPolicy, RawRepository};
 use super::{
     AuditSettings, ClientRules, DEFAULT_UMASK, EngineProgram, EngineSettings, ForcedSettings,
-    LockWaitRule, LogLevel, MetricsSettings, OnAuditFailure, Permissions, Policy, ProgramMatch,
-    UnknownOptions, parse_umask,
+    KeyQuota, LockWaitRule, LogLevel, MetricsSettings, OnAuditFailure, Permissions, Policy,
+    ProgramMatch, UnknownOptions, parse_umask,
 };
 
 /// The largest policy file we read; a policy is a few hundred bytes.
@@ -572,6 +572,13 @@ impl Validator<'_> {
                 }
             }
         });
+        let key_quota = self.key_quota(
+            raw.key_quota,
+            raw.key_quota_ledger,
+            program,
+            &restrict_to_paths,
+            &restrict_to_repositories,
+        );
         let umask = match raw.umask {
             None => DEFAULT_UMASK,
             Some(mask) => parse_umask(mask.get_ref()).unwrap_or_else(|| {
@@ -648,10 +655,95 @@ impl Validator<'_> {
             shared_with,
             append_only: raw.append_only.unwrap_or(false),
             storage_quota,
+            key_quota,
             umask,
             permissions,
             idle_timeout,
         }
+    }
+
+    /// `key_quota` (a size, at least borg's 10M) needs `key_quota_ledger` (an absolute path
+    /// outside every restricted path, so that no client can open or create anything there),
+    /// and the built-in engine. "0" means no key quota.
+    fn key_quota(
+        &mut self,
+        limit: Option<Spanned<String>>,
+        ledger: Option<Spanned<String>>,
+        program: &EngineProgram,
+        restrict_to_paths: &[PathBuf],
+        restrict_to_repositories: &[PathBuf],
+    ) -> Option<KeyQuota> {
+        let Some(limit) = limit else {
+            if let Some(ledger) = ledger {
+                self.error(
+                    ledger.span(),
+                    "key_quota_ledger is set but key_quota is not; set key_quota = \"50G\" or remove key_quota_ledger",
+                );
+            }
+            return None;
+        };
+        let bytes = match parse_size(limit.get_ref()) {
+            Some(0) => return None,
+            Some(bytes) if bytes >= MIN_STORAGE_QUOTA => bytes,
+            Some(_) => {
+                self.error(
+                    limit.span(),
+                    format!("key_quota {:?} is too small; borg needs at least \"10M\" (or \"0\" for none)", limit.get_ref()),
+                );
+                return None;
+            }
+            None => {
+                self.error(
+                    limit.span(),
+                    format!(
+                        "key_quota {:?} is not a size; write a number with an optional K, M, G, T or P suffix, like \"50G\"",
+                        limit.get_ref()
+                    ),
+                );
+                return None;
+            }
+        };
+        if !program.is_builtin() {
+            self.error(
+                limit.span(),
+                "key_quota needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+            );
+        }
+        let Some(ledger) = ledger else {
+            self.error(
+                limit.span(),
+                "key_quota needs key_quota_ledger, the file where this key's sessions keep their count, such as \"/var/lib/borg-gate/quota/alice.json\"",
+            );
+            return None;
+        };
+        let path = PathBuf::from(ledger.get_ref());
+        let is_file_path = path.file_name().is_some() && !ledger.get_ref().ends_with('/');
+        if !is_clean_absolute(&path) || !is_file_path {
+            self.error(
+                ledger.span(),
+                format!(
+                    "key_quota_ledger {:?} must be an absolute file path without `.` or `..`",
+                    ledger.get_ref()
+                ),
+            );
+        } else if let Some(inside) = restrict_to_paths
+            .iter()
+            .chain(restrict_to_repositories)
+            .find(|allowed| path.starts_with(allowed))
+        {
+            self.error(
+                ledger.span(),
+                format!(
+                    "key_quota_ledger {:?} is inside {}, where clients reach; keep it outside, e.g. in /var/lib/borg-gate",
+                    ledger.get_ref(),
+                    inside.display()
+                ),
+            );
+        }
+        Some(KeyQuota {
+            limit: bytes,
+            ledger: path,
+        })
     }
 
     fn paths(&mut self, raw: Vec<Spanned<String>>, key: &str) -> Vec<PathBuf> {
@@ -979,6 +1071,67 @@ mod tests {
     fn root_is_not_a_restriction() {
         let text = MINIMAL.replace("/srv/borg/alice", "/");
         assert!(errors_of(&text)[0].contains("restricts nothing"));
+    }
+
+    #[test]
+    fn key_quota_needs_a_ledger_outside_the_restricted_paths_and_the_builtin_engine() {
+        let with = |lines: &str| MINIMAL.replace("[audit]", &format!("{lines}\n[audit]"));
+        let policy = parse_policy(
+            &with("key_quota = \"20G\"\nkey_quota_ledger = \"/var/lib/borg-gate/alice.json\""),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.repository.key_quota,
+            Some(KeyQuota {
+                limit: 20_000_000_000,
+                ledger: PathBuf::from("/var/lib/borg-gate/alice.json")
+            })
+        );
+        assert_eq!(
+            parse_policy(&with("key_quota = \"0\""), "x")
+                .unwrap()
+                .repository
+                .key_quota,
+            None
+        );
+        let cases = [
+            ("key_quota = \"20G\"", "key_quota needs key_quota_ledger"),
+            (
+                "key_quota_ledger = \"/var/lib/q.json\"",
+                "key_quota_ledger is set but key_quota is not",
+            ),
+            (
+                "key_quota = \"1M\"\nkey_quota_ledger = \"/var/lib/q.json\"",
+                "key_quota \"1M\" is too small",
+            ),
+            (
+                "key_quota = \"lots\"\nkey_quota_ledger = \"/var/lib/q.json\"",
+                "key_quota \"lots\" is not a size",
+            ),
+            (
+                "key_quota = \"20G\"\nkey_quota_ledger = \"var/q.json\"",
+                "must be an absolute file path",
+            ),
+            (
+                "key_quota = \"20G\"\nkey_quota_ledger = \"/var/lib/\"",
+                "must be an absolute file path",
+            ),
+            (
+                "key_quota = \"20G\"\nkey_quota_ledger = \"/srv/borg/alice/q.json\"",
+                "is inside /srv/borg/alice, where clients reach",
+            ),
+        ];
+        for (lines, expected) in cases {
+            let errors = errors_of(&with(lines));
+            assert_eq!(errors.len(), 1, "{lines}: {errors:?}");
+            assert!(errors[0].contains(expected), "{lines}: {errors:?}");
+        }
+        let external = with("key_quota = \"20G\"\nkey_quota_ledger = \"/var/lib/q.json\"").replace(
+            "[repository]",
+            "[engine]\nprogram = \"/usr/bin/borg\"\n[repository]",
+        );
+        assert!(errors_of(&external)[0].contains("key_quota needs the built-in engine"));
     }
 
     #[test]

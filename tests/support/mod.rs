@@ -11,6 +11,7 @@ mod borg;
 mod command;
 mod rest;
 mod sshd;
+mod tmpfs;
 mod tree;
 
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
@@ -24,6 +25,8 @@ pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_a
 pub use rest::{ACCEPT, Request, Response, RestServer, borg2_path};
 #[allow(unused_imports)]
 pub use sshd::{AuthorizedKey, Sshd, SshdOptions};
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
 #[allow(unused_imports)]
 pub use tree::{
     Entry, XorShift64, assert_trees_equal, list_tree, make_tree, pseudo_random_bytes,

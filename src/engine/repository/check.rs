@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::durable::AtomicWriter;
 use super::error::RepoError;
 use super::repo::{LOG, Repository};
-use super::segment::{self, SegmentError};
+use super::segment::SegmentError;
 use crate::engine::log::ProgressPercent;
 
 impl Repository {
@@ -203,17 +202,9 @@ impl Repository {
     /// Rewrites a damaged segment with only its valid entries (borg's `recover_segment`).
     fn recover_segment(&mut self, number: u32, path: &std::path::Path) -> Result<(), RepoError> {
         log::info!(target: LOG, "attempting to recover {}", path.display());
-        self.io.forget_readers();
-        let io_error = |e| RepoError::io(format!("cannot recover {}", path.display()), e);
-        let source = std::fs::File::open(path).map_err(io_error)?;
-        let dir = path
-            .parent()
-            .ok_or_else(|| RepoError::Exception("segment without directory".into()))?;
-        let name = number.to_string();
-        let mut writer = AtomicWriter::create(dir, &name).map_err(io_error)?;
-        segment::recover_segment_file(&source, &mut writer).map_err(io_error)?;
-        writer.commit().map_err(io_error)?;
-        Ok(())
+        self.io
+            .recover_segment(number)
+            .map_err(|e| RepoError::io(format!("cannot recover {}", path.display()), e))
     }
 }
 

@@ -3,19 +3,29 @@
 //! This is borg's `SaveFile` (`platform/base.py:200-247`) plus the deletion helpers of `helpers/fs.py`:
 //! a crash leaves either the old or the new file, never a torn one, and the temporary files are named
 //! `<name>-<random>.tmp` in the target directory, created exclusively with mode 0o666 (minus the umask).
+//!
+//! Everything works inside a [`Dir`] handle and never follows a symlink (see `dir.rs`); the
+//! functions taking a path open its directory first, for callers that hold only a path.
 
 use std::collections::hash_map::RandomState;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::dir::{Access, Dir};
 
 /// Replaces `dir/name` with `bytes` atomically and durably: temporary file, write, fdatasync, close,
 /// fsync `dir`, rename over the target, fsync `dir`.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut writer = AtomicWriter::create(dir, name)?;
+    write_atomic_in(&Dir::open(dir)?, name, bytes)
+}
+
+/// [`write_atomic`] in an open directory.
+pub fn write_atomic_in(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut writer = AtomicWriter::create_in(dir, name)?;
     writer.write_all(bytes)?;
     writer.commit()
 }
@@ -23,11 +33,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 /// fsync a directory so that renames and unlinks in it are durable. EINVAL (file systems that cannot
 /// sync directories) is ignored, as borg does.
 pub fn fsync_dir(path: &Path) -> io::Result<()> {
-    let dir = File::open(path)?;
-    match dir.sync_all() {
-        Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => Ok(()),
-        other => other,
-    }
+    Dir::open(path)?.sync()
 }
 
 /// A streaming atomic replacement of `dir/name`, for files too large to build in memory (index files).
@@ -35,7 +41,15 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
 /// temporary file and leaves the target untouched.
 pub struct AtomicWriter {
     file: Option<BufWriter<File>>,
-    dir: PathBuf,
+    names: Names,
+}
+
+/// Where a temporary file lives and what it replaces.
+#[derive(Debug)]
+struct Names {
+    dir: Dir,
+    temp: String,
+    target: String,
     temp_path: PathBuf,
     target_path: PathBuf,
 }
@@ -46,6 +60,11 @@ const TEMP_NAME_ATTEMPTS: usize = 100;
 impl AtomicWriter {
     /// Creates `dir/<name>-<random>.tmp` exclusively. `name` must be a plain file name.
     pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
+        Self::create_in(&Dir::open(dir)?, name)
+    }
+
+    /// [`AtomicWriter::create`] in an open directory.
+    pub fn create_in(dir: &Dir, name: &str) -> io::Result<Self> {
         if name.is_empty()
             || name == "."
             || name == ".."
@@ -58,19 +77,18 @@ impl AtomicWriter {
             ));
         }
         for _ in 0..TEMP_NAME_ATTEMPTS {
-            let temp_path = dir.join(format!("{name}-{}.tmp", random_suffix()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o666)
-                .open(&temp_path)
-            {
+            let temp = format!("{name}-{}.tmp", random_suffix());
+            match dir.open_file(&temp, Access::CreateNew) {
                 Ok(file) => {
                     return Ok(Self {
                         file: Some(BufWriter::with_capacity(WRITE_BUFFER_SIZE, file)),
-                        dir: dir.to_path_buf(),
-                        temp_path,
-                        target_path: dir.join(name),
+                        names: Names {
+                            dir: dir.clone(),
+                            temp_path: dir.child_path(&temp),
+                            target_path: dir.child_path(name),
+                            temp,
+                            target: name.to_owned(),
+                        },
                     });
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -84,20 +102,24 @@ impl AtomicWriter {
     }
 
     pub fn temp_path(&self) -> &Path {
-        &self.temp_path
+        &self.names.temp_path
     }
 
     pub fn target_path(&self) -> &Path {
-        &self.target_path
+        &self.names.target_path
     }
 
     /// Flushes, fdatasyncs and closes the temporary file and fsyncs the directory, without renaming yet.
     /// For multi-file protocols such as `write_index`, which renames several files in a fixed order.
     pub fn finish(mut self) -> io::Result<PendingRename> {
         let pending = PendingRename {
-            dir: self.dir.clone(),
-            temp_path: self.temp_path.clone(),
-            target_path: self.target_path.clone(),
+            names: Names {
+                dir: self.names.dir.clone(),
+                temp: std::mem::take(&mut self.names.temp),
+                target: std::mem::take(&mut self.names.target),
+                temp_path: std::mem::take(&mut self.names.temp_path),
+                target_path: std::mem::take(&mut self.names.target_path),
+            },
             renamed: false,
         };
         // From here on `pending` owns the cleanup of the temporary file.
@@ -109,7 +131,7 @@ impl AtomicWriter {
             file.sync_data()?;
             drop(file);
         }
-        fsync_dir(&pending.dir)?;
+        pending.names.dir.sync()?;
         Ok(pending)
     }
 
@@ -147,7 +169,7 @@ impl Drop for AtomicWriter {
             // Discard the buffered tail instead of flushing it into a file about to be removed.
             let (file, _unwritten) = writer.into_parts();
             drop(file);
-            let _ = safe_unlink(&self.temp_path);
+            let _ = safe_unlink_in(&self.names.dir, &self.names.temp);
         }
     }
 }
@@ -155,29 +177,29 @@ impl Drop for AtomicWriter {
 /// A synced temporary file waiting to be renamed over its target. Dropped unrenamed, it is removed.
 #[derive(Debug)]
 pub struct PendingRename {
-    dir: PathBuf,
-    temp_path: PathBuf,
-    target_path: PathBuf,
+    names: Names,
     renamed: bool,
 }
 
 impl PendingRename {
     pub fn target_path(&self) -> &Path {
-        &self.target_path
+        &self.names.target_path
     }
 
     /// Renames over the target; the caller fsyncs the directory (once for several renames).
     pub fn rename(mut self) -> io::Result<()> {
-        std::fs::rename(&self.temp_path, &self.target_path)?;
+        self.names
+            .dir
+            .rename(&self.names.temp, &self.names.target)?;
         self.renamed = true;
         Ok(())
     }
 
     /// Renames over the target and fsyncs the directory.
     pub fn rename_and_sync(self) -> io::Result<()> {
-        let dir = self.dir.clone();
+        let dir = self.names.dir.clone();
         let renamed = self.rename();
-        let synced = fsync_dir(&dir);
+        let synced = dir.sync();
         renamed.and(synced)
     }
 }
@@ -185,7 +207,7 @@ impl PendingRename {
 impl Drop for PendingRename {
     fn drop(&mut self) {
         if !self.renamed {
-            let _ = safe_unlink(&self.temp_path);
+            let _ = safe_unlink_in(&self.names.dir, &self.names.temp);
         }
     }
 }
@@ -211,34 +233,59 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// The directory and name of a file path.
+fn split(path: &Path) -> io::Result<(Dir, &str)> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    Ok((Dir::open(parent)?, name))
+}
+
 /// Unlinks `path` (borg's `safe_unlink`): if the file system is full (ENOSPC) and the file has no other
 /// hard link, truncates it to free space and retries. Errors, including NotFound, are returned.
 pub fn safe_unlink(path: &Path) -> io::Result<()> {
-    let unlink_error = match std::fs::remove_file(path) {
+    let (dir, name) = split(path)?;
+    safe_unlink_in(&dir, name)
+}
+
+/// [`safe_unlink`] of `name` in an open directory; a symlink is removed, never its target.
+pub fn safe_unlink_in(dir: &Dir, name: &str) -> io::Result<()> {
+    let unlink_error = match dir.remove_file(name) {
         Ok(()) => return Ok(()),
         Err(err) if err.raw_os_error() == Some(nix::libc::ENOSPC) => err,
         Err(err) => return Err(err),
     };
-    if std::fs::metadata(path)?.nlink() > 1 {
-        return Err(unlink_error);
-    }
-    let truncated = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .and_then(|file| file.set_len(0));
+    let truncated = dir.open_file(name, Access::ReadWrite).and_then(|file| {
+        if file.metadata()?.nlink() > 1 {
+            return Err(io::Error::other("other hard links"));
+        }
+        file.set_len(0)
+    });
     if truncated.is_err() {
         return Err(unlink_error);
     }
-    std::fs::remove_file(path)
+    dir.remove_file(name)
 }
 
 /// Overwrites `path` with random bytes and fsyncs it, then unlinks it (borg's
 /// `secure_erase(avoid_collateral_damage=True)`). A file with other hard links is only unlinked, so the
 /// other names keep their content.
 pub fn secure_erase(path: &Path) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    secure_erase_in(&dir, name)
+}
+
+/// [`secure_erase`] of `name` in an open directory. A symlink is refused (never erased through).
+pub fn secure_erase_in(dir: &Dir, name: &str) -> io::Result<()> {
     {
-        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut file = dir.open_file(name, Access::ReadWrite)?;
         let meta = file.metadata()?;
         if meta.nlink() <= 1 {
             let mut random = File::open("/dev/urandom")?;
@@ -254,13 +301,14 @@ pub fn secure_erase(path: &Path) -> io::Result<()> {
             file.sync_all()?;
         }
     }
-    std::fs::remove_file(path)
+    dir.remove_file(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -422,5 +470,21 @@ mod tests {
         secure_erase(&path).unwrap();
         assert!(!path.exists());
         assert_eq!(std::fs::read(&other).unwrap(), b"secret key");
+    }
+
+    #[test]
+    fn secure_erase_refuses_a_symlink_and_leaves_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, b"do not overwrite").unwrap();
+        let link = dir.path().join("config.old");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = secure_erase(&link).unwrap_err();
+        assert!(super::super::dir::is_symlink_refusal(&error), "{error}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"do not overwrite");
+        // A symlink is unlinked as itself by safe_unlink, never through.
+        safe_unlink(&link).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"do not overwrite");
     }
 }

@@ -4,15 +4,28 @@
 //! Appends are collected in memory and written in large chunks; nothing is fsynced until a
 //! segment is closed, which is what a commit does. Reads of the segment being written
 //! flush the pending bytes first, so a transaction reads its own writes.
+//!
+//! What the segments cost on disk is counted here too ([`DiskUse`]): each file counts as its
+//! length rounded up to whole blocks of the file system, at least one block. That is what
+//! `du` reports for them, and what a quota must charge: the entry bytes borg counts miss that
+//! every `put` of the manifest starts two segment files (a few dozen bytes each, a block each
+//! on disk). The `data/N` directories (one per 1000 segments) are left out. The number of segment files one session may
+//! create is bounded as well ([`SEGMENT_FILES_PER_SESSION`]).
+//!
+//! Segment files are reached from the repository's [`Dir`] handle through `data/` and
+//! `data/N/`, never following a symlink (see `dir.rs`). Each access opens the two directories
+//! again (two `openat` calls, no path walk from `/`): cheaper than keeping a cache coherent
+//! with compaction's directory removals, and segment files are opened rarely (reads keep
+//! their handles).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::num::NonZeroU32;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::durable::{fsync_dir, safe_unlink};
+use super::dir::{Access, Dir, Kind};
+use super::durable::{AtomicWriter, safe_unlink_in};
 use super::segment::{
     self, COMMIT_ENTRY, MAGIC, MAGIC_LEN, MANIFEST_ID, ObjectId, ReadMode, SegmentEntries,
     SegmentError, SegmentFile,
@@ -29,7 +42,8 @@ const READ_HANDLES: usize = 64;
 struct WriteSegment {
     segment: u32,
     file: File,
-    path: PathBuf,
+    /// The `data/N` directory holding it (fsynced when the segment is closed).
+    dir: Dir,
     /// Bytes accepted but not yet written to the file.
     pending: Vec<u8>,
     /// Logical end of the segment: file length plus pending bytes.
@@ -72,6 +86,68 @@ impl WriteSegment {
 /// Page-cache advice granularity for segment writes.
 const ADVICE_WINDOW: u64 = 16 << 20;
 
+/// Segment files a session may create before it has written anything; it may create one more
+/// for every [`SegmentIo::bytes_per_extra_file`] it writes (a MiB, or half a segment when an
+/// administrator configured segments smaller than 2 MiB). A backup fills its segments, each
+/// earning two more files than it takes, so it never comes near; a client that makes a
+/// segment file per request (a `put` of the manifest starts two) is stopped after this many.
+/// Clients cannot change the segment size (only a local `borg config` can).
+pub const SEGMENT_FILES_PER_SESSION: u64 = 4096;
+/// See [`SEGMENT_FILES_PER_SESSION`].
+pub const BYTES_PER_EXTRA_SEGMENT_FILE: u64 = 1 << 20;
+
+/// What the segment files use on disk, in bytes, as [`SegmentIo`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskUse {
+    /// The committed segments, measured when the transaction started.
+    pub committed: u64,
+    /// Segment files and directories created since then, as they will be on disk.
+    pub written: u64,
+}
+
+impl DiskUse {
+    pub fn total(&self) -> u64 {
+        self.committed.saturating_add(self.written)
+    }
+}
+
+/// The bytes a file of `len` bytes occupies: whole blocks, at least one.
+pub fn blocks_for(len: u64, block: u64) -> u64 {
+    len.max(1).div_ceil(block).saturating_mul(block)
+}
+
+/// The file system's allocation unit, within sane bounds (4096 when it cannot be asked).
+fn allocation_unit(repo: &Dir) -> u64 {
+    match repo.free_space() {
+        Ok((_, block)) if (512..=1 << 20).contains(&block) => block,
+        _ => 4096,
+    }
+}
+
+/// Too many segment files for one session (see [`SEGMENT_FILES_PER_SESSION`]).
+#[derive(Debug)]
+pub struct SegmentFilesExhausted {
+    pub created: u64,
+    /// Written bytes that allow one more file.
+    pub per: u64,
+}
+
+impl std::fmt::Display for SegmentFilesExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this session has created {} segment files, the most one session may create \
+             for the data it wrote ({} plus one per {} KiB written); a client that starts a new \
+             segment for every request fills the file system with tiny files",
+            self.created,
+            SEGMENT_FILES_PER_SESSION,
+            self.per / 1024
+        )
+    }
+}
+
+impl std::error::Error for SegmentFilesExhausted {}
+
 /// Advice only: failure changes nothing but speed.
 fn drop_from_cache(file: &File, start: u64, len: u64) {
     let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
@@ -94,7 +170,7 @@ pub struct Written {
 }
 
 pub struct SegmentIo {
-    repo: PathBuf,
+    repo: Dir,
     segments_per_dir: NonZeroU32,
     max_segment_size: u64,
     /// The number the next new segment gets.
@@ -103,12 +179,25 @@ pub struct SegmentIo {
     readers: HashMap<u32, (File, u64)>,
     read_clock: u64,
     read_buf: Vec<u8>,
+    /// The file system's allocation unit.
+    block: u64,
+    /// Disk use of the segments; `committed` as measured for `measured_at`.
+    disk_use: DiskUse,
+    measured_at: Option<Option<u32>>,
+    /// Segment files created, and entry bytes written, in this session.
+    files_created: u64,
+    bytes_written: u64,
 }
 
 impl SegmentIo {
-    pub fn new(repo: &Path, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
+    pub fn new(repo: Dir, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
         SegmentIo {
-            repo: repo.to_path_buf(),
+            block: allocation_unit(&repo),
+            disk_use: DiskUse::default(),
+            measured_at: None,
+            files_created: 0,
+            bytes_written: 0,
+            repo,
             segments_per_dir,
             max_segment_size,
             next_segment: 0,
@@ -123,23 +212,55 @@ impl SegmentIo {
         self.segments_per_dir
     }
 
+    /// Where a segment is, for messages.
     pub fn segment_path(&self, segment: u32) -> PathBuf {
-        segment::segment_path(&self.repo, segment, self.segments_per_dir)
+        segment::segment_path(self.repo.path(), segment, self.segments_per_dir)
+    }
+
+    /// `data/`, or `None` when the repository has none (yet).
+    fn data(&self) -> io::Result<Option<Dir>> {
+        match self.repo.subdir("data") {
+            Ok(data) => Ok(Some(data)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The name of a segment's directory in `data/`, and of its file there.
+    fn names(&self, segment: u32) -> (String, String) {
+        (
+            (segment / self.segments_per_dir.get()).to_string(),
+            segment.to_string(),
+        )
+    }
+
+    /// The `data/N` directory of `segment`.
+    fn segment_dir(&self, segment: u32) -> io::Result<Dir> {
+        let data = self
+            .data()?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        data.subdir(&self.names(segment).0)
+    }
+
+    /// Opens an existing segment file.
+    fn open_segment_file(&self, segment: u32) -> io::Result<File> {
+        open_segment_in(&self.repo, self.segments_per_dir, segment)
     }
 
     /// Every segment file, ascending, zero-length (logically deleted) ones included.
     pub fn list(&self) -> io::Result<Vec<SegmentFile>> {
-        match segment::list_segments(&self.repo, self.segments_per_dir) {
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            other => other,
+        match self.data()? {
+            Some(data) => segment::list_segments_in(&data, self.segments_per_dir),
+            None => Ok(Vec::new()),
         }
     }
 
     pub fn latest_segment(&self) -> io::Result<Option<u32>> {
-        match segment::latest_segment(&self.repo, self.segments_per_dir) {
-            Ok(found) => Ok(found.map(|f| f.segment)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+        match self.data()? {
+            Some(data) => {
+                Ok(segment::latest_segment_in(&data, self.segments_per_dir)?.map(|f| f.segment))
+            }
+            None => Ok(None),
         }
     }
 
@@ -147,7 +268,7 @@ impl SegmentIo {
     pub fn segments_transaction_id(&mut self) -> io::Result<Option<u32>> {
         self.flush()?;
         for file in self.list()?.iter().rev() {
-            if file.len > 0 && segment::is_committed(&file.path)? {
+            if file.len > 0 && segment::is_committed_file(&self.open_segment_file(file.segment)?)? {
                 return Ok(Some(file.segment));
             }
         }
@@ -156,7 +277,16 @@ impl SegmentIo {
 
     /// Whether a segment exists and is not logically deleted (zero length).
     pub fn segment_exists(&self, segment: u32) -> bool {
-        std::fs::metadata(self.segment_path(segment)).is_ok_and(|m| m.len() > 0)
+        self.stat_segment(segment)
+            .is_ok_and(|stat| stat.is_some_and(|s| s.kind == Kind::File && s.len > 0))
+    }
+
+    fn stat_segment(&self, segment: u32) -> io::Result<Option<super::dir::Stat>> {
+        match self.segment_dir(segment) {
+            Ok(dir) => dir.stat(&self.names(segment).1),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     pub fn segment_size(&mut self, segment: u32) -> io::Result<u64> {
@@ -165,28 +295,72 @@ impl SegmentIo {
                 return Ok(writer.offset);
             }
         }
-        Ok(std::fs::metadata(self.segment_path(segment))?.len())
+        match self.stat_segment(segment)? {
+            Some(stat) => Ok(stat.len),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
     }
 
     /// Deletes segments above `transaction_id` (all of them for `None`) and starts writing
-    /// after it (borg's `cleanup`).
+    /// after it (borg's `cleanup`). Measures the disk use of the segments that stay, on the way.
     pub fn cleanup(&mut self, transaction_id: Option<u32>) -> io::Result<usize> {
         self.abandon_segment();
         self.next_segment = transaction_id.map_or(0, |t| t + 1);
+        let files = self.list()?;
         let mut removed = 0;
-        for file in self.list()?.iter().rev() {
+        for file in files.iter().rev() {
             if transaction_id.is_some_and(|t| file.segment <= t) {
                 break;
             }
             self.delete_segment(file.segment)?;
             removed += 1;
         }
+        let kept = &files[..files.len() - removed];
+        self.disk_use.committed = self.disk_use_of(kept);
+        self.measured_at = Some(transaction_id);
         Ok(removed)
+    }
+
+    /// Starts counting a transaction's disk use on top of the segments up to `transaction_id`
+    /// (measured again unless [`SegmentIo::cleanup`] just did it for the same id).
+    pub fn start_counting(&mut self, transaction_id: Option<u32>) -> io::Result<()> {
+        if self.measured_at != Some(transaction_id) {
+            let files = self.list()?;
+            let kept: Vec<SegmentFile> = files
+                .into_iter()
+                .filter(|f| transaction_id.is_some_and(|t| f.segment <= t))
+                .collect();
+            self.disk_use.committed = self.disk_use_of(&kept);
+        }
+        self.measured_at = None;
+        self.disk_use.written = 0;
+        Ok(())
+    }
+
+    /// What the segments use on disk: the committed ones, and what this transaction added.
+    pub fn disk_use(&self) -> DiskUse {
+        self.disk_use
+    }
+
+    /// Written bytes that allow one more segment file (see [`SEGMENT_FILES_PER_SESSION`]).
+    pub fn bytes_per_extra_file(&self) -> u64 {
+        (self.max_segment_size / 2).clamp(4096, BYTES_PER_EXTRA_SEGMENT_FILE)
+    }
+
+    /// Every file in whole blocks.
+    fn disk_use_of(&self, files: &[SegmentFile]) -> u64 {
+        files
+            .iter()
+            .map(|file| blocks_for(file.len, self.block))
+            .fold(0, u64::saturating_add)
     }
 
     pub fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
         self.readers.remove(&segment);
-        match safe_unlink(&self.segment_path(segment)) {
+        let removed = self
+            .segment_dir(segment)
+            .and_then(|dir| safe_unlink_in(&dir, &self.names(segment).1));
+        match removed {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
@@ -194,19 +368,20 @@ impl SegmentIo {
 
     /// Removes `data/N` directories that hold no segment any more.
     pub fn clear_empty_dirs(&self) -> io::Result<()> {
-        let data = segment::data_dir(&self.repo);
-        if let Ok(entries) = std::fs::read_dir(&data) {
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| segment::parse_canonical_u32(n).is_some())
-                {
-                    let _ = std::fs::remove_dir(entry.path());
+        let data = self
+            .data()?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if let Ok(entries) = data.entries() {
+            for (name, _) in entries {
+                if let Some(name) = name.to_str() {
+                    if segment::parse_canonical_u32(name).is_some() {
+                        // Not empty (or not a directory): stays, as in borg.
+                        let _ = data.remove_dir(name);
+                    }
                 }
             }
         }
-        fsync_dir(&data)
+        data.sync()
     }
 
     /// Appends a PUT. A new segment is started for the manifest and when the current one
@@ -277,26 +452,38 @@ impl SegmentIo {
     }
 
     fn open_segment(&mut self) -> io::Result<()> {
-        let segment = self.next_segment;
-        let dir = segment::segment_dir(&self.repo, segment, self.segments_per_dir);
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)?;
-            fsync_dir(&segment::data_dir(&self.repo))?;
+        let allowed = SEGMENT_FILES_PER_SESSION
+            .saturating_add(self.bytes_written / self.bytes_per_extra_file());
+        if self.files_created >= allowed {
+            return Err(io::Error::other(SegmentFilesExhausted {
+                created: self.files_created,
+                per: self.bytes_per_extra_file(),
+            }));
         }
-        let path = self.segment_path(segment);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(nix::libc::O_CLOEXEC)
-            .open(&path)?;
+        let segment = self.next_segment;
+        let data = match self.data()? {
+            Some(data) => data,
+            None => {
+                self.repo.create_subdir("data")?;
+                self.repo.sync()?;
+                self.repo.subdir("data")?
+            }
+        };
+        let (dir_name, file_name) = self.names(segment);
+        if data.create_subdir(&dir_name)? {
+            data.sync()?;
+        }
+        let dir = data.subdir(&dir_name)?;
+        let file = dir.open_file(&file_name, Access::CreateNew)?;
+        self.files_created += 1;
+        self.disk_use.written += blocks_for(MAGIC_LEN as u64, self.block);
         self.readers.remove(&segment);
         let mut pending = Vec::with_capacity(WRITE_BATCH);
         pending.extend_from_slice(MAGIC);
         self.writer = Some(WriteSegment {
             segment,
             file,
-            path,
+            dir,
             pending,
             offset: MAGIC_LEN as u64,
             written: 0,
@@ -325,9 +512,14 @@ impl SegmentIo {
                 writer.write_pending()?;
             }
         }
+        let before = writer.offset;
         writer.offset += u64::from(size);
+        let (after, segment) = (writer.offset, writer.segment);
+        self.bytes_written += u64::from(size);
+        self.disk_use.written +=
+            blocks_for(after, self.block).saturating_sub(blocks_for(before, self.block));
         Ok(Written {
-            segment: writer.segment,
+            segment,
             offset,
             size,
         })
@@ -356,9 +548,7 @@ impl SegmentIo {
             // Durable now: nothing of it needs to stay in the page cache.
             drop_from_cache(&writer.file, 0, 0);
             self.next_segment = writer.segment + 1;
-            if let Some(dir) = writer.path.parent() {
-                fsync_dir(dir)?;
-            }
+            writer.dir.sync()?;
         }
         Ok(())
     }
@@ -386,8 +576,10 @@ impl SegmentIo {
         id: &ObjectId,
     ) -> Result<&[u8], SegmentError> {
         self.flush_if_writing(segment)?;
-        let path = self.segment_path(segment);
-        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        let (repo, per_dir) = (&self.repo, self.segments_per_dir);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, || {
+            open_segment_in(repo, per_dir, segment)
+        })?;
         segment::read_put(file, segment, offset, id, &mut self.read_buf)
     }
 
@@ -399,8 +591,10 @@ impl SegmentIo {
         id: &ObjectId,
     ) -> Result<u32, SegmentError> {
         self.flush_if_writing(segment)?;
-        let path = self.segment_path(segment);
-        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        let (repo, per_dir) = (&self.repo, self.segments_per_dir);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, || {
+            open_segment_in(repo, per_dir, segment)
+        })?;
         segment::entry_size_at(file, segment, offset, id)
     }
 
@@ -412,14 +606,28 @@ impl SegmentIo {
         mode: ReadMode,
     ) -> Result<SegmentEntries<File>, SegmentError> {
         self.flush_if_writing(segment)?;
-        let file = File::open(self.segment_path(segment))?;
+        let file = self.open_segment_file(segment)?;
         Ok(SegmentEntries::new(file, segment, offset, mode))
     }
 
     pub fn segment_magic(&mut self, segment: u32) -> io::Result<Vec<u8>> {
-        let path = self.segment_path(segment);
-        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, &path)?;
+        let (repo, per_dir) = (&self.repo, self.segments_per_dir);
+        let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, || {
+            open_segment_in(repo, per_dir, segment)
+        })?;
         segment::read_magic(file)
+    }
+
+    /// Rewrites a damaged segment with only its valid entries, atomically (borg's
+    /// `recover_segment`).
+    pub fn recover_segment(&mut self, segment: u32) -> io::Result<()> {
+        self.forget_readers();
+        let dir = self.segment_dir(segment)?;
+        let name = self.names(segment).1;
+        let source = dir.open_file(&name, Access::Read)?;
+        let mut writer = AtomicWriter::create_in(&dir, &name)?;
+        segment::recover_segment_file(&source, &mut writer)?;
+        writer.commit()
     }
 
     fn flush_if_writing(&mut self, segment: u32) -> io::Result<()> {
@@ -440,10 +648,11 @@ fn cached_reader<'a>(
     readers: &'a mut HashMap<u32, (File, u64)>,
     clock: &mut u64,
     segment: u32,
-    path: &Path,
+    open: impl FnOnce() -> io::Result<File>,
 ) -> io::Result<&'a File> {
     *clock += 1;
     if !readers.contains_key(&segment) {
+        let file = open()?;
         if readers.len() >= READ_HANDLES {
             if let Some(oldest) = readers
                 .iter()
@@ -453,11 +662,19 @@ fn cached_reader<'a>(
                 readers.remove(&oldest);
             }
         }
-        readers.insert(segment, (File::open(path)?, *clock));
+        readers.insert(segment, (file, *clock));
     }
     let entry = readers
         .get_mut(&segment)
         .ok_or_else(|| io::Error::other("segment handle vanished"))?;
     entry.1 = *clock;
     Ok(&entry.0)
+}
+
+/// Opens segment `segment` of the repository `repo` for reading: `data/`, `data/N/`, the file,
+/// each without following a symlink.
+fn open_segment_in(repo: &Dir, segments_per_dir: NonZeroU32, segment: u32) -> io::Result<File> {
+    repo.subdir("data")?
+        .subdir(&(segment / segments_per_dir.get()).to_string())?
+        .open_file(&segment.to_string(), Access::Read)
 }

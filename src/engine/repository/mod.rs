@@ -1,12 +1,13 @@
 //! borg 1.x repository format v1: pure codecs for every on-disk structure, and the I/O that sequences them.
 //!
 //! Codecs: [`segment`], [`hashindex`], [`hints`], [`integrity`], [`config`], [`units`].
-//! I/O: [`durable`] (atomic small files), [`io`] (segment files), and the [`repo::Repository`]
+//! I/O: [`dir`] (handles that never follow symlinks), [`durable`] (atomic small files), [`io`] (segment files), and the [`repo::Repository`]
 //! that [`transaction`], [`compact`] and [`check`] extend.
 
 pub mod check;
 pub mod compact;
 pub mod config;
+pub mod dir;
 pub mod durable;
 pub mod error;
 pub mod hashindex;

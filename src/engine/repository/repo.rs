@@ -6,11 +6,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::config::{self, ConfigFile, REPOSITORY_SECTION, RepositoryConfig};
+use super::dir::{Access, Dir};
 use super::durable;
 use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
+use crate::engine::key_quota::KeyQuotaSession;
 use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
 
 pub const LOG: &str = "borg.repository";
@@ -39,7 +41,10 @@ pub struct OpenOptions {
 pub type Bookkeeping = super::hints::Hints;
 
 pub struct Repository {
+    /// For messages; every file is reached through [`Repository::dir`].
     pub(super) path: PathBuf,
+    /// The repository directory, opened without following symlinks (see `dir.rs`).
+    pub(super) dir: Dir,
     pub(super) config: ConfigFile,
     pub(super) id: [u8; 32],
     pub(super) lock: Option<RepositoryLock>,
@@ -69,6 +74,11 @@ pub struct Repository {
     pub(super) out_of_space: bool,
     /// Created in this session: a failed free-space check at commit destroys it again.
     pub(super) created: bool,
+    /// The key's quota across its repositories, when the policy sets one (see
+    /// `engine::key_quota`); `None` for read-only sessions.
+    pub(super) key_quota: Option<KeyQuotaSession>,
+    /// What [`Repository::charged_use`] was when the write transaction started.
+    pub(super) charged_at_start: u64,
 }
 
 impl Repository {
@@ -96,6 +106,8 @@ impl Repository {
         if !metadata.is_dir() {
             return Err(RepoError::InvalidRepository(display));
         }
+        let dir =
+            Dir::open(path).map_err(|e| RepoError::io(format!("cannot open {display}"), e))?;
         let lock = if options.lock {
             let mode = if options.exclusive == Some(true) {
                 LockMode::Exclusive
@@ -107,7 +119,7 @@ impl Repository {
             None
         };
         // From here on the lock guard releases on every error path.
-        let config = match std::fs::read(path.join("config")) {
+        let config = match dir.read("config") {
             Ok(bytes) => ConfigFile::parse_bytes(&bytes).map_err(|reason| {
                 RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
             })?,
@@ -128,7 +140,11 @@ impl Repository {
             RepositoryConfig::from_config(&config, quota_override).map_err(|reason| {
                 RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
             })?;
-        let mut io = SegmentIo::new(path, settings.segments_per_dir, settings.max_segment_size);
+        let mut io = SegmentIo::new(
+            dir.clone(),
+            settings.segments_per_dir,
+            settings.max_segment_size,
+        );
         if let Some(latest) = io
             .latest_segment()
             .map_err(|e| RepoError::io("cannot list segments", e))?
@@ -144,6 +160,7 @@ impl Repository {
         let append_only = options.append_only || settings.append_only;
         Ok(Repository {
             path: path.to_path_buf(),
+            dir,
             id: settings.id,
             // A negative quota (borg accepts one) refuses every write, as in borg.
             storage_quota: settings.storage_quota,
@@ -162,7 +179,14 @@ impl Repository {
             doomed: None,
             out_of_space: false,
             created,
+            key_quota: None,
+            charged_at_start: 0,
         })
+    }
+
+    /// Puts this session's writes under the key's quota.
+    pub fn set_key_quota(&mut self, key_quota: KeyQuotaSession) {
+        self.key_quota = Some(key_quota);
     }
 
     pub fn id(&self) -> [u8; 32] {
@@ -346,12 +370,12 @@ impl Repository {
     /// Writes the config as borg does: link the old one aside, replace atomically, then
     /// securely erase the old copy so an old repokey does not linger on disk.
     pub(super) fn save_config(&self) -> Result<(), RepoError> {
-        save_config(&self.path, &self.config, self.lock.is_some())
+        save_config(&self.dir, &self.config, self.lock.is_some())
     }
 
     pub fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
         self.require_exclusive()?;
-        read_nonce(&self.path)
+        read_nonce(&self.dir)
     }
 
     pub fn commit_nonce_reservation(
@@ -360,13 +384,13 @@ impl Repository {
         start_nonce: Option<u64>,
     ) -> Result<(), RepoError> {
         self.require_exclusive()?;
-        if read_nonce(&self.path)? != start_nonce {
+        if read_nonce(&self.dir)? != start_nonce {
             return Err(RepoError::Exception(
                 "nonce space reservation with mismatched previous state".into(),
             ));
         }
-        match durable::write_atomic(
-            &self.path,
+        match durable::write_atomic_in(
+            &self.dir,
             "nonce",
             config::encode_nonce(next_unreserved).as_bytes(),
         ) {
@@ -397,6 +421,11 @@ impl Repository {
         self.may_destroy()?;
         self.rollback();
         self.io.abandon_segment();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            if let Err(error) = key_quota.forget_repository() {
+                log::warn!(target: LOG, "cannot remove the repository from the key quota ledger: {error}");
+            }
+        }
         let path = self.path.clone();
         if let Some(lock) = self.lock.take() {
             lock.release().map_err(RepoError::Lock)?;
@@ -412,11 +441,12 @@ impl Repository {
     }
 }
 
-/// borg's `is_repository`: a README that says so in its first 100 bytes.
+/// borg's `is_repository`: a README that says so in its first 100 bytes (a symlinked README
+/// does not count).
 pub fn is_repository(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 100];
-    let Ok(mut file) = std::fs::File::open(path.join("README")) else {
+    let Ok(mut file) = Dir::open(path).and_then(|dir| dir.open_file("README", Access::Read)) else {
         return false;
     };
     let read = file.read(&mut head).unwrap_or(0);
@@ -477,13 +507,26 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
             Ok(()) => {}
         }
     }
-    std::fs::write(path.join("README"), REPOSITORY_README)
-        .map_err(|e| RepoError::io("cannot write README", e))?;
-    std::fs::create_dir(path.join("data")).map_err(|e| RepoError::io("cannot create data", e))?;
+    let dir = Dir::open(path).map_err(|e| RepoError::io(format!("cannot open {display}"), e))?;
+    {
+        use std::io::Write;
+        dir.open_file("README", Access::CreateNew)
+            .and_then(|mut file| file.write_all(REPOSITORY_README.as_bytes()))
+            .map_err(|e| RepoError::io("cannot write README", e))?;
+    }
+    if !dir
+        .create_subdir("data")
+        .map_err(|e| RepoError::io("cannot create data", e))?
+    {
+        return Err(RepoError::io(
+            "cannot create data",
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ));
+    }
     let id = random_id().map_err(|e| RepoError::io("cannot read /dev/urandom", e))?;
     let quota = i64::try_from(options.storage_quota.unwrap_or(0)).unwrap_or(i64::MAX);
     let config = config::new_repository_config(&id, options.append_only, quota);
-    save_config(path, &config, true)
+    save_config(&dir, &config, true)
 }
 
 fn random_id() -> io::Result<[u8; 32]> {
@@ -493,16 +536,29 @@ fn random_id() -> io::Result<[u8; 32]> {
     Ok(id)
 }
 
-fn save_config(path: &Path, config: &ConfigFile, locked: bool) -> Result<(), RepoError> {
-    let config_path = path.join("config");
-    let old_path = path.join("config.old");
-    if old_path.is_file() {
-        log::warn!(target: LOG, "Old config file not securely erased on previous config update");
-        durable::secure_erase(&old_path)
+/// Like borg's, except that nothing is followed: a symlinked `config.old` is refused instead
+/// of being erased through (its target is left alone), and `config` is linked, never its
+/// target.
+fn save_config(dir: &Dir, config: &ConfigFile, locked: bool) -> Result<(), RepoError> {
+    let config_path = dir.child_path("config");
+    let old_kind = |dir: &Dir| {
+        dir.stat("config.old")
+            .map(|stat| stat.map(|s| s.kind))
+            .map_err(|e| RepoError::io("cannot inspect config.old", e))
+    };
+    if let Some(kind) = old_kind(dir)? {
+        if kind == super::dir::Kind::File {
+            log::warn!(target: LOG, "Old config file not securely erased on previous config update");
+        }
+        // Anything but a regular file (a planted symlink) is refused here, named.
+        durable::secure_erase_in(dir, "config.old")
             .map_err(|e| RepoError::io("cannot erase config.old", e))?;
     }
-    if config_path.is_file() {
-        if let Err(error) = std::fs::hard_link(&config_path, &old_path) {
+    if dir
+        .is_file("config")
+        .map_err(|e| RepoError::io("cannot inspect config", e))?
+    {
+        if let Err(error) = dir.hard_link("config", "config.old") {
             let tolerated = [
                 nix::libc::EMLINK,
                 nix::libc::ENOSYS,
@@ -521,21 +577,21 @@ fn save_config(path: &Path, config: &ConfigFile, locked: bool) -> Result<(), Rep
             }
         }
     }
-    match durable::write_atomic(path, "config", config.to_text().as_bytes()) {
+    match durable::write_atomic_in(dir, "config", config.to_text().as_bytes()) {
         Err(error) if error.kind() == io::ErrorKind::PermissionDenied && !locked => {
             log::warn!(target: LOG, "{error}: Failed writing to '{}'. This is expected when working on read-only repositories.", config_path.display());
         }
         other => other.map_err(|e| RepoError::io("cannot write config", e))?,
     }
-    if old_path.is_file() {
-        durable::secure_erase(&old_path)
+    if old_kind(dir)?.is_some() {
+        durable::secure_erase_in(dir, "config.old")
             .map_err(|e| RepoError::io("cannot erase config.old", e))?;
     }
     Ok(())
 }
 
-fn read_nonce(repo: &Path) -> Result<Option<u64>, RepoError> {
-    match std::fs::read(repo.join("nonce")) {
+fn read_nonce(repo: &Dir) -> Result<Option<u64>, RepoError> {
+    match repo.read("nonce") {
         Ok(bytes) => config::parse_nonce(&bytes)
             .map(Some)
             .map_err(|e| RepoError::Error(e.to_string())),

@@ -14,6 +14,8 @@ use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::dir::{Dir, Kind, SymlinkRefused};
+
 /// The first 8 bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"BORG_SEG";
 /// The magic of never-upgraded Attic repositories, which borg refuses to open.
@@ -973,6 +975,7 @@ pub fn segment_path(repo: &Path, segment: u32, segments_per_dir: NonZeroU32) -> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentFile {
     pub segment: u32,
+    /// For messages; the file is opened through its directory handle, never by this path.
     pub path: PathBuf,
     /// File length. Zero means logically deleted: borg truncates before unlinking, and treats such
     /// files as nonexistent, yet still lists them (cleanup and transaction detection see them).
@@ -986,19 +989,27 @@ impl SegmentFile {
 }
 
 /// Every segment file in ascending numeric order, as borg's `segment_iterator` walks them: directories
-/// of `data/` by number, then the files in each by number (symlinks followed, like `os.scandir`).
+/// of `data/` by number, then the files in each by number.
 ///
 /// Only canonical decimal names (`0`, `17`; no sign, no leading zeros) in the u32 range count, and a file
 /// only counts inside the directory [`segment_dir`] names for it. Borg would also list `007` or a file in
 /// the wrong directory, but then fails to open it under its canonical path; here they are ignored like
-/// any other stray file.
+/// any other stray file. Where borg follows a symlink, a symlink with a segment's or a segment
+/// directory's name is an error here (see `dir.rs`).
 pub fn list_segments(repo: &Path, segments_per_dir: NonZeroU32) -> io::Result<Vec<SegmentFile>> {
+    list_segments_in(&Dir::open(repo)?.subdir("data")?, segments_per_dir)
+}
+
+/// [`list_segments`] in an open `data/` directory.
+pub fn list_segments_in(data: &Dir, segments_per_dir: NonZeroU32) -> io::Result<Vec<SegmentFile>> {
     let mut found = Vec::new();
-    for (dir_number, dir_path) in numbered_entries(&data_dir(repo), true)? {
-        for (segment, path) in numbered_entries(&dir_path, false)? {
+    for (dir_number, dir_name) in numbered_entries(data, Kind::Dir)? {
+        let dir = data.subdir(&dir_name)?;
+        for (segment, name) in numbered_entries(&dir, Kind::File)? {
             if segment / segments_per_dir.get() == dir_number
-                && let Some(len) = file_len_unless_vanished(&path)?
+                && let Some(len) = file_len_unless_vanished(&dir, &name)?
             {
+                let path = dir.child_path(&name);
                 found.push(SegmentFile { segment, path, len });
             }
         }
@@ -1011,12 +1022,22 @@ pub fn latest_segment(
     repo: &Path,
     segments_per_dir: NonZeroU32,
 ) -> io::Result<Option<SegmentFile>> {
-    for (dir_number, dir_path) in numbered_entries(&data_dir(repo), true)?.into_iter().rev() {
-        let files = numbered_entries(&dir_path, false)?;
-        for (segment, path) in files.into_iter().rev() {
+    latest_segment_in(&Dir::open(repo)?.subdir("data")?, segments_per_dir)
+}
+
+/// [`latest_segment`] in an open `data/` directory.
+pub fn latest_segment_in(
+    data: &Dir,
+    segments_per_dir: NonZeroU32,
+) -> io::Result<Option<SegmentFile>> {
+    for (dir_number, dir_name) in numbered_entries(data, Kind::Dir)?.into_iter().rev() {
+        let dir = data.subdir(&dir_name)?;
+        let files = numbered_entries(&dir, Kind::File)?;
+        for (segment, name) in files.into_iter().rev() {
             if segment / segments_per_dir.get() == dir_number
-                && let Some(len) = file_len_unless_vanished(&path)?
+                && let Some(len) = file_len_unless_vanished(&dir, &name)?
             {
+                let path = dir.child_path(&name);
                 return Ok(Some(SegmentFile { segment, path, len }));
             }
         }
@@ -1025,32 +1046,31 @@ pub fn latest_segment(
 }
 
 /// The length of a listed file, or `None` if it was deleted since the listing (a concurrent cleanup).
-fn file_len_unless_vanished(path: &Path) -> io::Result<Option<u64>> {
-    match std::fs::metadata(path) {
-        Ok(meta) => Ok(Some(meta.len())),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err),
-    }
+fn file_len_unless_vanished(dir: &Dir, name: &str) -> io::Result<Option<u64>> {
+    Ok(dir.stat(name)?.map(|stat| stat.len))
 }
 
-/// Entries of `dir` with canonical u32 names that are directories (`want_dirs`) or regular files,
-/// sorted by number.
-fn numbered_entries(dir: &Path, want_dirs: bool) -> io::Result<Vec<(u32, PathBuf)>> {
+/// Entries of `dir` with canonical u32 names that are of `wanted` kind (a directory or a regular
+/// file), sorted by number. A symlink with such a name is refused; other kinds are ignored.
+fn numbered_entries(dir: &Dir, wanted: Kind) -> io::Result<Vec<(u32, String)>> {
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let Some(number) = entry.file_name().to_str().and_then(parse_canonical_u32) else {
+    for (name, kind) in dir.entries()? {
+        let Some(name) = name.to_str() else {
             continue;
         };
-        let path = entry.path();
-        // Like Python's DirEntry.is_dir()/is_file(): follow symlinks, and an error means "no".
-        let is_wanted = match std::fs::metadata(&path) {
-            Ok(meta) if want_dirs => meta.is_dir(),
-            Ok(meta) => meta.is_file(),
-            Err(_) => false,
+        let Some(number) = parse_canonical_u32(name) else {
+            continue;
         };
-        if is_wanted {
-            entries.push((number, path));
+        let kind = match kind {
+            Some(kind) => Some(kind),
+            None => dir.stat(name)?.map(|stat| stat.kind),
+        };
+        match kind {
+            Some(Kind::Symlink) => {
+                return Err(io::Error::other(SymlinkRefused(dir.child_path(name))));
+            }
+            Some(kind) if kind == wanted => entries.push((number, name.to_owned())),
+            _ => {}
         }
     }
     entries.sort_unstable_by_key(|(number, _)| *number);

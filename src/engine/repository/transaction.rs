@@ -7,8 +7,9 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::dir::{Access, Dir, Kind};
 use super::error::RepoError;
 use super::hashindex::{IndexHeader, NsIndex};
 use super::hints::{self, DecodedHints};
@@ -18,6 +19,7 @@ use super::integrity::{
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
+use crate::engine::key_quota::ChargeError;
 use crate::engine::log::ProgressPercent;
 
 /// One entry of a segment, as replay and check need it.
@@ -31,15 +33,23 @@ pub(super) struct LoggedEntry {
 /// `MAX_OBJECT_SIZE`, for the free-space estimate.
 const MAX_OBJECT_SIZE: u64 = super::segment::MAX_OBJECT_SIZE as u64;
 
+/// What the index holds per object (a 32-byte id and its segment and offset), charged to
+/// the quota with each object.
+const INDEX_ENTRY_COST: u64 = 40;
+
 impl Repository {
     /// The largest N of a non-empty `index.N` (borg's `get_index_transaction_id`).
     pub(super) fn index_transaction_id(&self) -> Result<Option<u32>, RepoError> {
-        let entries = std::fs::read_dir(&self.path)
+        let entries = self
+            .dir
+            .entries()
             .map_err(|e| RepoError::io("cannot list the repository", e))?;
         let mut best = None;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(number) = name.to_str().and_then(|n| n.strip_prefix("index.")) else {
+        for (name, _) in entries {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let Some(number) = name.strip_prefix("index.") else {
                 continue;
             };
             if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
@@ -48,7 +58,12 @@ impl Repository {
             let Ok(number) = number.parse::<u32>() else {
                 continue;
             };
-            if entry.metadata().is_ok_and(|m| m.len() > 0) {
+            // A symlink is no index: it is never read, and the next commit removes it.
+            if self
+                .dir
+                .stat(name)
+                .is_ok_and(|s| s.is_some_and(|s| s.kind == Kind::File && s.len > 0))
+            {
                 best = best.max(Some(number));
             }
         }
@@ -106,12 +121,12 @@ impl Repository {
         let Some(tid) = transaction_id else {
             return Ok(NsIndex::new());
         };
-        let index_path = self.path.join(format!("index.{tid}"));
-        match read_index(&self.path, tid) {
+        let index_name = format!("index.{tid}");
+        match read_index(&self.dir, tid) {
             Ok(index) => Ok(index),
             Err(reason) => {
                 log::warn!(target: LOG, "Repository index missing or corrupted, trying to recover from: {reason}");
-                let _ = std::fs::remove_file(&index_path);
+                let _ = self.dir.remove_file(&index_name);
                 if !auto_recover {
                     return Err(RepoError::Integrity(reason));
                 }
@@ -120,7 +135,7 @@ impl Repository {
                 self.commit(false, 0.1, false)?;
                 let tid = self.get_transaction_id()?;
                 match tid {
-                    Some(tid) => read_index(&self.path, tid).map_err(RepoError::Integrity),
+                    Some(tid) => read_index(&self.dir, tid).map_err(RepoError::Integrity),
                     None => Ok(NsIndex::new()),
                 }
             }
@@ -166,7 +181,9 @@ impl Repository {
                 self.io
                     .cleanup(None)
                     .map_err(|e| RepoError::io("cannot clean up segments", e))?;
+                self.start_counting(None)?;
             }
+            self.charged_at_start = self.charged_use();
             return Ok(());
         };
         if do_cleanup {
@@ -174,7 +191,7 @@ impl Repository {
                 .cleanup(Some(tid))
                 .map_err(|e| RepoError::io("cannot clean up segments", e))?;
         }
-        match read_hints(&self.path, tid) {
+        match read_hints(&self.dir, tid) {
             Ok(DecodedHints::Current(books)) => self.books = books,
             Ok(DecodedHints::Legacy {
                 segments,
@@ -191,15 +208,37 @@ impl Repository {
             }
             Err(reason) => {
                 log::warn!(target: LOG, "Repository hints file missing or corrupted, trying to recover: {reason}");
-                let _ = std::fs::remove_file(self.path.join(format!("hints.{tid}")));
-                let _ = std::fs::remove_file(self.path.join(format!("index.{tid}")));
+                let _ = self.dir.remove_file(&format!("hints.{tid}"));
+                let _ = self.dir.remove_file(&format!("index.{tid}"));
                 self.check_transaction()?;
                 return self.prepare_txn(Some(tid), do_cleanup);
             }
         }
+        if do_cleanup {
+            self.start_counting(Some(tid))?;
+        }
+        self.charged_at_start = self.charged_use();
         self.log_storage_quota();
         self.books.drop_shadows_above(tid);
         Ok(())
+    }
+
+    /// A write transaction starts: what its repository uses on disk so far is measured.
+    fn start_counting(&mut self, transaction_id: Option<u32>) -> Result<(), RepoError> {
+        self.io
+            .start_counting(transaction_id)
+            .map_err(|e| RepoError::io("cannot measure the segments", e))
+    }
+
+    /// What the storage quota charges for this repository: its segment files as they use the
+    /// disk (whole blocks; see `io.rs`), and [`INDEX_ENTRY_COST`] per object for the index.
+    /// `storage_quota_use` in the hints stays borg's count of entry bytes, which borg reads.
+    pub fn charged_use(&self) -> u64 {
+        let objects = self.index.as_ref().map_or(0, |index| index.len() as u64);
+        self.io
+            .disk_use()
+            .total()
+            .saturating_add(objects.saturating_mul(INDEX_ENTRY_COST))
     }
 
     fn ensure_transaction(&mut self) -> Result<(), RepoError> {
@@ -217,6 +256,36 @@ impl Repository {
     }
 
     pub fn put(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
+        let result = self.put_entry(id, data);
+        self.forget_if_out_of_segment_files(result)
+    }
+
+    pub fn delete(&mut self, id: &ObjectId) -> Result<(), RepoError> {
+        let result = self.delete_object(id);
+        self.forget_if_out_of_segment_files(result)
+    }
+
+    /// A write stopped half way because the session may create no more segment files leaves
+    /// the transaction's bookkeeping half done: it is rolled back, so that nothing of it can
+    /// be committed (a commit needs a segment file too, and fails the same way).
+    fn forget_if_out_of_segment_files(
+        &mut self,
+        result: Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        if let Err(RepoError::Io { error, .. }) = &result {
+            let exhausted = error.get_ref().is_some_and(|inner| {
+                inner
+                    .downcast_ref::<super::io::SegmentFilesExhausted>()
+                    .is_some()
+            });
+            if exhausted {
+                self.rollback();
+            }
+        }
+        result
+    }
+
+    fn put_entry(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
         if data.len() > super::segment::MAX_DATA_SIZE {
             // Checked before anything is written (borg writes a stray DELETE first).
             return Err(RepoError::Integrity(format!(
@@ -240,12 +309,11 @@ impl Repository {
         self.index()?
             .insert(id, written.segment, written.offset)
             .map_err(|e| RepoError::Exception(e.to_string()))?;
-        if self.storage_quota != 0
-            && i128::from(self.books.storage_quota_use) > i128::from(self.storage_quota)
-        {
+        let charged = self.charged_use();
+        if self.storage_quota != 0 && i128::from(charged) > i128::from(self.storage_quota) {
             let doomed = (
                 format_file_size(self.storage_quota),
-                format_file_size(self.books.storage_quota_use as i64),
+                format_file_size(i64::try_from(charged).unwrap_or(i64::MAX)),
             );
             self.doomed = Some(doomed.clone());
             return Err(RepoError::StorageQuotaExceeded {
@@ -253,10 +321,46 @@ impl Repository {
                 usage: doomed.1,
             });
         }
-        Ok(())
+        self.charge_key_quota(charged)
     }
 
-    pub fn delete(&mut self, id: &ObjectId) -> Result<(), RepoError> {
+    /// The key's quota across its repositories: a charge past it dooms the transaction like
+    /// the repository quota; a ledger that cannot be used refuses the write (fail closed).
+    fn charge_key_quota(&mut self, charged: u64) -> Result<(), RepoError> {
+        if let Some((quota, usage)) = &self.doomed {
+            // Already over: the puts a client still had in flight fail alike, without
+            // going to the ledger for each.
+            return Err(RepoError::StorageQuotaExceeded {
+                quota: quota.clone(),
+                usage: usage.clone(),
+            });
+        }
+        let committed = self.charged_at_start;
+        let Some(key_quota) = self.key_quota.as_mut() else {
+            return Ok(());
+        };
+        match key_quota.charge(committed, charged) {
+            Ok(()) => Ok(()),
+            Err(ChargeError::Exceeded { limit, total }) => {
+                log::warn!(target: LOG, "This key's storage quota counts all of its repositories: {} of {} would be used.", format_file_size(i64::try_from(total).unwrap_or(i64::MAX)), format_file_size(i64::try_from(limit).unwrap_or(i64::MAX)));
+                let doomed = (
+                    format_file_size(i64::try_from(limit).unwrap_or(i64::MAX)),
+                    format_file_size(i64::try_from(total).unwrap_or(i64::MAX)),
+                );
+                self.doomed = Some(doomed.clone());
+                Err(RepoError::StorageQuotaExceeded {
+                    quota: doomed.0,
+                    usage: doomed.1,
+                })
+            }
+            Err(ChargeError::Ledger(error)) => {
+                self.rollback();
+                Err(RepoError::io("cannot use the key quota ledger", error))
+            }
+        }
+    }
+
+    fn delete_object(&mut self, id: &ObjectId) -> Result<(), RepoError> {
         self.ensure_transaction()?;
         let Some((segment, offset)) = self.index()?.remove(id) else {
             return Err(RepoError::ObjectNotFound(*id, self.display_path()));
@@ -309,6 +413,14 @@ impl Repository {
             .map_err(|e| RepoError::io("cannot write segment", e))?;
         self.check_free_space()?;
         self.log_storage_quota();
+        let charged = self.charged_use();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            // Committed bytes rise to the claim first: a crash after the commit over-counts.
+            if let Err(error) = key_quota.before_commit(charged) {
+                self.rollback();
+                return Err(RepoError::io("cannot use the key quota ledger", error));
+            }
+        }
         let segment = self
             .io
             .write_commit(false)
@@ -339,11 +451,21 @@ impl Repository {
         self.active_txn = false;
         self.doomed = None;
         self.index_unjudged = true;
+        let charged = self.charged_use();
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            if let Err(error) = key_quota.after_commit(charged) {
+                // Durable already; the ledger keeps the higher count from before the commit.
+                log::warn!(target: LOG, "cannot record the commit in the key quota ledger: {error}");
+            }
+        }
         Ok(())
     }
 
     /// Forgets the transaction (borg's `rollback`); nothing on disk changes.
     pub fn rollback(&mut self) {
+        if let Some(key_quota) = self.key_quota.as_mut() {
+            key_quota.release();
+        }
         self.io.abandon_segment();
         self.index = None;
         self.index_unjudged = false;
@@ -378,7 +500,7 @@ impl Repository {
             .segments_transaction_id()?
             .ok_or_else(|| RepoError::Exception("no committed segment after commit".into()))?;
         if self.append_only {
-            append_transaction_log(&self.path, tid)
+            append_transaction_log(&self.dir, tid)
                 .map_err(|e| RepoError::io("cannot write transactions", e))?;
         }
         let index = self
@@ -394,40 +516,43 @@ impl Repository {
         };
 
         let hints_bytes = self.books.encode();
-        let hints_integrity = write_tmp(&self.path, &hints_name, |writer| {
+        let hints_integrity = write_tmp(&self.dir, &hints_name, |writer| {
             writer.write_all(&hints_bytes)
         })
         .map_err(io_error(&hints_name))?;
-        let index_integrity = write_tmp(&self.path, &index_name, |writer| {
+        let index_integrity = write_tmp(&self.dir, &index_name, |writer| {
             index.write_header(&mut *writer)?;
             writer.part(integrity::HASH_HEADER_PART);
             index.write_buckets(&mut *writer)
         })
         .map_err(io_error(&index_name))?;
-        let integrity_tmp = tmp_path(&self.path, &integrity_name);
         write_synced(
-            &integrity_tmp,
+            &self.dir,
+            &tmp_name(&integrity_name),
             &integrity::encode_integrity_file(&hints_integrity, &index_integrity),
         )
         .map_err(io_error(&integrity_name))?;
 
-        let rename = |name: &str| std::fs::rename(tmp_path(&self.path, name), self.path.join(name));
+        let rename = |name: &str| self.dir.rename(&tmp_name(name), name);
         rename(&integrity_name).map_err(io_error(&integrity_name))?;
-        super::durable::fsync_dir(&self.path).map_err(io_error("the repository directory"))?;
+        self.dir
+            .sync()
+            .map_err(io_error("the repository directory"))?;
         rename(&hints_name).map_err(io_error(&hints_name))?;
         rename(&index_name).map_err(io_error(&index_name))?;
-        super::durable::fsync_dir(&self.path).map_err(io_error("the repository directory"))?;
+        self.dir
+            .sync()
+            .map_err(io_error("the repository directory"))?;
 
         let current = format!(".{tid}");
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
+        if let Ok(entries) = self.dir.entries() {
+            for (name, _) in entries {
                 let Some(name) = name.to_str() else { continue };
                 let generational = name.starts_with("index.")
                     || name.starts_with("hints.")
                     || name.starts_with("integrity.");
                 if generational && !name.ends_with(&current) {
-                    let _ = std::fs::remove_file(entry.path());
+                    let _ = self.dir.remove_file(name);
                 }
             }
         }
@@ -610,8 +735,8 @@ impl Repository {
                 required += full_segment;
             }
         }
-        let free = match nix::sys::statvfs::statvfs(&self.path) {
-            Ok(stats) => stats.blocks_available() * stats.fragment_size(),
+        let free = match self.dir.free_space() {
+            Ok((free, _block)) => free,
             Err(error) => {
                 log::warn!(target: LOG, "Failed to check free space before committing: {error}");
                 return Ok(());
@@ -641,7 +766,7 @@ impl Repository {
             log::info!(
                 target: LOG,
                 "Storage quota: {} out of {} used.",
-                format_file_size(self.books.storage_quota_use as i64),
+                format_file_size(i64::try_from(self.charged_use()).unwrap_or(i64::MAX)),
                 format_file_size(self.storage_quota)
             );
         }
@@ -649,10 +774,13 @@ impl Repository {
 }
 
 /// Reads `index.N`, checked against the digests in `integrity.N` when there are any.
-fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
-    let path = repo.join(format!("index.{tid}"));
+fn read_index(repo: &Dir, tid: u32) -> Result<NsIndex, String> {
+    let name = format!("index.{tid}");
+    let path = repo.child_path(&name);
     let expected = expected_integrity(repo, tid, Part::Index, &path)?;
-    let file = File::open(&path).map_err(|e| describe_io(&e, &path))?;
+    let file = repo
+        .open_file(&name, Access::Read)
+        .map_err(|e| describe_io(&e, &path))?;
     let file_len = file.metadata().map_err(|e| describe_io(&e, &path))?.len();
     let mut reader = VerifyingReader {
         inner: BufReader::with_capacity(64 << 10, file),
@@ -667,10 +795,11 @@ fn read_index(repo: &Path, tid: u32) -> Result<NsIndex, String> {
     Ok(index)
 }
 
-fn read_hints(repo: &Path, tid: u32) -> Result<DecodedHints, String> {
-    let path = repo.join(format!("hints.{tid}"));
+fn read_hints(repo: &Dir, tid: u32) -> Result<DecodedHints, String> {
+    let name = format!("hints.{tid}");
+    let path = repo.child_path(&name);
     let expected = expected_integrity(repo, tid, Part::Hints, &path)?;
-    let bytes = std::fs::read(&path).map_err(|e| describe_io(&e, &path))?;
+    let bytes = repo.read(&name).map_err(|e| describe_io(&e, &path))?;
     if let Some(expected) = expected {
         integrity::verify_hints(expected, &path, &bytes).map_err(|e| e.to_string())?;
     }
@@ -686,16 +815,16 @@ enum Part {
 /// The digests to check a file against, or `None` when there is nothing to check: no
 /// `integrity.N` (borg < 1.1), an unknown version or an unknown algorithm (warned, as borg).
 fn expected_integrity(
-    repo: &Path,
+    repo: &Dir,
     tid: u32,
     part: Part,
     path: &Path,
 ) -> Result<Option<IntegrityData>, String> {
     let name = format!("integrity.{tid}");
-    let bytes = match std::fs::read(repo.join(&name)) {
+    let bytes = match repo.read(&name) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(describe_io(&error, &repo.join(&name))),
+        Err(error) => return Err(describe_io(&error, &repo.child_path(&name))),
     };
     let (hints, index) =
         match integrity::decode_integrity_file(&bytes).map_err(|e| format!("{name}: {e}"))? {
@@ -721,8 +850,12 @@ fn expected_integrity(
     }
 }
 
-/// Python's `[Errno N] text: 'path'`, as borg's warnings show OS errors.
+/// Python's `[Errno N] text: 'path'`, as borg's warnings show OS errors (a refused symlink
+/// says so itself).
 fn describe_io(error: &io::Error, path: &Path) -> String {
+    if super::dir::is_symlink_refusal(error) {
+        return error.to_string();
+    }
     format!(
         "[Errno {}] {}: '{}'",
         error.raw_os_error().unwrap_or(0),
@@ -756,17 +889,17 @@ impl<R: io::Read> io::Read for VerifyingReader<R> {
     }
 }
 
-fn tmp_path(repo: &Path, name: &str) -> PathBuf {
-    repo.join(format!("{name}.tmp"))
+fn tmp_name(name: &str) -> String {
+    format!("{name}.tmp")
 }
 
 /// Writes `<name>.tmp` through a digester and fsyncs it; returns its integrity record.
 fn write_tmp(
-    repo: &Path,
+    repo: &Dir,
     name: &str,
     write: impl FnOnce(&mut DigestingWriter<BufWriter<File>>) -> io::Result<()>,
 ) -> io::Result<IntegrityData> {
-    let file = File::create(tmp_path(repo, name))?;
+    let file = repo.open_file(&tmp_name(name), Access::Truncate)?;
     let mut writer = DigestingWriter::new(BufWriter::with_capacity(1 << 20, file), name);
     write(&mut writer)?;
     let (buffered, record) = writer.finish();
@@ -775,20 +908,17 @@ fn write_tmp(
     Ok(record)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
+fn write_synced(repo: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut file = repo.open_file(name, Access::Truncate)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
 
 /// borg's append-only `transactions` log line.
-fn append_transaction_log(repo: &Path, tid: u32) -> io::Result<()> {
+fn append_transaction_log(repo: &Dir, tid: u32) -> io::Result<()> {
     let now = crate::audit::record::rfc3339(std::time::SystemTime::now());
     // RFC 3339 with microseconds: `2026-12-06T21:39:32.123456Z` -> borg's ISO_FORMAT without zone.
     let stamp = now.trim_end_matches('Z');
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(repo.join("transactions"))?;
+    let mut file = repo.open_file("transactions", Access::Append)?;
     writeln!(file, "transaction {tid}, UTC time {stamp}")
 }
