@@ -25,6 +25,9 @@ pub enum OptionKind {
     Permissions,
     IdleTimeout,
     MaxLockWait,
+    RequestTimeout,
+    SessionLimit,
+    AllowLockBypass,
     /// Accepted by borg's parser but meaningless for a server (`--progress`, `--show-rc`,
     /// `--remote-path`, ...).
     Inert,
@@ -144,6 +147,14 @@ pub static OPTION_TABLE: &[OptionSpec] = &[
     valued(&["--permissions"], K::Permissions, S::Extension),
     valued(&["--idle-timeout"], K::IdleTimeout, S::Extension),
     valued(&["--max-lock-wait"], K::MaxLockWait, S::Extension),
+    valued(&["--request-timeout"], K::RequestTimeout, S::Extension),
+    valued(&["--session-limit"], K::SessionLimit, S::Extension),
+    flag(
+        &["--allow-lock-bypass"],
+        None,
+        K::AllowLockBypass,
+        S::Extension,
+    ),
 ];
 
 /// Whose command line is parsed: a client's (borg's options only) or borg-gate's own

@@ -103,6 +103,13 @@ pub struct ForcedSettings {
     pub umask: u32,
     pub permissions: Permissions,
     pub idle_timeout: Option<Duration>,
+    /// How long after it began a request must have arrived; `None` leaves the engine's
+    /// default, `Some(ZERO)` turns the deadline off.
+    pub request_timeout: Option<Duration>,
+    /// The longest a session may last; `None`: no limit.
+    pub session_limit: Option<Duration>,
+    /// A client's `lock=False` may read without a lock (built-in engine only).
+    pub allow_lock_bypass: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

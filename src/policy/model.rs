@@ -72,6 +72,9 @@ pub struct RawRepository {
     pub umask: Option<Spanned<String>>,
     pub permissions: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub session_limit: Option<Spanned<String>>,
+    pub allow_lock_bypass: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

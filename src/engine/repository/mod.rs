@@ -2,7 +2,7 @@
 //!
 //! Codecs: [`segment`], [`hashindex`], [`hints`], [`integrity`], [`config`], [`units`].
 //! I/O: [`durable`] (atomic small files), [`io`] (segment files), and the [`repo::Repository`]
-//! that [`transaction`], [`compact`] and [`check`] extend.
+//! that [`transaction`], [`compact`] and [`check`] extend; [`locking`] decides when it locks.
 
 pub mod check;
 pub mod compact;
@@ -13,6 +13,7 @@ pub mod hashindex;
 pub mod hints;
 pub mod integrity;
 pub mod io;
+pub mod locking;
 pub mod repo;
 pub mod segment;
 pub mod transaction;
