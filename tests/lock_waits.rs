@@ -173,7 +173,7 @@ fn two_readers_that_both_must_replay_never_wait_for_each_other() {
     };
     let gave_up = started.elapsed();
     assert!(
-        gave_up <= PROMPTLY,
+        gave_up <= Duration::from_secs(10),
         "one reader gave up only after {gave_up:?}, with a 600 s lock wait"
     );
     // The loser's client goes away (as a borg client does after an error); the winner then

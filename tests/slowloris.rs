@@ -174,11 +174,12 @@ fn a_slow_but_steady_request_within_the_deadline_is_served() {
     assert_eq!(scene.committed_objects(), 2);
 }
 
-/// Sends `__len__` and reads the reply until the engine ends the session; how many it
-/// answered.
+/// Sends `__len__` and reads the reply until the engine ends the session (or [`HANG`] has
+/// passed); how many it answered.
 fn keep_asking(session: &mut RawSession) -> usize {
     let mut answered = 0;
-    loop {
+    let started = Instant::now();
+    while started.elapsed() < HANG {
         let request = session.encode("__len__", vec![]);
         if !session.send_bytes(&request) {
             return answered;
@@ -190,6 +191,7 @@ fn keep_asking(session: &mut RawSession) -> usize {
         }
         thread::sleep(Duration::from_millis(50));
     }
+    answered
 }
 
 #[test]
@@ -228,8 +230,16 @@ fn the_session_limit_also_ends_a_lock_wait() {
     scene.writer(&mut holder);
     let started = Instant::now();
     let mut waiter = scene.engine(&["--session-limit=2s"]);
-    let reply = waiter.open(&scene.repo(), false, true, 600);
-    assert_eq!(reply, Reply::Exception("LockTimeout".into()));
+    waiter.send(
+        "open",
+        vec![
+            ("path", Value::from(scene.repo().to_str().unwrap())),
+            ("lock_wait", Value::from(600)),
+            ("exclusive", Value::from(true)),
+        ],
+    );
+    let reply = waiter.reply_within(HANG);
+    assert_eq!(reply, Some(Reply::Exception("LockTimeout".into())));
     assert!(
         started.elapsed() <= Duration::from_secs(2) + SLACK,
         "a lock wait outlived the session limit: {:?}",
