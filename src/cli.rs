@@ -40,8 +40,9 @@ pub enum Command {
     ///
     /// Takes the options of borg 1.4's `borg serve` (--restrict-to-path, --restrict-to-repository,
     /// --append-only, --storage-quota, --umask, log levels, --debug-topic, --lock-wait and the
-    /// other common options), plus --permissions=all|read-only, --idle-timeout=DURATION and
-    /// --max-lock-wait=SECONDS.
+    /// other common options), plus --permissions=all|read-only, --idle-timeout=DURATION,
+    /// --request-timeout=DURATION, --session-limit=DURATION, --max-lock-wait=SECONDS and
+    /// --allow-lock-bypass.
     #[command(disable_help_flag = true)]
     Serve {
         /// borg serve options, parsed with borg's own rules.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use borg_gate::engine::lock::{LockIdentity, LockWait};
+use borg_gate::engine::lock::{LockIdentity, SessionLockWait};
 use borg_gate::engine::repository::repo::{OpenOptions, Repository};
 use libfuzzer_sys::fuzz_target;
 
@@ -42,8 +42,10 @@ fuzz_target!(|bytes: &[u8]| {
         exclusive: Some(true),
         ..OpenOptions::default()
     };
-    let wait = LockWait::from_timeout(Some(Duration::ZERO));
-    let open = || Repository::open(&repo, &options, LockIdentity::for_current_process(), &wait);
+    let open = || {
+        let wait = SessionLockWait::new(Some(Duration::ZERO));
+        Repository::open(&repo, &options, LockIdentity::for_current_process(), wait)
+    };
     let mut repository = match open() {
         Ok(repository) => repository,
         Err(error) => {

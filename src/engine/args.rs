@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::clock::DEFAULT_REQUEST_TIMEOUT;
 use crate::gate::command::{split_command, strip_assignments};
 use crate::gate::options::{Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command};
 use crate::policy::validate::{MIN_STORAGE_QUOTA, parse_size};
@@ -26,11 +27,18 @@ pub struct ServeConfig {
     pub lock_wait: i64,
     pub permissions: Permissions,
     pub idle_timeout: Option<Duration>,
+    /// How long after it began a request must have arrived completely (`None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// The longest a session may last (`None`: no limit).
+    pub session_limit: Option<Duration>,
     /// The most any RPC `open` may wait for a lock.
     pub max_lock_wait: Option<u32>,
     /// One limit across every repository of the key, and its ledger (see `key_quota.rs`).
     pub key_quota: Option<u64>,
     pub key_quota_ledger: Option<PathBuf>,
+    /// A client's `open(lock=False)` may read without a lock (borg's `--bypass-lock`);
+    /// without this the lock is only deferred (see `repository/locking.rs`).
+    pub allow_lock_bypass: bool,
     /// `--help` was given: print usage instead of serving.
     pub help: bool,
 }
@@ -48,9 +56,12 @@ impl Default for ServeConfig {
             lock_wait: 1,
             permissions: Permissions::All,
             idle_timeout: None,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            session_limit: None,
             max_lock_wait: None,
             key_quota: None,
             key_quota_ledger: None,
+            allow_lock_bypass: false,
             help: false,
         }
     }
@@ -156,10 +167,18 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
                 Permissions::from_name(&value).ok_or_else(|| bad("all or read-only"))?
         }
         OptionKind::IdleTimeout => {
-            let timeout =
-                humantime::parse_duration(&value).map_err(|_| bad("a duration such as 10m"))?;
-            config.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+            config.idle_timeout =
+                duration_or_none(&value).ok_or_else(|| bad("a duration such as 10m"))?
         }
+        OptionKind::RequestTimeout => {
+            config.request_timeout =
+                duration_or_none(&value).ok_or_else(|| bad("a duration such as 5m"))?
+        }
+        OptionKind::SessionLimit => {
+            config.session_limit =
+                duration_or_none(&value).ok_or_else(|| bad("a duration such as 12h"))?
+        }
+        OptionKind::AllowLockBypass => config.allow_lock_bypass = true,
         OptionKind::MaxLockWait => {
             config.max_lock_wait = Some(value.parse().map_err(|_| bad("whole seconds"))?)
         }
@@ -178,6 +197,16 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
         OptionKind::Inert | OptionKind::Version => {}
     }
     Ok(())
+}
+
+/// A duration such as `10m` or `90s`; zero (`0`, `0s`) means no limit. `None` if unreadable.
+fn duration_or_none(value: &str) -> Option<Option<Duration>> {
+    let duration = if value == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(value).ok()?
+    };
+    Some((!duration.is_zero()).then_some(duration))
 }
 
 /// borg 1.4's subcommands (`borg --help`).
@@ -318,6 +347,31 @@ mod tests {
         // From a client, they are options borg does not know (dropped by the gate).
         let parsed = parse_serve_command(&args("serve --key-quota=1"), Dialect::Client).unwrap();
         assert_eq!(parsed[0].kind(), None);
+    }
+
+    #[test]
+    fn parses_the_session_limits_and_lock_bypass() {
+        let config = parse_serve_args(&args(
+            "--request-timeout=90s --session-limit 12h --allow-lock-bypass",
+        ))
+        .unwrap();
+        assert_eq!(config.request_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(config.session_limit, Some(Duration::from_secs(12 * 3600)));
+        assert!(config.allow_lock_bypass);
+        let defaults = parse_serve_args(&[]).unwrap();
+        assert_eq!(defaults.request_timeout, Some(DEFAULT_REQUEST_TIMEOUT));
+        assert_eq!(defaults.session_limit, None);
+        assert!(!defaults.allow_lock_bypass);
+        let unlimited = parse_serve_args(&args("--request-timeout=0 --session-limit=0s")).unwrap();
+        assert_eq!(unlimited.request_timeout, None);
+        assert_eq!(unlimited.session_limit, None);
+        assert!(matches!(
+            parse_serve_args(&args("--session-limit=soon")),
+            Err(ArgsError::BadValue { .. })
+        ));
+        // A client cannot send them: they are the server's.
+        let mut config = ServeConfig::default();
+        assert!(apply_client_command(&mut config, b"borg serve --allow-lock-bypass").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod borg2;
+pub mod clock;
 pub mod key_quota;
 pub mod lock;
 pub mod log;
@@ -97,6 +98,14 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
             ::log::warn!(target: server::LOG, "no request for {} s; closing the connection", timeout.as_secs());
             0
         }
+        Ending::RequestTimeout(limit) => {
+            ::log::warn!(target: server::LOG, "a request was still incomplete {} s after it began; closing the connection", limit.as_secs());
+            0
+        }
+        Ending::SessionLimit(limit) => {
+            ::log::warn!(target: server::LOG, "the session reached the server's limit of {} s; closing the connection", limit.as_secs());
+            0
+        }
         Ending::Signal(signal) => 128 + signal as u8,
         Ending::BadInput { message, exit_code } => {
             let _ = writeln!(std::io::stderr(), "{message}");
@@ -149,7 +158,8 @@ const USAGE: &str =
                        [--debug | --info | --warning | --error | --critical]
                        [--debug-topic TOPIC] [--lock-wait SECONDS]
                        [--permissions all|read-only] [--idle-timeout DURATION]
-                       [--max-lock-wait SECONDS]
+                       [--request-timeout DURATION] [--session-limit DURATION]
+                       [--max-lock-wait SECONDS] [--allow-lock-bypass]
 
 A drop-in replacement for BorgBackup 1.x's `borg serve`: speaks borg's RPC protocol
 on stdin/stdout and reads and writes borg's repository format.

@@ -5,15 +5,18 @@
 //! further request is already buffered, so pipelined puts cost one write per batch.
 //!
 //! stdin and stdout are [`ClientPipe`]s: non-blocking, so that a client that stalls in the
-//! middle of a request, or stops reading replies, cannot block the engine past the idle
-//! timeout or a SIGHUP/SIGTERM while it holds the repository lock.
+//! middle of a request, trickles it byte by byte, or stops reading replies, cannot block the
+//! engine past the session's clocks (idle timeout, request deadline, session limit; see
+//! `clock.rs`) or a SIGHUP/SIGTERM while it holds the repository lock. Lock waits end on the
+//! same events (see [`AbortProbe`]).
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -21,12 +24,13 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::args::ServeConfig;
+use super::clock::{Expiry, SessionClock};
 use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
-use super::lock::{LockIdentity, LockWait};
+use super::lock::{LockIdentity, SessionLockWait};
 use super::log::LogHandle;
 use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
 use super::repository::error::RepoError;
-use super::repository::repo::{OpenOptions, Repository};
+use super::repository::repo::{KeyPermission, OpenOptions, Repository};
 use super::rpc::{
     Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader,
     RpcDecodeError, SERVER_VERSION,
@@ -44,6 +48,10 @@ pub enum Ending {
     ClientGone(io::Error),
     Signal(Signal),
     IdleTimeout(Duration),
+    /// A request was still incomplete this long after it began to arrive.
+    RequestTimeout(Duration),
+    /// The session reached the server's limit on its length.
+    SessionLimit(Duration),
     /// The client sent something that is not a borg request.
     BadInput {
         message: String,
@@ -89,6 +97,8 @@ pub struct Server {
     stdin: File,
     signals: Option<SignalFd>,
     path_context: PathContext<'static>,
+    /// Idle timeout, request deadline and session limit, shared with the client pipes.
+    clock: Rc<SessionClock>,
 }
 
 /// What one request produced.
@@ -113,6 +123,11 @@ impl Server {
         path_context: PathContext<'static>,
     ) -> Server {
         let signals = watch_signals();
+        let clock = Rc::new(SessionClock::new(
+            config.idle_timeout,
+            config.request_timeout,
+            config.session_limit,
+        ));
         Server {
             config,
             log,
@@ -120,6 +135,7 @@ impl Server {
             stdin,
             signals,
             path_context,
+            clock,
         }
     }
 
@@ -140,6 +156,12 @@ impl Server {
         writer: &mut ReplyWriter<W>,
     ) -> Ending {
         loop {
+            // Also between pipelined requests, which never wait for input. The replies so
+            // far still go out (the last may be the LockTimeout the limit caused).
+            if let Some(Expiry::Session(limit)) = self.clock.session_over(Instant::now()) {
+                let _ = writer.flush();
+                return Ending::SessionLimit(limit);
+            }
             if !reader.has_buffered_request() {
                 if let Err(error) = writer.flush() {
                     return self.pipe_failed(error);
@@ -147,8 +169,12 @@ impl Server {
                 if let Some(ending) = self.wait_for_input() {
                     return ending;
                 }
+                // The request's first bytes are here; the rest must follow in time.
+                self.clock.start_request();
             }
-            let request = match reader.next_request() {
+            let next = reader.next_request();
+            self.clock.end_request();
+            let request = match next {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(RpcDecodeError::Read(error)) if Interruption::of(&error).is_some() => {
@@ -188,6 +214,8 @@ impl Server {
     fn pipe_failed(&mut self, error: io::Error) -> Ending {
         match Interruption::of(&error) {
             Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
+            Some(Interruption::RequestTimeout(limit)) => Ending::RequestTimeout(limit),
+            Some(Interruption::SessionLimit(limit)) => Ending::SessionLimit(limit),
             Some(Interruption::Signal) => match self.take_signal() {
                 Some(signal) => Ending::Signal(signal),
                 None => Ending::ClientGone(error),
@@ -197,37 +225,48 @@ impl Server {
     }
 
     /// stdin and stdout as non-blocking [`ClientPipe`]s that give up on this server's
-    /// signals and idle timeout.
+    /// signals and clocks.
     pub fn client_pipes(&self, stdin: File, stdout: File) -> io::Result<(ClientPipe, ClientPipe)> {
-        let signals = || -> io::Result<Option<OwnedFd>> {
-            self.signals
-                .as_ref()
-                .map(|signals| signals.as_fd().try_clone_to_owned())
-                .transpose()
-        };
-        let timeout = self.config.idle_timeout;
         // Both flags first: stdin and stdout may share one open file description (a socket),
         // and each pipe must restore what was there before either changed it.
         let stdin_flags = file_status_flags(&stdin)?;
         let stdout_flags = file_status_flags(&stdout)?;
         Ok((
-            ClientPipe::wrap(stdin, signals()?, timeout, stdin_flags)?,
-            ClientPipe::wrap(stdout, signals()?, timeout, stdout_flags)?,
+            ClientPipe::wrap(stdin, self.dup_signals()?, self.clock.clone(), stdin_flags)?,
+            ClientPipe::wrap(
+                stdout,
+                self.dup_signals()?,
+                self.clock.clone(),
+                stdout_flags,
+            )?,
         ))
+    }
+
+    /// A descriptor of the signalfd of its own (polling it does not consume a signal).
+    fn dup_signals(&self) -> io::Result<Option<OwnedFd>> {
+        self.signals
+            .as_ref()
+            .map(|signals| signals.as_fd().try_clone_to_owned())
+            .transpose()
+    }
+
+    /// What ends this session's lock waits early: its client leaving, or a signal.
+    fn abort_probe(&self) -> io::Result<AbortProbe> {
+        Ok(AbortProbe {
+            stdin: self.stdin.as_fd().try_clone_to_owned()?,
+            signals: self.dup_signals()?,
+        })
     }
 
     /// Blocks until a request can be read, or the session must end. Asked at every request
     /// boundary, so a signal is noticed even while the client keeps its pipe full.
     fn wait_for_input(&mut self) -> Option<Ending> {
         let signals = self.signals.as_ref().map(AsFd::as_fd);
-        let ready = wait_ready(
-            self.stdin.as_fd(),
-            PollFlags::POLLIN,
-            signals,
-            self.config.idle_timeout,
-        );
+        let ready = wait_ready(self.stdin.as_fd(), PollFlags::POLLIN, signals, &self.clock);
         match ready {
-            Ok(Readiness::IdleTimeout(timeout)) => Some(Ending::IdleTimeout(timeout)),
+            Ok(Readiness::Expired(Expiry::Idle(timeout))) => Some(Ending::IdleTimeout(timeout)),
+            Ok(Readiness::Expired(Expiry::Request(limit))) => Some(Ending::RequestTimeout(limit)),
+            Ok(Readiness::Expired(Expiry::Session(limit))) => Some(Ending::SessionLimit(limit)),
             Ok(Readiness::Signalled) => self.take_signal().map(Ending::Signal),
             // Readable, hung up or in error: reading will tell.
             Ok(Readiness::Ready) | Err(_) => None,
@@ -240,27 +279,6 @@ impl Server {
             Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
             _ => None,
         }
-    }
-
-    /// Whether the client has disconnected or a signal asks us to stop (used while waiting
-    /// for a lock, so that a waiting server never outlives its client).
-    fn should_abort(&self) -> bool {
-        // POLLRDHUP notices a socket peer that shut down its side (sshd may use socketpairs).
-        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-        let mut fds = vec![PollFd::new(self.stdin.as_fd(), rdhup)];
-        if let Some(signals) = &self.signals {
-            fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-        }
-        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
-            return false;
-        }
-        let gone = PollFlags::POLLHUP | rdhup | PollFlags::POLLERR;
-        let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
-        let signalled = fds
-            .get(1)
-            .and_then(PollFd::revents)
-            .is_some_and(|r| !r.is_empty());
-        stdin_gone || signalled
     }
 
     fn handle<'a>(&'a mut self, request: &Request<'_>) -> Reply<'a> {
@@ -330,6 +348,7 @@ impl Server {
         let options = OpenOptions {
             create,
             lock,
+            allow_lock_bypass: self.config.allow_lock_bypass,
             exclusive,
             append_only: (!create && self.config.append_only) || client_append_only,
             make_parent_dirs,
@@ -337,11 +356,16 @@ impl Server {
             read_only: self.config.permissions == Permissions::ReadOnly,
         };
         let wait_for = clamp_lock_wait(lock_wait, self.config.max_lock_wait);
-        let abort = || self.should_abort();
-        let wait = LockWait::from_timeout(wait_for).abort_when(&abort);
+        // Kept by the repository for every later wait too (an upgrade, a deferred lock).
+        let probe = self
+            .abort_probe()
+            .map_err(|e| RemoteException::os_error(&format!("cannot watch the client: {e}")))?;
+        let wait = SessionLockWait::new(self.clock.lock_wait(wait_for))
+            .until(self.clock.session_deadline())
+            .abort_when(Box::new(move || probe.fired()));
         let identity = LockIdentity::for_current_process();
         let mut repository =
-            Repository::open(&resolved, &options, identity, &wait).map_err(|e| {
+            Repository::open(&resolved, &options, identity, wait).map_err(|e| {
                 self.session = Session::Ended(Ended::OpenFailed);
                 e.to_remote()
             })?;
@@ -437,7 +461,14 @@ impl Server {
             Method::SaveKey if read_only => return refuse("save_key"),
             Method::SaveKey => {
                 let keydata = args.bytes("keydata")?.unwrap_or_default();
-                repository.save_key(keydata).map(|()| Outcome::Nil)
+                let permission = if self.config.append_only {
+                    KeyPermission::OnlyWhenNone
+                } else {
+                    KeyPermission::Any
+                };
+                repository
+                    .save_key(keydata, permission)
+                    .map(|()| Outcome::Nil)
             }
             Method::LoadKey => Ok(Outcome::Owned(repository.load_key())),
             // Reading the nonce counter is a read; read-only keys need it (below).
@@ -528,6 +559,36 @@ fn guard_disk(
     result
 }
 
+/// The events that end a session's lock waits, on descriptors of its own so that the
+/// repository can keep it: the client closed its end of stdin (or the socket), or a SIGHUP,
+/// SIGTERM or SIGINT is pending.
+pub struct AbortProbe {
+    stdin: OwnedFd,
+    signals: Option<OwnedFd>,
+}
+
+impl AbortProbe {
+    /// Whether a lock wait should end now (so that a waiting server never outlives its client).
+    pub fn fired(&self) -> bool {
+        // POLLRDHUP notices a socket peer that shut down its side (sshd may use socketpairs).
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = vec![PollFd::new(self.stdin.as_fd(), rdhup)];
+        if let Some(signals) = &self.signals {
+            fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
+            return false;
+        }
+        let gone = PollFlags::POLLHUP | rdhup | PollFlags::POLLERR;
+        let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
+        let signalled = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
+        stdin_gone || signalled
+    }
+}
+
 /// Why a read or write of the client's pipes gave up (carried inside the `io::Error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interruption {
@@ -535,6 +596,20 @@ pub enum Interruption {
     Signal,
     /// The client neither sent nor took a byte for this long.
     Idle(Duration),
+    /// The request being read was still incomplete this long after it began to arrive.
+    RequestTimeout(Duration),
+    /// The session reached its limit.
+    SessionLimit(Duration),
+}
+
+impl From<Expiry> for Interruption {
+    fn from(expiry: Expiry) -> Interruption {
+        match expiry {
+            Expiry::Idle(timeout) => Interruption::Idle(timeout),
+            Expiry::Request(limit) => Interruption::RequestTimeout(limit),
+            Expiry::Session(limit) => Interruption::SessionLimit(limit),
+        }
+    }
 }
 
 impl Interruption {
@@ -554,6 +629,14 @@ impl fmt::Display for Interruption {
             Interruption::Idle(timeout) => {
                 write!(f, "the client was silent for {} s", timeout.as_secs())
             }
+            Interruption::RequestTimeout(limit) => write!(
+                f,
+                "a request was still incomplete {} s after it began",
+                limit.as_secs()
+            ),
+            Interruption::SessionLimit(limit) => {
+                write!(f, "the session reached its limit of {} s", limit.as_secs())
+            }
         }
     }
 }
@@ -561,50 +644,52 @@ impl fmt::Display for Interruption {
 impl std::error::Error for Interruption {}
 
 /// stdin or stdout of the session, switched to non-blocking mode: a read or write that
-/// would block waits in poll(2) for the pipe, the signalfd, or the idle timeout, whichever
-/// comes first. A blocking pipe would keep the engine (and its lock) hostage to a client that
+/// would block waits in poll(2) for the pipe, the signalfd, or the first of the session's
+/// clocks to run out (idle timeout, the request deadline for reads, the session limit). A blocking pipe would keep the engine (and its lock) hostage to a client that
 /// stalls in the middle of a request or stops reading replies, where neither the idle
 /// timeout nor SIGTERM could reach it. The original file status flags are restored on drop,
 /// so a terminal or a pipe shared with another process is left as it was found.
 pub struct ClientPipe {
     file: File,
     signals: Option<OwnedFd>,
-    idle_timeout: Option<Duration>,
+    clock: Rc<SessionClock>,
     original_flags: Option<OFlag>,
 }
 
 impl ClientPipe {
+    /// A pipe with an idle timeout only (no request deadline, no session limit).
     pub fn new(
         file: File,
         signals: Option<OwnedFd>,
         idle_timeout: Option<Duration>,
     ) -> io::Result<ClientPipe> {
         let original_flags = file_status_flags(&file)?;
-        ClientPipe::wrap(file, signals, idle_timeout, original_flags)
+        let clock = Rc::new(SessionClock::new(idle_timeout, None, None));
+        ClientPipe::wrap(file, signals, clock, original_flags)
     }
 
     pub(crate) fn wrap(
         file: File,
         signals: Option<OwnedFd>,
-        idle_timeout: Option<Duration>,
+        clock: Rc<SessionClock>,
         original_flags: OFlag,
     ) -> io::Result<ClientPipe> {
         fcntl(&file, FcntlArg::F_SETFL(original_flags | OFlag::O_NONBLOCK))?;
         Ok(ClientPipe {
             file,
             signals,
-            idle_timeout,
+            clock,
             original_flags: Some(original_flags),
         })
     }
 
     /// Waits until the pipe is ready for `events`; an [`Interruption`] error when a signal
-    /// is pending or the idle timeout passes first.
+    /// is pending or one of the session's clocks runs out first.
     fn wait(&self, events: PollFlags) -> io::Result<()> {
         let signals = self.signals.as_ref().map(AsFd::as_fd);
-        match wait_ready(self.file.as_fd(), events, signals, self.idle_timeout)? {
+        match wait_ready(self.file.as_fd(), events, signals, &self.clock)? {
             Readiness::Ready => Ok(()),
-            Readiness::IdleTimeout(timeout) => Err(io::Error::other(Interruption::Idle(timeout))),
+            Readiness::Expired(expiry) => Err(io::Error::other(Interruption::from(expiry))),
             Readiness::Signalled => Err(io::Error::other(Interruption::Signal)),
         }
     }
@@ -630,20 +715,26 @@ impl ClientPipe {
 pub(crate) enum Readiness {
     /// Ready, hung up or in error: the next read or write tells which.
     Ready,
-    IdleTimeout(Duration),
+    /// One of the session's clocks ran out.
+    Expired(Expiry),
     /// The signal fd is readable.
     Signalled,
 }
 
-/// Polls `fd` for `events` together with the signal fd, for at most the idle timeout.
+/// Polls `fd` for `events` together with the signal fd, until the first of the session's
+/// clocks runs out. A deadline already passed ends the wait even if `fd` is ready: a
+/// trickling client always has a byte waiting.
 pub(crate) fn wait_ready(
     fd: BorrowedFd<'_>,
     events: PollFlags,
     signals: Option<BorrowedFd<'_>>,
-    idle_timeout: Option<Duration>,
+    clock: &SessionClock,
 ) -> io::Result<Readiness> {
-    let timeout = match idle_timeout {
-        Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+    let now = Instant::now();
+    let expiry = clock.next_expiry(events.contains(PollFlags::POLLIN), now);
+    let timeout = match expiry {
+        Some((when, _)) if when <= now => return Ok(Readiness::Expired(expiry_of(expiry))),
+        Some((when, _)) => PollTimeout::try_from(when - now).unwrap_or(PollTimeout::MAX),
         None => PollTimeout::NONE,
     };
     loop {
@@ -652,7 +743,7 @@ pub(crate) fn wait_ready(
             fds.push(PollFd::new(signals, PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
-            Ok(0) => return Ok(Readiness::IdleTimeout(idle_timeout.unwrap_or_default())),
+            Ok(0) => return Ok(Readiness::Expired(expiry_of(expiry))),
             Ok(_) => {
                 let signalled = fds
                     .get(1)
@@ -668,6 +759,11 @@ pub(crate) fn wait_ready(
             Err(errno) => return Err(errno.into()),
         }
     }
+}
+
+/// The limit a timed-out poll ran into (a poll without a timeout never times out).
+fn expiry_of(expiry: Option<(Instant, Expiry)>) -> Expiry {
+    expiry.map_or(Expiry::Idle(Duration::ZERO), |(_, expiry)| expiry)
 }
 
 pub(crate) fn file_status_flags(file: &File) -> io::Result<OFlag> {

@@ -398,6 +398,17 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
             args.push(format!("--key-quota={}", quota.limit));
             args.push(format!("--key-quota-ledger={}", quota.ledger.display()));
         }
+        match policy.repository.request_timeout {
+            Some(timeout) if timeout.is_zero() => args.push("--request-timeout=0".to_owned()),
+            Some(timeout) => args.push(format!("--request-timeout={}s", timeout.as_secs().max(1))),
+            None => {}
+        }
+        if let Some(limit) = policy.repository.session_limit {
+            args.push(format!("--session-limit={}s", limit.as_secs().max(1)));
+        }
+        if policy.repository.allow_lock_bypass {
+            args.push("--allow-lock-bypass".to_owned());
+        }
     }
     ServeArgs(args)
 }

@@ -27,6 +27,9 @@ pub enum OptionKind {
     MaxLockWait,
     KeyQuota,
     KeyQuotaLedger,
+    RequestTimeout,
+    SessionLimit,
+    AllowLockBypass,
     /// Accepted by borg's parser but meaningless for a server (`--progress`, `--show-rc`,
     /// `--remote-path`, ...).
     Inert,
@@ -148,6 +151,14 @@ pub static OPTION_TABLE: &[OptionSpec] = &[
     valued(&["--max-lock-wait"], K::MaxLockWait, S::Extension),
     valued(&["--key-quota"], K::KeyQuota, S::Extension),
     valued(&["--key-quota-ledger"], K::KeyQuotaLedger, S::Extension),
+    valued(&["--request-timeout"], K::RequestTimeout, S::Extension),
+    valued(&["--session-limit"], K::SessionLimit, S::Extension),
+    flag(
+        &["--allow-lock-bypass"],
+        None,
+        K::AllowLockBypass,
+        S::Extension,
+    ),
 ];
 
 /// Whose command line is parsed: a client's (borg's options only) or borg-gate's own

@@ -114,6 +114,13 @@ pub struct ForcedSettings {
     /// Names of policies whose keys may reach the same repositories on purpose (`doctor`
     /// does not warn about those overlaps).
     pub shared_with: Vec<String>,
+    /// How long after it began a request must have arrived; `None` leaves the engine's
+    /// default, `Some(ZERO)` turns the deadline off.
+    pub request_timeout: Option<Duration>,
+    /// The longest a session may last; `None`: no limit.
+    pub session_limit: Option<Duration>,
+    /// A client's `lock=False` may read without a lock (built-in engine only).
+    pub allow_lock_bypass: bool,
 }
 
 /// The policy's `key_quota` and the ledger that enforces it (see `engine::key_quota`).

@@ -77,6 +77,9 @@ pub struct RawRepository {
     /// Policies (by name) whose keys may reach the same repositories on purpose.
     #[serde(default)]
     pub shared_with: Vec<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub session_limit: Option<Spanned<String>>,
+    pub allow_lock_bypass: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

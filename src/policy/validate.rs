@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -649,6 +650,25 @@ impl Validator<'_> {
             }
             shared_with.push(name.into_inner());
         }
+        let request_timeout = raw
+            .request_timeout
+            .and_then(|t| self.builtin_duration(&t, "request_timeout", "\"5m\"", program));
+        let session_limit = raw
+            .session_limit
+            .and_then(|t| self.builtin_duration(&t, "session_limit", "\"12h\"", program))
+            .filter(|limit| !limit.is_zero());
+        let allow_lock_bypass = match raw.allow_lock_bypass {
+            None => false,
+            Some(allow) => {
+                if !program.is_builtin() {
+                    self.error(
+                        allow.span(),
+                        "allow_lock_bypass needs the built-in engine; an external borg always honours a client's lock=False (set engine.program = \"builtin\")",
+                    );
+                }
+                allow.into_inner()
+            }
+        };
         ForcedSettings {
             restrict_to_paths,
             restrict_to_repositories,
@@ -659,6 +679,44 @@ impl Validator<'_> {
             umask,
             permissions,
             idle_timeout,
+            request_timeout,
+            session_limit,
+            allow_lock_bypass,
+        }
+    }
+
+    /// A duration only the built-in engine enforces; `"0"` is zero (no limit). `None` after
+    /// an error.
+    fn builtin_duration(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        example: &str,
+        program: &EngineProgram,
+    ) -> Option<Duration> {
+        let text = value.get_ref();
+        let parsed = if text == "0" {
+            Ok(Duration::ZERO)
+        } else {
+            humantime::parse_duration(text)
+        };
+        match parsed {
+            Ok(duration) => {
+                if !program.is_builtin() {
+                    self.error(
+                        value.span(),
+                        format!("{key} needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")"),
+                    );
+                }
+                Some(duration)
+            }
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    format!("{key} {text:?} is not a duration; write it like {example} (or \"0\" for no limit)"),
+                );
+                None
+            }
         }
     }
 
@@ -1179,6 +1237,64 @@ mod tests {
         assert_eq!(line_and_column("a\nbc", 3), (2, 2));
         assert_eq!(line_and_column("ää\nx", 4), (1, 3));
         assert_eq!(line_and_column("x", 99), (1, 2));
+    }
+
+    #[test]
+    fn session_limits_and_lock_bypass_are_read_and_checked() {
+        let with = |extra: &str| MINIMAL.replace("[audit]", &format!("{extra}\n[audit]"));
+        let policy = parse_policy(
+            &with("request_timeout = \"90s\"\nsession_limit = \"12h\"\nallow_lock_bypass = true"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.repository.request_timeout,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            policy.repository.session_limit,
+            Some(Duration::from_secs(43200))
+        );
+        assert!(policy.repository.allow_lock_bypass);
+        let defaults = parse_policy(MINIMAL, "t").unwrap();
+        assert_eq!(defaults.repository.request_timeout, None);
+        assert_eq!(defaults.repository.session_limit, None);
+        assert!(!defaults.repository.allow_lock_bypass);
+        let off =
+            parse_policy(&with("request_timeout = \"0\"\nsession_limit = \"0\""), "t").unwrap();
+        assert_eq!(off.repository.request_timeout, Some(Duration::ZERO));
+        assert_eq!(off.repository.session_limit, None);
+        for (extra, message) in [
+            (
+                "request_timeout = \"soon\"",
+                "p.toml:4:19: request_timeout \"soon\" is not a duration; write it like \"5m\" (or \"0\" for no limit)",
+            ),
+            (
+                "session_limit = \"1 fortnight\"",
+                "p.toml:4:17: session_limit \"1 fortnight\" is not a duration; write it like \"12h\" (or \"0\" for no limit)",
+            ),
+            (
+                "allow_lock_bypass = \"yes\"",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+        ] {
+            let errors = errors_of(&with(extra));
+            assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+            assert!(errors[0].contains(message), "{extra}: {errors:?}");
+        }
+        let external = "[engine]\nprogram = \"/usr/bin/borg\"\n";
+        for key in [
+            "request_timeout = \"1m\"",
+            "session_limit = \"1h\"",
+            "allow_lock_bypass = false",
+        ] {
+            let errors = errors_of(&format!("{}{external}", with(key)));
+            assert_eq!(errors.len(), 1, "{key}: {errors:?}");
+            assert!(
+                errors[0].contains("needs the built-in engine"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

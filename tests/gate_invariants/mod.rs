@@ -31,7 +31,7 @@ pub const FORCED: [&str; 5] = [
 ];
 
 /// Options only the server may set: they appear exactly as often as [`FORCED`] has them.
-pub const SERVER_DECIDES: [&str; 7] = [
+pub const SERVER_DECIDES: [&str; 10] = [
     "--restrict-to-path",
     "--restrict-to-repository",
     "--append-only",
@@ -39,6 +39,9 @@ pub const SERVER_DECIDES: [&str; 7] = [
     "--umask",
     "--permissions",
     "--idle-timeout",
+    "--request-timeout",
+    "--session-limit",
+    "--allow-lock-bypass",
 ];
 
 /// The first broken invariant in the engine arguments the gate accepted for `command`.

@@ -29,12 +29,20 @@ pub enum Reply {
 impl RawSession {
     /// Starts `borg-gate serve <args>` with stderr going to `stderr_log`.
     pub fn start(args: &[&str], stderr_log: &Path) -> RawSession {
-        let mut child = Command::new(support::cargo_bin())
+        let mut command = Command::new(support::cargo_bin());
+        command
             .arg("serve")
             .args(args)
             .env_clear()
             .env("PATH", support::SAFE_PATH)
-            .env("LANG", "C.UTF-8")
+            .env("LANG", "C.UTF-8");
+        RawSession::start_command(command, stderr_log)
+    }
+
+    /// Starts `command` (an engine, or the gate that becomes one) with piped stdin and
+    /// stdout and stderr going to `stderr_log`, and negotiates.
+    pub fn start_command(mut command: Command, stderr_log: &Path) -> RawSession {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(stderr_log).unwrap())
@@ -112,6 +120,45 @@ impl RawSession {
             Some(class) => Reply::Exception(class.as_str().unwrap_or("?").to_owned()),
             None => panic!("not a reply: {message}"),
         }
+    }
+
+    /// Reads one reply; `None` once the engine has closed its output.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let stdout = self.stdout.as_mut()?;
+        let message = rmpv::decode::read_value(stdout).ok()?;
+        let field = |name: &str| {
+            message.as_map().and_then(|map| {
+                map.iter()
+                    .find(|(key, _)| key.as_str() == Some(name))
+                    .map(|(_, value)| value.clone())
+            })
+        };
+        match (field("r"), field("exception_class")) {
+            (Some(result), _) => Some(Reply::Result(result)),
+            (None, Some(class)) => Some(Reply::Exception(class.as_str().unwrap_or("?").to_owned())),
+            (None, None) => panic!("not a reply: {message}"),
+        }
+    }
+
+    /// Our end of the engine's stdin, for a test that writes to it from another thread.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// Reads one reply if it arrives within `timeout`; `None` if it does not (the engine is
+    /// still busy, or waiting for something).
+    pub fn reply_within(&mut self, timeout: Duration) -> Option<Reply> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let stdout = self.stdout.as_mut().expect("stdout is open");
+        if stdout.buffer().is_empty() {
+            let mut fds = [PollFd::new(stdout.get_ref().as_fd(), PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+            if poll(&mut fds, timeout).unwrap() == 0 {
+                return None;
+            }
+        }
+        Some(self.reply())
     }
 
     pub fn call(&mut self, method: &str, args: Vec<(&str, Value)>) -> Reply {

@@ -38,6 +38,7 @@ pub mod wire;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use args::{RestConfig, apply_client_command, effective_permissions, parse_rest_args};
 use backend::{BackendRefusal, check_path_is_ours, resolve_backend};
@@ -46,6 +47,7 @@ use service::{Service, ServiceConfig};
 use session::{Ending, Watch};
 use wire::{RequestReader, ResponseWriter};
 
+use crate::engine::clock::SessionClock;
 use crate::engine::log::{LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
 use crate::engine::server::{ClientPipe, file_status_flags, watch_signals};
@@ -204,14 +206,15 @@ fn run_session(service: &mut Service, config: &RestConfig) -> Result<Ending, Ref
     let stdin_flags = file_status_flags(&stdin).map_err(cannot)?;
     let stdout_flags = file_status_flags(&stdout).map_err(cannot)?;
     let watched = stdin.try_clone().map_err(cannot)?;
+    let clock = Rc::new(SessionClock::new(config.idle_timeout, None, None));
     let input =
-        ClientPipe::wrap(stdin, signal_fd()?, config.idle_timeout, stdin_flags).map_err(cannot)?;
-    let output = ClientPipe::wrap(stdout, signal_fd()?, config.idle_timeout, stdout_flags)
-        .map_err(cannot)?;
+        ClientPipe::wrap(stdin, signal_fd()?, clock.clone(), stdin_flags).map_err(cannot)?;
+    let output =
+        ClientPipe::wrap(stdout, signal_fd()?, clock.clone(), stdout_flags).map_err(cannot)?;
     let mut watch = Watch {
         stdin: watched,
         signals,
-        idle_timeout: config.idle_timeout,
+        clock,
     };
     let mut reader = RequestReader::new(input);
     let mut writer = ResponseWriter::new(output);

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::rc::Rc;
 use std::time::Duration;
 
 use nix::poll::PollFlags;
@@ -20,6 +21,7 @@ use super::response::Response;
 use super::route::route;
 use super::service::Service;
 use super::wire::{ReadError, RequestReader, ResponseWriter};
+use crate::engine::clock::{Expiry, SessionClock};
 use crate::engine::server::{Interruption, Readiness, wait_ready};
 
 /// Why a session ended.
@@ -38,6 +40,15 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// The ending for a clock that ran out (only the idle timeout is set for borg 2).
+    fn expired(expiry: Expiry) -> Ending {
+        match expiry {
+            Expiry::Idle(timeout) | Expiry::Request(timeout) | Expiry::Session(timeout) => {
+                Ending::IdleTimeout(timeout)
+            }
+        }
+    }
+
     /// The exit status: 0 whenever the client left (borgstore's client treats anything
     /// else at close as an error), 128+N for a signal, 2 for a broken stream.
     pub fn exit_code(&self) -> u8 {
@@ -57,20 +68,16 @@ pub struct Watch {
     /// stdin, polled for readability at request boundaries.
     pub stdin: File,
     pub signals: Option<SignalFd>,
-    pub idle_timeout: Option<Duration>,
+    /// The idle timeout (borg 2 sessions have no request deadline or session limit yet).
+    pub clock: Rc<SessionClock>,
 }
 
 impl Watch {
     /// Blocks until a request can be read, or the session must end.
     fn wait_for_input(&mut self) -> Option<Ending> {
         let signals = self.signals.as_ref().map(AsFd::as_fd);
-        match wait_ready(
-            self.stdin.as_fd(),
-            PollFlags::POLLIN,
-            signals,
-            self.idle_timeout,
-        ) {
-            Ok(Readiness::IdleTimeout(timeout)) => Some(Ending::IdleTimeout(timeout)),
+        match wait_ready(self.stdin.as_fd(), PollFlags::POLLIN, signals, &self.clock) {
+            Ok(Readiness::Expired(expiry)) => Some(Ending::expired(expiry)),
             Ok(Readiness::Signalled) => self.take_signal().map(Ending::Signal),
             Ok(Readiness::Ready) | Err(_) => None,
         }
@@ -85,6 +92,9 @@ impl Watch {
     fn pipe_failed(&mut self, error: io::Error) -> Ending {
         match Interruption::of(&error) {
             Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
+            Some(Interruption::RequestTimeout(limit) | Interruption::SessionLimit(limit)) => {
+                Ending::IdleTimeout(limit)
+            }
             Some(Interruption::Signal) => match self.take_signal() {
                 Some(signal) => Ending::Signal(signal),
                 None => Ending::ClientGone(error),

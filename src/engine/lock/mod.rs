@@ -37,6 +37,16 @@
 //! The lock is released by [`RepositoryLock::release`] (which reports errors) or, on every
 //! other path, when the value is dropped (errors are logged, never panicked on).
 //!
+//! # Upgrades
+//!
+//! borg's `upgrade` deadlocks when two shared holders upgrade at once: each waits for the
+//! other to leave the shared list (`locking.py` says so in a comment). Here the first
+//! upgrader also holds `<repo>/lock.upgrade`, a mutex of the same kind as `lock.exclusive`;
+//! a second shared holder that wants to upgrade meanwhile gives up at once with borg's
+//! `LockTimeout` instead of waiting for a holder that waits for it. Python borg does not
+//! know the directory and never touches it; a stale one left by a dead process on this host
+//! is removed like a stale `lock.exclusive`, and [`break_lock`] removes it too.
+//!
 //! # Cancellation
 //!
 //! Every waiting operation takes a [`LockWait`]: a timeout (`None` = forever, zero = try
@@ -60,7 +70,7 @@ use std::time::Duration;
 pub use identity::{LockIdentity, computed_host_id, host_id_from_environment, process_alive};
 pub use mutex::ExclusiveLock;
 pub use roster::{LockRoster, RosterChange, RosterData, RosterKey};
-pub use timer::LockWait;
+pub use timer::{LockWait, SessionLockWait};
 
 use mutex::LOG_TARGET;
 use timer::{NextStep, TimeoutTimer};
@@ -159,6 +169,9 @@ pub enum LockMode {
     Exclusive,
 }
 
+/// The mutex directory held while a shared lock is being upgraded (see "Upgrades" above).
+pub const UPGRADE_LOCK: &str = "lock.upgrade";
+
 /// A held repository lock (borg's `Lock` on `<repo>/lock`). Released by
 /// [`release`](Self::release) or, failing that, on drop.
 #[derive(Debug)]
@@ -170,6 +183,8 @@ pub struct RepositoryLock {
     timeout: Option<Duration>,
     mutex: ExclusiveLock,
     roster: LockRoster,
+    /// `<repo>/lock.upgrade`, held only while [`upgrade`](Self::upgrade) waits.
+    upgrading: ExclusiveLock,
     held: bool,
 }
 
@@ -194,6 +209,7 @@ impl RepositoryLock {
             mode,
             timeout: wait.timeout(),
             mutex: ExclusiveLock::new(repo.join("lock.exclusive"), identity.clone()),
+            upgrading: ExclusiveLock::new(repo.join(UPGRADE_LOCK), identity.clone()),
             roster: LockRoster::new(repo.join("lock.roster"), identity),
             held: false,
         };
@@ -206,15 +222,34 @@ impl RepositoryLock {
     }
 
     /// Turn a shared lock into an exclusive one (borg's `upgrade`); no-op if exclusive.
-    /// On failure the shared lock is still held. Two shared holders upgrading at the same
-    /// time wait for each other until one times out, exactly as in borg.
+    /// On failure the shared lock is still held, as in borg. While another shared holder is
+    /// upgrading, this one fails at once with `LockTimeout(<repo>/lock)` (borg would wait
+    /// for the other, which waits for this one: a deadlock until one lock wait runs out).
     pub fn upgrade(&mut self, wait: &LockWait) -> Result<(), LockError> {
         if self.mode == LockMode::Exclusive {
             return Ok(());
         }
-        self.become_exclusive(wait, true)?;
+        self.claim_upgrade()?;
+        let upgraded = self.become_exclusive(wait, true);
+        if let Err(error) = self.upgrading.release() {
+            log::warn!(target: LOG_TARGET, "Releasing {UPGRADE_LOCK} failed: {error}");
+        }
+        upgraded?;
         self.mode = LockMode::Exclusive;
         Ok(())
+    }
+
+    /// Takes `lock.upgrade` without waiting. The second try is for a stale directory of a
+    /// dead process, which the first try removed.
+    fn claim_upgrade(&mut self) -> Result<(), LockError> {
+        let once = LockWait::at_most(Duration::ZERO);
+        match self.upgrading.acquire(&once) {
+            Err(LockError::LockTimeout(_)) => match self.upgrading.acquire(&once) {
+                Err(LockError::LockTimeout(_)) => Err(self.roster_timeout()),
+                other => other,
+            },
+            other => other,
+        }
     }
 
     /// Shared acquire: hold the mutex while adding ourselves to the roster's shared list.
@@ -380,6 +415,7 @@ pub fn break_lock(repo: &Path) -> Result<(), LockError> {
     // The identity does not matter for breaking.
     let nobody = LockIdentity::new(String::new(), 0);
     LockRoster::new(repo.join("lock.roster"), nobody.clone()).remove()?;
+    ExclusiveLock::new(repo.join(UPGRADE_LOCK), nobody.clone()).break_lock()?;
     ExclusiveLock::new(repo.join("lock.exclusive"), nobody).break_lock()
 }
 

@@ -263,6 +263,78 @@ fn upgrade_blocked_by_another_reader_times_out_and_stays_shared() {
 }
 
 #[test]
+fn of_two_shared_holders_upgrading_at_once_the_second_gives_up_at_once() {
+    let repo = tempfile::tempdir().unwrap();
+    let first = LockIdentity::new("h@1", 1);
+    let second = LockIdentity::new("other@2", 2);
+    let mut waiting =
+        RepositoryLock::acquire(repo.path(), first, LockMode::Shared, &quick()).unwrap();
+    let mut late =
+        RepositoryLock::acquire(repo.path(), second, LockMode::Shared, &quick()).unwrap();
+    let upgrader = std::thread::spawn(move || {
+        let upgraded = waiting.upgrade(&LockWait::at_most(Duration::from_secs(30)));
+        (upgraded, waiting)
+    });
+    let upgrade_lock = repo.path().join(UPGRADE_LOCK);
+    let started = Instant::now();
+    while !upgrade_lock.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first upgrader never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // borg would wait here for the first upgrader, which waits for this one.
+    let asked = Instant::now();
+    let error = late
+        .upgrade(&LockWait::at_most(Duration::from_secs(30)))
+        .unwrap_err();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        error,
+        LockError::LockTimeout(path_string(repo.path().join("lock")))
+    );
+    assert_eq!(late.mode(), LockMode::Shared);
+    // The second holder leaves (as its client does after the error); the first gets its lock.
+    late.release().unwrap();
+    let (upgraded, waiting) = upgrader.join().unwrap();
+    upgraded.unwrap();
+    assert!(waiting.got_exclusive_lock());
+    assert!(!upgrade_lock.exists());
+    waiting.release().unwrap();
+    assert!(names_in(repo.path()).is_empty());
+}
+
+#[test]
+fn a_stale_upgrade_lock_of_a_dead_process_does_not_block_upgrades() {
+    let repo = tempfile::tempdir().unwrap();
+    let me = own_identity();
+    let dead = LockIdentity::new(me.host_id.clone(), dead_pid());
+    let upgrade_lock = repo.path().join(UPGRADE_LOCK);
+    fs::create_dir(&upgrade_lock).unwrap();
+    fs::write(upgrade_lock.join(dead.unique_name()), b"").unwrap();
+    let mut lock = RepositoryLock::acquire(repo.path(), me, LockMode::Shared, &quick()).unwrap();
+    lock.upgrade(&quick()).unwrap();
+    assert!(lock.got_exclusive_lock());
+    assert!(!upgrade_lock.exists());
+    lock.release().unwrap();
+}
+
+#[test]
+fn break_lock_removes_an_upgrade_lock_too() {
+    let repo = tempfile::tempdir().unwrap();
+    let upgrade_lock = repo.path().join(UPGRADE_LOCK);
+    fs::create_dir(&upgrade_lock).unwrap();
+    fs::write(upgrade_lock.join("elsewhere@9.9-0"), b"").unwrap();
+    break_lock(repo.path()).unwrap();
+    assert!(names_in(repo.path()).is_empty());
+}
+
+#[test]
 fn dropping_a_lock_releases_it() {
     let repo = tempfile::tempdir().unwrap();
     for mode in [LockMode::Shared, LockMode::Exclusive] {

@@ -100,6 +100,67 @@ impl std::fmt::Debug for LockWait<'_> {
     }
 }
 
+/// Every lock wait of one session: the `open` itself, a later lock upgrade, and a lock
+/// taken late for a client that opened with `lock=False`. Each wait lasts at most the
+/// session's (clamped) lock wait, never past the session's deadline, and is abandoned as
+/// soon as the abort hook fires (the client left, a signal arrived). Owned, so that the
+/// repository can keep it for the waits that come after `open`.
+pub struct SessionLockWait {
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    should_abort: Option<Box<dyn Fn() -> bool>>,
+}
+
+impl SessionLockWait {
+    /// Waits of at most `timeout` each (`None`: no limit of their own).
+    pub fn new(timeout: Option<Duration>) -> Self {
+        SessionLockWait {
+            timeout,
+            deadline: None,
+            should_abort: None,
+        }
+    }
+
+    /// No wait runs past `deadline` (the end of the session).
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        SessionLockWait { deadline, ..self }
+    }
+
+    /// Every wait ends (with `LockError::Aborted`) once `should_abort` returns true.
+    pub fn abort_when(self, should_abort: Box<dyn Fn() -> bool>) -> Self {
+        SessionLockWait {
+            should_abort: Some(should_abort),
+            ..self
+        }
+    }
+
+    /// The wait of one attempt that starts now.
+    pub fn now(&self) -> LockWait<'_> {
+        let left = self
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let timeout = match (self.timeout, left) {
+            (Some(timeout), Some(left)) => Some(timeout.min(left)),
+            (timeout, None) => timeout,
+            (None, left) => left,
+        };
+        LockWait {
+            timeout,
+            should_abort: self.should_abort.as_deref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionLockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLockWait")
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("should_abort", &self.should_abort.is_some())
+            .finish()
+    }
+}
+
 /// The automatic poll interval: like borg a tenth of the timeout, but never more than
 /// [`MAX_POLL_INTERVAL`] (which is also the interval when waiting forever).
 pub fn default_poll_interval(timeout: Option<Duration>) -> Duration {
@@ -237,6 +298,29 @@ mod tests {
         let started = Instant::now();
         assert_eq!(timer.timed_out_or_sleep(), NextStep::Aborted);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_session_wait_never_runs_past_the_session_deadline() {
+        let soon = Instant::now() + Duration::from_secs(5);
+        let forever = SessionLockWait::new(None).until(Some(soon));
+        let limited = forever.now().timeout().unwrap();
+        assert!(limited <= Duration::from_secs(5) && limited > Duration::from_secs(4));
+        let short = SessionLockWait::new(Some(Duration::from_secs(1))).until(Some(soon));
+        assert_eq!(short.now().timeout(), Some(Duration::from_secs(1)));
+        let past = SessionLockWait::new(Some(Duration::from_secs(1)))
+            .until(Some(Instant::now() - Duration::from_secs(1)));
+        assert_eq!(past.now().timeout(), Some(Duration::ZERO));
+        assert_eq!(SessionLockWait::new(None).now().timeout(), None);
+    }
+
+    #[test]
+    fn a_session_wait_carries_its_abort_hook_into_every_wait() {
+        let wait = SessionLockWait::new(None).abort_when(Box::new(|| true));
+        let timer_wait = wait.now();
+        let timer = TimeoutTimer::start(&timer_wait, None);
+        assert_eq!(timer.timed_out_or_sleep(), NextStep::Aborted);
+        assert!(!SessionLockWait::new(None).now().aborted());
     }
 
     #[test]

@@ -578,6 +578,45 @@ pub fn repository_key(config: &ConfigFile) -> &str {
         .map_or("", python_strip)
 }
 
+/// Why key data sent to `save_key` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyDataError {
+    NotUtf8,
+    /// A character that is not printable ASCII, a space or a `\n` line break, at this byte
+    /// offset. A `\r` (or any other line break) would end the option when the
+    /// config is read back, letting the key's holder add options of their choosing.
+    Forbidden {
+        offset: usize,
+        character: char,
+    },
+}
+
+impl fmt::Display for KeyDataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyDataError::NotUtf8 => f.write_str("key data must be UTF-8 text"),
+            KeyDataError::Forbidden { offset, character } => write!(
+                f,
+                "key data may hold only printable ASCII, spaces and line breaks (\\n); found {} at byte {offset}",
+                character.escape_unicode()
+            ),
+        }
+    }
+}
+
+/// The text `save_key` may store: what borg's key blobs are (base64 lines joined with `\n`),
+/// and nothing that could change how the config reads back.
+pub fn key_text(keydata: &[u8]) -> Result<&str, KeyDataError> {
+    let text = std::str::from_utf8(keydata).map_err(|_| KeyDataError::NotUtf8)?;
+    match text
+        .char_indices()
+        .find(|&(_, c)| c != '\n' && !(c == ' ' || c.is_ascii_graphic()))
+    {
+        Some((offset, character)) => Err(KeyDataError::Forbidden { offset, character }),
+        None => Ok(text),
+    }
+}
+
 /// The config borg writes at `init` (`repository.py:312-323`), in its option order.
 pub fn new_repository_config(id: &[u8; 32], append_only: bool, storage_quota: i64) -> ConfigFile {
     let options = [
@@ -712,6 +751,38 @@ mod tests {
     use proptest::prelude::*;
 
     const FRESH: &str = "[repository]\nversion = 1\nsegments_per_dir = 1000\nmax_segment_size = 524288000\nappend_only = 0\nstorage_quota = 0\nadditional_free_space = 0\nid = 7ef879e6570d2edf8f100697b85ea6e10e62412b9f3a5de786eff26e6a198bf1\n\n";
+
+    #[test]
+    fn key_data_is_refused_when_it_could_change_how_the_config_reads_back() {
+        assert_eq!(
+            key_text(b"hqlhbGdvcml0aG2m\nc2hhMjU2pGRhdGHaAZ4=\n"),
+            Ok("hqlhbGdvcml0aG2m\nc2hhMjU2pGRhdGHaAZ4=\n")
+        );
+        assert_eq!(key_text(b""), Ok(""));
+        for (bad, offset, character) in [
+            (&b"abc\rappend_only = 0"[..], 3, '\r'),
+            (b"a\r\nb", 1, '\r'),
+            (b"\x00", 0, '\0'),
+            (b"a\tb", 1, '\t'),
+            (b"a\x0bb", 1, '\x0b'),
+            (b"a\x7f", 1, '\x7f'),
+            ("a\u{85}b".as_bytes(), 1, '\u{85}'),
+            ("a\u{2028}b".as_bytes(), 1, '\u{2028}'),
+            ("\u{202e}".as_bytes(), 0, '\u{202e}'),
+        ] {
+            assert_eq!(
+                key_text(bad),
+                Err(KeyDataError::Forbidden { offset, character }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(key_text(b"\xff"), Err(KeyDataError::NotUtf8));
+        let error = key_text(b"ab\r").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "key data may hold only printable ASCII, spaces and line breaks (\\n); found \\u{d} at byte 2"
+        );
+    }
 
     #[test]
     fn round_trips_a_fresh_config_byte_for_byte() {

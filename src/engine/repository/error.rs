@@ -36,6 +36,8 @@ pub enum RepoError {
     Lock(LockError),
     /// A write on a read-only key: the operation's name.
     ReadOnly(&'static str),
+    /// Something this key may not do, in one sentence for the client.
+    PermissionDenied(String),
     /// Python `ValueError` (append-only refusals, bad limits).
     Value(String),
     /// Python `KeyError` (unknown list/scan marker): the key.
@@ -108,6 +110,7 @@ impl RepoError {
                 RemoteException::os_error(&format!("{reason}: {path}"))
             }
             RepoError::ReadOnly(operation) => RemoteException::read_only(operation),
+            RepoError::PermissionDenied(message) => RemoteException::permission_denied(message),
             RepoError::Value(message) => RemoteException::value_error(message),
             RepoError::Key(key) => RemoteException::key_error(key),
             RepoError::Assertion(message) => RemoteException::assertion_error(message),

@@ -11,9 +11,10 @@ use super::durable;
 use super::error::RepoError;
 use super::hashindex::NsIndex;
 use super::io::SegmentIo;
+use super::locking::{LockUse, client_mode};
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
 use crate::engine::key_quota::KeyQuotaSession;
-use crate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock, break_lock};
+use crate::engine::lock::{LockIdentity, RepositoryLock, SessionLockWait, break_lock};
 
 pub const LOG: &str = "borg.repository";
 
@@ -26,6 +27,9 @@ pub const REPOSITORY_README: &str =
 pub struct OpenOptions {
     pub create: bool,
     pub lock: bool,
+    /// The policy lets a `lock=False` session read without a lock (`allow_lock_bypass`);
+    /// otherwise `lock=False` only defers the lock (see `locking.rs`).
+    pub allow_lock_bypass: bool,
     /// `None` for pre-1.0.7 clients, which expect a lock upgrade when they write.
     pub exclusive: Option<bool>,
     pub append_only: bool,
@@ -36,6 +40,20 @@ pub struct OpenOptions {
     /// repository itself leaves its config alone (a partial check records no progress).
     pub read_only: bool,
 }
+
+/// Who may write the repository key through `save_key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPermission {
+    /// Any key, as in borg.
+    Any,
+    /// Only into a repository that has none, under the exclusive lock (what `borg init`
+    /// does): an append-only key must not be able to replace, and so destroy, the key of a
+    /// repository whose backups it cannot delete.
+    OnlyWhenNone,
+}
+
+/// What an append-only key that tries to replace a repository key is told.
+pub const APPEND_ONLY_KEY_REFUSAL: &str = "Permission denied: this key is append-only and may only store the key of a repository that has none (as borg init does); change or import keys with a key that has full access.";
 
 /// Bookkeeping persisted in `hints.N` (see `hints.rs` for the invariants).
 pub type Bookkeeping = super::hints::Hints;
@@ -48,6 +66,13 @@ pub struct Repository {
     pub(super) config: ConfigFile,
     pub(super) id: [u8; 32],
     pub(super) lock: Option<RepositoryLock>,
+    /// When this session takes its lock (see `locking.rs`).
+    pub(super) lock_use: LockUse,
+    /// Every lock wait of this session, the ones after `open` included.
+    pub(super) lock_wait: SessionLockWait,
+    pub(super) identity: LockIdentity,
+    /// As the server gave them, to reread the settings when a deferred lock is taken.
+    pub(super) options: OpenOptions,
     pub(super) exclusive: Option<bool>,
     pub(super) append_only: bool,
     /// See [`OpenOptions::read_only`].
@@ -88,7 +113,7 @@ impl Repository {
         path: &Path,
         options: &OpenOptions,
         identity: LockIdentity,
-        wait: &LockWait<'_>,
+        lock_wait: SessionLockWait,
     ) -> Result<Repository, RepoError> {
         let mut created = false;
         if options.create {
@@ -108,38 +133,18 @@ impl Repository {
         }
         let dir =
             Dir::open(path).map_err(|e| RepoError::io(format!("cannot open {display}"), e))?;
-        let lock = if options.lock {
-            let mode = if options.exclusive == Some(true) {
-                LockMode::Exclusive
-            } else {
-                LockMode::Shared
-            };
-            Some(RepositoryLock::acquire(path, identity, mode, wait)?)
-        } else {
-            None
+        let lock_use = LockUse::of(options);
+        let lock = match lock_use {
+            LockUse::AtOpen => Some(RepositoryLock::acquire(
+                path,
+                identity.clone(),
+                client_mode(options.exclusive),
+                &lock_wait.now(),
+            )?),
+            LockUse::Deferred | LockUse::Bypassed => None,
         };
         // From here on the lock guard releases on every error path.
-        let config = match dir.read("config") {
-            Ok(bytes) => ConfigFile::parse_bytes(&bytes).map_err(|reason| {
-                RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
-            })?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::InvalidRepository(display));
-            }
-            Err(error) => {
-                return Err(RepoError::io(
-                    format!("cannot read {display}/config"),
-                    error,
-                ));
-            }
-        };
-        let quota_override = options
-            .storage_quota
-            .map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-        let settings =
-            RepositoryConfig::from_config(&config, quota_override).map_err(|reason| {
-                RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
-            })?;
+        let (config, settings) = read_settings(&dir, options)?;
         let mut io = SegmentIo::new(
             dir.clone(),
             settings.segments_per_dir,
@@ -156,20 +161,21 @@ impl Repository {
                 return Err(RepoError::AtticRepository(display));
             }
         }
-        // `options.append_only` is already the effective flag (see `OpenOptions`); the config can add it.
-        let append_only = options.append_only || settings.append_only;
-        Ok(Repository {
+        let mut repository = Repository {
             path: path.to_path_buf(),
             dir,
             id: settings.id,
-            // A negative quota (borg accepts one) refuses every write, as in borg.
-            storage_quota: settings.storage_quota,
-            additional_free_space: settings.additional_free_space.max(0) as u64,
-            max_segment_size: settings.max_segment_size,
-            config,
+            storage_quota: 0,
+            additional_free_space: 0,
+            max_segment_size: 0,
+            config: ConfigFile::default(),
             lock,
+            lock_use,
+            lock_wait,
+            identity,
+            options: options.clone(),
             exclusive: options.exclusive,
-            append_only,
+            append_only: false,
             read_only: options.read_only,
             io,
             index: None,
@@ -181,7 +187,25 @@ impl Repository {
             created,
             key_quota: None,
             charged_at_start: 0,
-        })
+        };
+        repository.apply_settings(config, &settings);
+        Ok(repository)
+    }
+
+    /// Takes over the config and what it sets. Segment I/O starts afresh (no cached handles).
+    pub(super) fn apply_settings(&mut self, config: ConfigFile, settings: &RepositoryConfig) {
+        // `options.append_only` is already the effective flag (see `OpenOptions`); the config can add it.
+        self.append_only = self.options.append_only || settings.append_only;
+        // A negative quota (borg accepts one) refuses every write, as in borg.
+        self.storage_quota = settings.storage_quota;
+        self.additional_free_space = settings.additional_free_space.max(0) as u64;
+        self.max_segment_size = settings.max_segment_size;
+        self.io = SegmentIo::new(
+            self.dir.clone(),
+            settings.segments_per_dir,
+            settings.max_segment_size,
+        );
+        self.config = config;
     }
 
     /// Puts this session's writes under the key's quota.
@@ -216,22 +240,9 @@ impl Repository {
         }
     }
 
-    /// Whether this session holds the exclusive lock (or runs without locking, as borg's
-    /// `lock=False` sessions do).
-    pub(super) fn may_write(&self) -> bool {
-        self.lock
-            .as_ref()
-            .is_none_or(|lock| lock.got_exclusive_lock())
-    }
-
-    pub(super) fn require_exclusive(&self) -> Result<(), RepoError> {
-        if self.may_write() {
-            Ok(())
-        } else {
-            Err(RepoError::Assertion(
-                "bug in code, exclusive lock should exist here".into(),
-            ))
-        }
+    /// The exclusive lock, still ours, taken or upgraded now if need be (see `locking.rs`).
+    pub(super) fn require_exclusive(&mut self) -> Result<(), RepoError> {
+        self.lock_for_writing()
     }
 
     /// The loaded index, loading it (and replaying if needed) on first use. A kept index
@@ -241,6 +252,9 @@ impl Repository {
             // A commit entry damaged since our commit makes this replay up to the last valid
             // one, or fail with CheckNeeded when there is none; either drops the kept index.
             self.check_transaction()?;
+        }
+        if self.index.is_none() {
+            self.lock_for_reading()?;
         }
         if self.index.is_none() {
             let transaction_id = self.get_transaction_id()?;
@@ -342,10 +356,26 @@ impl Repository {
         self.io.read(segment, offset, id).map_err(RepoError::from)
     }
 
-    pub fn save_key(&mut self, keydata: &[u8]) -> Result<(), RepoError> {
-        let text = String::from_utf8_lossy(keydata).into_owned();
-        self.set_option("key", &text)?;
+    /// Stores the repository key (`borg init` with repokey, `key change-passphrase`, `key
+    /// import`). Key data that is not borg's base64 text is refused before anything is
+    /// touched, and so is a key that `permission` does not allow to be written.
+    pub fn save_key(&mut self, keydata: &[u8], permission: KeyPermission) -> Result<(), RepoError> {
+        let text = config::key_text(keydata).map_err(|e| RepoError::Value(e.to_string()))?;
+        self.lock_for_config()?;
+        if permission == KeyPermission::OnlyWhenNone && !self.may_store_first_key() {
+            return Err(RepoError::PermissionDenied(APPEND_ONLY_KEY_REFUSAL.into()));
+        }
+        self.set_option("key", text)?;
         self.save_config()
+    }
+
+    /// Whether a first key may be stored: the repository has none, and this session holds
+    /// the exclusive lock (as `borg init` does), so nobody can store one meanwhile.
+    fn may_store_first_key(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(RepositoryLock::got_exclusive_lock)
+            && config::repository_key(&self.config).is_empty()
     }
 
     pub fn load_key(&self) -> Vec<u8> {
@@ -373,13 +403,13 @@ impl Repository {
         save_config(&self.dir, &self.config, self.lock.is_some())
     }
 
-    pub fn get_free_nonce(&self) -> Result<Option<u64>, RepoError> {
+    pub fn get_free_nonce(&mut self) -> Result<Option<u64>, RepoError> {
         self.require_exclusive()?;
         read_nonce(&self.dir)
     }
 
     pub fn commit_nonce_reservation(
-        &self,
+        &mut self,
         next_unreserved: u64,
         start_nonce: Option<u64>,
     ) -> Result<(), RepoError> {
@@ -419,6 +449,8 @@ impl Repository {
     /// Deletes the whole repository (config first, so a half-deleted one is never opened).
     pub fn destroy(mut self) -> Result<(), RepoError> {
         self.may_destroy()?;
+        // The lock `lock=True` would hold, so a running backup is not destroyed under it.
+        self.lock_for_config()?;
         self.rollback();
         self.io.abandon_segment();
         if let Some(key_quota) = self.key_quota.as_mut() {
@@ -439,6 +471,35 @@ impl Repository {
     pub fn break_lock(path: &Path) -> Result<(), RepoError> {
         break_lock(path).map_err(RepoError::Lock)
     }
+}
+
+/// Reads and checks the repository's `config` and the settings it holds (the server's quota
+/// wins).
+pub(super) fn read_settings(
+    dir: &Dir,
+    options: &OpenOptions,
+) -> Result<(ConfigFile, RepositoryConfig), RepoError> {
+    let display = dir.path().display().to_string();
+    let config = match dir.read("config") {
+        Ok(bytes) => ConfigFile::parse_bytes(&bytes).map_err(|reason| {
+            RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
+        })?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Err(RepoError::InvalidRepository(display));
+        }
+        Err(error) => {
+            return Err(RepoError::io(
+                format!("cannot read {display}/config"),
+                error,
+            ));
+        }
+    };
+    let quota_override = options
+        .storage_quota
+        .map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+    let settings = RepositoryConfig::from_config(&config, quota_override)
+        .map_err(|reason| RepoError::InvalidRepositoryConfig(display, reason.to_string()))?;
+    Ok((config, settings))
 }
 
 /// borg's `is_repository`: a README that says so in its first 100 bytes (a symlinked README

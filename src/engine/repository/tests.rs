@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::RepoError;
 use super::repo::{OpenOptions, Repository};
 use super::segment::{COMMIT_ENTRY, HEADER_SIZE, ObjectId};
-use crate::engine::lock::{LockIdentity, LockWait};
+use crate::engine::lock::{LockIdentity, SessionLockWait};
 
 /// The four ways the newest commit entry is damaged in these tests.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,7 @@ fn open(path: &Path, create: bool) -> Result<Repository, RepoError> {
         path,
         &options,
         LockIdentity::for_current_process(),
-        &LockWait::forever(),
+        SessionLockWait::new(None),
     )
 }
 

@@ -149,19 +149,10 @@ impl Repository {
         do_cleanup: bool,
     ) -> Result<(), RepoError> {
         self.active_txn = true;
-        if let Some(lock) = self.lock.as_mut() {
-            if !lock.got_exclusive_lock() {
-                if self.exclusive.is_some() {
-                    self.active_txn = false;
-                    return Err(RepoError::Assertion(
-                        "bug in code, exclusive lock should exist here".into(),
-                    ));
-                }
-                if let Err(error) = lock.upgrade(&crate::engine::lock::LockWait::forever()) {
-                    self.active_txn = false;
-                    return Err(RepoError::Lock(error));
-                }
-            }
+        // Nothing below, cleanup included, runs without the exclusive lock (`locking.rs`).
+        if let Err(error) = self.lock_for_writing() {
+            self.active_txn = false;
+            return Err(error);
         }
         if self.index.is_none() || transaction_id.is_none() {
             let index = match self.open_index(transaction_id, false) {
@@ -249,6 +240,7 @@ impl Repository {
             ));
         }
         if !self.active_txn {
+            self.lock_for_transaction()?;
             let tid = self.get_transaction_id()?;
             self.prepare_txn(tid, true)?;
         }
@@ -774,7 +766,7 @@ impl Repository {
 }
 
 /// Reads `index.N`, checked against the digests in `integrity.N` when there are any.
-fn read_index(repo: &Dir, tid: u32) -> Result<NsIndex, String> {
+pub(super) fn read_index(repo: &Dir, tid: u32) -> Result<NsIndex, String> {
     let name = format!("index.{tid}");
     let path = repo.child_path(&name);
     let expected = expected_integrity(repo, tid, Part::Index, &path)?;
