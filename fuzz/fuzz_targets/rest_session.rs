@@ -41,7 +41,7 @@ fuzz_target!(|bytes: &[u8]| {
     let mut watch = Watch {
         stdin: std::fs::File::open("/dev/null").unwrap(),
         signals: None,
-        idle_timeout: None,
+        clock: std::rc::Rc::new(borg_gate::engine::clock::SessionClock::new(None, None, None)),
     };
     let mut reader = RequestReader::new(stream);
     let mut writer = ResponseWriter::new(Vec::new());
