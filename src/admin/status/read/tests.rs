@@ -326,3 +326,63 @@ fn small_files_are_read_with_bounds_and_without_blocking() {
         Err(ReadError::NotAFile)
     ));
 }
+
+#[test]
+fn files_vanishing_mid_read_make_it_read_again_and_are_never_reported() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let config = repository(dir.path());
+    let root = dir.path();
+    let commit_only = [MAGIC.as_slice(), &COMMIT_ENTRY].concat();
+    let mut uncommitted = MAGIC.to_vec();
+    uncommitted.extend_from_slice(&put_header(&[9; 32], b"new").unwrap());
+    uncommitted.extend_from_slice(b"new");
+    let hints = fs::read(root.join("hints.1")).unwrap();
+    let stop = AtomicBool::new(false);
+    let cycles = AtomicUsize::new(0);
+    let (mut reads, mut raced) = (0, 0);
+    std::thread::scope(|scope| {
+        // A writer committing transaction 2 and compaction taking it away again, with a
+        // transaction in progress in a new directory, as fast as it can.
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                fs::write(root.join("data/0/2"), &commit_only).unwrap();
+                // borg writes hints to a temporary file and renames it.
+                fs::write(root.join("hints.2.tmp"), &hints).unwrap();
+                fs::rename(root.join("hints.2.tmp"), root.join("hints.2")).unwrap();
+                fs::create_dir(root.join("data/1")).unwrap();
+                fs::write(root.join("data/1/1000"), &uncommitted).unwrap();
+                fs::remove_file(root.join("data/0/2")).unwrap();
+                fs::remove_file(root.join("hints.2")).unwrap();
+                fs::remove_dir_all(root.join("data/1")).unwrap();
+                cycles.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Stops the writer however this thread leaves the scope, a failed assertion included.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        let mut handle =
+            Dir::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        // Until enough races were seen (an event, however loaded the machine), within reason.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while (raced < 20 || cycles.load(Ordering::Relaxed) < 100)
+            && std::time::Instant::now() < deadline
+        {
+            let (facts, was_raced) = read_once(&mut handle, Ok(&config), &|_| None);
+            reads += 1;
+            raced += usize::from(was_raced);
+            assert_eq!(facts.problems, Vec::<String>::new(), "read {reads}");
+            let transaction = facts.commit.map(|commit| commit.transaction_id);
+            assert!(
+                matches!(transaction, Some(1 | 2)),
+                "read {reads}: {facts:?}"
+            );
+        }
+    });
+    assert!(raced >= 20, "only {raced} races in {reads} reads");
+}
