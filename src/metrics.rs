@@ -282,9 +282,10 @@ pub fn update_textfile(
 }
 
 /// Replaces the whole textfile with `text`, atomically and under the same lock as
-/// [`update_textfile`] (for `borg-gate status --textfile`, which owns its file).
-pub fn write_textfile(path: &Path, text: &str, max_wait: Duration) -> Result<(), MetricsError> {
-    replace_under_lock(path, max_wait, |_| Ok(text.to_owned()))
+/// [`update_textfile`] (for `borg-gate status --textfile`, which owns its file). The text is
+/// moved, not copied: it can be megabytes.
+pub fn write_textfile(path: &Path, text: String, max_wait: Duration) -> Result<(), MetricsError> {
+    replace_under_lock(path, max_wait, |_| Ok(text))
 }
 
 /// Takes `<file>.lock`, asks `produce` for the new text (it may read the current file, whose
@@ -550,7 +551,7 @@ mod tests {
             "old_metric 1\nborg_gate_sessions_total{policy=\"p\",decision=\"accept\"} 9\n",
         )
         .unwrap();
-        write_textfile(&path, "new_gauge 2\n", MAX_LOCK_WAIT).unwrap();
+        write_textfile(&path, "new_gauge 2\n".into(), MAX_LOCK_WAIT).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new_gauge 2\n");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
@@ -558,7 +559,7 @@ mod tests {
 
         let holder = File::open(dir.path().join("status.prom.lock")).unwrap();
         let _held = Flock::lock(holder, FlockArg::LockExclusive).unwrap();
-        let result = write_textfile(&path, "newer 3\n", Duration::from_millis(50));
+        let result = write_textfile(&path, "newer 3\n".into(), Duration::from_millis(50));
         assert!(matches!(result, Err(MetricsError::Busy)), "{result:?}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "new_gauge 2\n");
     }

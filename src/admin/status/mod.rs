@@ -10,7 +10,8 @@
 //! Reading the code: [`walk`] finds repositories and [`read`] reads one (the only I/O on
 //! repositories); [`facts`] says what their files mean, [`scope`] which policies reach them,
 //! and [`report`] how a repository is printed, serialised and exported as gauges. [`run`] ties
-//! them together, one repository at a time, printing each as soon as it is read.
+//! them together: the walk reads repositories in parallel, and the report follows in path
+//! order.
 
 pub mod facts;
 pub mod read;
@@ -18,10 +19,10 @@ pub mod report;
 pub mod scope;
 pub mod walk;
 
-use std::cell::OnceCell;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use crate::engine::lock::{LockIdentity, host_id_from_environment, process_alive};
@@ -174,49 +175,48 @@ pub fn run(
         return Err(StatusError::NothingToSearch);
     }
 
-    let own_host = OnceCell::new();
+    let own_host = OnceLock::new();
     let alive = |holder: &LockIdentity| {
         let own = own_host.get_or_init(host_id_from_environment);
         (holder.host_id == *own).then(|| process_alive(holder, own))
     };
+    let read = |_: &Path, dir: &mut nix::dir::Dir, config: Result<&ConfigFile, &str>| {
+        read::read_repository(dir, config, &alive)
+    };
+    let discovery = walk::discover(&roots, walk::THREADS, &read);
+
     let mut summary = Summary::default();
     let mut gauges = options.textfile.as_ref().map(|_| Gauges::new());
     let mut reached = vec![0u64; scopes.len()];
-    let mut not_searched = Vec::new();
-    for root in &roots {
-        let mut found =
-            |path: &Path, dir: &mut nix::dir::Dir, config: Result<&ConfigFile, &str>| {
-                let facts = read::read_repository(dir, config, &alive);
-                let reaching = scope::reaching(&scopes, path);
-                for (count, scope) in reached.iter_mut().zip(&scopes) {
-                    *count += u64::from(scope.reaches(path));
-                }
-                let status = assemble(path, facts, &reaching);
-                summary.repositories += 1;
-                if options
-                    .max_age
-                    .is_some_and(|max| status.is_overdue(now, max))
-                {
-                    summary.overdue.push(scope::one_line(path));
-                }
-                if let Some(gauges) = &mut gauges {
-                    gauges.add_repository(&status);
-                }
-                match options.output {
-                    Output::Text => writeln!(out, "{}", report::line(&status, now)),
-                    Output::Json => writeln!(out, "{}", report::json(&status, now)),
-                    Output::Quiet => Ok(()),
-                }
-            };
-        let mut unsearched = |place: walk::Unsearched| {
-            let text = format!("{}: {}", scope::one_line(&place.path), place.reason);
-            warn(&format!("cannot search {text}"));
-            not_searched.push(text);
-        };
-        walk::discover(root, &mut found, &mut unsearched).map_err(StatusError::Output)?;
+    for (path, facts) in discovery.repositories {
+        let reaching = scope::reaching(&scopes, &path);
+        for (count, scope) in reached.iter_mut().zip(&scopes) {
+            *count += u64::from(scope.reaches(&path));
+        }
+        let status = assemble(&path, facts, &reaching);
+        summary.repositories += 1;
+        if options
+            .max_age
+            .is_some_and(|max| status.is_overdue(now, max))
+        {
+            summary.overdue.push(scope::one_line(&path));
+        }
+        if let Some(gauges) = &mut gauges {
+            gauges.add_repository(&status);
+        }
+        match options.output {
+            Output::Text => writeln!(out, "{}", report::line(&status, now)),
+            Output::Json => writeln!(out, "{}", report::json(&status, now)),
+            Output::Quiet => Ok(()),
+        }
+        .map_err(StatusError::Output)?;
     }
-    summary.unsearched = not_searched;
     out.flush().map_err(StatusError::Output)?;
+    for place in discovery.unsearched {
+        let text = format!("{}: {}", scope::one_line(&place.path), place.reason);
+        warn(&format!("cannot search {text}"));
+        summary.unsearched.push(text);
+    }
 
     for (scope, count) in scopes.iter().zip(&reached) {
         if *count == 0 {
@@ -228,8 +228,8 @@ pub fn run(
             gauges.add_policy(&scope.name, *count);
         }
     }
-    if let (Some(file), Some(gauges)) = (&options.textfile, &gauges) {
-        metrics::write_textfile(file, &gauges.render(now), metrics::MAX_LOCK_WAIT)
+    if let (Some(file), Some(gauges)) = (&options.textfile, gauges) {
+        metrics::write_textfile(file, gauges.render(now), metrics::MAX_LOCK_WAIT)
             .map_err(StatusError::Textfile)?;
     }
     Ok(summary)

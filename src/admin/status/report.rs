@@ -327,11 +327,17 @@ pub fn repository_samples(status: &RepositoryStatus) -> Vec<(&'static str, u64)>
 }
 
 /// Collects the gauges of a run, repository by repository, and renders the textfile.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gauges {
     /// Per family (in [`GAUGES`] order), the rendered sample lines.
     families: Vec<String>,
     repositories: u64,
+}
+
+impl Default for Gauges {
+    fn default() -> Gauges {
+        Gauges::new()
+    }
 }
 
 impl Gauges {
@@ -365,16 +371,17 @@ impl Gauges {
         }
     }
 
-    /// The whole textfile: every family with HELP and TYPE, then the run's own gauges.
-    pub fn render(&self, now: SystemTime) -> String {
+    /// The whole textfile: every family with HELP and TYPE, then the run's own gauges. Each
+    /// family's samples are released as soon as they are copied.
+    pub fn render(self, now: SystemTime) -> String {
         let mut text =
             String::with_capacity(self.families.iter().map(String::len).sum::<usize>() + 4096);
-        for ((name, help), samples) in GAUGES.iter().zip(&self.families) {
+        for ((name, help), samples) in GAUGES.iter().zip(self.families) {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
             if *name == REPOSITORIES {
                 let _ = writeln!(text, "{name} {}", self.repositories);
             } else {
-                text.push_str(samples);
+                text.push_str(&samples);
             }
         }
         let _ = writeln!(

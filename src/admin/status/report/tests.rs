@@ -309,6 +309,13 @@ borg_gate_status_timestamp_seconds 1796593232
 
 #[test]
 fn an_empty_run_still_writes_every_family_and_the_count() {
+    let mut defaulted = Gauges::default();
+    defaulted.add_policy("p", 0);
+    assert!(
+        defaulted
+            .render(at(5))
+            .contains("\nborg_gate_status_policy_repositories{policy=\"p\"} 0\n")
+    );
     let text = Gauges::new().render(at(5));
     for (name, _) in GAUGES {
         assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name}");

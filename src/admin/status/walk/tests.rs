@@ -1,4 +1,3 @@
-use std::convert::Infallible;
 use std::fs;
 use std::os::unix::fs::symlink;
 
@@ -18,25 +17,33 @@ fn make(root: &Path, relative: &str, config: Option<&str>) -> PathBuf {
 /// Every repository found below `root` (relative paths, `!` marking an unparsable config),
 /// and every directory that could not be searched.
 fn discover_all(root: &Path) -> (Vec<String>, Vec<Unsearched>) {
-    let mut found = Vec::new();
-    let mut unsearched = Vec::new();
-    let result: Result<(), Infallible> = discover(
-        root,
-        &mut |path, _, config| {
-            let relative = path.strip_prefix(root).unwrap().display().to_string();
-            found.push(match config {
-                Ok(config) => {
-                    assert!(config.has_section(REPOSITORY_SECTION));
-                    relative
-                }
-                Err(_) => format!("{relative}!"),
-            });
-            Ok(())
-        },
-        &mut |place| unsearched.push(place),
-    );
-    let Ok(()) = result;
-    (found, unsearched)
+    discover_with(root, THREADS)
+}
+
+fn discover_with(root: &Path, threads: usize) -> (Vec<String>, Vec<Unsearched>) {
+    let visit = |path: &Path, _: &mut Dir, config: Result<&ConfigFile, &str>| {
+        let relative = path.strip_prefix(root).unwrap().display().to_string();
+        match config {
+            Ok(config) => {
+                assert!(config.has_section(REPOSITORY_SECTION));
+                relative
+            }
+            Err(_) => format!("{relative}!"),
+        }
+    };
+    let discovery = discover(&[root.to_path_buf()], threads, &visit);
+    let found = discovery
+        .repositories
+        .into_iter()
+        .map(|(path, relative)| {
+            assert_eq!(
+                path.strip_prefix(root).unwrap().display().to_string(),
+                relative.trim_end_matches('!')
+            );
+            relative
+        })
+        .collect();
+    (found, discovery.unsearched)
 }
 
 #[test]
@@ -127,19 +134,64 @@ fn a_missing_root_finds_nothing_quietly() {
 }
 
 #[test]
-fn an_error_from_the_visitor_stops_the_walk() {
+fn many_roots_and_any_number_of_walkers_give_the_same_sorted_answer() {
     let dir = tempfile::tempdir().unwrap();
-    make(dir.path(), "a", Some(REPOSITORY_CONFIG));
-    make(dir.path(), "b", Some(REPOSITORY_CONFIG));
-    let mut visits = 0;
-    let result = discover(
-        dir.path(),
-        &mut |_, _, _| {
-            visits += 1;
-            Err("stop")
-        },
-        &mut |_| {},
+    let mut expected = Vec::new();
+    for customer in 0..7 {
+        for host in 0..5 {
+            let place = format!("c{customer}/h{host}");
+            make(dir.path(), &place, Some(REPOSITORY_CONFIG));
+            expected.push(place);
+        }
+        make(dir.path(), &format!("c{customer}/empty/deeper"), None);
+    }
+    expected.sort();
+    for threads in [0, 1, 2, THREADS, 64] {
+        assert_eq!(
+            discover_with(dir.path(), threads),
+            (expected.clone(), vec![]),
+            "{threads}"
+        );
+    }
+    let roots = [
+        dir.path().join("c3"),
+        dir.path().join("c1"),
+        dir.path().join("absent"),
+    ];
+    let discovery = discover(
+        &roots,
+        3,
+        &|_: &Path, _: &mut Dir, _: Result<&ConfigFile, &str>| (),
     );
-    assert_eq!(result, Err("stop"));
-    assert_eq!(visits, 1);
+    let found: Vec<PathBuf> = discovery
+        .repositories
+        .into_iter()
+        .map(|(path, ())| path)
+        .collect();
+    let base = dir.path();
+    let expected: Vec<PathBuf> = ["c1", "c3"]
+        .iter()
+        .flat_map(|c| (0..5).map(move |h| base.join(format!("{c}/h{h}"))))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(discovery.unsearched, []);
+}
+
+#[test]
+fn a_panicking_reader_does_not_leave_the_other_walkers_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..20 {
+        make(dir.path(), &format!("r{n}"), Some(REPOSITORY_CONFIG));
+    }
+    let outcome = std::panic::catch_unwind(|| {
+        discover(&[dir.path().to_path_buf()], 4, &|path: &Path,
+                                                   _: &mut Dir,
+                                                   _: Result<
+            &ConfigFile,
+            &str,
+        >| {
+            assert!(!path.ends_with("r7"), "a bug in the reader");
+        })
+    });
+    assert!(outcome.is_err());
 }
