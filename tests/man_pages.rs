@@ -56,6 +56,9 @@ fn borg_gate_1_renders_without_warnings() {
         "serve",
         "explain",
         "check-policy",
+        "status",
+        "--max-age",
+        "borg_gate_repository_last_commit_timestamp_seconds",
     ] {
         assert!(text.contains(section), "borg-gate(1) lacks {section}");
     }

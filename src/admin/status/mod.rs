@@ -144,8 +144,9 @@ impl Summary {
     }
 }
 
-/// Runs `status`: prints each repository to `out` as it is read, says what it could not
-/// search through `warn`, writes the textfile, and returns the summary.
+/// Runs `status`: reads every repository (in parallel), prints them to `out` in path order,
+/// says through `warn` what it could not search and which policies reach nothing, writes the
+/// textfile, and returns the summary.
 pub fn run(
     options: &StatusOptions,
     out: &mut dyn Write,
