@@ -486,6 +486,26 @@ fn a_lock_held_by_a_running_borg_and_a_stale_one_are_told_apart() {
         objects[&repo.display().to_string()]["lock"],
         serde_json::json!({"state": "stale", "holders": [{"mode": "exclusive", "host": HOST_ID, "pid": pid, "alive": false}]})
     );
+    // A policy whose engine locks with that host id makes it this host's, whatever status's
+    // own host id is.
+    let policies = site.path("policies");
+    fs::create_dir(&policies).unwrap();
+    let policy = write_policy(
+        &policies,
+        "hosting",
+        &format!(
+            "restrict_to_paths = [\"{}\"]\n[engine]\nenv = {{ BORG_HOST_ID = \"{HOST_ID}\" }}",
+            repos.display()
+        ),
+    );
+    let objects = status_json(
+        &["--policy", policy.to_str().unwrap()],
+        &[("BORG_HOST_ID", "some-other-host@2")],
+    );
+    assert_eq!(
+        objects[&repo.display().to_string()]["lock"]["holders"][0]["alive"],
+        false
+    );
     // Held by the same pid on another host: status cannot tell, so it is held.
     let objects = status_json(
         &[repos.to_str().unwrap()],

@@ -176,10 +176,17 @@ pub fn run(
         return Err(StatusError::NothingToSearch);
     }
 
+    // A holder is on this host when it has our host id (borg's, computed only if needed) or
+    // the one a given policy sets for its engine here.
     let own_host = OnceLock::new();
+    let engine_hosts: Vec<&str> = scopes
+        .iter()
+        .filter_map(|s| s.engine_host_id.as_deref())
+        .collect();
     let alive = |holder: &LockIdentity| {
-        let own = own_host.get_or_init(host_id_from_environment);
-        (holder.host_id == *own).then(|| process_alive(holder, own))
+        let local = engine_hosts.contains(&holder.host_id.as_str())
+            || holder.host_id == *own_host.get_or_init(host_id_from_environment);
+        local.then(|| process_alive(holder, &holder.host_id))
     };
     let read = |_: &Path, dir: &mut nix::dir::Dir, config: Result<&ConfigFile, &str>| {
         read::read_repository(dir, config, &alive)
@@ -347,6 +354,7 @@ mod tests {
             restrict_to_repositories: vec![],
             append_only: true,
             storage_quota: Some(50_000_000),
+            engine_host_id: None,
         };
         let path = Path::new("/srv/r");
         let status = assemble(path, facts(Some(settings(0, false))), &[&forced]);

@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::engine::lock::identity::HOST_ID_VARIABLE;
 use crate::policy::Policy;
 
 /// A policy as `status` uses it: its name, its restrictions resolved like the engine resolves
@@ -24,6 +25,9 @@ pub struct PolicyScope {
     pub append_only: bool,
     /// Bytes, 0 for none; `None` leaves the repository's own quota in force.
     pub storage_quota: Option<u64>,
+    /// The `BORG_HOST_ID` the policy sets for its engine: locks with this host id were taken
+    /// on this host, by that engine.
+    pub engine_host_id: Option<String>,
 }
 
 impl PolicyScope {
@@ -45,6 +49,12 @@ impl PolicyScope {
                 .collect(),
             append_only: forced.append_only,
             storage_quota: forced.storage_quota,
+            engine_host_id: policy
+                .engine
+                .env
+                .get(HOST_ID_VARIABLE)
+                .filter(|id| !id.is_empty())
+                .cloned(),
         }
     }
 
@@ -178,7 +188,27 @@ mod tests {
             restrict_to_repositories: repositories.iter().map(PathBuf::from).collect(),
             append_only: false,
             storage_quota: None,
+            engine_host_id: None,
         }
+    }
+
+    #[test]
+    fn a_policy_names_the_host_id_its_engine_locks_with() {
+        let text = |env: &str| {
+            format!(
+                "version = 1\n[engine]\nenv = {{ {env} }}\n[repository]\nrestrict_to_paths = [\"/srv\"]\n[audit]\nsyslog = true\n"
+            )
+        };
+        let of = |env: &str| {
+            let policy = crate::policy::parse_policy(&text(env), "p").unwrap();
+            PolicyScope::of(&policy, Path::new("/etc/p.toml"), Path::to_path_buf).engine_host_id
+        };
+        assert_eq!(
+            of("BORG_HOST_ID = \"backup-host-3\""),
+            Some("backup-host-3".to_owned())
+        );
+        assert_eq!(of("BORG_HOST_ID = \"\""), None);
+        assert_eq!(of("BORG_OTHER = \"x\""), None);
     }
 
     #[test]
