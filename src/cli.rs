@@ -1,10 +1,11 @@
 //! Command-line definitions: gate mode, `serve`, `explain`, `check-policy`, `doctor`, `audit`,
-//! `keys`, `completions`.
+//! `keys`, `completions`, `status`.
 //!
 //! This layer only describes what the administrator typed; `main` dispatches it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -130,6 +131,36 @@ pub enum Command {
         json: bool,
     },
 
+    /// Every borg 1.x repository at a glance: last commit, size, quota, segments, compactable
+    /// space, append-only, lock, and the policies that reach it.
+    ///
+    /// Searches the given directories and the restrict_to_paths and restrict_to_repositories
+    /// of the given policies, without descending into repositories or following symlinks.
+    /// Reads only; never takes a lock. Exits 0, or 1 when --max-age finds a repository without
+    /// a recent commit (or cannot vouch for one), 2 for unusable arguments.
+    Status {
+        /// A policy whose restricted paths to search and whose name to show on the
+        /// repositories it reaches (repeatable).
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        /// Exit 1 when a repository's last commit is older than this (26h, 2days, 90min),
+        /// or it has none.
+        #[arg(long, value_name = "DURATION", value_parser = parse_max_age)]
+        max_age: Option<Duration>,
+        /// One JSON object per repository and line.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
+        /// Write Prometheus gauges to this node_exporter textfile, atomically.
+        #[arg(long, value_name = "FILE")]
+        textfile: Option<PathBuf>,
+        /// Print no repositories (for --max-age and --textfile).
+        #[arg(long, short)]
+        quiet: bool,
+        /// Directories to search.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+
     /// Provision client keys: a policy from a template, the repository directory, and one
     /// forced-command line in the backup account's authorized_keys.
     Keys {
@@ -239,6 +270,12 @@ pub enum TemplateName {
     Full,
     /// A hosting customer with a quota and metrics (hosting-tenant-quota.toml).
     Tenant,
+}
+
+/// `--max-age`: humantime's durations (`26h`, `2days`, `1h 30m`).
+fn parse_max_age(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{error}; write a duration like 26h, 2days or 90min"))
 }
 
 #[cfg(test)]
@@ -359,5 +396,63 @@ mod tests {
         assert_eq!(until.as_deref(), Some("now"));
         assert_eq!((top, recent, json), (3, 10, false));
         assert!(Cli::try_parse_from(["borg-gate", "audit"]).is_err());
+    }
+
+    #[test]
+    fn status_takes_paths_policies_and_a_max_age() {
+        let cli = Cli::try_parse_from([
+            "borg-gate",
+            "status",
+            "--policy",
+            "/etc/a.toml",
+            "/srv/backup",
+            "--policy=/etc/b.toml",
+            "--max-age",
+            "26h",
+            "--textfile",
+            "/m.prom",
+            "/srv/more",
+        ])
+        .unwrap();
+        let Some(Command::Status {
+            policies,
+            max_age,
+            json,
+            textfile,
+            quiet,
+            paths,
+        }) = cli.command
+        else {
+            panic!("not status")
+        };
+        assert_eq!(policies, ["/etc/a.toml", "/etc/b.toml"].map(PathBuf::from));
+        assert_eq!(paths, ["/srv/backup", "/srv/more"].map(PathBuf::from));
+        assert_eq!(max_age, Some(Duration::from_secs(26 * 3600)));
+        assert_eq!(textfile, Some(PathBuf::from("/m.prom")));
+        assert!(!json && !quiet);
+    }
+
+    #[test]
+    fn status_max_age_reads_humantime_durations_and_refuses_the_rest() {
+        for (text, seconds) in [
+            ("26h", 93_600),
+            ("2days", 172_800),
+            ("90min", 5_400),
+            ("1h 30m", 5_400),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                parse_max_age(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
+        }
+        for bad in ["", "26", "-1h", "yesterday", "26 hours ago"] {
+            assert!(parse_max_age(bad).is_err(), "{bad}");
+        }
+        let error =
+            Cli::try_parse_from(["borg-gate", "status", "--max-age", "soon", "/srv"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(Cli::try_parse_from(["borg-gate", "status", "--json", "-q", "/srv"]).is_err());
     }
 }

@@ -72,6 +72,27 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        (
+            None,
+            Some(Command::Status {
+                policies,
+                max_age,
+                json,
+                textfile,
+                quiet,
+                paths,
+            }),
+        ) => status(borg_gate::admin::status::StatusOptions {
+            paths,
+            policies,
+            max_age,
+            output: match (json, quiet) {
+                (_, true) => borg_gate::admin::status::Output::Quiet,
+                (true, false) => borg_gate::admin::status::Output::Json,
+                (false, false) => borg_gate::admin::status::Output::Text,
+            },
+            textfile,
+        }),
         _ => {
             eprintln!(
                 "borg-gate: give --policy FILE (what authorized_keys runs) or a subcommand; see borg-gate --help"
@@ -376,6 +397,38 @@ fn keys_command(command: KeysCommand) -> ExitCode {
                 KeysError::Refused(_) => EXIT_REFUSED,
                 KeysError::Failed(_) => EXIT_ERROR,
             })
+        }
+    }
+}
+
+fn status(options: borg_gate::admin::status::StatusOptions) -> ExitCode {
+    use borg_gate::admin::status::{self, StatusError};
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+    let mut warn = |message: &str| eprintln!("borg-gate: status: {message}");
+    match status::run(&options, &mut out, &mut warn) {
+        Ok(summary) => {
+            let failures = options
+                .max_age
+                .map(|max_age| summary.max_age_failures(max_age))
+                .unwrap_or_default();
+            for failure in &failures {
+                eprintln!("borg-gate: status: {failure}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            }
+        }
+        // `borg-gate status | head`: the reader has all it wanted.
+        Err(StatusError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(error) => {
+            drop(out);
+            eprintln!("borg-gate: {error}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

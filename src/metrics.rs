@@ -274,6 +274,28 @@ pub fn update_textfile(
     update: impl FnOnce(&mut Counters),
     max_wait: Duration,
 ) -> Result<(), MetricsError> {
+    replace_under_lock(path, max_wait, |current| {
+        let mut counters = read_counters(current)?;
+        update(&mut counters);
+        Ok(render_textfile(&counters))
+    })
+}
+
+/// Replaces the whole textfile with `text`, atomically and under the same lock as
+/// [`update_textfile`] (for `borg-gate status --textfile`, which owns its file). The text is
+/// moved, not copied: it can be megabytes.
+pub fn write_textfile(path: &Path, text: String, max_wait: Duration) -> Result<(), MetricsError> {
+    replace_under_lock(path, max_wait, |_| Ok(text))
+}
+
+/// Takes `<file>.lock`, asks `produce` for the new text (it may read the current file, whose
+/// path it gets), writes `<file>.tmp` with mode 0644, fsyncs it, renames it over the file and
+/// fsyncs the directory.
+fn replace_under_lock(
+    path: &Path,
+    max_wait: Duration,
+    produce: impl FnOnce(&Path) -> Result<String, MetricsError>,
+) -> Result<(), MetricsError> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(MetricsError::NoDirectory(path.to_path_buf()));
     };
@@ -297,8 +319,7 @@ pub fn update_textfile(
         .map_err(io_error(&lock_path))?;
     let _lock = lock_within(lock_file, max_wait)?;
 
-    let mut counters = read_counters(path)?;
-    update(&mut counters);
+    let text = produce(path)?;
 
     let temporary = sibling(".tmp");
     let mut file = open_nofollow(
@@ -309,7 +330,7 @@ pub fn update_textfile(
     .map_err(io_error(&temporary))?;
     // The collector runs as another user; the session's umask must not hide the file.
     file.set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| file.write_all(render_textfile(&counters).as_bytes()))
+        .and_then(|()| file.write_all(text.as_bytes()))
         .and_then(|()| file.sync_all())
         .map_err(io_error(&temporary))?;
     fs::rename(&temporary, path).map_err(io_error(path))?;
@@ -519,6 +540,28 @@ mod tests {
         assert_eq!(names, ["gate.prom", "gate.prom.lock"]);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn writing_replaces_the_whole_file_under_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.prom");
+        fs::write(
+            &path,
+            "old_metric 1\nborg_gate_sessions_total{policy=\"p\",decision=\"accept\"} 9\n",
+        )
+        .unwrap();
+        write_textfile(&path, "new_gauge 2\n".into(), MAX_LOCK_WAIT).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new_gauge 2\n");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert!(!dir.path().join("status.prom.tmp").exists());
+
+        let holder = File::open(dir.path().join("status.prom.lock")).unwrap();
+        let _held = Flock::lock(holder, FlockArg::LockExclusive).unwrap();
+        let result = write_textfile(&path, "newer 3\n".into(), Duration::from_millis(50));
+        assert!(matches!(result, Err(MetricsError::Busy)), "{result:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new_gauge 2\n");
     }
 
     #[test]

@@ -192,6 +192,9 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "keys list",
         "keys remove",
         "completions",
+        "status",
+        "--max-age",
+        "borg_gate_repository_last_commit_timestamp_seconds",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }

@@ -1,11 +1,11 @@
-//! Administrator tools: `borg-gate doctor` (lint a server's setup) and `borg-gate audit`
-//! (summarise an audit log).
+//! Administrator tools: `borg-gate doctor` (lint a server's setup), `borg-gate audit`
+//! (summarise an audit log) and `borg-gate status` (every repository at a glance).
 //!
 //! The linting rules are pure functions over parsed files ([`authorized_keys`],
 //! [`sshd_config`], [`policies`]); [`doctor`] is the thin layer that reads the files and asks
 //! the system the few facts the rules need, and [`as_account`] asks them as the backup
-//! account. [`audit_report`] folds an audit log line by line
-//! into bounded counters.
+//! account. [`audit_report`] folds an audit log line by line into bounded counters.
+//! [`status`] reads repositories as a bystander.
 
 pub mod as_account;
 pub mod audit_report;
@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod keys;
 pub mod policies;
 pub mod sshd_config;
+pub mod status;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
