@@ -184,6 +184,8 @@ mod tests {
             dropped_env: vec![],
             options: vec![],
             engine_argv: None,
+            protocol: Some("borg1".into()),
+            repository: None,
         }
     }
 

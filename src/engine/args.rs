@@ -130,8 +130,10 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
             config.umask = parse_umask(&value).ok_or_else(|| bad("an octal mode such as 0077"))?
         }
         OptionKind::Permissions => {
-            config.permissions =
-                Permissions::from_name(&value).ok_or_else(|| bad("all or read-only"))?
+            // borg 1's engine knows two modes; the policy maps the others before this.
+            config.permissions = Permissions::from_name(&value)
+                .filter(|p| matches!(p, Permissions::All | Permissions::ReadOnly))
+                .ok_or_else(|| bad("all or read-only"))?
         }
         OptionKind::IdleTimeout => {
             let timeout =
