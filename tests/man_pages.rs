@@ -192,6 +192,9 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "keys list",
         "keys remove",
         "completions",
+        "client.protocols",
+        "engine.borg2_program",
+        "PathNotAllowed",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }
@@ -212,6 +215,11 @@ fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
         "lock_wait",
         "shared_with",
         "{name}",
+        "protocols = [ \"borg1\", \"borg2\" ]",
+        "borg2_program",
+        "permissions = \"all\" | \"no-delete\" | \"write-only\" | \"read-only\"",
+        "lock_release",
+        "borg2-client.toml",
     ] {
         assert!(text.contains(key), "borg-gate-policy(5) lacks {key}");
     }
