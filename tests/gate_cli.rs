@@ -868,3 +868,81 @@ fn check_policy_names_the_protocols_of_a_borg2_policy() {
         stderr(&output)
     );
 }
+
+#[test]
+fn explain_user_resolves_a_borg2_path_for_that_account() {
+    let fx = Fixture::new();
+    let text = format!(
+        "version = 1\n[client]\nprotocols = [\"borg2\"]\n[repository]\nunrestricted = true\n\
+         [audit]\nfile = \"{}\"\n",
+        fx.audit().display()
+    );
+    let policy = fx.write_policy("open.toml", &text, 0o644);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for path in ["~/r", "r", "~nobody/r"] {
+        let output = Command::new(BIN)
+            .args(["explain", "--json", "--user", "nobody", "--policy"])
+            .arg(&policy)
+            .args([
+                "--command",
+                &format!("borg serve --rest --backend FILE:{path}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{path}: {}", stderr(&output));
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            record["repository"],
+            nobody.dir.join("r").display().to_string(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_fleet_policy_restricts_each_borg2_key_to_its_own_directory() {
+    let fx = Fixture::new();
+    let text = format!(
+        "version = 1\n[client]\nprotocols = [\"borg2\"]\n[repository]\nrestrict_to_paths = [\"{}/{{name}}\"]\n\
+         [audit]\nfile = \"{}\"\n",
+        fx.path("srv").display(),
+        fx.audit().display()
+    );
+    let policy = fx.write_policy("fleet.toml", &text, 0o644);
+    let explain = |path: &str| {
+        let output = Command::new(BIN)
+            .args(["explain", "--json", "--name", "alice", "--policy"])
+            .arg(&policy)
+            .args([
+                "--command",
+                &format!(
+                    "borg serve --rest --backend FILE:{}",
+                    fx.path("srv").join(path).display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (output.status.code(), record)
+    };
+    let (code, record) = explain("alice/laptop");
+    assert_eq!(code, Some(0), "{record}");
+    assert_eq!(record["name"], "alice");
+    let argv = record["engine_argv"].to_string();
+    assert!(
+        argv.contains(&format!(
+            "\"--restrict-to-path={}\"",
+            fx.path("srv/alice").display()
+        )),
+        "{argv}"
+    );
+    let (code, record) = explain("bob/laptop");
+    assert_eq!(code, Some(1), "{record}");
+    assert_eq!(
+        record["reason"],
+        format!(
+            "Repository path not allowed: {}.",
+            fx.path("srv/bob/laptop").display()
+        )
+    );
+}
