@@ -273,6 +273,13 @@ mod tests {
             parse_serve_args(&args("--frobnicate")),
             Err(ArgsError::Unrecognized(_))
         ));
+        // borg 2's other modes have no borg 1 engine behind them: refused, not served as all.
+        for mode in ["no-delete", "write-only"] {
+            assert!(matches!(
+                parse_serve_args(&args(&format!("--permissions {mode}"))),
+                Err(ArgsError::BadValue { .. })
+            ));
+        }
         assert!(matches!(
             parse_serve_args(&args("extra")),
             Err(ArgsError::Parse(_))
