@@ -1,9 +1,14 @@
 //! The decision: one client command judged against one policy, as a value.
 //!
 //! [`judge`] is pure. It returns a [`Judgement`] holding the [`Decision`] (accept with the
-//! engine's sanitized arguments, answer the probe, or refuse with one sentence) and the
-//! evidence for the audit record: redacted tokens, dropped variable names, and a verdict for
-//! every option the client sent.
+//! protocol and the engine's sanitized arguments, answer the probe, or refuse with one
+//! sentence) and the evidence for the audit record: the protocol the client asked for,
+//! redacted tokens, dropped variable names, and a verdict for every option the client sent.
+//!
+//! borg 1's command is filtered option by option ([`apply_client_rules`], [`serve_args`]);
+//! borg 2's is one form naming a repository path ([`super::rest`]), which is accepted as
+//! [`Repository::Requested`] until the pipeline has resolved it and
+//! [`Judgement::with_repository`] has built the engine's arguments ([`rest_args`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,14 +42,6 @@ impl Decision {
             Decision::Accept(_) => "accept",
             Decision::Probe => "probe",
             Decision::Reject(_) => "reject",
-        }
-    }
-
-    /// The generation of borg an accepted command is served with.
-    pub fn protocol(&self) -> Option<Protocol> {
-        match self {
-            Decision::Accept(args) => Some(args.protocol),
-            Decision::Probe | Decision::Reject(_) => None,
         }
     }
 }
