@@ -107,13 +107,19 @@ fn plain(finding: &Finding) -> String {
 /// Problems that are not in the file itself but in the system it will run on.
 fn system_warnings(path: &Path, policy: &Policy) -> Vec<String> {
     let mut warnings = Vec::new();
-    if let EngineProgram::External(program) = &policy.engine.program {
-        if !is_executable(program) {
-            warnings.push(format!(
-                "{}: engine program {} is not an executable file on this system",
-                path.display(),
-                program.display()
-            ));
+    let engines = [
+        ("engine program", &policy.engine.program),
+        ("engine borg2_program", &policy.engine.borg2_program),
+    ];
+    for (key, engine) in engines {
+        if let EngineProgram::External(program) = engine {
+            if !is_executable(program) {
+                warnings.push(format!(
+                    "{}: {key} {} is not an executable file on this system",
+                    path.display(),
+                    program.display()
+                ));
+            }
         }
     }
     let restricted = policy

@@ -37,13 +37,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The built-in engine: a drop-in replacement for `borg serve` (borg 1.x protocol).
+    /// The built-in engines: a drop-in replacement for `borg serve` (borg 1.x protocol) and,
+    /// with --rest, for borg 2's `borg serve --rest`.
     ///
     /// Takes the options of borg 1.4's `borg serve` (--restrict-to-path, --restrict-to-repository,
     /// --append-only, --storage-quota, --umask, log levels, --debug-topic, --lock-wait and the
     /// other common options), plus --permissions=all|read-only, --idle-timeout=DURATION,
     /// --request-timeout=DURATION, --session-limit=DURATION, --max-lock-wait=SECONDS and
-    /// --allow-lock-bypass.
+    /// --allow-lock-bypass. With --rest: --backend FILE:PATH, the restrictions,
+    /// --permissions=all|no-delete|write-only|read-only, --storage-quota, --idle-timeout,
+    /// --lock-release and --lock-fence (see borg-gate(1)).
     #[command(disable_help_flag = true)]
     Serve {
         /// borg serve options, parsed with borg's own rules.
@@ -61,8 +64,8 @@ pub enum Command {
         /// The key's name, as the forced command gives it with --name.
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// The account the key logs in to, for the engine's HOME, USER and LOGNAME.
-        /// Default: the account running explain.
+        /// The account the key logs in to, for the engine's HOME, USER and LOGNAME, and for
+        /// resolving a borg 2 client's repository path. Default: the account running explain.
         #[arg(long, value_name = "ACCOUNT")]
         user: Option<String>,
         /// The client's command, as sshd would put it in SSH_ORIGINAL_COMMAND.

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::gate::ServeArgs;
-use crate::policy::{EngineProgram, Policy};
+use crate::policy::{EngineProgram, Policy, Protocol};
 
 /// A fixed PATH: the engine never searches a directory a client could influence.
 pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -25,6 +25,7 @@ pub const SELF_EXE: &str = "/proc/self/exe";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
+    pub uid: u32,
     pub home: PathBuf,
 }
 
@@ -40,19 +41,24 @@ pub struct EngineCommand {
     pub umask: u32,
 }
 
-/// Builds the engine's command line and environment.
+/// Builds the engine's command line and environment: the policy's engine for the protocol
+/// (`engine.program` for borg 1, `engine.borg2_program` for borg 2), `serve`, the arguments.
 pub fn engine_command(
     policy: &Policy,
     args: &ServeArgs,
     account: &Account,
     own_env: &dyn Fn(&str) -> Option<String>,
 ) -> EngineCommand {
-    let (program, argv0) = match &policy.engine.program {
+    let engine = match args.protocol {
+        Protocol::Borg1 => &policy.engine.program,
+        Protocol::Borg2 => &policy.engine.borg2_program,
+    };
+    let (program, argv0) = match engine {
         EngineProgram::Builtin => (PathBuf::from(SELF_EXE), "borg-gate".to_owned()),
         EngineProgram::External(path) => (path.clone(), path.display().to_string()),
     };
     let mut argv = vec![argv0, "serve".to_owned()];
-    argv.extend(args.0.iter().cloned());
+    argv.extend(args.words.iter().cloned());
     EngineCommand {
         program,
         argv,
@@ -161,6 +167,7 @@ pub fn current_account() -> Option<Account> {
         .flatten()?;
     Some(Account {
         name: user.name,
+        uid: user.uid.as_raw(),
         home: user.dir,
     })
 }
@@ -170,8 +177,14 @@ pub fn account_named(name: &str) -> Option<Account> {
     let user = nix::unistd::User::from_name(name).ok().flatten()?;
     Some(Account {
         name: user.name,
+        uid: user.uid.as_raw(),
         home: user.dir,
     })
+}
+
+/// The home directory of the account named `name` (for `~user`).
+pub fn home_of(name: &str) -> Option<PathBuf> {
+    account_named(name).map(|account| account.home)
 }
 
 /// Whether `path` names an executable regular file (for `check-policy`).
@@ -195,6 +208,7 @@ mod tests {
     fn account() -> Account {
         Account {
             name: "backup".into(),
+            uid: 1000,
             home: PathBuf::from("/home/backup"),
         }
     }
@@ -225,7 +239,12 @@ mod tests {
     #[test]
     fn builtin_engine_is_this_binary() {
         let p = policy("");
-        let command = engine_command(&p, &ServeArgs(vec!["--info".into()]), &account(), &|_| None);
+        let command = engine_command(
+            &p,
+            &ServeArgs::borg1(vec!["--info".into()]),
+            &account(),
+            &|_| None,
+        );
         assert_eq!(command.program, PathBuf::from("/proc/self/exe"));
         assert_eq!(command.argv, ["borg-gate", "serve", "--info"]);
         assert_eq!(command.umask, 0o077);
@@ -234,7 +253,7 @@ mod tests {
     #[test]
     fn external_engine_is_exec_ed_by_absolute_path() {
         let p = policy("program = \"/usr/bin/borg\"");
-        let command = engine_command(&p, &ServeArgs(vec![]), &account(), &|_| None);
+        let command = engine_command(&p, &ServeArgs::borg1(vec![]), &account(), &|_| None);
         assert_eq!(command.program, PathBuf::from("/usr/bin/borg"));
         assert_eq!(command.argv, ["/usr/bin/borg", "serve"]);
     }

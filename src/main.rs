@@ -11,6 +11,9 @@ use clap::Parser;
 const EXIT_REFUSED: u8 = 1;
 /// Exit status when borg-gate itself cannot work: bad policy, audit failure, exec failure.
 const EXIT_ERROR: u8 = 2;
+/// Exit status of a refused repository path, as borg's `PathNotAllowed` (borg 2 clients
+/// show it: "stdio server exited with code 83").
+const EXIT_PATH_NOT_ALLOWED: u8 = 83;
 
 fn main() -> ExitCode {
     borg_gate::sys::ensure_standard_descriptors();
@@ -106,7 +109,12 @@ fn gate(policy: &std::path::Path, key_name: Option<&str>) -> ExitCode {
     match pipeline::run_gate(policy, key_name) {
         Ok(GateExit::Probe) => ExitCode::SUCCESS,
         Ok(GateExit::Refused(refusal)) => {
-            tell_client(&format!("borg-gate: refused: {refusal}"), EXIT_REFUSED)
+            let status = if refusal.is_path_not_allowed() {
+                EXIT_PATH_NOT_ALLOWED
+            } else {
+                EXIT_REFUSED
+            };
+            tell_client(&format!("borg-gate: refused: {refusal}"), status)
         }
         Err(error) => tell_client(&format!("borg-gate: {error}"), EXIT_ERROR),
     }
@@ -182,6 +190,9 @@ fn check_policy(files: &[std::path::PathBuf], name: Option<&str>, user: Option<&
         match &report.policy {
             Some(policy) if report.errors.is_empty() => {
                 let mut notes = vec![format!("policy {:?}", policy.name)];
+                if policy.client.protocols != Default::default() {
+                    notes.push(format!("protocols {}", policy.client.protocols.label()));
+                }
                 match (&key_name, policy.uses_key_name) {
                     (Some(key), _) => notes.push(format!("key name {:?}", key.as_str())),
                     (None, true) => {

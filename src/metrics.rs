@@ -401,6 +401,7 @@ mod tests {
     fn judgement(decision: Decision, dropped: &[&str]) -> Judgement {
         Judgement {
             decision,
+            protocol: None,
             tokens: vec![],
             dropped_env: vec![],
             options: dropped
@@ -457,12 +458,18 @@ mod tests {
         count_judgement(
             &mut counters,
             "alice",
-            &judgement(Decision::Accept(ServeArgs(vec![])), &["--umask=000", "-p"]),
+            &judgement(
+                Decision::Accept(ServeArgs::borg1(vec![])),
+                &["--umask=000", "-p"],
+            ),
         );
         count_judgement(
             &mut counters,
             "alice",
-            &judgement(Decision::Reject(Refusal::NoCommand), &["--umask 077"]),
+            &judgement(
+                Decision::Reject(Refusal::NoCommand(Default::default())),
+                &["--umask 077"],
+            ),
         );
         let text = render_textfile(&counters);
         assert_eq!(

@@ -7,12 +7,15 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::audit::{AuditError, AuditRecord, Context, write_record};
+use crate::engine::borg2::backend::{BackendRefusal, resolve_backend};
+use crate::engine::paths::{PathContext, check_no_foreign_writers};
 use crate::exec::{
-    EngineCommand, ExecError, account_named, current_account, engine_command, exec_engine,
+    Account, EngineCommand, ExecError, account_named, current_account, engine_command, exec_engine,
+    home_of,
 };
 use crate::gate::{Decision, Judgement, Refusal, judge};
 use crate::policy::key_name::describe_bad_name;
@@ -89,9 +92,14 @@ pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, 
 
     // 2-8. Read, split and judge the client's command (pure).
     let judgement = judge(&policy, original_command.as_deref());
-    let engine = engine_for(&policy, &judgement, None)?;
 
-    // 9. Write the audit record before anything runs. When a sink fails and that refuses
+    // 9. A borg 2 command names its repository: resolve the path as borg does, for the
+    //    account, and check it against the restrictions. Then the engine's command.
+    let account = account_for(&judgement, None)?;
+    let judgement = resolve_repository(&policy, judgement, account.as_ref());
+    let engine = engine_for(&policy, &judgement, account.as_ref());
+
+    // 10. Write the audit record before anything runs. When a sink fails and that refuses
     //    the session, the sinks that work record the refusal instead.
     let record = AuditRecord::for_judgement(
         &context,
@@ -108,7 +116,7 @@ pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, 
     // Count the audited decision for monitoring; best effort, never fails the session.
     crate::metrics::record_session(&policy, &judgement);
 
-    // 10. Become the engine, answer the probe, or refuse.
+    // 11. Become the engine, answer the probe, or refuse.
     match (judgement.decision, engine) {
         (Decision::Accept(_), Some(engine)) => Err(GateError::Exec(exec_engine(&engine))),
         (Decision::Accept(_), None) => Err(GateError::NoAccount(nix::unistd::geteuid().as_raw())),
@@ -117,22 +125,88 @@ pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, 
     }
 }
 
-/// The engine's command for an accepted decision, run as `user` (by default the account
-/// the gate runs as).
+/// The account an accepted command runs as: `user`, by default the account the gate runs
+/// as. `None` when nothing will run.
+fn account_for(judgement: &Judgement, user: Option<&str>) -> Result<Option<Account>, GateError> {
+    if !matches!(judgement.decision, Decision::Accept(_)) {
+        return Ok(None);
+    }
+    match user {
+        None => current_account()
+            .ok_or(GateError::NoAccount(nix::unistd::geteuid().as_raw()))
+            .map(Some),
+        Some(name) => account_named(name)
+            .ok_or_else(|| GateError::NoSuchUser(name.to_owned()))
+            .map(Some),
+    }
+}
+
+/// borg 2's repository path, resolved as `borg serve --rest` resolves it for the account:
+/// `~` and `~user` expanded, relative to the account's home (sshd's working directory),
+/// symlinks followed; then the policy's restrictions, and under restrictions no directory on
+/// the way that another account could change (`engine/paths.rs`, shared with the engines).
+fn resolve_repository(
+    policy: &Policy,
+    judgement: Judgement,
+    account: Option<&Account>,
+) -> Judgement {
+    let (Some(requested), Some(account)) = (judgement.requested_repository(), account) else {
+        return judgement;
+    };
+    let context = PathContext {
+        base_dir: account.home.clone(),
+        user: account.name.clone(),
+        cwd: account.home.clone(),
+        home_of: &home_of,
+    };
+    let forced = &policy.repository;
+    let resolved = resolve_backend(
+        Some(&format!("FILE:{requested}")),
+        &context,
+        &forced.restrict_to_paths,
+        &forced.restrict_to_repositories,
+    )
+    .map_err(|refusal| match refusal {
+        BackendRefusal::NotAllowed(path) => Refusal::PathNotAllowed { path, reason: None },
+        other => Refusal::PathNotAllowed {
+            path: requested.to_owned(),
+            reason: Some(other.to_string()),
+        },
+    })
+    .and_then(|path| trusted_path(path, forced.is_restricted(), account.uid));
+    judgement.with_repository(policy, resolved)
+}
+
+/// Under restrictions, the engine opens the repository by its path after this check: refuse a
+/// path another account could redirect with a symlink swap.
+fn trusted_path(path: PathBuf, restricted: bool, uid: u32) -> Result<PathBuf, Refusal> {
+    if !restricted {
+        return Ok(path);
+    }
+    match check_no_foreign_writers(&path, uid) {
+        Ok(()) => Ok(path),
+        Err(unsafe_path) => Err(Refusal::PathNotAllowed {
+            path: path.to_string_lossy().into_owned(),
+            reason: Some(unsafe_path.to_string()),
+        }),
+    }
+}
+
+/// The engine's command for an accepted decision whose arguments are complete.
 fn engine_for(
     policy: &Policy,
     judgement: &Judgement,
-    user: Option<&str>,
-) -> Result<Option<EngineCommand>, GateError> {
-    let Decision::Accept(args) = &judgement.decision else {
-        return Ok(None);
+    account: Option<&Account>,
+) -> Option<EngineCommand> {
+    let (Decision::Accept(args), Some(account)) = (&judgement.decision, account) else {
+        return None;
     };
-    let account = match user {
-        None => current_account().ok_or(GateError::NoAccount(nix::unistd::geteuid().as_raw()))?,
-        Some(name) => account_named(name).ok_or_else(|| GateError::NoSuchUser(name.to_owned()))?,
-    };
+    if judgement.requested_repository().is_some() {
+        // Fails closed: a borg 2 repository that was never resolved runs nothing.
+        return None;
+    }
     let own_env = |name: &str| std::env::var(name).ok();
-    Ok(Some(engine_command(policy, args, &account, &own_env)))
+    Some(engine_command(policy, args, account, &own_env))
 }
 
 /// The forced command's `--name`, checked.
@@ -183,7 +257,9 @@ pub fn explain(request: ExplainRequest<'_>) -> Result<Explanation, GateError> {
     let policy = load_policy_for_key(request.policy, key_context(key.as_ref()))
         .map_err(GateError::Policy)?;
     let judgement = judge(&policy, Some(request.command.as_bytes()));
-    let engine = engine_for(&policy, &judgement, request.user)?;
+    let account = account_for(&judgement, request.user)?;
+    let judgement = resolve_repository(&policy, judgement, account.as_ref());
+    let engine = engine_for(&policy, &judgement, account.as_ref());
     let context = Context {
         time: SystemTime::now(),
         policy_file: request.policy,
@@ -232,6 +308,9 @@ impl fmt::Display for Explanation {
             "command:     {}",
             record.command.as_deref().unwrap_or("(none)")
         )?;
+        if let Some(protocol) = self.judgement.protocol {
+            writeln!(f, "protocol:    {protocol} ({})", protocol.command())?;
+        }
         let tokens: Vec<String> = record.tokens.iter().map(|t| format!("{t:?}")).collect();
         writeln!(f, "tokens:      {}", tokens.join(" "))?;
         if !record.dropped_env.is_empty() {
@@ -254,6 +333,9 @@ impl fmt::Display for Explanation {
             Decision::Reject(refusal) => writeln!(f, "decision:    reject: {refusal}")?,
             Decision::Probe => writeln!(f, "decision:    probe (exit 0, nothing runs)")?,
             Decision::Accept(_) => writeln!(f, "decision:    accept")?,
+        }
+        if let Some(repository) = &record.repository {
+            writeln!(f, "repository:  {repository} (resolved for the account)")?;
         }
         if let Some(engine) = &self.engine {
             writeln!(f, "engine:      {}", engine.program.display())?;

@@ -280,5 +280,29 @@ fn every_example_runs_a_session_as_copied_on_a_host_without_syslog() {
             file.display(),
             stderr(&output)
         );
+        // And a borg 2 client, for the examples that serve one, in a repository below the
+        // example's restricted path.
+        if let Some(restricted) = borg2_restricted_path(&text) {
+            let command = format!("borg serve --rest --backend FILE:{restricted}/repo");
+            let output = gate_in_namespace(NO_SYSLOG, &copy, &command);
+            assert!(
+                output.status.success(),
+                "{} as copied, borg 2: {}",
+                file.display(),
+                stderr(&output)
+            );
+        }
     }
+}
+
+/// The first restricted path of a policy that serves borg 2 clients.
+fn borg2_restricted_path(text: &str) -> Option<String> {
+    let policy = borg_gate::policy::parse_policy(text, "example").ok()?;
+    policy
+        .client
+        .protocols
+        .contains(borg_gate::policy::Protocol::Borg2)
+        .then(|| policy.repository.restrict_to_paths.first().cloned())
+        .flatten()
+        .map(|path| path.display().to_string())
 }

@@ -1,7 +1,9 @@
 //! Real borg 2.0.0b23 clients through a real sshd on loopback, with `authorized_keys` forced
-//! commands `borg-gate serve --rest ...` and, for comparison, Python's `borg serve --rest ...`:
-//! the whole life of a repository, permissions that refuse exactly what borg's own server
-//! refuses, refused paths and backends, and repositories that move between the two servers.
+//! commands `borg-gate serve --rest ...`, the gate (`borg-gate --policy FILE`) in front of the
+//! built-in engine or of Python's `borg serve --rest`, and, for comparison, Python's
+//! `borg serve --rest ...` alone: the whole life of a repository, permissions that refuse
+//! exactly what borg's own server refuses, refused paths, backends and protocols, borg 1 and
+//! borg 2 clients under one policy, and repositories that move between the two servers.
 
 mod support;
 
@@ -25,9 +27,21 @@ enum Key {
     EngineOneRepository,
     /// No restriction at all.
     EngineUnrestricted,
+    /// The gate, `client.protocols = ["borg1", "borg2"]`, built-in engines.
+    Gate,
+    /// The gate in front of Python's `borg serve --rest` (`engine.borg2_program`).
+    GatePython,
+    /// The gate, `permissions = "read-only"`.
+    GateReadOnly,
+    /// The gate, `append_only = true`, which is no-delete for borg 2.
+    GateAppendOnly,
+    /// The gate in front of Python's server, `permissions = "no-delete"`.
+    GatePythonNoDelete,
+    /// The gate with a policy that does not name `protocols` (borg 1 only).
+    GateBorg1Only,
 }
 
-const KEYS: [Key; 8] = [
+const KEYS: [Key; 14] = [
     Key::Engine,
     Key::EngineReadOnly,
     Key::EngineNoDelete,
@@ -36,7 +50,50 @@ const KEYS: [Key; 8] = [
     Key::PythonNoDelete,
     Key::EngineOneRepository,
     Key::EngineUnrestricted,
+    Key::Gate,
+    Key::GatePython,
+    Key::GateReadOnly,
+    Key::GateAppendOnly,
+    Key::GatePythonNoDelete,
+    Key::GateBorg1Only,
 ];
+
+/// The policy of a gate key (`None` for the keys without the gate): restricted to `repos`,
+/// audited to `audit.jsonl`, Python's server (when it is the engine) kept to `python-base`.
+fn gate_policy(key: Key, dir: &Path, borg2: &Path) -> Option<String> {
+    let (python, protocols, repository) = match key {
+        Key::Gate => (false, "protocols = [\"borg1\", \"borg2\"]", ""),
+        Key::GatePython => (true, "protocols = [\"borg2\"]", ""),
+        Key::GateReadOnly => (
+            false,
+            "protocols = [\"borg2\"]",
+            "permissions = \"read-only\"",
+        ),
+        Key::GateAppendOnly => (false, "protocols = [\"borg2\"]", "append_only = true"),
+        Key::GatePythonNoDelete => (
+            true,
+            "protocols = [\"borg2\"]",
+            "permissions = \"no-delete\"",
+        ),
+        Key::GateBorg1Only => (false, "", ""),
+        _ => return None,
+    };
+    let engine = if python {
+        format!(
+            "borg2_program = \"{}\"\nenv = {{ BORG_BASE_DIR = \"{}\" }}",
+            borg2.display(),
+            dir.join("python-base").display()
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "version = 1\nname = \"{key:?}\"\n[engine]\n{engine}\n[client]\n{protocols}\n\
+         [repository]\nrestrict_to_paths = [\"{}\"]\n{repository}\n[audit]\nfile = \"{}\"\n",
+        dir.join("repos").display(),
+        dir.join("audit.jsonl").display()
+    ))
+}
 
 struct World {
     dir: tempfile::TempDir,
@@ -58,6 +115,11 @@ impl World {
         let keys: Vec<AuthorizedKey> = KEYS
             .iter()
             .map(|key| {
+                if let Some(policy) = gate_policy(*key, dir.path(), &borg2) {
+                    let file = dir.path().join(format!("{key:?}.toml"));
+                    fs::write(&file, policy).unwrap();
+                    return AuthorizedKey::borg_gate(&file);
+                }
                 let restrict = format!("--restrict-to-path {}", repos.display());
                 let command = match key {
                     Key::Engine => format!("{} serve --rest {restrict}", engine.display()),
@@ -84,6 +146,7 @@ impl World {
                         repos.join("only").display()
                     ),
                     Key::EngineUnrestricted => format!("{} serve --rest", engine.display()),
+                    _ => unreachable!("{key:?} is a gate key"),
                 };
                 AuthorizedKey::forced_command(&command)
             })
@@ -175,40 +238,214 @@ impl World {
     }
 }
 
+/// A repository's whole life through `key`, with its own client: repo-create, create,
+/// repo-list, list, extract (identical tree), delete, undelete, compact, check (with
+/// `--verify-data` too), repo-delete.
+fn whole_life(world: &World, key: Key, repo: &str) {
+    let client = BorgClient::new(&world.client.path, &format!("life-{key:?}"));
+    let source = world.path("source");
+    let ok = |args: &[&str]| {
+        let output = world.borg_as(&client, key, &source, repo, args);
+        assert!(
+            output.success(),
+            "{key:?} {args:?} failed:\n{output}\n--- sshd log ---\n{}",
+            world.sshd.log()
+        );
+        output
+    };
+    let archives = || -> Vec<String> {
+        let output = ok(&["repo-list", "--format", "{archive}{NL}"]);
+        output.stdout_text().lines().map(str::to_owned).collect()
+    };
+    let extracts = |archive: &str| {
+        let target = world.path(&format!("extract-{repo}-{archive}-{key:?}"));
+        fs::create_dir(&target).unwrap();
+        let output = world.borg_as(&client, key, &target, repo, &["extract", archive]);
+        assert!(output.success(), "{output}");
+        support::assert_trees_equal(&source, &target);
+        fs::remove_dir_all(&target).unwrap();
+    };
+    ok(&["repo-create", "-e", "aes256-ocb"]);
+    ok(&["create", "first", "."]);
+    ok(&["create", "second", "."]);
+    assert_eq!(archives().len(), 2);
+    let listing = ok(&["list", "first"]).stdout_text();
+    assert!(listing.contains("small"), "{listing}");
+    extracts("first");
+    ok(&["delete", "-a", "second"]);
+    assert_eq!(archives().len(), 1);
+    ok(&["undelete", "-a", "second"]);
+    assert_eq!(archives().len(), 2);
+    ok(&["delete", "-a", "second"]);
+    ok(&["compact"]);
+    ok(&["check"]);
+    ok(&["check", "--verify-data"]);
+    extracts("first");
+    // Everything on disk is in borgstore's layout: private modes, no leftovers.
+    let path = world.repo(repo);
+    for namespace in ["archives", "config", "index", "keys", "locks", "packs"] {
+        assert!(path.join(namespace).is_dir(), "{namespace}");
+    }
+    assert_eq!(fs::read_dir(path.join("locks")).unwrap().count(), 0);
+    ok(&["repo-delete", "--force"]);
+    assert!(!path.exists());
+}
+
 #[test]
 fn a_b23_client_does_everything_through_sshd_and_the_engine() {
     let world = require!(World::start("borg2-life"));
-    let key = Key::Engine;
-    world.ok(key, "r", &["repo-create", "-e", "aes256-ocb"]);
-    world.ok(key, "r", &["create", "first", "."]);
-    world.ok(key, "r", &["create", "second", "."]);
-    assert_eq!(world.archives(key, "r").len(), 2);
-    let listing = world.ok(key, "r", &["list", "first"]).stdout_text();
-    assert!(listing.contains("small"), "{listing}");
-    world.assert_extracts(key, "r", "first");
-    world.ok(key, "r", &["delete", "-a", "second"]);
-    assert_eq!(world.archives(key, "r").len(), 1);
-    world.ok(key, "r", &["undelete", "-a", "second"]);
-    assert_eq!(world.archives(key, "r").len(), 2);
-    world.ok(key, "r", &["delete", "-a", "second"]);
-    world.ok(key, "r", &["compact"]);
-    world.ok(key, "r", &["check"]);
-    world.ok(key, "r", &["check", "--verify-data"]);
-    world.assert_extracts(key, "r", "first");
-    // Everything on disk is in borgstore's layout: private modes, no leftovers.
-    let repo = world.repo("r");
-    for namespace in ["archives", "config", "index", "keys", "locks", "packs"] {
-        assert!(repo.join(namespace).is_dir(), "{namespace}");
-    }
-    assert_eq!(fs::read_dir(repo.join("locks")).unwrap().count(), 0);
-    world.ok(key, "r", &["repo-delete", "--force"]);
-    assert!(!repo.exists());
+    whole_life(&world, Key::Engine, "r");
 }
+
+/// The audit records the gate wrote, one JSON value per line.
+fn audit(world: &World) -> Vec<serde_json::Value> {
+    fs::read_to_string(world.path("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_b23_client_does_everything_through_the_gate_with_either_engine() {
+    let world = require!(World::start("borg2-gate-life"));
+    // Two repositories, two clients, two engines: the lives are independent, so run them at once.
+    std::thread::scope(|scope| {
+        let world = &world;
+        let builtin = scope.spawn(move || whole_life(world, Key::Gate, "builtin"));
+        let python = scope.spawn(move || whole_life(world, Key::GatePython, "python"));
+        builtin.join().unwrap();
+        python.join().unwrap();
+    });
+    let records = audit(&world);
+    for (policy, repo, engine) in [
+        ("Gate", "builtin", "borg-gate".to_owned()),
+        (
+            "GatePython",
+            "python",
+            world.client.path.display().to_string(),
+        ),
+    ] {
+        let sessions: Vec<_> = records.iter().filter(|r| r["policy"] == policy).collect();
+        assert!(sessions.len() >= 15, "{policy}: {sessions:?}");
+        for record in sessions {
+            assert_eq!(record["decision"], "accept", "{record}");
+            assert_eq!(record["protocol"], "borg2", "{record}");
+            assert_eq!(
+                record["repository"],
+                world.repo(repo).display().to_string(),
+                "{record}"
+            );
+            assert_eq!(record["engine_argv"][0], engine, "{record}");
+        }
+    }
+}
+
+#[test]
+fn the_gate_refuses_paths_backends_and_protocols_and_serves_both_generations() {
+    let world = require!(World::start("borg2-gate-refusals"));
+    let gate = World::key_index(Key::Gate);
+    // A path outside the policy: borg's refusal, borg's exit status, nothing created.
+    let elsewhere = world.path("elsewhere");
+    let output = world.sshd.ssh_command(
+        gate,
+        &format!("borg serve --rest --backend FILE:{}", elsewhere.display()),
+    );
+    assert_eq!(output.code(), Some(83), "{output}");
+    assert_eq!(
+        output.stderr_text().trim(),
+        format!(
+            "borg-gate: refused: Repository path not allowed: {}.",
+            elsewhere.display()
+        )
+    );
+    assert!(output.stdout.is_empty());
+    let output = world.borg(
+        Key::Gate,
+        "../elsewhere",
+        &["repo-create", "-e", "aes256-ocb"],
+    );
+    assert!(!output.success());
+    let text = format!("{}{}", output.stdout_text(), output.stderr_text());
+    assert!(text.contains("Repository path not allowed"), "{text}");
+    assert!(!elsewhere.exists());
+    // A backend that is not FILE: never reaches an engine.
+    let output = world
+        .sshd
+        .ssh_command(gate, "borg serve --rest --backend sftp://evil.example/x");
+    assert_eq!(output.code(), Some(83), "{output}");
+    assert!(
+        output.stderr_text().starts_with(
+            "borg-gate: refused: backend \"sftp://evil.example/x\" is not a FILE:<path> backend"
+        ),
+        "{output}"
+    );
+    // A policy that serves borg 1 only refuses a borg 2 client with one clear sentence.
+    let sentence =
+        "borg 2 clients are not allowed by this key's policy; this key only runs `borg serve`";
+    let output = world.borg(
+        Key::GateBorg1Only,
+        "refused",
+        &["repo-create", "-e", "aes256-ocb"],
+    );
+    assert!(!output.success());
+    let text = format!("{}{}", output.stdout_text(), output.stderr_text());
+    assert!(text.contains(sentence), "{text}");
+    assert!(!world.repo("refused").exists());
+    // One policy, both generations: a borg 1.4 client and a borg 2 client side by side.
+    let borg1 = require!(support::borg14());
+    let rsh = world.sshd.rsh(gate);
+    let url = world.sshd.url(world.repo("borg1"));
+    let env = [("BORG_RSH", rsh.as_str())];
+    let source = world.path("source");
+    let run1 = |args: &[&str]| {
+        let output = borg1.run_in(&source, args, &env, None);
+        assert!(output.success(), "{args:?}: {output}");
+        output
+    };
+    run1(&["init", "--encryption", "none", &url]);
+    run1(&["create", &format!("{url}::one"), "."]);
+    world.ok(Key::Gate, "borg2", &["repo-create", "-e", "aes256-ocb"]);
+    world.ok(Key::Gate, "borg2", &["create", "two", "."]);
+    assert!(
+        run1(&["list", "--short", &url])
+            .stdout_text()
+            .contains("one")
+    );
+    assert_eq!(world.archives(Key::Gate, "borg2"), ["two"]);
+    world.assert_extracts(Key::Gate, "borg2", "two");
+    let records = audit(&world);
+    let served = |protocol: &str| {
+        records
+            .iter()
+            .filter(|r| r["policy"] == "Gate" && r["decision"] == "accept")
+            .any(|r| r["protocol"] == protocol)
+    };
+    assert!(served("borg1") && served("borg2"), "{records:?}");
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["decision"] == "reject")
+        .map(|r| r["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.starts_with("Repository path not allowed")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.starts_with(sentence)),
+        "{refused:?}"
+    );
+}
+
+/// Each operation and its exit status.
+type Outcomes = Vec<(String, Option<i32>)>;
 
 /// What each operation did under a permission mode: its exit status. Each run uses a copy
 /// of the repository and a client of its own (the copies share the repository ID, which a
 /// shared client cache would take for a replay attack).
-fn outcomes(world: &World, key: Key, repo: &str) -> Vec<(String, Option<i32>)> {
+fn outcomes(world: &World, key: Key, repo: &str) -> Outcomes {
     let client = BorgClient::new(&world.client.path, &format!("{key:?}"));
     let source = world.path("source");
     let copy = format!("{repo}-{key:?}");
@@ -256,23 +493,42 @@ fn read_only_and_no_delete_refuse_exactly_what_pythons_server_refuses() {
     let pairs = [
         (Key::EngineReadOnly, Key::PythonReadOnly),
         (Key::EngineNoDelete, Key::PythonNoDelete),
+        // Through the gate: its permissions, append_only as no-delete, and the external
+        // Python server with the permissions the gate pins.
+        (Key::GateReadOnly, Key::PythonReadOnly),
+        (Key::GateAppendOnly, Key::PythonNoDelete),
+        (Key::GatePythonNoDelete, Key::PythonNoDelete),
     ];
-    // The four runs are independent (own copies, own clients): run them at once.
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let runs: Vec<_> = pairs
-            .iter()
-            .flat_map(|(ours, theirs)| [*ours, *theirs])
-            .map(|key| {
-                scope.spawn({
+    let mut keys: Vec<Key> = pairs
+        .iter()
+        .flat_map(|(ours, theirs)| [*ours, *theirs])
+        .collect();
+    keys.sort_by_key(|key| World::key_index(*key));
+    keys.dedup();
+    // The runs are independent (own copies, own clients): run four at a time.
+    let mut results: Vec<(Key, Outcomes)> = Vec::new();
+    for batch in keys.chunks(4) {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = batch
+                .iter()
+                .map(|key| {
+                    let key = *key;
                     let world = &world;
-                    move || outcomes(world, key, "base")
+                    scope.spawn(move || (key, outcomes(world, key, "base")))
                 })
-            })
-            .collect();
-        runs.into_iter().map(|run| run.join().unwrap()).collect()
-    });
-    for ((ours, theirs), pair) in pairs.iter().zip(results.chunks(2)) {
-        let (engine, python) = (&pair[0], &pair[1]);
+                .collect();
+            results.extend(runs.into_iter().map(|run| run.join().unwrap()));
+        });
+    }
+    let of = |wanted: Key| {
+        &results
+            .iter()
+            .find(|(key, _)| *key == wanted)
+            .expect("every key ran")
+            .1
+    };
+    for (ours, theirs) in &pairs {
+        let (engine, python) = (of(*ours), of(*theirs));
         assert_eq!(engine, python, "{ours:?} against {theirs:?}");
         // And the modes do refuse something: this is no comparison of two open doors.
         assert!(

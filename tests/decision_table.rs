@@ -1,8 +1,10 @@
 //! Table-driven tests of the gate's decision: one client command, one policy, one expected
 //! outcome. Pure (no processes, no files), so the table can be long.
 
-use borg_gate::gate::{Action, Decision, Judgement, judge};
-use borg_gate::policy::{Policy, parse_policy};
+use std::path::PathBuf;
+
+use borg_gate::gate::{Action, Decision, Judgement, Repository, judge};
+use borg_gate::policy::{Policy, Protocol, parse_policy};
 
 const POLICY: &str = r#"
 version = 1
@@ -603,7 +605,7 @@ fn check(command: &str, expect: Expect, verdicts: &[(&str, Action)], policy: &Po
             expected.extend(topics.iter().map(|t| format!("--debug-topic={t}")));
             expected.push(format!("--lock-wait={lock_wait}"));
             expected.push("--max-lock-wait=600".to_owned());
-            assert_eq!(args.0, expected, "command {command:?}");
+            assert_eq!(args.words, expected, "command {command:?}");
         }
         (Expect::Probe, Decision::Probe) => {}
         (Expect::Reject(text), Decision::Reject(refusal)) => {
@@ -769,7 +771,7 @@ fn external_engine_gets_no_builtin_only_options() {
         panic!()
     };
     assert!(
-        !args.0.iter().any(|a| a.starts_with("--max-lock-wait")),
+        !args.words.iter().any(|a| a.starts_with("--max-lock-wait")),
         "{args:?}"
     );
 }
@@ -784,13 +786,402 @@ fn builtin_only_settings_reach_the_builtin_engine() {
     let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
         panic!()
     };
-    assert!(args.0.contains(&"--umask=0027".to_owned()), "{args:?}");
+    assert!(args.words.contains(&"--umask=0027".to_owned()), "{args:?}");
     assert!(
-        args.0.contains(&"--permissions=read-only".to_owned()),
+        args.words.contains(&"--permissions=read-only".to_owned()),
         "{args:?}"
     );
     assert!(
-        args.0.contains(&"--idle-timeout=600s".to_owned()),
+        args.words.contains(&"--idle-timeout=600s".to_owned()),
+        "{args:?}"
+    );
+}
+
+/// The table policy serving both generations: borg 2 requests are judged by their form, and
+/// borg 1 commands exactly as above.
+fn both_generations() -> Policy {
+    let text = POLICY.replace(
+        "[client]\n",
+        "[client]\nprotocols = [\"borg1\", \"borg2\"]\n",
+    );
+    parse_policy(&text, "table").expect("the two-generation policy is valid")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rest {
+    /// Accepted as borg 2, naming this repository path (resolved later by the pipeline).
+    Requested(&'static str),
+    /// Refused; the reason contains this text.
+    Reject(&'static str),
+}
+
+/// borg 2 requests: what real clients send, and smuggling attempts.
+const REST_CASES: &[(&str, Rest)] = &[
+    // What borg 2 clients send (`ssh://u@h/repo`, `//abs`, `/~/x`, BORG_REMOTE_PATH).
+    (
+        "borg serve --rest --backend FILE:/srv/backup/alice/r",
+        Rest::Requested("/srv/backup/alice/r"),
+    ),
+    (
+        "borg serve --rest --backend FILE:repo",
+        Rest::Requested("repo"),
+    ),
+    (
+        "borg serve --rest --backend FILE:~/r1",
+        Rest::Requested("~/r1"),
+    ),
+    (
+        "borg serve --rest --backend FILE:~alice/r1",
+        Rest::Requested("~alice/r1"),
+    ),
+    (
+        "/usr/local/bin/borg serve --rest --backend FILE:/srv/x",
+        Rest::Requested("/srv/x"),
+    ),
+    (
+        "borg-1.4 serve --rest --backend FILE:/srv/x",
+        Rest::Requested("/srv/x"),
+    ),
+    // Leading assignments are dropped, never interpreted; quoting makes the same words.
+    (
+        "BORG_REPO_PERMISSIONS=all BORG_X='a b' borg serve --rest --backend FILE:/srv/x",
+        Rest::Requested("/srv/x"),
+    ),
+    (
+        "'borg' \"serve\" '--rest' --backend 'FILE:/srv/a b'",
+        Rest::Requested("/srv/a b"),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x\\;id",
+        Rest::Requested("/srv/x;id"),
+    ),
+    (
+        "borg serve --rest --backend 'FILE:../../etc'",
+        Rest::Requested("../../etc"),
+    ),
+    // Other backends: never served, whatever else the command says.
+    (
+        "borg serve --rest --backend sftp://evil.example/x",
+        Rest::Reject("backend \"sftp://evil.example/x\" is not a FILE:<path> backend"),
+    ),
+    (
+        "borg serve --rest --backend rest://host//x",
+        Rest::Reject("backend \"rest://host//x\" is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --rest --backend s3:key@bucket/x",
+        Rest::Reject("is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --rest --backend file:///srv/x",
+        Rest::Reject("backend \"file:///srv/x\" is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --rest --backend=http://x/",
+        Rest::Reject("backend \"http://x/\" is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --backend sftp://x",
+        Rest::Reject("backend \"sftp://x\" is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --backend rclone:remote:x",
+        Rest::Reject("is not a FILE:<path>"),
+    ),
+    (
+        "borg serve --info --back=sftp://x",
+        Rest::Reject("backend \"sftp://x\" is not a FILE:<path>"),
+    ),
+    // Anything but the one form.
+    (
+        "borg serve --rest",
+        Rest::Reject("--rest without --backend FILE:<path>"),
+    ),
+    (
+        "borg serve --backend FILE:/srv/x",
+        Rest::Reject("--backend without --rest"),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --backend FILE:/srv/y",
+        Rest::Reject("--backend is given more than once"),
+    ),
+    (
+        "borg serve --rest --backend=FILE:/srv/x",
+        Rest::Reject("unexpected argument \"--backend=FILE:/srv/x\" in a borg 2 request"),
+    ),
+    (
+        "borg serve --rest --backe FILE:/srv/x",
+        Rest::Reject("unexpected argument \"--backe\""),
+    ),
+    (
+        "borg serve --backend FILE:/srv/x --rest",
+        Rest::Reject("unexpected argument \"--backend\""),
+    ),
+    (
+        "borg --config /tmp/evil.yaml serve --rest --backend FILE:/srv/x",
+        Rest::Reject("unexpected argument \"--config\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --config=/tmp/evil.yaml",
+        Rest::Reject("unexpected argument \"--config=/tmp/evil.yaml\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --restrict-to-path /",
+        Rest::Reject("unexpected argument \"--restrict-to-path\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --permissions all",
+        Rest::Reject("unexpected argument \"--permissions\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --info",
+        Rest::Reject("unexpected argument \"--info\""),
+    ),
+    (
+        "borg --info serve --rest --backend FILE:/srv/x",
+        Rest::Reject("unexpected argument \"--info\""),
+    ),
+    (
+        "borg serve --rest --rest --backend FILE:/srv/x",
+        Rest::Reject("unexpected argument \"--rest\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x; id",
+        Rest::Reject("unexpected argument \"id\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x && id",
+        Rest::Reject("unexpected argument \"&&\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/a b",
+        Rest::Reject("unexpected argument \"b\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:/srv/x --",
+        Rest::Reject("unexpected argument \"--\""),
+    ),
+    (
+        "borg list --rest --backend FILE:/srv/x",
+        Rest::Reject("unexpected argument \"list\""),
+    ),
+    (
+        "borg serve --rest --backend FILE:",
+        Rest::Reject("the backend FILE: names no path"),
+    ),
+    (
+        "borg serve --rest --backend FILE:/x #",
+        Rest::Reject("'#' comment"),
+    ),
+    // The program word and assignments follow the borg 1 rules.
+    (
+        "sh serve --rest --backend FILE:/srv/x",
+        Rest::Reject(
+            "program \"sh\" is not allowed; this key only runs `borg serve` or `borg serve --rest`",
+        ),
+    ),
+    (
+        "X=1 /tmp/evil/borg2 serve --rest --backend FILE:/srv/x",
+        Rest::Reject("program \"/tmp/evil/borg2\" is not allowed"),
+    ),
+];
+
+#[test]
+fn decision_table_for_borg2_requests() {
+    let policy = both_generations();
+    assert!(REST_CASES.len() >= 35, "the table has {}", REST_CASES.len());
+    for (command, expect) in REST_CASES {
+        let judgement = judge(&policy, Some(command.as_bytes()));
+        match (expect, &judgement.decision) {
+            (Rest::Requested(path), Decision::Accept(args)) => {
+                assert_eq!(args.protocol, Protocol::Borg2, "{command:?}");
+                assert_eq!(judgement.requested_repository(), Some(*path), "{command:?}");
+                assert_eq!(args.words, Vec::<String>::new(), "{command:?}");
+                assert_eq!(judgement.protocol, Some(Protocol::Borg2));
+            }
+            (Rest::Reject(text), Decision::Reject(refusal)) => {
+                let sentence = refusal.to_string();
+                assert!(
+                    sentence.contains(text),
+                    "{command:?}: {sentence:?} lacks {text:?}"
+                );
+                assert!(!sentence.contains('\n'), "{sentence:?}");
+            }
+            (expect, decision) => {
+                panic!("command {command:?}: expected {expect:?}, got {decision:?}")
+            }
+        }
+    }
+}
+
+#[test]
+fn borg1_commands_are_judged_alike_when_the_key_also_serves_borg2() {
+    let policy = both_generations();
+    for (command, expect, verdicts) in CASES {
+        let judgement = check(command, *expect, verdicts, &policy);
+        if let Decision::Accept(args) = &judgement.decision {
+            assert_eq!(args.protocol, Protocol::Borg1, "{command:?}");
+            assert_eq!(judgement.protocol, Some(Protocol::Borg1));
+        }
+    }
+}
+
+#[test]
+fn a_borg2_client_is_refused_by_a_borg1_only_policy_with_a_clear_sentence() {
+    let judgement = judge(
+        &policy(),
+        Some(b"borg serve --rest --backend FILE:/srv/backup/alice/r"),
+    );
+    let Decision::Reject(refusal) = &judgement.decision else {
+        panic!("accepted: {judgement:?}")
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "borg 2 clients are not allowed by this key's policy; this key only runs `borg serve`"
+    );
+    assert_eq!(judgement.protocol, Some(Protocol::Borg2));
+    // A backend that is not FILE: is refused as such, whether or not the key serves borg 2.
+    let judgement = judge(&policy(), Some(b"borg serve --rest --backend sftp://x/y"));
+    let Decision::Reject(refusal) = &judgement.decision else {
+        panic!("accepted: {judgement:?}")
+    };
+    assert!(refusal.to_string().starts_with("backend \"sftp://x/y\""));
+    assert!(refusal.is_path_not_allowed());
+}
+
+#[test]
+fn a_borg2_only_policy_refuses_borg1_and_says_what_it_runs() {
+    let text = POLICY.replace("[client]\n", "[client]\nprotocols = [\"borg2\"]\n");
+    let policy = parse_policy(&text, "t").unwrap();
+    for (command, sentence) in [
+        (
+            "borg serve --info",
+            "borg 1 clients are not allowed by this key's policy; this key only runs `borg serve --rest`",
+        ),
+        (
+            "borg list",
+            "only `borg serve --rest` is allowed, not `borg list`; nothing was run",
+        ),
+        (
+            "sh",
+            "program \"sh\" is not allowed; this key only runs `borg serve --rest`",
+        ),
+    ] {
+        let Decision::Reject(refusal) = judge(&policy, Some(command.as_bytes())).decision else {
+            panic!("{command}: accepted")
+        };
+        assert_eq!(refusal.to_string(), sentence);
+    }
+    let Decision::Reject(refusal) = judge(&policy, None).decision else {
+        panic!("accepted a login")
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "interactive logins are not allowed; this key only runs `borg serve --rest`"
+    );
+}
+
+#[test]
+fn a_resolved_borg2_repository_gets_the_builtin_engines_pinned_options() {
+    let text = POLICY
+        .replace("[client]\n", "[client]\nprotocols = [\"borg2\"]\n")
+        .replace("umask = \"077\"", "umask = \"027\"\nidle_timeout = \"10m\"");
+    let policy = parse_policy(&text, "t").unwrap();
+    let judgement = judge(&policy, Some(b"borg serve --rest --backend FILE:r"))
+        .with_repository(&policy, Ok(PathBuf::from("/srv/backup/alice/r")));
+    let Decision::Accept(args) = &judgement.decision else {
+        panic!("{judgement:?}")
+    };
+    assert_eq!(
+        args.words,
+        [
+            "--rest",
+            "--backend=FILE:/srv/backup/alice/r",
+            "--restrict-to-path=/srv/backup/alice",
+            // append_only = true means no-delete for borg 2.
+            "--permissions=no-delete",
+            "--umask=0027",
+            "--warning",
+            "--storage-quota=50000000000",
+            "--idle-timeout=600s",
+            "--lock-release=release",
+        ]
+    );
+    assert_eq!(
+        args.repository,
+        Some(Repository::Resolved(PathBuf::from("/srv/backup/alice/r")))
+    );
+    assert_eq!(judgement.requested_repository(), None);
+}
+
+#[test]
+fn an_external_borg2_gets_the_one_resolved_repository_and_nothing_it_cannot_enforce() {
+    let text = POLICY
+        .replace(
+            "program = \"builtin\"",
+            "borg2_program = \"/opt/borg2/bin/borg\"",
+        )
+        .replace("[client]\n", "[client]\nprotocols = [\"borg2\"]\n")
+        .replace("storage_quota = \"50G\"\n", "permissions = \"read-only\"\n");
+    let policy = parse_policy(&text, "t").unwrap();
+    let judgement = judge(&policy, Some(b"borg serve --rest --backend FILE:~/r"))
+        .with_repository(&policy, Ok(PathBuf::from("/srv/backup/alice/r")));
+    let Decision::Accept(args) = &judgement.decision else {
+        panic!("{judgement:?}")
+    };
+    assert_eq!(
+        args.words,
+        [
+            "--rest",
+            "--backend=FILE:/srv/backup/alice/r",
+            "--restrict-to-repository=/srv/backup/alice/r",
+            "--permissions=read-only",
+            "--umask=0077",
+            "--warning",
+        ]
+    );
+}
+
+#[test]
+fn a_refused_borg2_path_is_borgs_path_not_allowed() {
+    let policy = both_generations();
+    let refusal = borg_gate::gate::Refusal::PathNotAllowed {
+        path: "/srv/backup/bob".into(),
+        reason: None,
+    };
+    let judgement = judge(
+        &policy,
+        Some(b"borg serve --rest --backend FILE:/srv/backup/bob"),
+    )
+    .with_repository(&policy, Err(refusal));
+    let Decision::Reject(refusal) = &judgement.decision else {
+        panic!("{judgement:?}")
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "Repository path not allowed: /srv/backup/bob."
+    );
+    assert!(refusal.is_path_not_allowed());
+    // A borg 1 judgement has no repository to resolve and stays as it is.
+    let borg1 = judge(&policy, Some(b"borg serve"));
+    assert_eq!(
+        borg1
+            .clone()
+            .with_repository(&policy, Ok(PathBuf::from("/elsewhere"))),
+        borg1
+    );
+}
+
+#[test]
+fn no_delete_is_append_only_for_borg1_clients() {
+    let text = POLICY.replace("append_only = true", "permissions = \"no-delete\"");
+    let policy = parse_policy(&text, "t").unwrap();
+    let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
+        panic!()
+    };
+    assert!(args.words.contains(&"--append-only".to_owned()), "{args:?}");
+    assert!(
+        !args.words.iter().any(|a| a.starts_with("--permissions")),
         "{args:?}"
     );
 }

@@ -594,3 +594,396 @@ fn serve_and_usage_errors_are_one_line() {
     let output = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("borg-gate "));
 }
+
+impl Fixture {
+    /// A policy serving `protocols`, restricted to `repos/`, whose borg 2 engine is `engine`
+    /// (an absolute path, or "builtin").
+    fn borg2_policy(&self, engine: &str, protocols: &str, extra_repository: &str) -> PathBuf {
+        fs::create_dir_all(self.path("repos")).unwrap();
+        let text = format!(
+            "version = 1\nname = \"rest\"\n[engine]\nborg2_program = \"{engine}\"\n\
+             [client]\nprotocols = {protocols}\n\
+             [repository]\nrestrict_to_paths = [\"{}\"]\numask = \"027\"\n{extra_repository}\n\
+             [audit]\nfile = \"{}\"\n",
+            self.path("repos").display(),
+            self.audit().display()
+        );
+        self.write_policy("rest.toml", &text, 0o600)
+    }
+}
+
+#[test]
+fn a_borg2_request_execs_the_external_borg2_with_the_resolved_repository_pinned() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let policy = fx.borg2_policy(
+        engine.to_str().unwrap(),
+        "[\"borg1\", \"borg2\"]",
+        "append_only = true",
+    );
+    fs::create_dir(fx.path("repos/real")).unwrap();
+    std::os::unix::fs::symlink(fx.path("repos/real"), fx.path("repos/alias")).unwrap();
+    let requested = fx.path("repos/alias/../alias/r");
+    let output = gate(
+        &policy,
+        Some(&format!(
+            "BORG_REPO_PERMISSIONS=all borg serve --rest --backend FILE:{}",
+            requested.display()
+        )),
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let resolved = fx.path("repos/real/r");
+    let report = fx.report();
+    assert!(
+        report.contains(&format!(
+            "ARGV serve --rest --backend=FILE:{r} --restrict-to-repository={r} --permissions=no-delete --umask=0027 --warning\n",
+            r = resolved.display()
+        )),
+        "{report}"
+    );
+    assert!(report.contains("UMASK 0027"), "{report}");
+    assert!(
+        !report.contains("BORG_REPO_PERMISSIONS"),
+        "the client's variable reached the engine: {report}"
+    );
+    let audit = fx.audit_lines();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["decision"], "accept");
+    assert_eq!(audit[0]["protocol"], "borg2");
+    assert_eq!(audit[0]["repository"], resolved.display().to_string());
+    assert_eq!(
+        audit[0]["dropped_env"],
+        serde_json::json!(["BORG_REPO_PERMISSIONS"])
+    );
+    assert_eq!(audit[0]["engine_argv"][0], engine.display().to_string());
+    assert_eq!(audit[0]["engine_argv"][2], "--rest");
+}
+
+#[test]
+fn a_borg1_request_under_the_same_policy_still_runs_borg1s_engine() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    // engine.program is borg 1's; borg2_program, a recording engine too, must not be used.
+    let text = format!(
+        "version = 1\n[engine]\nprogram = \"{engine}\"\nborg2_program = \"/bin/false\"\n\
+         [client]\nprotocols = [\"borg1\", \"borg2\"]\n[repository]\nrestrict_to_paths = [\"/srv/x\"]\n\
+         [audit]\nfile = \"{}\"\n",
+        fx.audit().display(),
+        engine = engine.display()
+    );
+    let policy = fx.write_policy("both.toml", &text, 0o600);
+    let output = gate(&policy, Some("borg serve --info"), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        fx.report()
+            .contains("ARGV serve --restrict-to-path=/srv/x --umask=0077 --info --lock-wait=1\n"),
+        "{}",
+        fx.report()
+    );
+    assert_eq!(fx.audit_lines()[0]["protocol"], "borg1");
+}
+
+#[test]
+fn a_borg2_path_outside_the_policy_is_refused_with_83_and_audited() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let policy = fx.borg2_policy(engine.to_str().unwrap(), "[\"borg2\"]", "");
+    fs::create_dir(fx.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(fx.path("elsewhere"), fx.path("repos/escape")).unwrap();
+    fs::create_dir(fx.path("repos/open")).unwrap();
+    fs::set_permissions(fx.path("repos/open"), fs::Permissions::from_mode(0o777)).unwrap();
+    let cases = [
+        (fx.path("elsewhere/r"), fx.path("elsewhere/r"), ""),
+        (fx.path("repos/escape/r"), fx.path("elsewhere/r"), ""),
+        (fx.path("repos/../elsewhere"), fx.path("elsewhere"), ""),
+        (
+            fx.path("repos/open/r"),
+            fx.path("repos/open/r"),
+            "mode 0777) could be changed by another account",
+        ),
+    ];
+    for (requested, shown, reason) in &cases {
+        let output = gate(
+            &policy,
+            Some(&format!(
+                "borg serve --rest --backend FILE:{}",
+                requested.display()
+            )),
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(83), "{}", stderr(&output));
+        let text = stderr(&output);
+        assert!(
+            text.starts_with(&format!(
+                "borg-gate: refused: Repository path not allowed: {}",
+                shown.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains(reason), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(output.stdout.is_empty());
+    }
+    assert!(fx.report().is_empty(), "the engine ran: {}", fx.report());
+    let audit = fx.audit_lines();
+    assert_eq!(audit.len(), cases.len());
+    for record in &audit {
+        assert_eq!(record["decision"], "reject");
+        assert_eq!(record["protocol"], "borg2");
+        assert!(record["engine_argv"].is_null());
+        assert!(
+            record["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("Repository path not allowed: "),
+            "{record}"
+        );
+    }
+}
+
+#[test]
+fn a_backend_that_is_not_file_is_refused_with_83_whatever_the_policy_serves() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let borg2 = fx.borg2_policy(engine.to_str().unwrap(), "[\"borg2\"]", "");
+    let borg1 = fx.policy(engine.to_str().unwrap(), "", "");
+    for policy in [&borg2, &borg1] {
+        let output = gate(
+            policy,
+            Some("borg serve --rest --backend sftp://evil.example/x"),
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(83), "{}", stderr(&output));
+        assert_eq!(
+            stderr(&output),
+            "borg-gate: refused: backend \"sftp://evil.example/x\" is not a FILE:<path> backend; borg-gate serves borg 2 repositories only as FILE:<path>, and never connects elsewhere; nothing was run\n"
+        );
+    }
+    assert!(fx.report().is_empty());
+    let audit = fx.audit_lines();
+    assert_eq!(audit.len(), 2);
+    assert!(
+        audit
+            .iter()
+            .all(|r| r["protocol"] == "borg2" && r["decision"] == "reject"),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn a_borg2_client_is_refused_by_a_default_policy_with_one_sentence() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let policy = fx.policy(engine.to_str().unwrap(), "", "");
+    let output = gate(
+        &policy,
+        Some("borg serve --rest --backend FILE:/srv/backup/x/r"),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "borg-gate: refused: borg 2 clients are not allowed by this key's policy; this key only runs `borg serve`\n"
+    );
+    assert!(fx.report().is_empty());
+    assert_eq!(fx.audit_lines()[0]["protocol"], "borg2");
+}
+
+#[test]
+fn relative_and_home_paths_resolve_against_the_accounts_home_not_the_environment() {
+    let fx = Fixture::new();
+    let engine = fx.recording_engine();
+    let text = format!(
+        "version = 1\n[engine]\nborg2_program = \"{}\"\n[client]\nprotocols = [\"borg2\"]\n\
+         [repository]\nunrestricted = true\n[audit]\nfile = \"{}\"\n",
+        engine.display(),
+        fx.audit().display()
+    );
+    let policy = fx.write_policy("open.toml", &text, 0o600);
+    let uid = nix::unistd::geteuid();
+    let account = nix::unistd::User::from_uid(uid).unwrap().unwrap();
+    let home = fs::canonicalize(&account.dir).unwrap_or(account.dir.clone());
+    for (path, resolved) in [
+        ("~/borg-gate-test-r", home.join("borg-gate-test-r")),
+        ("borg-gate-test-r", home.join("borg-gate-test-r")),
+        (
+            &format!("~{}/x/../borg-gate-test-r", account.name),
+            home.join("borg-gate-test-r"),
+        ),
+        ("/~/r", PathBuf::from("/~/r")),
+    ] {
+        let output = gate(
+            &policy,
+            Some(&format!("borg serve --rest --backend 'FILE:{path}'")),
+            // A client-set HOME must not move `~`.
+            &[("HOME", fx.path("client-home").to_str().unwrap())],
+        );
+        assert!(output.status.success(), "{path}: {}", stderr(&output));
+        let report = fx.report();
+        assert!(
+            report.contains(&format!(
+                "ARGV serve --rest --backend=FILE:{r} --restrict-to-repository={r} ",
+                r = resolved.display()
+            )),
+            "{path}: {report}"
+        );
+    }
+}
+
+#[test]
+fn explain_shows_the_protocol_and_the_resolved_repository() {
+    let fx = Fixture::new();
+    let policy = fx.borg2_policy("builtin", "[\"borg1\", \"borg2\"]", "idle_timeout = \"5m\"");
+    let repository = fx.path("repos/r");
+    let command = format!("borg serve --rest --backend FILE:{}", repository.display());
+    let output = Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(&policy)
+        .args(["--command", &command])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    for line in [
+        "protocol:    borg2 (`borg serve --rest`)\n".to_owned(),
+        "decision:    accept\n".to_owned(),
+        format!(
+            "repository:  {} (resolved for the account)\n",
+            repository.display()
+        ),
+        format!(
+            "engine argv: borg-gate serve --rest --backend=FILE:{r} --restrict-to-path={} --umask=0027 --warning --idle-timeout=300s --lock-release=release\n",
+            fx.path("repos").display(),
+            r = repository.display()
+        ),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in\n{text}");
+    }
+    let output = Command::new(BIN)
+        .args(["explain", "--json", "--policy"])
+        .arg(&policy)
+        .args(["--command", &command])
+        .output()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["protocol"], "borg2");
+    assert_eq!(record["repository"], repository.display().to_string());
+    assert!(fx.audit_lines().is_empty(), "explain wrote the audit log");
+}
+
+#[test]
+fn check_policy_names_the_protocols_of_a_borg2_policy() {
+    let fx = Fixture::new();
+    let policy = fx.borg2_policy("builtin", "[\"borg1\", \"borg2\"]", "");
+    let output = Command::new(BIN)
+        .arg("check-policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "{}: ok (policy \"rest\", protocols borg1,borg2)\n",
+            policy.display()
+        )
+    );
+    let bad = fx.borg2_policy(
+        "/opt/borg2/bin/borg",
+        "[\"borg2\"]",
+        "storage_quota = \"10G\"",
+    );
+    let output = Command::new(BIN)
+        .arg("check-policy")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!(
+            "{}:10:17: storage_quota for borg 2 clients needs the built-in engine",
+            bad.display()
+        )),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn explain_user_resolves_a_borg2_path_for_that_account() {
+    let fx = Fixture::new();
+    let text = format!(
+        "version = 1\n[client]\nprotocols = [\"borg2\"]\n[repository]\nunrestricted = true\n\
+         [audit]\nfile = \"{}\"\n",
+        fx.audit().display()
+    );
+    let policy = fx.write_policy("open.toml", &text, 0o644);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for path in ["~/r", "r", "~nobody/r"] {
+        let output = Command::new(BIN)
+            .args(["explain", "--json", "--user", "nobody", "--policy"])
+            .arg(&policy)
+            .args([
+                "--command",
+                &format!("borg serve --rest --backend FILE:{path}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{path}: {}", stderr(&output));
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            record["repository"],
+            nobody.dir.join("r").display().to_string(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_fleet_policy_restricts_each_borg2_key_to_its_own_directory() {
+    let fx = Fixture::new();
+    let text = format!(
+        "version = 1\n[client]\nprotocols = [\"borg2\"]\n[repository]\nrestrict_to_paths = [\"{}/{{name}}\"]\n\
+         [audit]\nfile = \"{}\"\n",
+        fx.path("srv").display(),
+        fx.audit().display()
+    );
+    let policy = fx.write_policy("fleet.toml", &text, 0o644);
+    let explain = |path: &str| {
+        let output = Command::new(BIN)
+            .args(["explain", "--json", "--name", "alice", "--policy"])
+            .arg(&policy)
+            .args([
+                "--command",
+                &format!(
+                    "borg serve --rest --backend FILE:{}",
+                    fx.path("srv").join(path).display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (output.status.code(), record)
+    };
+    let (code, record) = explain("alice/laptop");
+    assert_eq!(code, Some(0), "{record}");
+    assert_eq!(record["name"], "alice");
+    let argv = record["engine_argv"].to_string();
+    assert!(
+        argv.contains(&format!(
+            "\"--restrict-to-path={}\"",
+            fx.path("srv/alice").display()
+        )),
+        "{argv}"
+    );
+    let (code, record) = explain("bob/laptop");
+    assert_eq!(code, Some(1), "{record}");
+    assert_eq!(
+        record["reason"],
+        format!(
+            "Repository path not allowed: {}.",
+            fx.path("srv/bob/laptop").display()
+        )
+    );
+}

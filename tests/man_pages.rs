@@ -143,6 +143,27 @@ fn alternating_font_macros_never_have_a_quote_inside_an_argument() {
     assert_eq!(problems, Vec::<String>::new());
 }
 
+/// A page written through a string that interpreted `\f` as a form feed renders its font
+/// escapes as garbage (`key_quota = R"IsizeR"`) without any warning from man: roff sources
+/// hold no control character but newline.
+#[test]
+fn page_sources_hold_no_control_characters() {
+    let mut problems = Vec::new();
+    for path in pages() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            if let Some(control) = line.chars().find(|c| c.is_control()) {
+                problems.push(format!(
+                    "{}:{}: {control:?} in {line:?}",
+                    path.display(),
+                    number + 1
+                ));
+            }
+        }
+    }
+    assert_eq!(problems, Vec::<String>::new());
+}
+
 #[test]
 fn the_roff_argument_reader_follows_roff() {
     assert_eq!(
@@ -195,6 +216,9 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "status",
         "--max-age",
         "borg_gate_repository_last_commit_timestamp_seconds",
+        "client.protocols",
+        "engine.borg2_program",
+        "PathNotAllowed",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }
@@ -215,6 +239,11 @@ fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
         "lock_wait",
         "shared_with",
         "{name}",
+        "protocols = [ \"borg1\", \"borg2\" ]",
+        "borg2_program",
+        "permissions = \"all\" | \"no-delete\" | \"write-only\" | \"read-only\"",
+        "lock_release",
+        "borg2-client.toml",
     ] {
         assert!(text.contains(key), "borg-gate-policy(5) lacks {key}");
     }

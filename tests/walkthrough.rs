@@ -2,7 +2,8 @@
 //! README's own `useradd` line, a real sshd on loopback reading that account's
 //! `~/.ssh/authorized_keys` with `StrictModes yes`, real borg clients through the forced
 //! commands, and `borg-gate doctor` clean on the result, with one client and with 30 laptops
-//! and 30 restore keys.
+//! and 30 restore keys; then its "Setting up a borg 2 key" on the same server, with a real
+//! borg 2 client.
 //!
 //! Only what cannot run on a shared test machine is changed, each by a named substitution
 //! that must still match the README: the system directories live under a temp dir, the
@@ -32,6 +33,20 @@ fn readme_script() -> String {
     let (_, block) = section.split_once("```sh\n").expect("a sh block");
     let (script, _) = block.split_once("\n```").expect("a closed sh block");
     script.to_owned()
+}
+
+/// The shell blocks of the README's borg 2 key: the server's, then the client's.
+fn readme_borg2_scripts() -> (String, String) {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let (_, section) = readme
+        .split_once("### Setting up a borg 2 key")
+        .expect("the README says how to set up a borg 2 key");
+    let (_, block) = section.split_once("```sh\n").expect("a sh block");
+    let (server, rest) = block.split_once("\n```").expect("a closed sh block");
+    let (_, block) = rest.split_once("```sh\n").expect("the client's sh block");
+    let (client, _) = block.split_once("\n```").expect("a closed sh block");
+    (server.to_owned(), client.to_owned())
 }
 
 /// Applies each substitution in order; each must match, so that a README change that
@@ -90,6 +105,10 @@ impl Server {
         only_if_present(
             "\nborg-gate check-policy",
             "\n/usr/local/bin/borg-gate check-policy".to_owned(),
+        );
+        only_if_present(
+            "\nborg-gate explain",
+            "\n/usr/local/bin/borg-gate explain".to_owned(),
         );
         only_if_present(
             "\nborg-gate doctor",
@@ -198,7 +217,8 @@ fn the_readme_walkthrough_runs_as_written_and_doctor_is_clean_with_30_laptops_an
         fs::create_dir_all(root.path().join(dir)).unwrap();
     }
     let account = AccountGuard::new("walkthrough");
-    let keys = vec![AuthorizedKey::new(""); 2 * LAPTOPS];
+    // A laptop and a restore key per client, and the borg 2 key.
+    let keys = vec![AuthorizedKey::new(""); 2 * LAPTOPS + 1];
     let sshd = Sshd::start_with(
         &keys,
         &SshdOptions {
@@ -327,6 +347,72 @@ fn the_readme_walkthrough_runs_as_written_and_doctor_is_clean_with_30_laptops_an
         Some(PASSPHRASE),
     );
     assert!(init.success(), "{init}");
+
+    // The README's borg 2 key, on the same server: its lines as written, a real borg 2 client
+    // running the README's client lines through it, and doctor still clean.
+    let borg2 = require!(support::borg2_path());
+    let (server_lines, client_lines) = readme_borg2_scripts();
+    let script = substitute(
+        &server.adapt(&server_lines),
+        &[(
+            "ssh-ed25519 AAAA... carol".to_owned(),
+            format!("{} carol", server.sshd.public_key(2 * LAPTOPS)),
+        )],
+    );
+    let run = server.run_script(&script);
+    assert!(run.success(), "the README's borg 2 key failed:\n{run}");
+    assert!(
+        run.stdout_text().contains("decision:    accept"),
+        "explain did not accept the README's own command:\n{run}"
+    );
+    let client = support::BorgClient::new(&borg2, "walkthrough-b23");
+    let rsh = server.sshd.rsh(2 * LAPTOPS);
+    let url = format!(
+        "rest://{}@127.0.0.1/{}/srv/borg/carol/laptop",
+        server.account.name,
+        server.root()
+    );
+    let client_script = substitute(
+        &client_lines,
+        &[
+            (
+                "rest://borg@server//srv/borg/carol/laptop".to_owned(),
+                url.clone(),
+            ),
+            // The client's home holds its own cache: back up the test's files instead.
+            ("'{hostname}-{now}' ~".to_owned(), "monday .".to_owned()),
+        ],
+    );
+    let command = client.shell(
+        source.path(),
+        &client_script,
+        &[("BORG_RSH", rsh.as_str())],
+        Some(PASSPHRASE),
+    );
+    let run = support::run_with_timeout(command, SCRIPT_TIMEOUT);
+    assert!(
+        run.success(),
+        "the README's borg 2 client lines failed:\n{run}\n{}",
+        server.sshd.log()
+    );
+    let list = client.run(
+        &["-r", &url, "repo-list", "--format", "{archive}{NL}"],
+        &[("BORG_RSH", rsh.as_str())],
+        Some(PASSPHRASE),
+    );
+    assert_eq!(list.stdout_text().trim(), "monday", "{list}");
+    let audit =
+        fs::read_to_string(format!("{}/var/log/borg-gate/audit.jsonl", server.root())).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|line| line.contains("\"policy\":\"carol\"")
+                && line.contains("\"protocol\":\"borg2\"")),
+        "{audit}"
+    );
+    let doctor = server.doctor();
+    assert_eq!(doctor.code(), Some(0), "{doctor}");
+    assert_eq!(doctor.stdout_text(), "", "{doctor}");
 
     // The README's explanation of "This account is currently not available": nologin as
     // the login shell. The client sees the sentence; doctor names the fix.

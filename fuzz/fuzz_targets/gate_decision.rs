@@ -4,14 +4,18 @@
 
 use std::sync::OnceLock;
 
+use std::path::PathBuf;
+
 use borg_gate::engine::args::{ServeConfig, apply_client_command};
 use borg_gate::gate::{Decision, judge};
-use borg_gate::policy::{Policy, parse_policy};
+use borg_gate::policy::{Policy, Protocol, parse_policy};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/gate_invariants/mod.rs"]
 mod gate_invariants;
-use gate_invariants::{POLICY, accepted_args_violation, refusal_violation};
+use gate_invariants::{
+    POLICY, RESOLVED, accepted_args_violation, refusal_violation, rest_args_violation,
+};
 
 fn policy() -> &'static Policy {
     static POLICY_VALUE: OnceLock<Policy> = OnceLock::new();
@@ -19,10 +23,22 @@ fn policy() -> &'static Policy {
 }
 
 fuzz_target!(|command: &[u8]| {
-    let judgement = judge(policy(), Some(command));
+    let judgement = judge(policy(), Some(command))
+        .with_repository(policy(), Ok(PathBuf::from(RESOLVED)));
     match &judgement.decision {
+        Decision::Accept(args) if args.protocol == Protocol::Borg2 => {
+            let text = String::from_utf8_lossy(command);
+            if let Some(violation) = rest_args_violation(&text, &args.words) {
+                panic!("{violation}");
+            }
+            // What the gate accepts, the borg 2 engine parses.
+            let config = borg_gate::engine::borg2::args::parse_rest_args(&args.words)
+                .expect("the borg 2 engine parses what the gate produced");
+            assert_eq!(config.backend.as_deref(), Some("FILE:/srv/backup/alice/repo"));
+            assert_eq!(config.restrict_to_paths.len(), 2);
+        }
         Decision::Accept(args) => {
-            let args = &args.0;
+            let args = &args.words;
             let text = String::from_utf8_lossy(command);
             if let Some(violation) = accepted_args_violation(&text, args) {
                 panic!("{violation}");

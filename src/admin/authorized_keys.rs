@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Finding, Place};
 use crate::engine::args::{ArgsError, ServeConfig, parse_serve_args};
+use crate::engine::borg2::args::{RestConfig, parse_rest_args, wants_rest};
 use crate::gate::command::{program_basename, strip_assignments};
 use crate::gate::options::{Dialect, ParseError, ParsedOption, parse_serve_command};
 
@@ -488,6 +489,12 @@ pub enum ForcedCommand {
         program: String,
         config: Result<ServeConfig, ArgsError>,
     },
+    /// `borg serve --rest ...` or `borg-gate serve --rest ...`: a borg 2 engine with no gate
+    /// in front. The error is the engine's own message.
+    ServeRest {
+        program: String,
+        config: Result<RestConfig, String>,
+    },
     /// It runs borg or borg-gate, but not in a form that serves a client or that doctor can
     /// read (shell syntax, another subcommand, bad arguments).
     Unusable { program: String, problem: String },
@@ -590,6 +597,12 @@ fn classify_borg_gate(command: &str, program: &str, words: &[String]) -> ForcedC
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
+            if wants_rest(&args) {
+                return ForcedCommand::ServeRest {
+                    program: program.to_owned(),
+                    config: parse_rest_args(&args).map_err(|e| e.to_string()),
+                };
+            }
             ForcedCommand::Serve {
                 program: program.to_owned(),
                 config: parse_serve_args(&args),
@@ -615,6 +628,9 @@ fn classify_borg(program: &str, arguments: &[String]) -> ForcedCommand {
         program: program.to_owned(),
         problem,
     };
+    if wants_rest(arguments) {
+        return classify_borg2(program, arguments);
+    }
     // borg's own parser knows no borg-gate extensions: read with the client's option table.
     let config = match parse_serve_command(arguments, Dialect::Client) {
         Err(ParseError::MissingSubcommand) => {
@@ -634,6 +650,25 @@ fn classify_borg(program: &str, arguments: &[String]) -> ForcedCommand {
     ForcedCommand::Serve {
         program: program.to_owned(),
         config,
+    }
+}
+
+/// borg 2's `borg [options] serve --rest [options]`, read with the built-in engine's parser
+/// (which also knows borg-gate's extensions, so it reads more than Python's borg would).
+fn classify_borg2(program: &str, arguments: &[String]) -> ForcedCommand {
+    let Some(serve_at) = arguments.iter().position(|word| word == "serve") else {
+        return ForcedCommand::Unusable {
+            program: program.to_owned(),
+            problem: "the forced command runs borg with --rest but without `serve`".to_owned(),
+        };
+    };
+    let options: Vec<&String> = arguments[..serve_at]
+        .iter()
+        .chain(&arguments[serve_at + 1..])
+        .collect();
+    ForcedCommand::ServeRest {
+        program: program.to_owned(),
+        config: parse_rest_args(&options).map_err(|e| e.to_string()),
     }
 }
 
@@ -887,6 +922,24 @@ pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> 
                 }
                 Ok(_) => {}
         },
+        ForcedCommand::ServeRest { program, config } => match config {
+            Err(error) => findings.push(Finding::error(
+                place.clone(),
+                format!("`{program} serve --rest` would refuse to start: {error}"),
+                "fix the option (see borg serve --help)",
+            )),
+            Ok(config)
+                if config.restrict_to_paths.is_empty()
+                    && config.restrict_to_repositories.is_empty() =>
+            {
+                findings.push(Finding::error(
+                    place.clone(),
+                    "`borg serve --rest` without --restrict-to-path or --restrict-to-repository: the key can reach every repository of the account, and Python's borg serves any borgstore URL the client names (sftp://, s3:, rest://)",
+                    "add --restrict-to-repository DIR, or use `borg-gate --policy FILE` with client.protocols = [\"borg2\"] and restrict_to_paths",
+                ))
+            }
+            Ok(_) => {}
+        },
         ForcedCommand::Unusable { problem, .. } => findings.push(Finding::error(
             place.clone(),
             problem.clone(),
@@ -960,6 +1013,7 @@ fn describe_command(command: Option<&ForcedCommand>) -> String {
     match command {
         Some(ForcedCommand::Gate { policy, .. }) => format!("policy {}", policy.display()),
         Some(ForcedCommand::Serve { program, .. }) => format!("{program} serve"),
+        Some(ForcedCommand::ServeRest { program, .. }) => format!("{program} serve --rest"),
         Some(ForcedCommand::Unusable { program, .. }) => program.clone(),
         Some(ForcedCommand::Other) | None => "another program".to_owned(),
     }
@@ -968,6 +1022,7 @@ fn describe_command(command: Option<&ForcedCommand>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::borg2::permissions::Mode;
 
     /// A real ed25519 public key (generated with ssh-keygen for these tests).
     const ED25519: &str =
@@ -1255,6 +1310,39 @@ mod tests {
             panic!("not serve")
         };
         assert!(config.is_ok());
+    }
+
+    #[test]
+    fn borg2_serve_commands_are_read_with_the_borg2_engine_parser() {
+        for command in [
+            "borg-gate serve --rest --restrict-to-repository /srv/r --permissions no-delete",
+            "/opt/borg2/bin/borg serve --rest --restrict-to-repository=/srv/r --permissions no-delete",
+            "BORG_X=1 borg --umask 077 serve --rest --restrict-to-repository /srv/r --permissions no-delete",
+        ] {
+            let ForcedCommand::ServeRest { config, .. } = classify_command(command) else {
+                panic!("{command}: not serve --rest")
+            };
+            let config = config.unwrap();
+            assert_eq!(config.restrict_to_repositories, [PathBuf::from("/srv/r")]);
+            assert_eq!(config.permissions, Some(Mode::NoDelete));
+        }
+        match classify_command("borg-gate serve --rest --permissions sometimes") {
+            ForcedCommand::ServeRest { config: Err(e), .. } => {
+                assert!(e.contains("--permissions"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let findings = command_findings(
+            &Place::line(Path::new("/ak"), 1),
+            &classify_command("/opt/borg2/bin/borg serve --rest"),
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(
+            findings[0]
+                .problem
+                .starts_with("`borg serve --rest` without --restrict-to-path"),
+            "{findings:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ use super::policies::{
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
 use crate::engine::args::ServeConfig;
+use crate::engine::borg2::args::RestConfig;
+use crate::engine::borg2::permissions::Mode;
 use crate::gate::command::program_basename;
 use crate::policy::load::{default_policy_name, read_policy_text, read_policy_text_trusting};
 use crate::policy::validate::line_and_column;
@@ -224,6 +226,10 @@ fn policy_findings(
                 program,
                 config: Ok(config),
             }) => scan.serve_key(place, program, config),
+            Some(ForcedCommand::ServeRest {
+                program,
+                config: Ok(config),
+            }) => scan.serve_rest_key(place, program, config),
             _ => {}
         }
     }
@@ -366,6 +372,30 @@ impl KeyScan<'_> {
             shared_with: Vec::new(),
         });
     }
+
+    /// `borg serve --rest ...` or `borg-gate serve --rest ...`, a borg 2 engine without a gate.
+    fn serve_rest_key(&mut self, place: Place, program: &str, config: &RestConfig) {
+        self.findings.extend(restricted_paths(
+            &place,
+            &config.restrict_to_paths,
+            &config.restrict_to_repositories,
+            self.account,
+        ));
+        self.scopes.push(KeyScope {
+            place,
+            policy_file: None,
+            label: format!("{} serve --rest", program_basename(program)),
+            paths: config
+                .restrict_to_paths
+                .iter()
+                .chain(&config.restrict_to_repositories)
+                .cloned()
+                .collect(),
+            read_only: config.permissions == Some(Mode::ReadOnly),
+            policy_name: None,
+            shared_with: Vec::new(),
+        });
+    }
 }
 
 /// What the backup account meets, checked as that account.
@@ -397,7 +427,9 @@ fn findings_as_account(
 /// The program a forced command runs, when it is borg-gate or borg.
 fn forced_program(command: &ForcedCommand) -> Option<&str> {
     match command {
-        ForcedCommand::Gate { program, .. } | ForcedCommand::Serve { program, .. } => Some(program),
+        ForcedCommand::Gate { program, .. }
+        | ForcedCommand::Serve { program, .. }
+        | ForcedCommand::ServeRest { program, .. } => Some(program),
         ForcedCommand::Unusable { .. } | ForcedCommand::Other => None,
     }
 }

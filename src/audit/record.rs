@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate::{Decision, Judgement};
+use crate::gate::{Decision, Judgement, Repository, ServeArgs};
 
 /// Bumped when a field changes meaning; readers (`borg-gate audit`) check it.
 pub const RECORD_VERSION: u32 = 1;
@@ -36,6 +36,13 @@ pub struct AuditRecord {
     pub dropped_env: Vec<String>,
     pub options: Vec<OptionRecord>,
     pub engine_argv: Option<Vec<String>>,
+    /// `borg1` or `borg2`: the generation of borg the client asked for, once its command
+    /// said (absent for probes, logins and commands that are no borg `serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// borg 2: the repository the engine serves, resolved as borg resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +108,14 @@ impl AuditRecord {
                 })
                 .collect(),
             engine_argv,
+            protocol: judgement.protocol.map(|p| p.name().to_owned()),
+            repository: match &judgement.decision {
+                Decision::Accept(ServeArgs {
+                    repository: Some(Repository::Resolved(path)),
+                    ..
+                }) => Some(path.display().to_string()),
+                _ => None,
+            },
         }
     }
 
@@ -123,6 +138,8 @@ impl AuditRecord {
             dropped_env: Vec::new(),
             options: Vec::new(),
             engine_argv: None,
+            protocol: None,
+            repository: None,
         }
     }
 
@@ -183,6 +200,7 @@ mod tests {
                     position: 4,
                 },
             )),
+            protocol: None,
             tokens: vec![],
             dropped_env: vec![],
             options: vec![],
@@ -202,6 +220,7 @@ mod tests {
     fn record_never_contains_assignment_values() {
         let judgement = Judgement {
             decision: Decision::Probe,
+            protocol: None,
             tokens: vec!["BORG_PASSPHRASE=<redacted>".into(), "true".into()],
             dropped_env: vec!["BORG_PASSPHRASE".into()],
             options: vec![],
@@ -228,6 +247,7 @@ mod tests {
     fn options_carry_action_and_reason() {
         let judgement = Judgement {
             decision: Decision::Probe,
+            protocol: None,
             tokens: vec!["true".into()],
             dropped_env: vec![],
             options: vec![OptionVerdict {

@@ -274,6 +274,8 @@ mod tests {
             dropped_env: vec![],
             options: vec![],
             engine_argv: None,
+            protocol: Some("borg1".into()),
+            repository: None,
         }
     }
 

@@ -163,8 +163,10 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
             config.umask = parse_umask(&value).ok_or_else(|| bad("an octal mode such as 0077"))?
         }
         OptionKind::Permissions => {
-            config.permissions =
-                Permissions::from_name(&value).ok_or_else(|| bad("all or read-only"))?
+            // borg 1's engine knows two modes; the policy maps the others before this.
+            config.permissions = Permissions::from_name(&value)
+                .filter(|p| matches!(p, Permissions::All | Permissions::ReadOnly))
+                .ok_or_else(|| bad("all or read-only"))?
         }
         OptionKind::IdleTimeout => {
             config.idle_timeout =
@@ -388,6 +390,13 @@ mod tests {
             parse_serve_args(&args("--frobnicate")),
             Err(ArgsError::Unrecognized(_))
         ));
+        // borg 2's other modes have no borg 1 engine behind them: refused, not served as all.
+        for mode in ["no-delete", "write-only"] {
+            assert!(matches!(
+                parse_serve_args(&args(&format!("--permissions {mode}"))),
+                Err(ArgsError::BadValue { .. })
+            ));
+        }
         assert!(matches!(
             parse_serve_args(&args("extra")),
             Err(ArgsError::Parse(_))

@@ -1,11 +1,17 @@
 //! The decision: one client command judged against one policy, as a value.
 //!
 //! [`judge`] is pure. It returns a [`Judgement`] holding the [`Decision`] (accept with the
-//! engine's sanitized arguments, answer the probe, or refuse with one sentence) and the
-//! evidence for the audit record: redacted tokens, dropped variable names, and a verdict for
-//! every option the client sent.
+//! protocol and the engine's sanitized arguments, answer the probe, or refuse with one
+//! sentence) and the evidence for the audit record: the protocol the client asked for,
+//! redacted tokens, dropped variable names, and a verdict for every option the client sent.
+//!
+//! borg 1's command is filtered option by option ([`apply_client_rules`], [`serve_args`]);
+//! borg 2's is one form naming a repository path ([`super::rest`]), which is accepted as
+//! [`Repository::Requested`] until the pipeline has resolved it and
+//! [`Judgement::with_repository`] has built the engine's arguments ([`rest_args`]).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use super::command::{
     SplitError, program_basename, quoted, redacted_words, split_command, strip_assignments,
@@ -13,15 +19,17 @@ use super::command::{
 use super::options::{
     Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command, printable,
 };
+use super::rest::{RestError, read_rest_request};
 use crate::policy::{
-    ClientRules, ForcedSettings, LogLevel, Permissions, Policy, ProgramMatch, UnknownOptions,
+    ClientRules, EngineProgram, ForcedSettings, LogLevel, Permissions, Policy, ProgramMatch,
+    Protocol, Protocols, UnknownOptions,
 };
 
 /// What happens to the connection.
 #[must_use]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Run the engine's `serve` with exactly these arguments.
+    /// Run the engine for the protocol with exactly these arguments.
     Accept(ServeArgs),
     /// The connectivity probe `true`: exit 0, run nothing.
     Probe,
@@ -38,48 +46,137 @@ impl Decision {
     }
 }
 
-/// The sanitized arguments that follow `serve` on the engine's command line.
+/// What the engine runs: the generation of borg it serves, and the sanitized words that
+/// follow `serve` on its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServeArgs(pub Vec<String>);
+pub struct ServeArgs {
+    pub protocol: Protocol,
+    pub words: Vec<String>,
+    /// borg 2: the repository the command names. The words exist once it is resolved.
+    pub repository: Option<Repository>,
+}
 
-/// Why a command is refused. `Display` is the one sentence the client sees.
+impl ServeArgs {
+    /// borg 1's arguments: everything is decided from the command and the policy.
+    pub fn borg1(words: Vec<String>) -> ServeArgs {
+        ServeArgs {
+            protocol: Protocol::Borg1,
+            words,
+            repository: None,
+        }
+    }
+}
+
+/// A borg 2 repository (`--backend FILE:<path>`), before and after the pipeline resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repository {
+    /// As the client wrote it after `FILE:`. Resolving it is I/O (symlinks, home
+    /// directories), so the pure gate leaves it to the pipeline ([`Judgement::with_repository`]);
+    /// nothing runs until then.
+    Requested(String),
+    /// Resolved as borg resolves it, and inside the policy's restrictions.
+    Resolved(PathBuf),
+}
+
+/// Why a command is refused. `Display` is the one sentence the client sees; where it says
+/// what the key runs instead, the variant carries the key's protocols.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// SSH_ORIGINAL_COMMAND is unset: an interactive login.
-    NoCommand,
+    NoCommand(Protocols),
     Unreadable(SplitError),
-    OnlyAssignments,
-    ProgramNotAllowed(String),
-    ProbeNotAllowed,
-    NotServe(ParseError),
+    OnlyAssignments(Protocols),
+    ProgramNotAllowed(String, Protocols),
+    ProbeNotAllowed(Protocols),
+    NotServe(ParseError, Protocols),
     UnknownOption(String),
+    /// The client speaks a generation of borg the key does not serve.
+    ProtocolNotAllowed {
+        asked: Protocol,
+        serves: Protocols,
+    },
+    /// A borg 2 request that is not the one form (a backend other than `FILE:` included).
+    NotRestRequest(RestError),
+    /// borg's `PathNotAllowed`: the repository resolves outside the restrictions, or below a
+    /// directory another account could change (`reason`).
+    PathNotAllowed {
+        path: String,
+        reason: Option<String>,
+    },
+}
+
+impl Refusal {
+    /// Refusals borg itself reports as `PathNotAllowed` (exit status 83): a repository path
+    /// outside the restrictions, or a backend that is not `FILE:` (borg: "only FILE: backends
+    /// can be restricted").
+    pub fn is_path_not_allowed(&self) -> bool {
+        matches!(
+            self,
+            Refusal::PathNotAllowed { .. } | Refusal::NotRestRequest(RestError::NotFile(_))
+        )
+    }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::NoCommand => {
-                f.write_str("interactive logins are not allowed; this key only runs `borg serve`")
-            }
-            Refusal::Unreadable(error) => write!(f, "{error}; nothing was run"),
-            Refusal::OnlyAssignments => {
-                f.write_str("the command only sets variables; this key only runs `borg serve`")
-            }
-            Refusal::ProgramNotAllowed(program) => write!(
+            Refusal::NoCommand(serves) => write!(
                 f,
-                "program {} is not allowed; this key only runs `borg serve`",
-                quoted(program)
+                "interactive logins are not allowed; this key only runs {}",
+                serves.commands()
             ),
-            Refusal::ProbeNotAllowed => f.write_str(
-                "the connectivity probe `true` is not allowed by this key's policy; this key only runs `borg serve`",
+            Refusal::Unreadable(error) => write!(f, "{error}; nothing was run"),
+            Refusal::OnlyAssignments(serves) => write!(
+                f,
+                "the command only sets variables; this key only runs {}",
+                serves.commands()
             ),
-            Refusal::NotServe(error) => write!(f, "{error}; nothing was run"),
+            Refusal::ProgramNotAllowed(program, serves) => write!(
+                f,
+                "program {} is not allowed; this key only runs {}",
+                quoted(program),
+                serves.commands()
+            ),
+            Refusal::ProbeNotAllowed(serves) => write!(
+                f,
+                "the connectivity probe `true` is not allowed by this key's policy; this key only runs {}",
+                serves.commands()
+            ),
+            Refusal::NotServe(error, serves) => {
+                write!(f, "{}; nothing was run", error.sentence(serves.commands()))
+            }
             Refusal::UnknownOption(option) => write!(
                 f,
                 "unknown option {} is refused by this key's policy",
                 quoted(option)
             ),
+            Refusal::ProtocolNotAllowed { asked, serves } => write!(
+                f,
+                "{} clients are not allowed by this key's policy; this key only runs {}",
+                asked.label(),
+                serves.commands()
+            ),
+            Refusal::NotRestRequest(error) => write!(f, "{error}; nothing was run"),
+            Refusal::PathNotAllowed { path, reason } => {
+                write!(f, "Repository path not allowed: {}", printable_path(path))?;
+                match reason {
+                    Some(reason) => write!(f, " ({reason})."),
+                    None => f.write_str("."),
+                }
+            }
         }
+    }
+}
+
+/// A path for a one-line message: bounded, control characters escaped.
+fn printable_path(path: &str) -> String {
+    const LIMIT: usize = 200;
+    let escaped: String = path.escape_debug().collect();
+    if escaped.chars().count() <= LIMIT {
+        escaped
+    } else {
+        let cut: String = escaped.chars().take(LIMIT).collect();
+        format!("{cut}...")
     }
 }
 
@@ -127,6 +224,9 @@ pub struct ClientSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judgement {
     pub decision: Decision,
+    /// The generation of borg the client asked for, once its command says (refused or not);
+    /// `None` for a probe, a login, or a command that is no borg `serve` at all.
+    pub protocol: Option<Protocol>,
     /// The client's words with assignment values redacted.
     pub tokens: Vec<String>,
     /// Names of the leading `NAME=value` words that were dropped.
@@ -134,10 +234,48 @@ pub struct Judgement {
     pub options: Vec<OptionVerdict>,
 }
 
+impl Judgement {
+    /// borg 2: the path the accepted command names, while it is still to be resolved.
+    pub fn requested_repository(&self) -> Option<&str> {
+        match &self.decision {
+            Decision::Accept(ServeArgs {
+                repository: Some(Repository::Requested(path)),
+                ..
+            }) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The judgement once the pipeline has resolved the requested repository: accepted with
+    /// the engine's arguments for the resolved path, or refused as borg refuses the path.
+    /// A judgement without a requested repository is returned as it is.
+    pub fn with_repository(
+        mut self,
+        policy: &Policy,
+        resolved: Result<PathBuf, Refusal>,
+    ) -> Judgement {
+        if self.requested_repository().is_none() {
+            return self;
+        }
+        self.decision = match resolved {
+            Ok(path) => match rest_args(policy, &path) {
+                Some(args) => Decision::Accept(args),
+                None => Decision::Reject(Refusal::PathNotAllowed {
+                    path: path.to_string_lossy().into_owned(),
+                    reason: Some("the resolved path is not UTF-8".to_owned()),
+                }),
+            },
+            Err(refusal) => Decision::Reject(refusal),
+        };
+        self
+    }
+}
+
 /// Judges one client command (`None` when SSH_ORIGINAL_COMMAND is unset).
 pub fn judge(policy: &Policy, command: Option<&[u8]>) -> Judgement {
     let mut judgement = Judgement {
         decision: Decision::Probe,
+        protocol: None,
         tokens: Vec::new(),
         dropped_env: Vec::new(),
         options: Vec::new(),
@@ -147,8 +285,9 @@ pub fn judge(policy: &Policy, command: Option<&[u8]>) -> Judgement {
 }
 
 fn decide(policy: &Policy, command: Option<&[u8]>, evidence: &mut Judgement) -> Decision {
+    let serves = policy.client.protocols;
     let Some(raw) = command else {
-        return Decision::Reject(Refusal::NoCommand);
+        return Decision::Reject(Refusal::NoCommand(serves));
     };
     let words = match split_command(raw) {
         Ok(words) => words,
@@ -158,22 +297,33 @@ fn decide(policy: &Policy, command: Option<&[u8]>, evidence: &mut Judgement) -> 
     let (names, rest) = strip_assignments(&words);
     evidence.dropped_env = names;
     let Some((program, arguments)) = rest.split_first() else {
-        return Decision::Reject(Refusal::OnlyAssignments);
+        return Decision::Reject(Refusal::OnlyAssignments(serves));
     };
     if is_probe(program) && arguments.is_empty() {
         return if policy.client.allow_probe {
             Decision::Probe
         } else {
-            Decision::Reject(Refusal::ProbeNotAllowed)
+            Decision::Reject(Refusal::ProbeNotAllowed(serves))
         };
     }
     if !program_allowed(&policy.client, program) {
-        return Decision::Reject(Refusal::ProgramNotAllowed(program.clone()));
+        return Decision::Reject(Refusal::ProgramNotAllowed(program.clone(), serves));
+    }
+    if let Some(request) = read_rest_request(arguments) {
+        evidence.protocol = Some(Protocol::Borg2);
+        return decide_rest(serves, request);
     }
     let parsed = match parse_serve_command(arguments, Dialect::Client) {
         Ok(parsed) => parsed,
-        Err(error) => return Decision::Reject(Refusal::NotServe(error)),
+        Err(error) => return Decision::Reject(Refusal::NotServe(error, serves)),
     };
+    evidence.protocol = Some(Protocol::Borg1);
+    if !serves.contains(Protocol::Borg1) {
+        return Decision::Reject(Refusal::ProtocolNotAllowed {
+            asked: Protocol::Borg1,
+            serves,
+        });
+    }
     let (settings, verdicts) = apply_client_rules(&policy.client, &parsed);
     evidence.options = verdicts;
     if let Some(refused) = evidence
@@ -184,6 +334,24 @@ fn decide(policy: &Policy, command: Option<&[u8]>, evidence: &mut Judgement) -> 
         return Decision::Reject(Refusal::UnknownOption(refused.option.clone()));
     }
     Decision::Accept(serve_args(policy, &settings))
+}
+
+/// A borg 2 request: a backend that is not `FILE:` is refused whatever the policy says (and
+/// audited as such), then the key must serve borg 2, then the form must be the one form.
+fn decide_rest(serves: Protocols, request: Result<String, RestError>) -> Decision {
+    match request {
+        Err(error @ RestError::NotFile(_)) => Decision::Reject(Refusal::NotRestRequest(error)),
+        _ if !serves.contains(Protocol::Borg2) => Decision::Reject(Refusal::ProtocolNotAllowed {
+            asked: Protocol::Borg2,
+            serves,
+        }),
+        Err(error) => Decision::Reject(Refusal::NotRestRequest(error)),
+        Ok(path) => Decision::Accept(ServeArgs {
+            protocol: Protocol::Borg2,
+            words: Vec::new(),
+            repository: Some(Repository::Requested(path)),
+        }),
+    }
 }
 
 fn is_probe(program: &str) -> bool {
@@ -374,7 +542,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// client's settings as the rules left them. Values are attached with `=` so that no value
 /// can be mistaken for an option.
 pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
-    let mut args = forced_args(&policy.repository);
+    let forced = &policy.repository;
+    let (permissions, append_only) = forced.permissions.for_borg1(forced.append_only);
+    let mut args = forced_args(forced, append_only);
     args.push(settings.log_level.flag().to_owned());
     args.extend(
         settings
@@ -385,14 +555,11 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
     args.push(format!("--lock-wait={}", settings.lock_wait));
     if policy.engine.program.is_builtin() {
         args.push(format!("--max-lock-wait={}", policy.client.lock_wait.max));
-        if policy.repository.permissions != Permissions::All {
-            args.push(format!(
-                "--permissions={}",
-                policy.repository.permissions.name()
-            ));
+        if permissions != Permissions::All {
+            args.push(format!("--permissions={}", permissions.name()));
         }
-        if let Some(timeout) = policy.repository.idle_timeout {
-            args.push(format!("--idle-timeout={}s", timeout.as_secs().max(1)));
+        if let Some(timeout) = forced.idle_timeout {
+            args.push(idle_timeout_arg(timeout));
         }
         if let Some(quota) = &policy.repository.key_quota {
             args.push(format!("--key-quota={}", quota.limit));
@@ -410,18 +577,61 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
             args.push("--allow-lock-bypass".to_owned());
         }
     }
-    ServeArgs(args)
+    ServeArgs::borg1(args)
 }
 
-fn forced_args(forced: &ForcedSettings) -> Vec<String> {
-    let mut args = Vec::new();
-    for path in &forced.restrict_to_paths {
-        args.push(format!("--restrict-to-path={}", path.display()));
+fn idle_timeout_arg(timeout: std::time::Duration) -> String {
+    format!("--idle-timeout={}s", timeout.as_secs().max(1))
+}
+
+/// borg 2's engine arguments for the resolved repository (`None` when its path is not
+/// UTF-8). The built-in engine gets the policy's settings as options; an external borg gets
+/// the one repository as its only allowed one and the permissions, all it can enforce.
+pub fn rest_args(policy: &Policy, repository: &Path) -> Option<ServeArgs> {
+    let forced = &policy.repository;
+    let path = repository.to_str()?;
+    let permissions = forced.permissions.for_borg2(forced.append_only);
+    let mut words = vec!["--rest".to_owned(), format!("--backend=FILE:{path}")];
+    match &policy.engine.borg2_program {
+        EngineProgram::Builtin => words.extend(restriction_args(forced)),
+        EngineProgram::External(_) => words.push(format!("--restrict-to-repository={path}")),
     }
-    for path in &forced.restrict_to_repositories {
-        args.push(format!("--restrict-to-repository={}", path.display()));
+    if permissions != Permissions::All {
+        words.push(format!("--permissions={}", permissions.name()));
     }
-    if forced.append_only {
+    words.push(format!("--umask={:04o}", forced.umask));
+    words.push(final_log_level(&policy.client, None).flag().to_owned());
+    if policy.engine.borg2_program.is_builtin() {
+        if let Some(quota) = forced.storage_quota {
+            words.push(format!("--storage-quota={quota}"));
+        }
+        if let Some(timeout) = forced.idle_timeout {
+            words.push(idle_timeout_arg(timeout));
+        }
+        words.push(format!("--lock-release={}", forced.lock_release.name()));
+    }
+    Some(ServeArgs {
+        protocol: Protocol::Borg2,
+        words,
+        repository: Some(Repository::Resolved(repository.to_path_buf())),
+    })
+}
+
+fn restriction_args(forced: &ForcedSettings) -> Vec<String> {
+    let paths = forced
+        .restrict_to_paths
+        .iter()
+        .map(|path| format!("--restrict-to-path={}", path.display()));
+    let repositories = forced
+        .restrict_to_repositories
+        .iter()
+        .map(|path| format!("--restrict-to-repository={}", path.display()));
+    paths.chain(repositories).collect()
+}
+
+fn forced_args(forced: &ForcedSettings, append_only: bool) -> Vec<String> {
+    let mut args = restriction_args(forced);
+    if append_only {
         args.push("--append-only".to_owned());
     }
     if let Some(quota) = forced.storage_quota {
@@ -464,7 +674,13 @@ mod tests {
         let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
             panic!("refused")
         };
-        let tail: Vec<&str> = args.0.iter().rev().take(2).map(String::as_str).collect();
+        let tail: Vec<&str> = args
+            .words
+            .iter()
+            .rev()
+            .take(2)
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             tail,
             [

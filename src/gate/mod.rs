@@ -1,4 +1,5 @@
-//! The pure gatekeeper: splitting SSH_ORIGINAL_COMMAND, the borg option table, and the decision.
+//! The pure gatekeeper: splitting SSH_ORIGINAL_COMMAND, the borg 1 option table, the borg 2
+//! request form, and the decision.
 //!
 //! Nothing in here touches the file system, the environment or other processes, so every
 //! rule can be tested exhaustively (see `tests/decision_table.rs`).
@@ -7,7 +8,9 @@
 pub mod command;
 pub mod decision;
 pub mod options;
+pub mod rest;
 
 pub use decision::{
-    Action, ClientSettings, Decision, Judgement, OptionVerdict, Refusal, ServeArgs, judge,
+    Action, ClientSettings, Decision, Judgement, OptionVerdict, Refusal, Repository, ServeArgs,
+    judge,
 };

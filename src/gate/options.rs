@@ -210,18 +210,27 @@ pub enum ParseError {
     },
 }
 
+impl ParseError {
+    /// The sentence for a key that runs `allowed` (such as "`borg serve`"): the subcommand
+    /// errors say what the key runs instead.
+    pub fn sentence(&self, allowed: &str) -> String {
+        match self {
+            ParseError::MissingSubcommand => {
+                format!("the command names no borg subcommand; only {allowed} is allowed")
+            }
+            ParseError::WrongSubcommand(sub) => {
+                format!("only {allowed} is allowed, not `borg {}`", printable(sub))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::MissingSubcommand => {
-                f.write_str("the command names no borg subcommand; only `borg serve` is allowed")
-            }
-            ParseError::WrongSubcommand(sub) => {
-                write!(
-                    f,
-                    "only `borg serve` is allowed, not `borg {}`",
-                    printable(sub)
-                )
+            ParseError::MissingSubcommand | ParseError::WrongSubcommand(_) => {
+                f.write_str(&self.sentence("`borg serve`"))
             }
             ParseError::UnexpectedWord(word) => {
                 write!(

@@ -31,6 +31,7 @@ pub struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub program: Option<Spanned<String>>,
+    pub borg2_program: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
@@ -40,6 +41,7 @@ pub struct RawEngine {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
+    pub protocols: Option<Spanned<Vec<Spanned<String>>>>,
     pub programs: Option<Spanned<Vec<Spanned<String>>>>,
     pub program_match: Option<Spanned<String>>,
     pub allow_probe: Option<bool>,
@@ -74,6 +76,7 @@ pub struct RawRepository {
     pub umask: Option<Spanned<String>>,
     pub permissions: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub lock_release: Option<Spanned<String>>,
     /// Policies (by name) whose keys may reach the same repositories on purpose.
     #[serde(default)]
     pub shared_with: Vec<Spanned<String>>,

@@ -15,8 +15,8 @@ use super::key_name::{self, KeyContext, PLACEHOLDER, TemplateError};
 use super::model::{RawAudit, RawClient, RawEngine, RawMetrics, RawPolicy, RawRepository};
 use super::{
     AuditSettings, ClientRules, DEFAULT_UMASK, EngineProgram, EngineSettings, ForcedSettings,
-    KeyQuota, LockWaitRule, LogLevel, MetricsSettings, OnAuditFailure, Permissions, Policy,
-    ProgramMatch, UnknownOptions, parse_umask,
+    KeyQuota, LockRelease, LockWaitRule, LogLevel, MetricsSettings, OnAuditFailure, Permissions,
+    Policy, ProgramMatch, Protocol, Protocols, UnknownOptions, parse_umask,
 };
 
 /// The largest policy file we read; a policy is a few hundred bytes.
@@ -165,6 +165,7 @@ fn quoting_hint(text: &str, offset: usize) -> Option<String> {
 const STRING_KEYS: &[&str] = &[
     "name",
     "program",
+    "borg2_program",
     "program_match",
     "default_log_level",
     "force_log_level",
@@ -173,10 +174,17 @@ const STRING_KEYS: &[&str] = &[
     "umask",
     "permissions",
     "idle_timeout",
+    "lock_release",
     "file",
     "on_failure",
     "textfile",
 ];
+
+/// Where the engine programs are written, for errors found after the client rules.
+struct EngineSpans {
+    program: Option<Range<usize>>,
+    borg2_program: Option<Range<usize>>,
+}
 
 #[derive(Default)]
 struct Validator<'k> {
@@ -246,9 +254,10 @@ impl Validator<'_> {
             Some(name) => self.name(name),
             None => default_name.to_owned(),
         };
-        let engine = self.engine(raw.engine);
+        let (engine, spans) = self.engine(raw.engine);
         let client = self.client(raw.client);
-        let repository = self.repository(raw.repository, &engine.program);
+        self.engines_serve_protocols(&engine, &spans, client.protocols);
+        let repository = self.repository(raw.repository, &engine, client.protocols);
         let audit = self.audit(raw.audit);
         let metrics = self.metrics(raw.metrics);
         Policy {
@@ -275,24 +284,17 @@ impl Validator<'_> {
         name
     }
 
-    fn engine(&mut self, raw: RawEngine) -> EngineSettings {
-        let program = match raw.program {
-            None => EngineProgram::Builtin,
-            Some(program) if program.get_ref() == "builtin" => EngineProgram::Builtin,
-            Some(program) => {
-                let path = PathBuf::from(program.get_ref());
-                if !is_clean_absolute(&path) {
-                    self.error(
-                        program.span(),
-                        format!(
-                            "engine program {:?} must be \"builtin\" or an absolute path without `.` or `..`, such as \"/usr/bin/borg\"",
-                            program.get_ref()
-                        ),
-                    );
-                }
-                EngineProgram::External(path)
-            }
+    fn engine(&mut self, raw: RawEngine) -> (EngineSettings, EngineSpans) {
+        let spans = EngineSpans {
+            program: raw.program.as_ref().map(Spanned::span),
+            borg2_program: raw.borg2_program.as_ref().map(Spanned::span),
         };
+        let program = self.engine_program(raw.program, "engine program", "/usr/bin/borg");
+        let borg2_program = self.engine_program(
+            raw.borg2_program,
+            "engine borg2_program",
+            "/opt/borg2/bin/borg",
+        );
         let mut env = BTreeMap::new();
         for (name, value) in raw.env {
             self.env_name(&name, "engine.env");
@@ -318,10 +320,67 @@ impl Validator<'_> {
             }
             pass_env.push(name.into_inner());
         }
-        EngineSettings {
-            program,
-            env,
-            pass_env,
+        (
+            EngineSettings {
+                program,
+                borg2_program,
+                env,
+                pass_env,
+            },
+            spans,
+        )
+    }
+
+    fn engine_program(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        key: &str,
+        example: &str,
+    ) -> EngineProgram {
+        match raw {
+            None => EngineProgram::Builtin,
+            Some(program) if program.get_ref() == "builtin" => EngineProgram::Builtin,
+            Some(program) => {
+                let path = PathBuf::from(program.get_ref());
+                if !is_clean_absolute(&path) {
+                    self.error(
+                        program.span(),
+                        format!(
+                            "{key} {:?} must be \"builtin\" or an absolute path without `.` or `..`, such as \"{example}\"",
+                            program.get_ref()
+                        ),
+                    );
+                }
+                EngineProgram::External(path)
+            }
+        }
+    }
+
+    /// An external engine names the generation it serves: one for a generation the key does
+    /// not serve is a misunderstanding worth stopping.
+    fn engines_serve_protocols(
+        &mut self,
+        engine: &EngineSettings,
+        spans: &EngineSpans,
+        protocols: Protocols,
+    ) {
+        if let (EngineProgram::External(_), Some(span)) = (&engine.program, &spans.program) {
+            if !protocols.contains(Protocol::Borg1) {
+                self.error(
+                    span.clone(),
+                    "engine.program is the engine for borg 1 clients, but client.protocols does not include \"borg1\"; name a borg 2 executable in engine.borg2_program instead",
+                );
+            }
+        }
+        if let (EngineProgram::External(_), Some(span)) =
+            (&engine.borg2_program, &spans.borg2_program)
+        {
+            if !protocols.contains(Protocol::Borg2) {
+                self.error(
+                    span.clone(),
+                    "engine.borg2_program is the engine for borg 2 clients, but client.protocols does not include \"borg2\"; add it there (client.protocols = [\"borg1\", \"borg2\"])",
+                );
+            }
         }
     }
 
@@ -341,6 +400,7 @@ impl Validator<'_> {
     }
 
     fn client(&mut self, raw: RawClient) -> ClientRules {
+        let protocols = self.protocols(raw.protocols);
         let program_match = match raw.program_match {
             None => ProgramMatch::Basename,
             Some(m) => match m.get_ref().as_str() {
@@ -492,6 +552,7 @@ impl Validator<'_> {
             },
         };
         ClientRules {
+            protocols,
             programs,
             program_match,
             allow_probe: raw.allow_probe.unwrap_or(false),
@@ -502,6 +563,36 @@ impl Validator<'_> {
             lock_wait,
             unknown_options,
         }
+    }
+
+    fn protocols(&mut self, raw: Option<Spanned<Vec<Spanned<String>>>>) -> Protocols {
+        let Some(list) = raw else {
+            return Protocols::default();
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list.span(),
+                "client.protocols is empty; list \"borg1\", \"borg2\" or both",
+            );
+            return Protocols::default();
+        }
+        let mut protocols = Vec::new();
+        for name in list.into_inner() {
+            match Protocol::from_name(name.get_ref()) {
+                Some(protocol) => protocols.push(protocol),
+                None => self.error(
+                    name.span(),
+                    format!(
+                        "protocol {:?} is unknown; use \"borg1\" (borg 1.x clients, `borg serve`) or \"borg2\" (borg 2 clients, `borg serve --rest`)",
+                        name.get_ref()
+                    ),
+                ),
+            }
+        }
+        if protocols.is_empty() {
+            return Protocols::default();
+        }
+        Protocols::from_list(&protocols)
     }
 
     fn log_level(&mut self, level: &Spanned<String>) -> Option<LogLevel> {
@@ -534,7 +625,16 @@ impl Validator<'_> {
         }
     }
 
-    fn repository(&mut self, raw: RawRepository, program: &EngineProgram) -> ForcedSettings {
+    fn repository(
+        &mut self,
+        raw: RawRepository,
+        engine: &EngineSettings,
+        protocols: Protocols,
+    ) -> ForcedSettings {
+        // Settings only a built-in engine enforces, per generation the key serves.
+        let borg1_external = protocols.contains(Protocol::Borg1) && !engine.program.is_builtin();
+        let borg2_external =
+            protocols.contains(Protocol::Borg2) && !engine.borg2_program.is_builtin();
         let restrict_to_paths = self.paths(raw.restrict_to_paths, "restrict_to_paths");
         let restrict_to_repositories =
             self.paths(raw.restrict_to_repositories, "restrict_to_repositories");
@@ -553,7 +653,15 @@ impl Validator<'_> {
         let storage_quota = raw.storage_quota.map(|quota| {
             let parsed = parse_size(quota.get_ref());
             match parsed {
-                Some(bytes) if bytes == 0 || bytes >= MIN_STORAGE_QUOTA => bytes,
+                Some(bytes) if bytes == 0 || bytes >= MIN_STORAGE_QUOTA => {
+                    if bytes != 0 && borg2_external {
+                        self.error(
+                            quota.span(),
+                            "storage_quota for borg 2 clients needs the built-in engine: borg 2 has no storage quota of its own (remove engine.borg2_program)",
+                        );
+                    }
+                    bytes
+                }
                 Some(_) => {
                     self.error(
                         quota.span(),
@@ -576,7 +684,8 @@ impl Validator<'_> {
         let key_quota = self.key_quota(
             raw.key_quota,
             raw.key_quota_ledger,
-            program,
+            protocols,
+            borg1_external,
             &restrict_to_paths,
             &restrict_to_repositories,
         );
@@ -600,16 +709,22 @@ impl Validator<'_> {
                     self.error(
                         p.span(),
                         format!(
-                            "permissions {:?} is unknown; use \"all\" or \"read-only\"",
+                            "permissions {:?} is unknown; use \"all\", \"no-delete\", \"write-only\" or \"read-only\"",
                             p.get_ref()
                         ),
                     );
                     Permissions::All
                 });
-                if parsed != Permissions::All && !program.is_builtin() {
+                let borg1 = protocols.contains(Protocol::Borg1);
+                if parsed == Permissions::ReadOnly && borg1_external {
                     self.error(
                         p.span(),
                         "permissions = \"read-only\" needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+                    );
+                } else if parsed == Permissions::WriteOnly && borg1 {
+                    self.error(
+                        p.span(),
+                        "permissions = \"write-only\" is for borg 2 clients only: a borg 1 client reads the repository's index and archives to add to it; use \"no-delete\", or serve borg 2 alone (client.protocols = [\"borg2\"])",
                     );
                 }
                 parsed
@@ -620,10 +735,16 @@ impl Validator<'_> {
             match parsed {
                 Ok(d) if d.is_zero() => None,
                 Ok(d) => {
-                    if !program.is_builtin() {
+                    if borg1_external {
                         self.error(
                             t.span(),
                             "idle_timeout needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+                        );
+                    }
+                    if borg2_external {
+                        self.error(
+                            t.span(),
+                            "idle_timeout for borg 2 clients needs the built-in engine; an external borg cannot enforce it (remove engine.borg2_program)",
                         );
                     }
                     Some(d)
@@ -637,6 +758,33 @@ impl Validator<'_> {
                 }
             }
         });
+        let lock_release = match raw.lock_release {
+            None => LockRelease::default(),
+            Some(release) => {
+                let parsed = LockRelease::from_name(release.get_ref()).unwrap_or_else(|| {
+                    self.error(
+                        release.span(),
+                        format!(
+                            "lock_release {:?} is unknown; use \"release\" or \"keep\"",
+                            release.get_ref()
+                        ),
+                    );
+                    LockRelease::default()
+                });
+                if !protocols.contains(Protocol::Borg2) {
+                    self.error(
+                        release.span(),
+                        "lock_release applies to borg 2 clients only, and client.protocols does not include \"borg2\"; remove it",
+                    );
+                } else if borg2_external {
+                    self.error(
+                        release.span(),
+                        "lock_release needs the built-in engine for borg 2 clients; an external borg keeps every lock for 30 minutes (remove engine.borg2_program)",
+                    );
+                }
+                parsed
+            }
+        };
         let mut shared_with = Vec::new();
         for name in raw.shared_with {
             if !is_policy_name(name.get_ref()) {
@@ -652,15 +800,15 @@ impl Validator<'_> {
         }
         let request_timeout = raw
             .request_timeout
-            .and_then(|t| self.builtin_duration(&t, "request_timeout", "\"5m\"", program));
+            .and_then(|t| self.builtin_duration(&t, "request_timeout", "\"5m\"", borg1_external));
         let session_limit = raw
             .session_limit
-            .and_then(|t| self.builtin_duration(&t, "session_limit", "\"12h\"", program))
+            .and_then(|t| self.builtin_duration(&t, "session_limit", "\"12h\"", borg1_external))
             .filter(|limit| !limit.is_zero());
         let allow_lock_bypass = match raw.allow_lock_bypass {
             None => false,
             Some(allow) => {
-                if !program.is_builtin() {
+                if borg1_external {
                     self.error(
                         allow.span(),
                         "allow_lock_bypass needs the built-in engine; an external borg always honours a client's lock=False (set engine.program = \"builtin\")",
@@ -682,6 +830,7 @@ impl Validator<'_> {
             request_timeout,
             session_limit,
             allow_lock_bypass,
+            lock_release,
         }
     }
 
@@ -692,7 +841,7 @@ impl Validator<'_> {
         value: &Spanned<String>,
         key: &str,
         example: &str,
-        program: &EngineProgram,
+        external: bool,
     ) -> Option<Duration> {
         let text = value.get_ref();
         let parsed = if text == "0" {
@@ -702,7 +851,7 @@ impl Validator<'_> {
         };
         match parsed {
             Ok(duration) => {
-                if !program.is_builtin() {
+                if external {
                     self.error(
                         value.span(),
                         format!("{key} needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")"),
@@ -727,7 +876,8 @@ impl Validator<'_> {
         &mut self,
         limit: Option<Spanned<String>>,
         ledger: Option<Spanned<String>>,
-        program: &EngineProgram,
+        protocols: Protocols,
+        external: bool,
         restrict_to_paths: &[PathBuf],
         restrict_to_repositories: &[PathBuf],
     ) -> Option<KeyQuota> {
@@ -761,10 +911,16 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if !program.is_builtin() {
+        if external {
             self.error(
                 limit.span(),
                 "key_quota needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")",
+            );
+        }
+        if protocols.contains(Protocol::Borg2) {
+            self.error(
+                limit.span(),
+                "key_quota counts borg 1 repositories only, and this policy also serves borg 2 clients; give borg 2 keys a storage_quota instead",
             );
         }
         let Some(ledger) = ledger else {
@@ -1063,6 +1219,156 @@ mod tests {
                 .iter()
                 .all(|e| e.contains("needs the built-in engine"))
         );
+    }
+
+    #[test]
+    fn protocols_default_to_borg1_and_may_name_both_generations() {
+        let policy = parse_policy(MINIMAL, "x").unwrap();
+        assert_eq!(policy.client.protocols, Protocols::only(Protocol::Borg1));
+        assert_eq!(policy.engine.borg2_program, EngineProgram::Builtin);
+        assert_eq!(policy.repository.lock_release, LockRelease::Release);
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nprotocols = [\"borg2\", \"borg1\", \"borg2\"]\n[repository]\n",
+        );
+        let policy = parse_policy(&text, "x").unwrap();
+        assert_eq!(policy.client.protocols, Protocols::BOTH);
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nprotocols = [\"borg2\"]\n[repository]\n",
+        );
+        let policy = parse_policy(&text, "x").unwrap();
+        assert_eq!(policy.client.protocols, Protocols::only(Protocol::Borg2));
+    }
+
+    #[test]
+    fn unknown_or_empty_protocols_point_at_the_value() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nprotocols = [\"borg1\", \"borg3\"]\n[repository]\n",
+        );
+        assert_eq!(
+            errors_of(&text),
+            [
+                "p.toml:3:23: protocol \"borg3\" is unknown; use \"borg1\" (borg 1.x clients, `borg serve`) or \"borg2\" (borg 2 clients, `borg serve --rest`)"
+            ]
+        );
+        let text = MINIMAL.replace("[repository]\n", "[client]\nprotocols = []\n[repository]\n");
+        let errors = errors_of(&text);
+        assert!(
+            errors[0].starts_with("p.toml:3:13: client.protocols is empty"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn permissions_take_borg2s_four_modes() {
+        for name in Permissions::NAMES {
+            let text = MINIMAL.replace(
+                "[repository]\n",
+                &format!(
+                    "[client]\nprotocols = [\"borg2\"]\n[repository]\npermissions = \"{name}\"\n"
+                ),
+            );
+            let policy = parse_policy(&text, "x").unwrap();
+            assert_eq!(policy.repository.permissions.name(), name);
+        }
+        let errors =
+            errors_of(&MINIMAL.replace("[audit]", "permissions = \"delete-only\"\n[audit]"));
+        assert!(
+            errors[0].ends_with("use \"all\", \"no-delete\", \"write-only\" or \"read-only\""),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn write_only_is_refused_for_borg1_clients() {
+        for protocols in ["[\"borg1\"]", "[\"borg1\", \"borg2\"]"] {
+            let text = MINIMAL.replace(
+                "[repository]\n",
+                &format!(
+                    "[client]\nprotocols = {protocols}\n[repository]\npermissions = \"write-only\"\n"
+                ),
+            );
+            let errors = errors_of(&text);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].contains("\"write-only\" is for borg 2 clients only"),
+                "{errors:?}"
+            );
+        }
+        // no-delete is borg 1's append-only mode, which an external borg enforces too.
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nprogram = \"/usr/bin/borg\"\n[repository]\npermissions = \"no-delete\"\n",
+        );
+        assert_eq!(errors_of(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn builtin_only_settings_for_borg2_are_refused_with_an_external_borg2_engine() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nborg2_program = \"/opt/borg2/bin/borg\"\n[client]\nprotocols = [\"borg2\"]\n\
+             [repository]\npermissions = \"read-only\"\nidle_timeout = \"10m\"\nstorage_quota = \"50G\"\nlock_release = \"keep\"\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for needle in [
+            "idle_timeout for borg 2 clients needs the built-in engine",
+            "storage_quota for borg 2 clients needs the built-in engine",
+            "lock_release needs the built-in engine",
+        ] {
+            assert!(errors.iter().any(|e| e.contains(needle)), "{errors:?}");
+        }
+        // The external borg 2 enforces permissions itself; borg 1's engine is not involved.
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nprogram = \"/usr/bin/borg\"\nborg2_program = \"/opt/borg2/bin/borg\"\n\
+             [client]\nprotocols = [\"borg2\"]\n[repository]\npermissions = \"read-only\"\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.toml:3:11: engine.program is the engine for borg 1 clients"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_external_engine_for_a_generation_the_key_does_not_serve_is_an_error() {
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nborg2_program = \"/opt/borg2/bin/borg\"\n[repository]\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.toml:3:17: engine.borg2_program is the engine for borg 2 clients, but client.protocols does not include \"borg2\""),
+            "{errors:?}"
+        );
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[engine]\nborg2_program = \"borg\"\n[client]\nprotocols = [\"borg2\"]\n[repository]\n",
+        );
+        assert!(
+            errors_of(&text)[0]
+                .contains("engine borg2_program \"borg\" must be \"builtin\" or an absolute path")
+        );
+    }
+
+    #[test]
+    fn lock_release_is_for_borg2_clients() {
+        let text = MINIMAL.replace("[audit]", "lock_release = \"keep\"\n[audit]");
+        assert!(errors_of(&text)[0].contains("lock_release applies to borg 2 clients only"));
+        let text = MINIMAL.replace(
+            "[repository]\n",
+            "[client]\nprotocols = [\"borg2\"]\n[repository]\nlock_release = \"keep\"\n",
+        );
+        let policy = parse_policy(&text, "x").unwrap();
+        assert_eq!(policy.repository.lock_release, LockRelease::Keep);
+        let text = text.replace("\"keep\"", "\"never\"");
+        assert!(errors_of(&text)[0].contains("use \"release\" or \"keep\""));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The gate's invariants for one policy, shared by the property tests
 //! (tests/decision_properties.rs) and the fuzz target (fuzz/fuzz_targets/gate_decision.rs):
 //! whatever a client sends, an accepted command's engine arguments hold the policy's forced
-//! settings exactly, and nothing the server decides that came from the client.
+//! settings exactly, and nothing the server decides that came from the client; for borg 2,
+//! nothing from the client at all but the repository path.
 
 /// A policy with every kind of forced setting and narrow client rules.
 pub const POLICY: &str = r#"
 version = 1
 [client]
+protocols = ["borg1", "borg2"]
 programs = ["borg"]
 allow_probe = true
 log_levels = ["warning", "info"]
@@ -89,4 +91,26 @@ pub fn refusal_violation(sentence: &str) -> Option<String> {
         return Some(format!("not one short line: {sentence:?}"));
     }
     None
+}
+
+/// The repository path the invariants resolve every accepted borg 2 request to.
+pub const RESOLVED: &str = "/srv/backup/alice/repo";
+
+/// The built-in borg 2 engine's arguments for [`POLICY`] and [`RESOLVED`]: every one from the
+/// policy but the backend, which is the resolved path.
+pub const REST_ARGS: [&str; 9] = [
+    "--rest",
+    "--backend=FILE:/srv/backup/alice/repo",
+    "--restrict-to-path=/srv/backup/alice",
+    "--restrict-to-path=/srv/backup/shared",
+    "--restrict-to-repository=/srv/backup/special",
+    "--umask=0027",
+    "--warning",
+    "--storage-quota=50000000000",
+    "--lock-release=release",
+];
+
+/// The first broken invariant in the borg 2 engine arguments the gate built for `command`.
+pub fn rest_args_violation(command: &str, args: &[String]) -> Option<String> {
+    (args != REST_ARGS).then(|| format!("{command:?}: borg 2 engine arguments {args:?}"))
 }

@@ -89,6 +89,33 @@ impl BorgClient {
         command
     }
 
+    /// `/bin/sh -eux -c script` in `cwd` with the environment [`BorgClient::command`] gives
+    /// borg, and this client's directory first in PATH: shell lines such as a README's
+    /// `borg ...` lines run with this borg.
+    pub fn shell(
+        &self,
+        cwd: &Path,
+        script: &str,
+        env: &[(&str, &str)],
+        passphrase: Option<&str>,
+    ) -> Command {
+        let borg = self.command(cwd, &[], env, passphrase);
+        let mut shell = Command::new("/bin/sh");
+        shell
+            .args(["-eux", "-c", script])
+            .current_dir(cwd)
+            .env_clear();
+        for (name, value) in borg.get_envs() {
+            if let Some(value) = value {
+                shell.env(name, value);
+            }
+        }
+        if let Some(dir) = self.path.parent() {
+            shell.env("PATH", format!("{}:{SAFE_PATH}", dir.display()));
+        }
+        shell
+    }
+
     /// Runs borg with `args` in the client's base dir; see [`BorgClient::command`] for the
     /// environment. Kills it and fails the test after [`BORG_TIMEOUT`].
     #[track_caller]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::fingerprint::{key_bits, sha256_fingerprint};
 use super::plan::{describe_line, name_of};
 use crate::admin::authorized_keys::{Entry, ForcedCommand, classify_command, parse_file};
-use crate::policy::{EngineProgram, Permissions, Policy};
+use crate::policy::{EngineProgram, Permissions, Policy, Protocol};
 
 /// One line of authorized_keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,12 +28,14 @@ pub struct Row {
     pub fingerprint: Option<String>,
     pub comment: Option<String>,
     pub policy: Option<PathBuf>,
-    /// The borg protocol the key speaks: `borg1` (borg 1.x `serve` RPC).
+    /// The generations of borg the key serves (`client.protocols`): `borg1` (borg 1.x,
+    /// `borg serve`), `borg2` (borg 2, `borg serve --rest`) or `borg1,borg2`.
     pub protocol: Option<&'static str>,
-    /// `builtin` or the external borg's path.
+    /// `builtin` or the external borg's path; with borg 2 too, both, as `borg1=...,borg2=...`.
     pub engine: Option<String>,
     pub paths: Vec<PathBuf>,
-    /// `append-only`, `read-only` or `full`.
+    /// `full`, `append-only` (borg 1's word for no-delete), `no-delete`, `write-only` or
+    /// `read-only`.
     pub permissions: Option<&'static str>,
     pub quota: Option<String>,
     pub audit_log: Option<PathBuf>,
@@ -101,6 +103,12 @@ pub fn rows(
                     }
                     Some(ForcedCommand::Serve { .. }) => {
                         row.kind = "borg serve";
+                        row.protocol = Some(Protocol::Borg1.name());
+                        row.problem = Some(format!("not a borg-gate key: {}", describe_line(&key)));
+                    }
+                    Some(ForcedCommand::ServeRest { .. }) => {
+                        row.kind = "borg serve --rest";
+                        row.protocol = Some(Protocol::Borg2.name());
                         row.problem = Some(format!("not a borg-gate key: {}", describe_line(&key)));
                     }
                     Some(_) => {
@@ -149,23 +157,38 @@ fn describe_policy(
 ) {
     let repository = &policy.repository;
     row.name = row.name.take().or_else(|| Some(policy.name.clone()));
-    row.protocol = Some("borg1");
-    row.engine = Some(match &policy.engine.program {
+    let protocols = policy.client.protocols;
+    row.protocol = Some(protocols.label());
+    let engine = |program: &EngineProgram| match program {
         EngineProgram::Builtin => "builtin".to_owned(),
         EngineProgram::External(program) => program.display().to_string(),
-    });
+    };
+    row.engine = Some(
+        match (
+            protocols.contains(Protocol::Borg1),
+            protocols.contains(Protocol::Borg2),
+        ) {
+            (true, true) => format!(
+                "borg1={},borg2={}",
+                engine(&policy.engine.program),
+                engine(&policy.engine.borg2_program)
+            ),
+            (false, true) => engine(&policy.engine.borg2_program),
+            _ => engine(&policy.engine.program),
+        },
+    );
     row.paths = repository
         .restrict_to_paths
         .iter()
         .chain(&repository.restrict_to_repositories)
         .cloned()
         .collect();
-    row.permissions = Some(if repository.permissions == Permissions::ReadOnly {
-        "read-only"
-    } else if repository.append_only {
-        "append-only"
-    } else {
-        "full"
+    row.permissions = Some(match repository.permissions {
+        Permissions::ReadOnly => "read-only",
+        Permissions::WriteOnly => "write-only",
+        Permissions::NoDelete => "no-delete",
+        Permissions::All if repository.append_only => "append-only",
+        Permissions::All => "full",
     });
     row.quota = repository.storage_quota.map(format_size);
     row.audit_log = policy.audit.file.clone();
@@ -267,6 +290,56 @@ mod tests {
         ] {
             assert_eq!(format_size(bytes), text);
         }
+    }
+
+    #[test]
+    fn a_borg2_key_shows_its_protocols_engines_and_mode() {
+        let both = parse_policy(
+            "version = 1\n[engine]\nborg2_program = \"/opt/borg2/bin/borg\"\n[client]\nprotocols = [\"borg1\", \"borg2\"]\n\
+             [repository]\nrestrict_to_paths = [\"/srv/a\"]\npermissions = \"no-delete\"\n[audit]\nsyslog = true\n",
+            "both",
+        )
+        .unwrap();
+        let borg2 = parse_policy(
+            "version = 1\n[client]\nprotocols = [\"borg2\"]\n[repository]\nrestrict_to_paths = [\"/srv/b\"]\n\
+             permissions = \"write-only\"\n[audit]\nsyslog = true\n",
+            "borg2",
+        )
+        .unwrap();
+        let policies = BTreeMap::from([
+            (PathBuf::from("/etc/both.toml"), Ok(both)),
+            (PathBuf::from("/etc/borg2.toml"), Ok(borg2)),
+        ]);
+        let text = format!(
+            "command=\"borg-gate --policy /etc/both.toml\",restrict {ED25519}\n\
+             command=\"borg-gate --policy /etc/borg2.toml\",restrict {OTHER}\n\
+             command=\"borg-gate serve --rest --restrict-to-path /srv/c\",restrict {OTHER}\n"
+        );
+        let rows = rows(&text, &policies, &BTreeMap::new());
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| (r.protocol, r.permissions, r.engine.as_deref(), r.kind))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    Some("borg1,borg2"),
+                    Some("no-delete"),
+                    Some("borg1=builtin,borg2=/opt/borg2/bin/borg"),
+                    "borg-gate"
+                ),
+                (
+                    Some("borg2"),
+                    Some("write-only"),
+                    Some("builtin"),
+                    "borg-gate"
+                ),
+                (Some("borg2"), None, None, "borg serve --rest"),
+            ]
+        );
+        let table = render_table(&rows);
+        assert!(table.contains("  borg1,borg2  "), "{table}");
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn describe_line(key: &KeyLine) -> String {
             format!("borg-gate with policy {}", policy.display())
         }
         Some(ForcedCommand::Serve { program, .. }) => format!("{program} serve"),
+        Some(ForcedCommand::ServeRest { program, .. }) => format!("{program} serve --rest"),
         Some(_) => {
             let command = key.command().unwrap_or_default();
             let shown: String = command.chars().take(60).collect();
