@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use borg_gate::engine::args::{ServeConfig, apply_client_command};
+use borg_gate::engine::borg1::args::{ServeConfig, apply_client_command};
 use borg_gate::gate::{Decision, judge};
 use borg_gate::policy::{Policy, parse_policy};
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +28,7 @@ fuzz_target!(|command: &[u8]| {
                 panic!("{violation}");
             }
             // What the gate accepts, the engine parses.
-            let config = borg_gate::engine::args::parse_serve_args(args)
+            let config = borg_gate::engine::borg1::args::parse_serve_args(args)
                 .expect("the engine parses what the gate produced");
             assert_eq!(config.restrict_to_paths.len(), 2);
             assert_eq!(config.umask, 0o027);

@@ -21,7 +21,7 @@ use super::policies::{
 };
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
-use crate::engine::args::ServeConfig;
+use crate::engine::borg1::args::ServeConfig;
 use crate::gate::command::program_basename;
 use crate::policy::load::{default_policy_name, read_policy_text, read_policy_text_trusting};
 use crate::policy::validate::line_and_column;

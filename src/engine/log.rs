@@ -853,7 +853,7 @@ mod tests {
 
     #[test]
     fn the_client_parses_our_lines_with_its_own_handler() {
-        use crate::engine::rpc::test_support::{BorgPython, run_python};
+        use crate::engine::borg1::rpc::test_support::{BorgPython, run_python};
         let Some(python) = BorgPython::borg14() else {
             return;
         };

@@ -123,7 +123,7 @@ pub struct ForcedSettings {
     pub allow_lock_bypass: bool,
 }
 
-/// The policy's `key_quota` and the ledger that enforces it (see `engine::key_quota`).
+/// The policy's `key_quota` and the ledger that enforces it (see `engine::borg1::key_quota`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyQuota {
     /// Bytes, as the repository quota counts them (what the segment files use on disk).

@@ -4,59 +4,42 @@
 //! Requests are handled as they stream in; replies are batched and flushed only when no
 //! further request is already buffered, so pipelined puts cost one write per batch.
 //!
-//! stdin and stdout are [`ClientPipe`]s: non-blocking, so that a client that stalls in the
-//! middle of a request, trickles it byte by byte, or stops reading replies, cannot block the
-//! engine past the session's clocks (idle timeout, request deadline, session limit; see
-//! `clock.rs`) or a SIGHUP/SIGTERM while it holds the repository lock. Lock waits end on the
-//! same events (see [`AbortProbe`]).
+//! stdin and stdout are the shared transport's [`ClientPipe`]s: non-blocking, so that a
+//! client that stalls in the middle of a request, trickles it byte by byte, or stops reading
+//! replies, cannot block the engine past the session's clocks (idle timeout, request
+//! deadline, session limit) or a SIGHUP/SIGTERM while it holds the repository lock. Lock
+//! waits end on the same events (see [`AbortProbe`](crate::engine::session::AbortProbe)).
 
-use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::time::Duration;
 
 use super::args::ServeConfig;
-use super::clock::{Expiry, SessionClock};
 use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
 use super::lock::{LockIdentity, SessionLockWait};
-use super::log::LogHandle;
-use super::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
 use super::repository::error::RepoError;
 use super::repository::repo::{KeyPermission, OpenOptions, Repository};
 use super::rpc::{
     Args, ClientData, Format, Method, RemoteException, ReplyWriter, Request, RequestReader,
     RpcDecodeError, SERVER_VERSION,
 };
+use crate::engine::log::LogHandle;
+use crate::engine::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
+use crate::engine::session::{ClientPipe, Interruption, SessionClock, Stop, Watch, watch_signals};
 use crate::policy::Permissions;
 
-pub const LOG: &str = "borg.remote";
+pub const LOG: &str = crate::engine::session::LOG;
 
 /// Why the loop ended, for the exit status.
 #[derive(Debug)]
 pub enum Ending {
     /// The client closed stdin (the normal end).
     ClientClosed,
-    /// stdout failed: the client is gone.
-    ClientGone(io::Error),
-    Signal(Signal),
-    IdleTimeout(Duration),
-    /// A request was still incomplete this long after it began to arrive.
-    RequestTimeout(Duration),
-    /// The session reached the server's limit on its length.
-    SessionLimit(Duration),
+    /// A signal, a clock, or a client that is gone.
+    Stopped(Stop),
     /// The client sent something that is not a borg request.
-    BadInput {
-        message: String,
-        exit_code: i32,
-    },
+    BadInput { message: String, exit_code: i32 },
 }
 
 /// The repository side of the connection, as borg's `RepositoryServer.repository` is.
@@ -93,12 +76,9 @@ pub struct Server {
     config: ServeConfig,
     log: LogHandle,
     session: Session,
-    /// stdin, for noticing a vanished client while waiting for a lock.
-    stdin: File,
-    signals: Option<SignalFd>,
     path_context: PathContext<'static>,
-    /// Idle timeout, request deadline and session limit, shared with the client pipes.
-    clock: Rc<SessionClock>,
+    /// Signals, clocks, and stdin for noticing a vanished client while waiting for a lock.
+    watch: Watch,
 }
 
 /// What one request produced.
@@ -116,26 +96,25 @@ enum Outcome<'a> {
 type Reply<'a> = Result<Outcome<'a>, RemoteException>;
 
 impl Server {
+    /// A server for the client on `stdin` (a descriptor of its own, watched between
+    /// requests and during lock waits).
     pub fn new(
         config: ServeConfig,
         log: LogHandle,
         stdin: File,
         path_context: PathContext<'static>,
     ) -> Server {
-        let signals = watch_signals();
-        let clock = Rc::new(SessionClock::new(
+        let clock = SessionClock::new(
             config.idle_timeout,
             config.request_timeout,
             config.session_limit,
-        ));
+        );
         Server {
             config,
             log,
             session: Session::Idle,
-            stdin,
-            signals,
             path_context,
-            clock,
+            watch: Watch::new(stdin, watch_signals(), clock),
         }
     }
 
@@ -156,34 +135,22 @@ impl Server {
         writer: &mut ReplyWriter<W>,
     ) -> Ending {
         loop {
-            // Also between pipelined requests, which never wait for input. The replies so
-            // far still go out (the last may be the LockTimeout the limit caused).
-            if let Some(Expiry::Session(limit)) = self.clock.session_over(Instant::now()) {
-                let _ = writer.flush();
-                return Ending::SessionLimit(limit);
-            }
-            if !reader.has_buffered_request() {
-                if let Err(error) = writer.flush() {
-                    return self.pipe_failed(error);
-                }
-                if let Some(ending) = self.wait_for_input() {
-                    return ending;
-                }
-                // The request's first bytes are here; the rest must follow in time.
-                self.clock.start_request();
+            let buffered = reader.has_buffered_request();
+            if let Err(stop) = self.watch.await_request(buffered, || writer.flush()) {
+                return Ending::Stopped(stop);
             }
             let next = reader.next_request();
-            self.clock.end_request();
+            self.watch.request_read();
             let request = match next {
                 Ok(Some(request)) => request,
                 Ok(None) => return Ending::ClientClosed,
                 Err(RpcDecodeError::Read(error)) if Interruption::of(&error).is_some() => {
-                    return self.pipe_failed(error);
+                    return Ending::Stopped(self.watch.pipe_failed(error));
                 }
                 Err(error) => {
                     // borg's server has answered every request before the bad one; so do we.
                     if let Err(gone) = writer.flush() {
-                        return Ending::ClientGone(gone);
+                        return Ending::Stopped(Stop::ClientGone(gone));
                     }
                     let message = error
                         .borg_log_message("1.4.5")
@@ -204,81 +171,15 @@ impl Server {
                 }
             };
             if let Err(error) = written {
-                return self.pipe_failed(error);
+                return Ending::Stopped(self.watch.pipe_failed(error));
             }
-        }
-    }
-
-    /// The ending for a failed read or write of the client's pipes: a signal or the idle
-    /// timeout that interrupted it, or else a client that is gone.
-    fn pipe_failed(&mut self, error: io::Error) -> Ending {
-        match Interruption::of(&error) {
-            Some(Interruption::Idle(timeout)) => Ending::IdleTimeout(timeout),
-            Some(Interruption::RequestTimeout(limit)) => Ending::RequestTimeout(limit),
-            Some(Interruption::SessionLimit(limit)) => Ending::SessionLimit(limit),
-            Some(Interruption::Signal) => match self.take_signal() {
-                Some(signal) => Ending::Signal(signal),
-                None => Ending::ClientGone(error),
-            },
-            None => Ending::ClientGone(error),
         }
     }
 
     /// stdin and stdout as non-blocking [`ClientPipe`]s that give up on this server's
     /// signals and clocks.
     pub fn client_pipes(&self, stdin: File, stdout: File) -> io::Result<(ClientPipe, ClientPipe)> {
-        // Both flags first: stdin and stdout may share one open file description (a socket),
-        // and each pipe must restore what was there before either changed it.
-        let stdin_flags = file_status_flags(&stdin)?;
-        let stdout_flags = file_status_flags(&stdout)?;
-        Ok((
-            ClientPipe::wrap(stdin, self.dup_signals()?, self.clock.clone(), stdin_flags)?,
-            ClientPipe::wrap(
-                stdout,
-                self.dup_signals()?,
-                self.clock.clone(),
-                stdout_flags,
-            )?,
-        ))
-    }
-
-    /// A descriptor of the signalfd of its own (polling it does not consume a signal).
-    fn dup_signals(&self) -> io::Result<Option<OwnedFd>> {
-        self.signals
-            .as_ref()
-            .map(|signals| signals.as_fd().try_clone_to_owned())
-            .transpose()
-    }
-
-    /// What ends this session's lock waits early: its client leaving, or a signal.
-    fn abort_probe(&self) -> io::Result<AbortProbe> {
-        Ok(AbortProbe {
-            stdin: self.stdin.as_fd().try_clone_to_owned()?,
-            signals: self.dup_signals()?,
-        })
-    }
-
-    /// Blocks until a request can be read, or the session must end. Asked at every request
-    /// boundary, so a signal is noticed even while the client keeps its pipe full.
-    fn wait_for_input(&mut self) -> Option<Ending> {
-        let signals = self.signals.as_ref().map(AsFd::as_fd);
-        let ready = wait_ready(self.stdin.as_fd(), PollFlags::POLLIN, signals, &self.clock);
-        match ready {
-            Ok(Readiness::Expired(Expiry::Idle(timeout))) => Some(Ending::IdleTimeout(timeout)),
-            Ok(Readiness::Expired(Expiry::Request(limit))) => Some(Ending::RequestTimeout(limit)),
-            Ok(Readiness::Expired(Expiry::Session(limit))) => Some(Ending::SessionLimit(limit)),
-            Ok(Readiness::Signalled) => self.take_signal().map(Ending::Signal),
-            // Readable, hung up or in error: reading will tell.
-            Ok(Readiness::Ready) | Err(_) => None,
-        }
-    }
-
-    fn take_signal(&mut self) -> Option<Signal> {
-        let signals = self.signals.as_mut()?;
-        match signals.read_signal() {
-            Ok(Some(info)) => Signal::try_from(info.ssi_signo as i32).ok(),
-            _ => None,
-        }
+        self.watch.client_pipes(stdin, stdout)
     }
 
     fn handle<'a>(&'a mut self, request: &Request<'_>) -> Reply<'a> {
@@ -316,7 +217,7 @@ impl Server {
         };
         // A second open replaces the first repository; close it properly first.
         self.close_repository();
-        if let Some(character) = super::paths::unprintable_character(path) {
+        if let Some(character) = crate::engine::paths::unprintable_character(path) {
             let shown = crate::gate::command::visible(&String::from_utf8_lossy(path));
             log::warn!(target: LOG, "Refusing the repository path {shown}: it contains the character U+{:04X}, which a directory name must not hold", u32::from(character));
             return Err(RemoteException::path_not_allowed(&shown));
@@ -358,10 +259,12 @@ impl Server {
         let wait_for = clamp_lock_wait(lock_wait, self.config.max_lock_wait);
         // Kept by the repository for every later wait too (an upgrade, a deferred lock).
         let probe = self
+            .watch
             .abort_probe()
             .map_err(|e| RemoteException::os_error(&format!("cannot watch the client: {e}")))?;
-        let wait = SessionLockWait::new(self.clock.lock_wait(wait_for))
-            .until(self.clock.session_deadline())
+        let clock = self.watch.clock();
+        let wait = SessionLockWait::new(clock.lock_wait(wait_for))
+            .until(clock.session_deadline())
             .abort_when(Box::new(move || probe.fired()));
         let identity = LockIdentity::for_current_process();
         let mut repository =
@@ -559,241 +462,6 @@ fn guard_disk(
     result
 }
 
-/// The events that end a session's lock waits, on descriptors of its own so that the
-/// repository can keep it: the client closed its end of stdin (or the socket), or a SIGHUP,
-/// SIGTERM or SIGINT is pending.
-pub struct AbortProbe {
-    stdin: OwnedFd,
-    signals: Option<OwnedFd>,
-}
-
-impl AbortProbe {
-    /// Whether a lock wait should end now (so that a waiting server never outlives its client).
-    pub fn fired(&self) -> bool {
-        // POLLRDHUP notices a socket peer that shut down its side (sshd may use socketpairs).
-        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-        let mut fds = vec![PollFd::new(self.stdin.as_fd(), rdhup)];
-        if let Some(signals) = &self.signals {
-            fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-        }
-        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == 0 {
-            return false;
-        }
-        let gone = PollFlags::POLLHUP | rdhup | PollFlags::POLLERR;
-        let stdin_gone = fds[0].revents().is_some_and(|r| r.intersects(gone));
-        let signalled = fds
-            .get(1)
-            .and_then(PollFd::revents)
-            .is_some_and(|r| !r.is_empty());
-        stdin_gone || signalled
-    }
-}
-
-/// Why a read or write of the client's pipes gave up (carried inside the `io::Error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interruption {
-    /// A SIGHUP, SIGTERM or SIGINT is waiting in the signalfd.
-    Signal,
-    /// The client neither sent nor took a byte for this long.
-    Idle(Duration),
-    /// The request being read was still incomplete this long after it began to arrive.
-    RequestTimeout(Duration),
-    /// The session reached its limit.
-    SessionLimit(Duration),
-}
-
-impl From<Expiry> for Interruption {
-    fn from(expiry: Expiry) -> Interruption {
-        match expiry {
-            Expiry::Idle(timeout) => Interruption::Idle(timeout),
-            Expiry::Request(limit) => Interruption::RequestTimeout(limit),
-            Expiry::Session(limit) => Interruption::SessionLimit(limit),
-        }
-    }
-}
-
-impl Interruption {
-    /// The interruption inside `error`, if that is what it is.
-    pub fn of(error: &io::Error) -> Option<Interruption> {
-        error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<Interruption>())
-            .copied()
-    }
-}
-
-impl fmt::Display for Interruption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Interruption::Signal => f.write_str("interrupted by a signal"),
-            Interruption::Idle(timeout) => {
-                write!(f, "the client was silent for {} s", timeout.as_secs())
-            }
-            Interruption::RequestTimeout(limit) => write!(
-                f,
-                "a request was still incomplete {} s after it began",
-                limit.as_secs()
-            ),
-            Interruption::SessionLimit(limit) => {
-                write!(f, "the session reached its limit of {} s", limit.as_secs())
-            }
-        }
-    }
-}
-
-impl std::error::Error for Interruption {}
-
-/// stdin or stdout of the session, switched to non-blocking mode: a read or write that
-/// would block waits in poll(2) for the pipe, the signalfd, or the first of the session's
-/// clocks to run out (idle timeout, the request deadline for reads, the session limit). A blocking pipe would keep the engine (and its lock) hostage to a client that
-/// stalls in the middle of a request or stops reading replies, where neither the idle
-/// timeout nor SIGTERM could reach it. The original file status flags are restored on drop,
-/// so a terminal or a pipe shared with another process is left as it was found.
-pub struct ClientPipe {
-    file: File,
-    signals: Option<OwnedFd>,
-    clock: Rc<SessionClock>,
-    original_flags: Option<OFlag>,
-}
-
-impl ClientPipe {
-    /// A pipe with an idle timeout only (no request deadline, no session limit).
-    pub fn new(
-        file: File,
-        signals: Option<OwnedFd>,
-        idle_timeout: Option<Duration>,
-    ) -> io::Result<ClientPipe> {
-        let original_flags = file_status_flags(&file)?;
-        let clock = Rc::new(SessionClock::new(idle_timeout, None, None));
-        ClientPipe::wrap(file, signals, clock, original_flags)
-    }
-
-    pub(crate) fn wrap(
-        file: File,
-        signals: Option<OwnedFd>,
-        clock: Rc<SessionClock>,
-        original_flags: OFlag,
-    ) -> io::Result<ClientPipe> {
-        fcntl(&file, FcntlArg::F_SETFL(original_flags | OFlag::O_NONBLOCK))?;
-        Ok(ClientPipe {
-            file,
-            signals,
-            clock,
-            original_flags: Some(original_flags),
-        })
-    }
-
-    /// Waits until the pipe is ready for `events`; an [`Interruption`] error when a signal
-    /// is pending or one of the session's clocks runs out first.
-    fn wait(&self, events: PollFlags) -> io::Result<()> {
-        let signals = self.signals.as_ref().map(AsFd::as_fd);
-        match wait_ready(self.file.as_fd(), events, signals, &self.clock)? {
-            Readiness::Ready => Ok(()),
-            Readiness::Expired(expiry) => Err(io::Error::other(Interruption::from(expiry))),
-            Readiness::Signalled => Err(io::Error::other(Interruption::Signal)),
-        }
-    }
-
-    /// Repeats `attempt` until it neither would block nor was interrupted, waiting for
-    /// `events` (or an interruption) in between.
-    fn until_ready<T>(
-        &self,
-        events: PollFlags,
-        mut attempt: impl FnMut(&File) -> io::Result<T>,
-    ) -> io::Result<T> {
-        loop {
-            match attempt(&self.file) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.wait(events)?,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
-            }
-        }
-    }
-}
-
-/// What ended a wait on a client pipe.
-pub(crate) enum Readiness {
-    /// Ready, hung up or in error: the next read or write tells which.
-    Ready,
-    /// One of the session's clocks ran out.
-    Expired(Expiry),
-    /// The signal fd is readable.
-    Signalled,
-}
-
-/// Polls `fd` for `events` together with the signal fd, until the first of the session's
-/// clocks runs out. A deadline already passed ends the wait even if `fd` is ready: a
-/// trickling client always has a byte waiting.
-pub(crate) fn wait_ready(
-    fd: BorrowedFd<'_>,
-    events: PollFlags,
-    signals: Option<BorrowedFd<'_>>,
-    clock: &SessionClock,
-) -> io::Result<Readiness> {
-    let now = Instant::now();
-    let expiry = clock.next_expiry(events.contains(PollFlags::POLLIN), now);
-    let timeout = match expiry {
-        Some((when, _)) if when <= now => return Ok(Readiness::Expired(expiry_of(expiry))),
-        Some((when, _)) => PollTimeout::try_from(when - now).unwrap_or(PollTimeout::MAX),
-        None => PollTimeout::NONE,
-    };
-    loop {
-        let mut fds = vec![PollFd::new(fd, events)];
-        if let Some(signals) = signals {
-            fds.push(PollFd::new(signals, PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
-            Ok(0) => return Ok(Readiness::Expired(expiry_of(expiry))),
-            Ok(_) => {
-                let signalled = fds
-                    .get(1)
-                    .and_then(PollFd::revents)
-                    .is_some_and(|r| !r.is_empty());
-                return Ok(if signalled {
-                    Readiness::Signalled
-                } else {
-                    Readiness::Ready
-                });
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => return Err(errno.into()),
-        }
-    }
-}
-
-/// The limit a timed-out poll ran into (a poll without a timeout never times out).
-fn expiry_of(expiry: Option<(Instant, Expiry)>) -> Expiry {
-    expiry.map_or(Expiry::Idle(Duration::ZERO), |(_, expiry)| expiry)
-}
-
-pub(crate) fn file_status_flags(file: &File) -> io::Result<OFlag> {
-    Ok(OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL)?))
-}
-
-impl Read for ClientPipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.until_ready(PollFlags::POLLIN, |mut file| file.read(buf))
-    }
-}
-
-impl Write for ClientPipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.until_ready(PollFlags::POLLOUT, |mut file| file.write(buf))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for ClientPipe {
-    fn drop(&mut self) {
-        if let Some(flags) = self.original_flags.take() {
-            let _ = fcntl(&self.file, FcntlArg::F_SETFL(flags));
-        }
-    }
-}
-
 fn write_outcome<W: Write>(
     writer: &mut ReplyWriter<W>,
     format: Format,
@@ -884,23 +552,11 @@ fn modern_exit_codes() -> bool {
     std::env::var("BORG_EXIT_CODES").is_ok_and(|v| v == "modern")
 }
 
-/// SIGHUP, SIGTERM and SIGINT become readable events instead of killing the process, so
-/// the repository can be rolled back and its lock released first.
-pub(crate) fn watch_signals() -> Option<SignalFd> {
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGHUP);
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGINT);
-    mask.thread_block().ok()?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
-    use crate::engine::args::parse_serve_args;
+    use crate::engine::borg1::args::parse_serve_args;
     use crate::engine::log::{LogConfig, RemoteLogger};
 
     fn no_home(_: &str) -> Option<PathBuf> {
@@ -969,67 +625,6 @@ mod tests {
         );
         assert_eq!(clamp_lock_wait(None, max), Some(Duration::from_secs(600)));
         assert_eq!(clamp_lock_wait(None, None), None);
-    }
-
-    fn pipe() -> (File, File) {
-        let (read, write) = nix::unistd::pipe().unwrap();
-        (File::from(read), File::from(write))
-    }
-
-    #[test]
-    fn a_read_that_would_wait_past_the_idle_timeout_is_interrupted() {
-        let (read, _write) = pipe();
-        let mut input = ClientPipe::new(read, None, Some(Duration::from_millis(50))).unwrap();
-        let started = Instant::now();
-        let error = input.read(&mut [0; 16]).unwrap_err();
-        assert_eq!(
-            Interruption::of(&error),
-            Some(Interruption::Idle(Duration::from_millis(50)))
-        );
-        assert!(started.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[test]
-    fn a_write_to_a_reader_that_stopped_reading_is_interrupted() {
-        let (_read, write) = pipe();
-        let mut output = ClientPipe::new(write, None, Some(Duration::from_millis(50))).unwrap();
-        let error = output.write_all(&vec![0; 1 << 20]).unwrap_err();
-        assert_eq!(
-            Interruption::of(&error),
-            Some(Interruption::Idle(Duration::from_millis(50)))
-        );
-    }
-
-    #[test]
-    fn data_and_end_of_file_pass_through() {
-        let (read, mut write) = pipe();
-        let mut input = ClientPipe::new(read, None, Some(Duration::from_secs(5))).unwrap();
-        write.write_all(b"request").unwrap();
-        drop(write);
-        let mut received = Vec::new();
-        input.read_to_end(&mut received).unwrap();
-        assert_eq!(received, b"request");
-    }
-
-    #[test]
-    fn the_original_blocking_mode_is_restored_on_drop() {
-        let (read, _write) = pipe();
-        let probe = read.try_clone().unwrap();
-        let flags = |file: &File| OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL).unwrap());
-        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
-        let input = ClientPipe::new(read, None, None).unwrap();
-        assert!(flags(&probe).contains(OFlag::O_NONBLOCK));
-        drop(input);
-        assert!(!flags(&probe).contains(OFlag::O_NONBLOCK));
-    }
-
-    #[test]
-    fn other_errors_are_not_interruptions() {
-        assert_eq!(Interruption::of(&io::Error::other("x")), None);
-        assert_eq!(
-            Interruption::of(&io::Error::other(Interruption::Signal)),
-            Some(Interruption::Signal)
-        );
     }
 
     #[test]

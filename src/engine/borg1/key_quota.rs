@@ -110,7 +110,7 @@ impl SessionId {
             Some(start) => start == self.start,
             None if Path::new("/proc/self/stat").exists() => false,
             // No /proc: the kernel can still say whether the pid runs.
-            None => crate::engine::lock::identity::local_pid_alive(i64::from(self.pid)),
+            None => crate::engine::borg1::lock::identity::local_pid_alive(i64::from(self.pid)),
         }
     }
 }

@@ -502,7 +502,7 @@ const HEADER_READ_SIZE: usize = 64 << 10;
 /// into one reusable buffer (no allocation per entry).
 ///
 /// ```no_run
-/// # use borg_gate::engine::repository::segment::*;
+/// # use borg_gate::engine::borg1::repository::segment::*;
 /// # fn demo(file: std::fs::File) -> Result<(), SegmentError> {
 /// let mut entries = SegmentEntries::new(&file, 7, 0, ReadMode::Verified);
 /// while let Some(entry) = entries.next_entry()? {

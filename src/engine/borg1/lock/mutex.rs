@@ -279,7 +279,7 @@ fn random_temp_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::lock::tests::{capture_logs, dead_pid, logged, own_identity};
+    use crate::engine::borg1::lock::tests::{capture_logs, dead_pid, logged, own_identity};
     use std::time::{Duration, Instant};
 
     const HOST: &str = "testhost@1";

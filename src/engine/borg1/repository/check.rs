@@ -220,7 +220,7 @@ fn mismatch_line(
     };
     format!(
         "ID: {:<64} rebuilt index: {:<16} committed index: {:<16}",
-        crate::engine::rpc::errors::hex_id(key),
+        crate::engine::borg1::rpc::errors::hex_id(key),
         show(rebuilt),
         show(committed)
     )

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::RepoError;
 use super::repo::{OpenOptions, Repository};
 use super::segment::{COMMIT_ENTRY, HEADER_SIZE, ObjectId};
-use crate::engine::lock::{LockIdentity, SessionLockWait};
+use crate::engine::borg1::lock::{LockIdentity, SessionLockWait};
 
 /// The four ways the newest commit entry is damaged in these tests.
 #[derive(Debug, Clone, Copy)]

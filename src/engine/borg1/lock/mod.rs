@@ -19,7 +19,7 @@
 //! ```no_run
 //! use std::path::Path;
 //! use std::time::Duration;
-//! use borg_gate::engine::lock::{LockIdentity, LockMode, LockWait, RepositoryLock};
+//! use borg_gate::engine::borg1::lock::{LockIdentity, LockMode, LockWait, RepositoryLock};
 //!
 //! let client_gone = || false; // e.g. poll stdin for POLLHUP
 //! let wait = LockWait::at_most(Duration::from_secs(1)).abort_when(&client_gone);
@@ -31,7 +31,7 @@
 //! )?;
 //! // ... serve reads ...
 //! lock.release()?;
-//! # Ok::<(), borg_gate::engine::lock::LockError>(())
+//! # Ok::<(), borg_gate::engine::borg1::lock::LockError>(())
 //! ```
 //!
 //! The lock is released by [`RepositoryLock::release`] (which reports errors) or, on every

@@ -747,7 +747,7 @@ pub fn parse_nonce(bytes: &[u8]) -> Result<u64, NonceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::segment::real_borg;
+    use crate::engine::borg1::repository::segment::real_borg;
     use proptest::prelude::*;
 
     const FRESH: &str = "[repository]\nversion = 1\nsegments_per_dir = 1000\nmax_segment_size = 524288000\nappend_only = 0\nstorage_quota = 0\nadditional_free_space = 0\nid = 7ef879e6570d2edf8f100697b85ea6e10e62412b9f3a5de786eff26e6a198bf1\n\n";

@@ -713,7 +713,7 @@ impl Sha512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::segment::real_borg;
+    use crate::engine::borg1::repository::segment::real_borg;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn modern_exit_codes_match_borg_1_4_classes() {
-        use crate::engine::rpc::test_support::{BorgPython, run_python};
+        use crate::engine::borg1::rpc::test_support::{BorgPython, run_python};
         let Some(python) = BorgPython::borg14() else {
             return;
         };

@@ -15,12 +15,12 @@
 //! Every write of segments, index, hints, integrity or nonce goes through
 //! [`Repository::lock_for_writing`], which takes or upgrades to the exclusive lock and
 //! verifies that the lock is still ours (`break-lock` may have taken it). Every wait is the
-//! session's [`SessionLockWait`](crate::engine::lock::SessionLockWait).
+//! session's [`SessionLockWait`](crate::engine::borg1::lock::SessionLockWait).
 
 use super::error::RepoError;
 use super::repo::{OpenOptions, Repository, read_settings};
 use super::transaction::read_index;
-use crate::engine::lock::{LockMode, RepositoryLock};
+use crate::engine::borg1::lock::{LockMode, RepositoryLock};
 
 /// When a session takes its lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -852,7 +852,7 @@ impl<R: Read> RequestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rpc::msgpack::{
+    use crate::engine::borg1::rpc::msgpack::{
         write_array_header, write_bool, write_f64, write_int, write_map_header, write_nil,
         write_str, write_uint,
     };

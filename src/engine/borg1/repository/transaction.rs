@@ -19,7 +19,7 @@ use super::integrity::{
 use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
-use crate::engine::key_quota::ChargeError;
+use crate::engine::borg1::key_quota::ChargeError;
 use crate::engine::log::ProgressPercent;
 
 /// One entry of a segment, as replay and check need it.

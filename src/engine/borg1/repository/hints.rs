@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::segment::ObjectId;
-use crate::engine::rpc::msgpack::{self, Cursor, MalformedValue, Shallow, Value};
+use crate::engine::borg1::rpc::msgpack::{self, Cursor, MalformedValue, Shallow, Value};
 
 /// The hints version borg 1.1+ writes.
 pub const HINTS_VERSION: i64 = 2;
@@ -436,7 +436,7 @@ fn saturating_u32(len: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::segment::real_borg;
+    use crate::engine::borg1::repository::segment::real_borg;
     use proptest::prelude::*;
 
     fn sample() -> Hints {

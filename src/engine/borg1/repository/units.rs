@@ -175,12 +175,12 @@ fn take_digit_part(bytes: &[u8], index: &mut usize, out: &mut String) -> usize {
 }
 
 /// Python's `repr(str)`, for error messages that quote user input (shared with the RPC layer).
-pub(crate) use crate::engine::rpc::errors::python_str_repr;
+pub(crate) use crate::engine::borg1::rpc::errors::python_str_repr;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::segment::real_borg;
+    use crate::engine::borg1::repository::segment::real_borg;
 
     #[test]
     fn parses_plain_integers_and_suffixes() {

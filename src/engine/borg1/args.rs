@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::clock::DEFAULT_REQUEST_TIMEOUT;
+use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::gate::command::{split_command, strip_assignments};
 use crate::gate::options::{Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command};
 use crate::policy::validate::{MIN_STORAGE_QUOTA, parse_size};
@@ -168,15 +168,15 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
         }
         OptionKind::IdleTimeout => {
             config.idle_timeout =
-                duration_or_none(&value).ok_or_else(|| bad("a duration such as 10m"))?
+                parse_limit(&value).ok_or_else(|| bad("a duration such as 10m"))?
         }
         OptionKind::RequestTimeout => {
             config.request_timeout =
-                duration_or_none(&value).ok_or_else(|| bad("a duration such as 5m"))?
+                parse_limit(&value).ok_or_else(|| bad("a duration such as 5m"))?
         }
         OptionKind::SessionLimit => {
             config.session_limit =
-                duration_or_none(&value).ok_or_else(|| bad("a duration such as 12h"))?
+                parse_limit(&value).ok_or_else(|| bad("a duration such as 12h"))?
         }
         OptionKind::AllowLockBypass => config.allow_lock_bypass = true,
         OptionKind::MaxLockWait => {
@@ -197,16 +197,6 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
         OptionKind::Inert | OptionKind::Version => {}
     }
     Ok(())
-}
-
-/// A duration such as `10m` or `90s`; zero (`0`, `0s`) means no limit. `None` if unreadable.
-fn duration_or_none(value: &str) -> Option<Option<Duration>> {
-    let duration = if value == "0" {
-        Duration::ZERO
-    } else {
-        humantime::parse_duration(value).ok()?
-    };
-    Some((!duration.is_zero()).then_some(duration))
 }
 
 /// borg 1.4's subcommands (`borg --help`).

@@ -114,6 +114,16 @@ impl SessionClock {
     }
 }
 
+/// A duration such as `10m` or `90s`; zero (`0`, `0s`) means no limit. `None` if unreadable.
+pub fn parse_limit(value: &str) -> Option<Option<Duration>> {
+    let duration = if value == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(value).ok()?
+    };
+    Some((!duration.is_zero()).then_some(duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

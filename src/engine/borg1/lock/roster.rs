@@ -309,7 +309,7 @@ impl LockRoster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::lock::tests::{capture_logs, dead_pid, logged, own_identity};
+    use crate::engine::borg1::lock::tests::{capture_logs, dead_pid, logged, own_identity};
 
     fn roster_in(dir: &Path, identity: LockIdentity) -> LockRoster {
         LockRoster::new(dir.join("lock.roster"), identity)

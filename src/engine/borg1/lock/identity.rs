@@ -349,7 +349,7 @@ fn random_node() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::lock::tests::dead_pid;
+    use crate::engine::borg1::lock::tests::dead_pid;
 
     fn interface(name: &str, ifindex: u64, address: &str) -> NetworkInterface {
         NetworkInterface {

@@ -13,8 +13,8 @@ use super::hashindex::NsIndex;
 use super::io::SegmentIo;
 use super::locking::{LockUse, client_mode};
 use super::segment::{ATTIC_MAGIC, ObjectId, ReadMode};
-use crate::engine::key_quota::KeyQuotaSession;
-use crate::engine::lock::{LockIdentity, RepositoryLock, SessionLockWait, break_lock};
+use crate::engine::borg1::key_quota::KeyQuotaSession;
+use crate::engine::borg1::lock::{LockIdentity, RepositoryLock, SessionLockWait, break_lock};
 
 pub const LOG: &str = "borg.repository";
 
@@ -100,7 +100,7 @@ pub struct Repository {
     /// Created in this session: a failed free-space check at commit destroys it again.
     pub(super) created: bool,
     /// The key's quota across its repositories, when the policy sets one (see
-    /// `engine::key_quota`); `None` for read-only sessions.
+    /// `engine::borg1::key_quota`); `None` for read-only sessions.
     pub(super) key_quota: Option<KeyQuotaSession>,
     /// What [`Repository::charged_use`] was when the write transaction started.
     pub(super) charged_at_start: u64,

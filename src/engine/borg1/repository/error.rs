@@ -6,9 +6,9 @@ use std::fmt;
 use std::io;
 
 use super::segment::{ObjectId, SegmentError};
-use crate::engine::lock::LockError;
-use crate::engine::rpc::RemoteException;
-use crate::engine::rpc::errors::hex_id;
+use crate::engine::borg1::lock::LockError;
+use crate::engine::borg1::rpc::RemoteException;
+use crate::engine::borg1::rpc::errors::hex_id;
 use crate::policy::load::plain_io_error;
 
 #[derive(Debug)]
