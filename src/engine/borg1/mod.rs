@@ -18,6 +18,7 @@
 pub mod args;
 pub mod key_quota;
 pub mod lock;
+pub mod remote_log;
 pub mod repository;
 pub mod rpc;
 pub mod server;

@@ -197,7 +197,7 @@ impl Server {
         match args.client_data() {
             Some(ClientData::Int(2)) => Outcome::Negotiate(Some(2)),
             Some(ClientData::Map { .. }) => {
-                self.log.enable_json();
+                super::remote_log::open_json(&self.log);
                 Outcome::Negotiate(None)
             }
             _ => Outcome::Negotiate(None),

@@ -46,7 +46,7 @@ use service::{Service, ServiceConfig};
 use session::Ending;
 use wire::{RequestReader, ResponseWriter};
 
-use crate::engine::log::{LogConfig, RemoteLogger};
+use crate::engine::log::{Channel, LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
 use crate::engine::session::{self as transport, SessionClock, Watch, watch_signals};
 
@@ -110,7 +110,7 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
     })
     .install()
     .map_err(|e| Refusal::error(format!("cannot install the logger: {e}")))?;
-    log.enable_text();
+    log.open(Channel::Text);
     let store = store_directory(&config)?;
     log::debug!(target: LOG, "serving {} with permissions {}", store.display(), mode.name());
     let mut service = Service::new(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::error::RepoError;
 use super::repo::{LOG, Repository};
 use super::segment::SegmentError;
-use crate::engine::log::ProgressPercent;
+use crate::engine::borg1::remote_log::ProgressPercent;
 
 impl Repository {
     /// borg's `Repository.check`. Returns `!error_found || repair`.

@@ -5,7 +5,7 @@ use super::error::RepoError;
 use super::repo::{LOG, Repository};
 use super::segment::{EntryKind, HEADER_SIZE, ReadMode};
 use super::units::format_file_size;
-use crate::engine::log::ProgressPercent;
+use crate::engine::borg1::remote_log::ProgressPercent;
 
 impl Repository {
     pub(super) fn compact_segments(&mut self, threshold: f64) -> Result<(), RepoError> {

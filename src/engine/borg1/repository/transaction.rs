@@ -20,7 +20,7 @@ use super::repo::{Bookkeeping, LOG, Repository};
 use super::segment::{EntryKind, ObjectId, ReadMode, SegmentError};
 use super::units::format_file_size;
 use crate::engine::borg1::key_quota::ChargeError;
-use crate::engine::log::ProgressPercent;
+use crate::engine::borg1::remote_log::ProgressPercent;
 
 /// One entry of a segment, as replay and check need it.
 #[derive(Debug, Clone, Copy)]

@@ -191,7 +191,7 @@ mod tests {
             match request.method {
                 Method::Negotiate => {
                     if let Some(ClientData::Map { .. }) = request.args.client_data() {
-                        log.enable_json();
+                        crate::engine::borg1::remote_log::open_json(&log);
                     }
                     writer
                         .result_negotiate(format, msgid, &SERVER_VERSION)
