@@ -10,14 +10,17 @@
 //! |---|---|
 //! | `args` | the command line and borg's forced-command rule (pure) |
 //! | `server` | the serve loop and the dispatch of each RPC call |
+//! | `permissions` | which call needs which access, and what a read-only key gets (pure) |
 //! | `rpc` | msgpack framing, requests, replies, borg's exception classes |
 //! | `repository` | the repository format: pure codecs, and the I/O that sequences them |
 //! | `lock` | locking compatible with borg's |
 //! | `key_quota` | one quota across every repository of a key, and its ledger |
+//! | `remote_log` | borg's remote logging protocol: JSON log and progress records |
 
 pub mod args;
 pub mod key_quota;
 pub mod lock;
+pub mod permissions;
 pub mod remote_log;
 pub mod repository;
 pub mod rpc;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::args::ServeConfig;
 use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
 use super::lock::{LockIdentity, SessionLockWait};
+use super::permissions::{self, Access, Verdict, judge};
 use super::repository::error::RepoError;
 use super::repository::repo::{KeyPermission, OpenOptions, Repository};
 use super::rpc::{
@@ -243,8 +244,9 @@ impl Server {
                 ));
             }
         }
-        if create && self.config.permissions == Permissions::ReadOnly {
-            return Err(RepoError::ReadOnly("init").to_remote());
+        let needed = permissions::access(&Method::Open).when_asked(create);
+        if let Verdict::Refused(what) = judge(self.config.permissions, needed) {
+            return Err(RepoError::ReadOnly(what).to_remote());
         }
         let options = OpenOptions {
             create,
@@ -293,14 +295,17 @@ impl Server {
     }
 
     fn repository_call<'a>(&'a mut self, method: &Method, args: &Args<'_>) -> Reply<'a> {
-        let read_only = self.config.permissions == Permissions::ReadOnly;
+        let permissions = self.config.permissions;
+        let needed = permissions::access(method);
+        let verdict = judge(permissions, needed);
         let refuse =
             |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
-        match method {
-            Method::BreakLock if read_only => return refuse("break-lock"),
-            Method::Destroy if read_only => return refuse("destroy"),
-            Method::Destroy => return self.destroy(),
-            _ => {}
+        // A call on the repository as a whole is judged before anything else.
+        if let (Access::Manage(_), Verdict::Refused(what)) = (needed, verdict) {
+            return refuse(what);
+        }
+        if *method == Method::Destroy {
+            return self.destroy();
         }
         let repository = match &mut self.session {
             Session::Open(repository) => repository,
@@ -309,6 +314,11 @@ impl Server {
             Session::Ended(ended) => return Err(ended_repository(*ended)),
             Session::Idle => return Err(no_repository()),
         };
+        // A write to the open repository, once the call reaches one.
+        if let Verdict::Refused(what) = verdict {
+            return refuse(what);
+        }
+        let acknowledged = verdict == Verdict::Acknowledged;
         let result: Result<Outcome<'a>, RepoError> = match method {
             Method::Len => repository.len().map(|n| Outcome::Int(n as i64)),
             Method::List => {
@@ -325,18 +335,16 @@ impl Server {
                 let id = object_id(args)?;
                 repository.get(&id).map(Outcome::Bytes)
             }
-            Method::Put if read_only => return refuse("put"),
             Method::Put => {
                 let id = object_id(args)?;
                 let data = args.bytes("data")?.unwrap_or_default();
                 guard_disk(repository, |repo| repo.put(&id, data)).map(|()| Outcome::Nil)
             }
-            Method::Delete if read_only => return refuse("delete"),
             Method::Delete => {
                 let id = object_id(args)?;
                 guard_disk(repository, |repo| repo.delete(&id)).map(|()| Outcome::Nil)
             }
-            Method::Commit if read_only => {
+            Method::Commit if acknowledged => {
                 // Nothing can have changed; a commit would only clean up others' leftovers.
                 Ok(Outcome::Nil)
             }
@@ -356,12 +364,11 @@ impl Server {
             Method::Check => {
                 let repair = args.bool_or("repair", false)?;
                 let max_duration = args.opt_int("max_duration")?.unwrap_or(0).max(0) as u64;
-                if repair && read_only {
-                    return refuse("check --repair");
+                if let Verdict::Refused(what) = judge(permissions, needed.when_asked(repair)) {
+                    return refuse(what);
                 }
                 repository.check(repair, max_duration).map(Outcome::Bool)
             }
-            Method::SaveKey if read_only => return refuse("save_key"),
             Method::SaveKey => {
                 let keydata = args.bytes("keydata")?.unwrap_or_default();
                 let permission = if self.config.append_only {
@@ -379,7 +386,7 @@ impl Server {
                 Some(n) => Outcome::Int(n as i64),
                 None => Outcome::Nil,
             }),
-            Method::CommitNonceReservation if read_only => {
+            Method::CommitNonceReservation if acknowledged => {
                 // borg 1.2's `check` re-encrypts (and discards) every archive's item stream,
                 // so it reserves nonces even without --repair. A read-only session can store
                 // nothing, so no ciphertext made with these nonces can ever reach the
