@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use borg_gate::engine::borg1::lock::{LockIdentity, SessionLockWait};
 use borg_gate::engine::borg1::repository::repo::{OpenOptions, Repository};
+use borg_gate::engine::borg1::rpc::RemoteException;
 use libfuzzer_sys::fuzz_target;
 
 /// The files of `fuzz/fixtures/repo` an input may replace (the first input byte picks one;
@@ -49,7 +50,7 @@ fuzz_target!(|bytes: &[u8]| {
     let mut repository = match open() {
         Ok(repository) => repository,
         Err(error) => {
-            let _ = error.to_remote();
+            let _ = (error.to_string(), RemoteException::from(&error));
             return;
         }
     };

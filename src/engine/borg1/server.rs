@@ -246,7 +246,7 @@ impl Server {
         }
         let needed = permissions::access(&Method::Open).when_asked(create);
         if let Verdict::Refused(what) = judge(self.config.permissions, needed) {
-            return Err(RepoError::ReadOnly(what).to_remote());
+            return Err(RemoteException::from(RepoError::ReadOnly(what)));
         }
         let options = OpenOptions {
             create,
@@ -272,7 +272,7 @@ impl Server {
         let mut repository =
             Repository::open(&resolved, &options, identity, wait).map_err(|e| {
                 self.session = Session::Ended(Ended::OpenFailed);
-                e.to_remote()
+                RemoteException::from(e)
             })?;
         if let (Some(limit), Some(ledger), false) = (
             self.config.key_quota,
@@ -298,8 +298,9 @@ impl Server {
         let permissions = self.config.permissions;
         let needed = permissions::access(method);
         let verdict = judge(permissions, needed);
-        let refuse =
-            |what: &'static str| -> Reply<'a> { Err(RepoError::ReadOnly(what).to_remote()) };
+        let refuse = |what: &'static str| -> Reply<'a> {
+            Err(RemoteException::from(RepoError::ReadOnly(what)))
+        };
         // A call on the repository as a whole is judged before anything else.
         if let (Access::Manage(_), Verdict::Refused(what)) = (needed, verdict) {
             return refuse(what);
@@ -399,9 +400,7 @@ impl Server {
                     if current == start {
                         Ok(Outcome::Nil)
                     } else {
-                        Err(RepoError::Exception(
-                            "nonce space reservation with mismatched previous state".into(),
-                        ))
+                        Err(RepoError::NonceMismatch)
                     }
                 })
             }
@@ -422,7 +421,7 @@ impl Server {
             | Method::Unknown(_)
             | Method::Destroy => Ok(Outcome::Nil),
         };
-        result.map_err(|e| e.to_remote())
+        result.map_err(RemoteException::from)
     }
 
     /// borg's `destroy`: refused in append-only mode with the repository still open (the
@@ -434,20 +433,22 @@ impl Server {
             Session::Ended(ended) => return Err(ended_repository(*ended)),
             Session::Idle => return Err(no_repository()),
         };
-        repository.may_destroy().map_err(|e| e.to_remote())?;
+        repository.may_destroy().map_err(RemoteException::from)?;
         let repository = self.session.take(Session::Ended(Ended::Destroyed));
         match repository {
             Some(repository) => repository.destroy().map(|()| Outcome::Nil),
             None => Ok(Outcome::Nil),
         }
-        .map_err(|e| e.to_remote())
+        .map_err(RemoteException::from)
     }
 
     /// Closes the repository: rolls back what was not committed and releases the lock.
     pub fn close_repository(&mut self) {
         if let Some(repository) = self.session.take(Session::Idle) {
             if let Err(error) = repository.close() {
-                log::warn!(target: LOG, "closing the repository: {error}");
+                // Worded as the client would see the exception.
+                let exception = RemoteException::from(&error);
+                log::warn!(target: LOG, "closing the repository: {}", exception.short.trim_end());
             }
         }
     }

@@ -103,33 +103,6 @@ pub enum LockError {
     Io(String, String),
 }
 
-impl LockError {
-    /// The borg exception class name the client expects (`remote.py:804-823`).
-    pub fn borg_exception_name(&self) -> &'static str {
-        match self {
-            LockError::LockTimeout(_) => "LockTimeout",
-            LockError::LockFailed(..) => "LockFailed",
-            LockError::NotLocked(_) => "NotLocked",
-            LockError::NotMyLock(_) => "NotMyLock",
-            LockError::Aborted(_) => "LockTimeout",
-            LockError::Io(..) => "OSError",
-        }
-    }
-
-    /// The exception arguments, in borg's order.
-    pub fn borg_exception_args(&self) -> Vec<String> {
-        match self {
-            LockError::LockTimeout(path)
-            | LockError::NotLocked(path)
-            | LockError::NotMyLock(path)
-            | LockError::Aborted(path) => vec![path.clone()],
-            LockError::LockFailed(path, reason) | LockError::Io(path, reason) => {
-                vec![path.clone(), reason.clone()]
-            }
-        }
-    }
-}
-
 impl fmt::Display for LockError {
     /// borg's own wording (`locking.py:70-97`), so users see the familiar message.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,6 +1,7 @@
 //! Tests of the repository lock, including interoperability with real borg 1.4.5 and 1.2.
 
 use super::*;
+use crate::engine::borg1::rpc::{ExcArg, RemoteException};
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -541,18 +542,27 @@ fn errors_display_borgs_messages_and_exception_arguments() {
             "NotMyLock",
         ),
     ];
+    // What the client receives is the RPC layer's mapping.
+    let exception = |error: &LockError| RemoteException::from(error);
+    let exception_args = |error: &LockError| -> Vec<String> {
+        exception(error)
+            .args
+            .into_iter()
+            .map(|arg| match arg {
+                ExcArg::Str(text) => text,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
     for (error, message, name) in cases {
         assert_eq!(error.to_string(), message);
-        assert_eq!(error.borg_exception_name(), name);
+        assert_eq!(exception(&error).class, name);
     }
     assert_eq!(
-        LockError::LockFailed("p".into(), "r".into()).borg_exception_args(),
+        exception_args(&LockError::LockFailed("p".into(), "r".into())),
         ["p", "r"]
     );
-    assert_eq!(
-        LockError::LockTimeout("p".into()).borg_exception_args(),
-        ["p"]
-    );
+    assert_eq!(exception_args(&LockError::LockTimeout("p".into())), ["p"]);
 }
 
 #[test]

@@ -13,10 +13,7 @@ impl Repository {
     /// borg's `Repository.check`. Returns `!error_found || repair`.
     pub fn check(&mut self, repair: bool, max_duration: u64) -> Result<bool, RepoError> {
         if self.append_only && repair {
-            return Err(RepoError::Value(format!(
-                "{} is in append-only mode",
-                self.display_path()
-            )));
+            return Err(RepoError::AppendOnly(self.display_path()));
         }
         self.require_exclusive()?;
         let mut errors = 0usize;
@@ -60,7 +57,9 @@ impl Repository {
         self.prepare_txn(None, false)?;
         let partial = max_duration > 0;
         if repair && partial {
-            return Err(RepoError::Assertion("a partial check cannot repair".into()));
+            return Err(RepoError::Precondition(
+                "a partial check cannot repair".into(),
+            ));
         }
         let last_checked: i64 = if partial {
             let last = super::config::last_segment_checked(&self.config).unwrap_or(-1);
@@ -140,7 +139,7 @@ impl Repository {
             let rebuilt = self
                 .index
                 .as_ref()
-                .ok_or_else(|| RepoError::Exception("no index".into()))?;
+                .ok_or_else(|| RepoError::Internal("no index".into()))?;
             if let (Some(current), false) = (&current_index, repair) {
                 if current.len() != rebuilt.len() {
                     report("Index object count mismatch.".into());

@@ -98,10 +98,10 @@ impl Repository {
                         let index = self
                             .index
                             .as_mut()
-                            .ok_or_else(|| RepoError::Exception("no index".into()))?;
+                            .ok_or_else(|| RepoError::Internal("no index".into()))?;
                         index
                             .insert(&key, written.segment, written.offset)
-                            .map_err(|e| RepoError::Exception(e.to_string()))?;
+                            .map_err(|e| RepoError::Internal(e.to_string()))?;
                         *self.books.segments.entry(written.segment).or_insert(0) += 1;
                         *self.books.segments.entry(segment).or_insert(0) -= 1;
                     } else {
@@ -189,5 +189,5 @@ fn write_error(error: std::io::Error) -> RepoError {
 }
 
 fn full_error() -> RepoError {
-    RepoError::Exception("a fresh segment reported full".into())
+    RepoError::Internal("a fresh segment reported full".into())
 }

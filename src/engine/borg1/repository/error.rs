@@ -1,35 +1,49 @@
-//! The repository's errors, one variant per exception class borg's server can raise.
+//! The repository's errors, one variant per thing that can go wrong, each with a sentence of
+//! its own. Where borg has a sentence for it, it is borg's (`str()` of borg's exception).
 //!
-//! The RPC layer turns each into the exception reply a borg client reconstructs.
+//! The repository does not know the wire: which exception class, arguments and message a
+//! borg client receives for each is the RPC layer's mapping (`rpc/errors.rs`).
 
 use std::fmt;
 use std::io;
 
 use super::segment::{ObjectId, SegmentError};
 use crate::engine::borg1::lock::LockError;
-use crate::engine::borg1::rpc::RemoteException;
 use crate::engine::borg1::rpc::errors::hex_id;
 use crate::policy::load::plain_io_error;
 
 #[derive(Debug)]
 pub enum RepoError {
-    DoesNotExist(String),
-    AlreadyExists(String),
-    InvalidRepository(String),
-    InvalidRepositoryConfig(String, String),
-    AtticRepository(String),
-    ParentPathDoesNotExist(String),
-    PathAlreadyExists(String),
-    PathPermissionDenied(String),
-    CheckNeeded(String),
-    ObjectNotFound(ObjectId, String),
-    /// borg's `IntegrityError`, with its message.
-    Integrity(String),
-    StorageQuotaExceeded {
+    /// There is no repository at the path.
+    NoRepository(String),
+    /// `create` where a repository already is (the path, or a parent of it).
+    RepositoryExists(String),
+    /// The path holds something that is not a borg repository (or a damaged one).
+    NotARepository(String),
+    /// The repository's `config` cannot be used: the path and why.
+    BadConfig(String, String),
+    /// A repository in attic's format.
+    AtticFormat(String),
+    /// `create` below a directory that does not exist.
+    NoParentDirectory(String),
+    /// `create` at a path where something other than a repository already is.
+    PathTaken(String),
+    /// `create` at a path this account may not look into.
+    PathInaccessible(String),
+    /// The segments and the index disagree, so `borg check` must look: the path as borg's
+    /// message names it.
+    Inconsistent(String),
+    /// No object with this id: the id and the repository's path.
+    NoSuchObject(ObjectId, String),
+    /// Damaged data: what is damaged, and where.
+    Corrupt(String),
+    /// A write would exceed the storage quota (both sizes as borg formats them).
+    QuotaExceeded {
         quota: String,
         usage: String,
     },
-    InsufficientFreeSpace {
+    /// The disk has not enough free space for the commit (both sizes as borg formats them).
+    NotEnoughSpace {
         required: String,
         available: String,
     },
@@ -37,17 +51,21 @@ pub enum RepoError {
     /// A write on a read-only key: the operation's name.
     ReadOnly(&'static str),
     /// Something this key may not do, in one sentence for the client.
-    PermissionDenied(String),
-    /// Python `ValueError` (append-only refusals, bad limits).
-    Value(String),
-    /// Python `KeyError` (unknown list/scan marker): the key.
-    Key(Vec<u8>),
-    /// Python `AssertionError` (a write without the exclusive lock).
-    Assertion(String),
-    /// borg's plain `Error` (an invalid nonce file).
-    Error(String),
-    /// Python `Exception` (nonce reservation mismatch).
-    Exception(String),
+    NotPermitted(String),
+    /// A change refused because the repository is in append-only mode: its path.
+    AppendOnly(String),
+    /// An argument the call cannot take.
+    BadArgument(String),
+    /// A `list` or `scan` marker that names no object: the marker.
+    UnknownMarker(Vec<u8>),
+    /// A call the repository cannot make in its state, or with its arguments.
+    Precondition(String),
+    /// The `nonce` file cannot be read: why.
+    BadNonceFile(String),
+    /// A nonce reservation whose previous state is not the repository's.
+    NonceMismatch,
+    /// The engine's own bookkeeping failed (a bug or a full hash table): what failed.
+    Internal(String),
     /// A file system failure, with what was being done.
     Io {
         context: String,
@@ -70,62 +88,72 @@ impl RepoError {
     }
 }
 
-impl RepoError {
-    /// The exception reply a borg client reconstructs (class, arguments, message).
-    pub fn to_remote(&self) -> RemoteException {
-        match self {
-            RepoError::DoesNotExist(path) => RemoteException::does_not_exist(path),
-            RepoError::AlreadyExists(path) => RemoteException::already_exists(path),
-            RepoError::InvalidRepository(path) => RemoteException::invalid_repository(path),
-            RepoError::InvalidRepositoryConfig(path, reason) => {
-                RemoteException::invalid_repository_config(path, reason)
-            }
-            RepoError::AtticRepository(path) => RemoteException::attic_repository(path),
-            RepoError::ParentPathDoesNotExist(path) => {
-                RemoteException::parent_path_does_not_exist(path)
-            }
-            RepoError::PathAlreadyExists(path) => RemoteException::path_already_exists(path),
-            RepoError::PathPermissionDenied(path) => RemoteException::path_permission_denied(path),
-            RepoError::CheckNeeded(path) => RemoteException::check_needed(path),
-            RepoError::ObjectNotFound(id, path) => {
-                RemoteException::object_not_found(&hex_id(id), path)
-            }
-            RepoError::Integrity(message) => RemoteException::integrity_error(message),
-            RepoError::StorageQuotaExceeded { quota, usage } => {
-                RemoteException::storage_quota_exceeded(quota, usage)
-            }
-            RepoError::InsufficientFreeSpace {
-                required,
-                available,
-            } => RemoteException::insufficient_free_space(required, available),
-            RepoError::Lock(LockError::LockTimeout(path) | LockError::Aborted(path)) => {
-                RemoteException::lock_timeout(path)
-            }
-            RepoError::Lock(LockError::LockFailed(path, reason)) => {
-                RemoteException::lock_failed(path, reason)
-            }
-            RepoError::Lock(LockError::NotLocked(path)) => RemoteException::not_locked(path),
-            RepoError::Lock(LockError::NotMyLock(path)) => RemoteException::not_my_lock(path),
-            RepoError::Lock(LockError::Io(path, reason)) => {
-                RemoteException::os_error(&format!("{reason}: {path}"))
-            }
-            RepoError::ReadOnly(operation) => RemoteException::read_only(operation),
-            RepoError::PermissionDenied(message) => RemoteException::permission_denied(message),
-            RepoError::Value(message) => RemoteException::value_error(message),
-            RepoError::Key(key) => RemoteException::key_error(key),
-            RepoError::Assertion(message) => RemoteException::assertion_error(message),
-            RepoError::Error(message) => RemoteException::error(message),
-            RepoError::Exception(message) => RemoteException::exception(message),
-            RepoError::Io { context, error } => {
-                RemoteException::os_error(&format!("{context}: {}", plain_io_error(error)))
-            }
-        }
-    }
-}
-
 impl fmt::Display for RepoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.to_remote().short.trim_end())
+        match self {
+            RepoError::NoRepository(path) => write!(f, "Repository {path} does not exist."),
+            RepoError::RepositoryExists(path) => {
+                write!(f, "A repository already exists at {path}.")
+            }
+            RepoError::NotARepository(path) => {
+                write!(f, "{path} is not a valid repository. Check repo config.")
+            }
+            RepoError::BadConfig(path, reason) => write!(
+                f,
+                "{path} does not have a valid configuration. Check repo config [{reason}]."
+            ),
+            RepoError::AtticFormat(path) => write!(
+                f,
+                "Attic repository detected. Please run \"borg upgrade {path}\"."
+            ),
+            RepoError::NoParentDirectory(path) => write!(
+                f,
+                "The parent path of the repo directory [{path}] does not exist."
+            ),
+            RepoError::PathTaken(path) => write!(f, "There is already something at {path}."),
+            RepoError::PathInaccessible(path) => write!(f, "Permission denied to {path}."),
+            RepoError::Inconsistent(path) => write!(
+                f,
+                "Inconsistency detected. Please run \"borg check {path}\"."
+            ),
+            RepoError::NoSuchObject(id, path) => write!(
+                f,
+                "Object with key {} not found in repository {path}.",
+                hex_id(id)
+            ),
+            RepoError::Corrupt(message) => write!(f, "Data integrity error: {message}"),
+            RepoError::QuotaExceeded { quota, usage } => write!(
+                f,
+                "The storage quota ({quota}) has been exceeded ({usage}). Try deleting some archives."
+            ),
+            RepoError::NotEnoughSpace {
+                required,
+                available,
+            } => write!(
+                f,
+                "Insufficient free space to complete transaction (required: {required}, available: {available})."
+            ),
+            RepoError::Lock(error) => error.fmt(f),
+            RepoError::ReadOnly(operation) => write!(
+                f,
+                "Permission denied: this key is read-only ({operation} is not allowed)."
+            ),
+            RepoError::NotPermitted(message)
+            | RepoError::BadArgument(message)
+            | RepoError::Precondition(message)
+            | RepoError::BadNonceFile(message)
+            | RepoError::Internal(message) => f.write_str(message),
+            RepoError::AppendOnly(path) => write!(f, "{path} is in append-only mode"),
+            RepoError::UnknownMarker(marker) => {
+                write!(f, "no object {} to continue from", hex_id(marker))
+            }
+            RepoError::NonceMismatch => {
+                f.write_str("nonce space reservation with mismatched previous state")
+            }
+            RepoError::Io { context, error } => {
+                write!(f, "{context}: {}", plain_io_error(error))
+            }
+        }
     }
 }
 
@@ -140,7 +168,7 @@ impl From<LockError> for RepoError {
 impl From<SegmentError> for RepoError {
     fn from(error: SegmentError) -> Self {
         match error {
-            SegmentError::Integrity(integrity) => RepoError::Integrity(integrity.to_string()),
+            SegmentError::Integrity(integrity) => RepoError::Corrupt(integrity.to_string()),
             SegmentError::Io(error) => RepoError::io("segment file", error),
         }
     }

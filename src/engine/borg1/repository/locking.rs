@@ -134,7 +134,7 @@ impl Repository {
         self.lock = Some(lock);
         let (config, settings) = read_settings(&self.dir, &self.options)?;
         if settings.id != self.id {
-            return Err(RepoError::InvalidRepository(self.display_path()));
+            return Err(RepoError::NotARepository(self.display_path()));
         }
         self.apply_settings(config, &settings);
         self.index = None;
@@ -161,5 +161,5 @@ impl Repository {
 }
 
 fn not_exclusive() -> RepoError {
-    RepoError::Assertion("bug in code, exclusive lock should exist here".into())
+    RepoError::Precondition("bug in code, exclusive lock should exist here".into())
 }

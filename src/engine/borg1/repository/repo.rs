@@ -124,12 +124,12 @@ impl Repository {
         let metadata = match std::fs::metadata(path) {
             Ok(metadata) => metadata,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::DoesNotExist(display));
+                return Err(RepoError::NoRepository(display));
             }
             Err(error) => return Err(RepoError::io(format!("cannot open {display}"), error)),
         };
         if !metadata.is_dir() {
-            return Err(RepoError::InvalidRepository(display));
+            return Err(RepoError::NotARepository(display));
         }
         let dir =
             Dir::open(path).map_err(|e| RepoError::io(format!("cannot open {display}"), e))?;
@@ -158,7 +158,7 @@ impl Repository {
                 .segment_magic(latest)
                 .is_ok_and(|magic| magic == ATTIC_MAGIC)
             {
-                return Err(RepoError::AtticRepository(display));
+                return Err(RepoError::AtticFormat(display));
             }
         }
         let mut repository = Repository {
@@ -263,7 +263,7 @@ impl Repository {
         }
         self.index
             .as_mut()
-            .ok_or_else(|| RepoError::Exception("index vanished".into()))
+            .ok_or_else(|| RepoError::Internal("index vanished".into()))
     }
 
     pub fn len(&mut self) -> Result<usize, RepoError> {
@@ -283,7 +283,7 @@ impl Repository {
         let index = self.index()?;
         index
             .list(limit, marker)
-            .map_err(|_| RepoError::Key(marker.map(|m| m.to_vec()).unwrap_or_default()))
+            .map_err(|_| RepoError::UnknownMarker(marker.map(|m| m.to_vec()).unwrap_or_default()))
     }
 
     /// Ids of current objects in on-disk order, after `marker` (borg's `scan`).
@@ -294,7 +294,7 @@ impl Repository {
     ) -> Result<Vec<ObjectId>, RepoError> {
         let limit = match limit {
             Some(limit) if limit < 1 => {
-                return Err(RepoError::Value(
+                return Err(RepoError::BadArgument(
                     "please use limit > 0 or limit = None".into(),
                 ));
             }
@@ -306,7 +306,7 @@ impl Repository {
             Some(marker) => self
                 .index()?
                 .get(marker)
-                .ok_or_else(|| RepoError::Key(marker.to_vec()))?,
+                .ok_or_else(|| RepoError::UnknownMarker(marker.to_vec()))?,
         };
         self.index()?;
         let segments = self
@@ -326,7 +326,7 @@ impl Repository {
             let index = self
                 .index
                 .as_ref()
-                .ok_or_else(|| RepoError::Exception("index vanished".into()))?;
+                .ok_or_else(|| RepoError::Internal("index vanished".into()))?;
             // Either the end of the segment or a bad header ends it; like borg, skip to the next.
             while let Ok(Some(entry)) = entries.next_entry() {
                 if start_offset > 0 {
@@ -351,7 +351,7 @@ impl Repository {
     /// The data of object `id` (borrowed until the next read).
     pub fn get(&mut self, id: &ObjectId) -> Result<&[u8], RepoError> {
         let Some((segment, offset)) = self.index()?.get(id) else {
-            return Err(RepoError::ObjectNotFound(*id, self.display_path()));
+            return Err(RepoError::NoSuchObject(*id, self.display_path()));
         };
         self.io.read(segment, offset, id).map_err(RepoError::from)
     }
@@ -360,10 +360,10 @@ impl Repository {
     /// import`). Key data that is not borg's base64 text is refused before anything is
     /// touched, and so is a key that `permission` does not allow to be written.
     pub fn save_key(&mut self, keydata: &[u8], permission: KeyPermission) -> Result<(), RepoError> {
-        let text = config::key_text(keydata).map_err(|e| RepoError::Value(e.to_string()))?;
+        let text = config::key_text(keydata).map_err(|e| RepoError::BadArgument(e.to_string()))?;
         self.lock_for_config()?;
         if permission == KeyPermission::OnlyWhenNone && !self.may_store_first_key() {
-            return Err(RepoError::PermissionDenied(APPEND_ONLY_KEY_REFUSAL.into()));
+            return Err(RepoError::NotPermitted(APPEND_ONLY_KEY_REFUSAL.into()));
         }
         self.set_option("key", text)?;
         self.save_config()
@@ -385,9 +385,7 @@ impl Repository {
     pub(super) fn set_option(&mut self, name: &str, value: &str) -> Result<(), RepoError> {
         self.config
             .set(REPOSITORY_SECTION, name, value)
-            .map_err(|e| {
-                RepoError::InvalidRepositoryConfig(self.path.display().to_string(), e.to_string())
-            })
+            .map_err(|e| RepoError::BadConfig(self.path.display().to_string(), e.to_string()))
     }
 
     /// Removes an option; returns whether it was there.
@@ -415,9 +413,7 @@ impl Repository {
     ) -> Result<(), RepoError> {
         self.require_exclusive()?;
         if read_nonce(&self.dir)? != start_nonce {
-            return Err(RepoError::Exception(
-                "nonce space reservation with mismatched previous state".into(),
-            ));
+            return Err(RepoError::NonceMismatch);
         }
         match durable::write_atomic_in(
             &self.dir,
@@ -438,10 +434,7 @@ impl Repository {
     /// before the session gives the repository up.
     pub fn may_destroy(&self) -> Result<(), RepoError> {
         if self.append_only {
-            return Err(RepoError::Value(format!(
-                "{} is in append-only mode",
-                self.display_path()
-            )));
+            return Err(RepoError::AppendOnly(self.display_path()));
         }
         Ok(())
     }
@@ -481,11 +474,10 @@ pub(super) fn read_settings(
 ) -> Result<(ConfigFile, RepositoryConfig), RepoError> {
     let display = dir.path().display().to_string();
     let config = match dir.read("config") {
-        Ok(bytes) => ConfigFile::parse_bytes(&bytes).map_err(|reason| {
-            RepoError::InvalidRepositoryConfig(display.clone(), reason.to_string())
-        })?,
+        Ok(bytes) => ConfigFile::parse_bytes(&bytes)
+            .map_err(|reason| RepoError::BadConfig(display.clone(), reason.to_string()))?,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            return Err(RepoError::InvalidRepository(display));
+            return Err(RepoError::NotARepository(display));
         }
         Err(error) => {
             return Err(RepoError::io(
@@ -498,7 +490,7 @@ pub(super) fn read_settings(
         .storage_quota
         .map(|q| i64::try_from(q).unwrap_or(i64::MAX));
     let settings = RepositoryConfig::from_config(&config, quota_override)
-        .map_err(|reason| RepoError::InvalidRepositoryConfig(display, reason.to_string()))?;
+        .map_err(|reason| RepoError::BadConfig(display, reason.to_string()))?;
     Ok((config, settings))
 }
 
@@ -525,24 +517,24 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
     match std::fs::metadata(path) {
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(RepoError::PathPermissionDenied(display));
+            return Err(RepoError::PathInaccessible(display));
         }
         Err(error) => return Err(RepoError::io(format!("cannot inspect {display}"), error)),
         Ok(metadata) => {
             if is_repository(path) {
-                return Err(RepoError::AlreadyExists(display));
+                return Err(RepoError::RepositoryExists(display));
             }
             if !metadata.is_dir() {
-                return Err(RepoError::PathAlreadyExists(display));
+                return Err(RepoError::PathTaken(display));
             }
             match std::fs::read_dir(path) {
                 Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
-                    return Err(RepoError::PathPermissionDenied(display));
+                    return Err(RepoError::PathInaccessible(display));
                 }
                 Err(error) => return Err(RepoError::io(format!("cannot list {display}"), error)),
                 Ok(mut entries) => {
                     if entries.next().is_some() {
-                        return Err(RepoError::PathAlreadyExists(display));
+                        return Err(RepoError::PathTaken(display));
                     }
                 }
             }
@@ -550,7 +542,7 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
     }
     for parent in path.ancestors().skip(1) {
         if is_repository(parent) {
-            return Err(RepoError::AlreadyExists(parent.display().to_string()));
+            return Err(RepoError::RepositoryExists(parent.display().to_string()));
         }
     }
     if options.make_parent_dirs {
@@ -562,7 +554,7 @@ fn create_repository(path: &Path, options: &OpenOptions) -> Result<(), RepoError
     if !path.exists() {
         match std::fs::create_dir(path) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::ParentPathDoesNotExist(display));
+                return Err(RepoError::NoParentDirectory(display));
             }
             Err(error) => return Err(RepoError::io(format!("cannot create {display}"), error)),
             Ok(()) => {}
@@ -655,7 +647,7 @@ fn read_nonce(repo: &Dir) -> Result<Option<u64>, RepoError> {
     match repo.read("nonce") {
         Ok(bytes) => config::parse_nonce(&bytes)
             .map(Some)
-            .map_err(|e| RepoError::Error(e.to_string())),
+            .map_err(|e| RepoError::BadNonceFile(e.to_string())),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(RepoError::io("cannot read the nonce file", error)),
     }

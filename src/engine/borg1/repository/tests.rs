@@ -122,7 +122,7 @@ fn an_index_newer_than_the_last_valid_commit_is_rebuilt_up_to_that_commit() {
         assert_eq!(repo.get(&id(1)).unwrap(), [1; 100], "{damage:?}");
         assert_eq!(repo.get(&id(2)).unwrap(), [2; 100], "{damage:?}");
         match repo.get(&id(3)) {
-            Err(RepoError::ObjectNotFound(missing, _)) => assert_eq!(missing, id(3)),
+            Err(RepoError::NoSuchObject(missing, _)) => assert_eq!(missing, id(3)),
             other => panic!("{damage:?}: the lost transaction's object: {other:?}"),
         }
         assert_eq!(repo.list(None, None).unwrap().len(), 2, "{damage:?}");
@@ -158,7 +158,7 @@ fn an_index_without_any_valid_commit_needs_a_check_with_borgs_message() {
 
         let mut repo = open(&path, false).unwrap();
         match repo.get(&id(1)) {
-            Err(RepoError::CheckNeeded(message)) => assert_eq!(
+            Err(RepoError::Inconsistent(message)) => assert_eq!(
                 message,
                 format!(
                     "{}\" - although likely this is \"beyond repair",
@@ -168,7 +168,7 @@ fn an_index_without_any_valid_commit_needs_a_check_with_borgs_message() {
             ),
             other => panic!("{damage:?}: {other:?}"),
         }
-        assert!(matches!(repo.len(), Err(RepoError::CheckNeeded(_))));
+        assert!(matches!(repo.len(), Err(RepoError::Inconsistent(_))));
         // As borg 1.4.5: check finds a damaged entry, but a missing one leaves nothing to
         // find in the segments (and without a trusted index, nothing to compare); the repair
         // adds a commit tag in segment 2 and the repository is usable again.
@@ -225,7 +225,7 @@ fn a_commit_damaged_after_this_session_wrote_it_is_judged_before_the_next_read()
         }
         damage_newest_commit(&path, damage);
         assert!(
-            matches!(repo.get(&id(2)), Err(RepoError::ObjectNotFound(..))),
+            matches!(repo.get(&id(2)), Err(RepoError::NoSuchObject(..))),
             "{damage:?}"
         );
         assert_eq!(repo.len().unwrap(), 1, "{damage:?}");
@@ -240,7 +240,7 @@ fn a_commit_damaged_after_this_session_wrote_it_is_judged_before_the_next_read()
         damage_newest_commit(&path, damage);
         for _ in 0..2 {
             assert!(
-                matches!(repo.get(&id(1)), Err(RepoError::CheckNeeded(_))),
+                matches!(repo.get(&id(1)), Err(RepoError::Inconsistent(_))),
                 "{damage:?}"
             );
         }

@@ -92,7 +92,7 @@ impl Repository {
         let index_tid = self.index_transaction_id()?;
         let segments_tid = self.segments_transaction_id()?;
         match (index_tid, segments_tid) {
-            (Some(_), None) => Err(RepoError::CheckNeeded(format!(
+            (Some(_), None) => Err(RepoError::Inconsistent(format!(
                 "{}\" - although likely this is \"beyond repair",
                 self.display_path()
             ))),
@@ -128,14 +128,14 @@ impl Repository {
                 log::warn!(target: LOG, "Repository index missing or corrupted, trying to recover from: {reason}");
                 let _ = self.dir.remove_file(&index_name);
                 if !auto_recover {
-                    return Err(RepoError::Integrity(reason));
+                    return Err(RepoError::Corrupt(reason));
                 }
                 let tid = self.get_transaction_id()?;
                 self.prepare_txn(tid, true)?;
                 self.commit(false, 0.1, false)?;
                 let tid = self.get_transaction_id()?;
                 match tid {
-                    Some(tid) => read_index(&self.dir, tid).map_err(RepoError::Integrity),
+                    Some(tid) => read_index(&self.dir, tid).map_err(RepoError::Corrupt),
                     None => Ok(NsIndex::new()),
                 }
             }
@@ -280,7 +280,7 @@ impl Repository {
     fn put_entry(&mut self, id: &ObjectId, data: &[u8]) -> Result<(), RepoError> {
         if data.len() > super::segment::MAX_DATA_SIZE {
             // Checked before anything is written (borg writes a stray DELETE first).
-            return Err(RepoError::Integrity(format!(
+            return Err(RepoError::Corrupt(format!(
                 "More than allowed put data [{} > {}]",
                 data.len(),
                 super::segment::MAX_DATA_SIZE
@@ -295,12 +295,12 @@ impl Repository {
             .io
             .write_put(id, data, true)
             .map_err(|e| RepoError::io("cannot write segment", e))?
-            .ok_or_else(|| RepoError::Exception("segment unexpectedly full".into()))?;
+            .ok_or_else(|| RepoError::Internal("segment unexpectedly full".into()))?;
         self.books.storage_quota_use += u64::from(written.size);
         *self.books.segments.entry(written.segment).or_insert(0) += 1;
         self.index()?
             .insert(id, written.segment, written.offset)
-            .map_err(|e| RepoError::Exception(e.to_string()))?;
+            .map_err(|e| RepoError::Internal(e.to_string()))?;
         let charged = self.charged_use();
         if self.storage_quota != 0 && i128::from(charged) > i128::from(self.storage_quota) {
             let doomed = (
@@ -308,7 +308,7 @@ impl Repository {
                 format_file_size(i64::try_from(charged).unwrap_or(i64::MAX)),
             );
             self.doomed = Some(doomed.clone());
-            return Err(RepoError::StorageQuotaExceeded {
+            return Err(RepoError::QuotaExceeded {
                 quota: doomed.0,
                 usage: doomed.1,
             });
@@ -322,7 +322,7 @@ impl Repository {
         if let Some((quota, usage)) = &self.doomed {
             // Already over: the puts a client still had in flight fail alike, without
             // going to the ledger for each.
-            return Err(RepoError::StorageQuotaExceeded {
+            return Err(RepoError::QuotaExceeded {
                 quota: quota.clone(),
                 usage: usage.clone(),
             });
@@ -340,7 +340,7 @@ impl Repository {
                     format_file_size(i64::try_from(total).unwrap_or(i64::MAX)),
                 );
                 self.doomed = Some(doomed.clone());
-                Err(RepoError::StorageQuotaExceeded {
+                Err(RepoError::QuotaExceeded {
                     quota: doomed.0,
                     usage: doomed.1,
                 })
@@ -355,7 +355,7 @@ impl Repository {
     fn delete_object(&mut self, id: &ObjectId) -> Result<(), RepoError> {
         self.ensure_transaction()?;
         let Some((segment, offset)) = self.index()?.remove(id) else {
-            return Err(RepoError::ObjectNotFound(*id, self.display_path()));
+            return Err(RepoError::NoSuchObject(*id, self.display_path()));
         };
         self.delete_entry(id, segment, offset)
     }
@@ -374,7 +374,7 @@ impl Repository {
             .io
             .write_delete(id, true)
             .map_err(|e| RepoError::io("cannot write segment", e))?
-            .ok_or_else(|| RepoError::Exception("segment unexpectedly full".into()))?;
+            .ok_or_else(|| RepoError::Internal("segment unexpectedly full".into()))?;
         *self.books.compact.entry(written.segment).or_insert(0) += u64::from(written.size);
         self.books.segments.entry(written.segment).or_insert(0);
         Ok(())
@@ -390,7 +390,7 @@ impl Repository {
     ) -> Result<(), RepoError> {
         if let Some((quota, usage)) = self.doomed.take() {
             self.rollback();
-            return Err(RepoError::StorageQuotaExceeded { quota, usage });
+            return Err(RepoError::QuotaExceeded { quota, usage });
         }
         if !self.active_txn || self.out_of_space {
             // Python fails with AttributeError here; a commit with nothing to commit is a no-op
@@ -490,7 +490,7 @@ impl Repository {
     pub(super) fn write_index(&mut self) -> Result<(), RepoError> {
         let tid = self
             .segments_transaction_id()?
-            .ok_or_else(|| RepoError::Exception("no committed segment after commit".into()))?;
+            .ok_or_else(|| RepoError::Internal("no committed segment after commit".into()))?;
         if self.append_only {
             append_transaction_log(&self.dir, tid)
                 .map_err(|e| RepoError::io("cannot write transactions", e))?;
@@ -498,7 +498,7 @@ impl Repository {
         let index = self
             .index
             .as_ref()
-            .ok_or_else(|| RepoError::Exception("no index to write".into()))?;
+            .ok_or_else(|| RepoError::Internal("no index to write".into()))?;
         let hints_name = format!("hints.{tid}");
         let index_name = format!("index.{tid}");
         let integrity_name = format!("integrity.{tid}");
@@ -625,7 +625,7 @@ impl Repository {
             let index = self
                 .index
                 .as_mut()
-                .ok_or_else(|| RepoError::Exception("no index".into()))?;
+                .ok_or_else(|| RepoError::Internal("no index".into()))?;
             match entry.kind {
                 EntryKind::Put { key } => {
                     if let Some((old_segment, _)) = index.get(&key) {
@@ -641,7 +641,7 @@ impl Repository {
                     }
                     index
                         .insert(&key, segment, entry.offset)
-                        .map_err(|e| RepoError::Exception(e.to_string()))?;
+                        .map_err(|e| RepoError::Internal(e.to_string()))?;
                     *self.books.segments.entry(segment).or_insert(0) += 1;
                     self.books.storage_quota_use += size;
                 }
@@ -690,7 +690,7 @@ impl Repository {
         let index = self
             .index
             .as_ref()
-            .ok_or_else(|| RepoError::Exception("no index".into()))?;
+            .ok_or_else(|| RepoError::Internal("no index".into()))?;
         while let Some(entry) = entries.next_entry()? {
             match entry.kind {
                 EntryKind::Put { key } if index.get(&key) != Some((segment, entry.offset)) => {
@@ -745,7 +745,7 @@ impl Repository {
             } else {
                 self.rollback_with_cleanup();
             }
-            return Err(RepoError::InsufficientFreeSpace {
+            return Err(RepoError::NotEnoughSpace {
                 required: format_file_size(required as i64),
                 available: format_file_size(free as i64),
             });

@@ -12,6 +12,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::engine::borg1::lock::LockError;
+use crate::engine::borg1::repository::error::RepoError;
+use crate::policy::load::plain_io_error;
+
 /// The text of the legacy (tuple format) exception reply.
 pub const TUPLE_EXCEPTION_TEXT: &str = "Remote Exception (see remote log for the traceback)";
 
@@ -369,6 +373,77 @@ impl RemoteException {
     }
 }
 
+/// The exception a borg client receives for each repository error: borg's class, arguments
+/// and message (the repository itself does not know the wire).
+impl From<&RepoError> for RemoteException {
+    fn from(error: &RepoError) -> RemoteException {
+        match error {
+            RepoError::NoRepository(path) => RemoteException::does_not_exist(path),
+            RepoError::RepositoryExists(path) => RemoteException::already_exists(path),
+            RepoError::NotARepository(path) => RemoteException::invalid_repository(path),
+            RepoError::BadConfig(path, reason) => {
+                RemoteException::invalid_repository_config(path, reason)
+            }
+            RepoError::AtticFormat(path) => RemoteException::attic_repository(path),
+            RepoError::NoParentDirectory(path) => RemoteException::parent_path_does_not_exist(path),
+            RepoError::PathTaken(path) => RemoteException::path_already_exists(path),
+            RepoError::PathInaccessible(path) => RemoteException::path_permission_denied(path),
+            RepoError::Inconsistent(path) => RemoteException::check_needed(path),
+            RepoError::NoSuchObject(id, path) => {
+                RemoteException::object_not_found(&hex_id(id), path)
+            }
+            RepoError::Corrupt(message) => RemoteException::integrity_error(message),
+            RepoError::QuotaExceeded { quota, usage } => {
+                RemoteException::storage_quota_exceeded(quota, usage)
+            }
+            RepoError::NotEnoughSpace {
+                required,
+                available,
+            } => RemoteException::insufficient_free_space(required, available),
+            RepoError::Lock(error) => RemoteException::from(error),
+            RepoError::ReadOnly(operation) => RemoteException::read_only(operation),
+            RepoError::NotPermitted(message) => RemoteException::permission_denied(message),
+            RepoError::AppendOnly(path) => {
+                RemoteException::value_error(&format!("{path} is in append-only mode"))
+            }
+            RepoError::BadArgument(message) => RemoteException::value_error(message),
+            RepoError::UnknownMarker(marker) => RemoteException::key_error(marker),
+            RepoError::Precondition(message) => RemoteException::assertion_error(message),
+            RepoError::BadNonceFile(message) => RemoteException::error(message),
+            RepoError::NonceMismatch => {
+                RemoteException::exception("nonce space reservation with mismatched previous state")
+            }
+            RepoError::Internal(message) => RemoteException::exception(message),
+            RepoError::Io { context, error } => {
+                RemoteException::os_error(&format!("{context}: {}", plain_io_error(error)))
+            }
+        }
+    }
+}
+
+impl From<RepoError> for RemoteException {
+    fn from(error: RepoError) -> RemoteException {
+        RemoteException::from(&error)
+    }
+}
+
+/// borg's exceptions for lock failures (`locking.py`, `remote.py:804-823`). A wait the
+/// session gave up because its client went away is a `LockTimeout` too; borg lets the raw
+/// `OSError` of a lock file escape.
+impl From<&LockError> for RemoteException {
+    fn from(error: &LockError) -> RemoteException {
+        match error {
+            LockError::LockTimeout(path) | LockError::Aborted(path) => {
+                RemoteException::lock_timeout(path)
+            }
+            LockError::LockFailed(path, reason) => RemoteException::lock_failed(path, reason),
+            LockError::NotLocked(path) => RemoteException::not_locked(path),
+            LockError::NotMyLock(path) => RemoteException::not_my_lock(path),
+            LockError::Io(path, reason) => RemoteException::os_error(&format!("{reason}: {path}")),
+        }
+    }
+}
+
 /// Exit code of a borg 1.4.1+ client (`BORG_EXIT_CODES=modern`) for an exception class sent by
 /// the server: the class's `exit_mcode` if the client rebuilds it (`remote.py:756-831`),
 /// otherwise 2 (`RPCError`). 1.4.0 does not rebuild `InvalidRepository`, `PathAlreadyExists`,
@@ -534,6 +609,163 @@ pub fn show_sysinfo(env_value: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_repository_error_reaches_the_client_as_its_borg_exception() {
+        use std::io;
+        let id = [0xab; 32];
+        let hex = "ab".repeat(32);
+        let cases: Vec<(RepoError, &str, String)> = vec![
+            (
+                RepoError::NoRepository("/r".into()),
+                "DoesNotExist",
+                "Repository /r does not exist.".into(),
+            ),
+            (
+                RepoError::RepositoryExists("/r".into()),
+                "AlreadyExists",
+                "A repository already exists at /r.".into(),
+            ),
+            (
+                RepoError::NotARepository("/r".into()),
+                "InvalidRepository",
+                "/r is not a valid repository. Check repo config.".into(),
+            ),
+            (
+                RepoError::BadConfig("/r".into(), "no id".into()),
+                "InvalidRepositoryConfig",
+                "/r does not have a valid configuration. Check repo config [no id].".into(),
+            ),
+            (
+                RepoError::AtticFormat("/r".into()),
+                "AtticRepository",
+                "Attic repository detected. Please run \"borg upgrade /r\".".into(),
+            ),
+            (
+                RepoError::NoParentDirectory("/r".into()),
+                "ParentPathDoesNotExist",
+                "The parent path of the repo directory [/r] does not exist.".into(),
+            ),
+            (
+                RepoError::PathTaken("/r".into()),
+                "PathAlreadyExists",
+                "There is already something at /r.".into(),
+            ),
+            (
+                RepoError::PathInaccessible("/r".into()),
+                "PathPermissionDenied",
+                "Permission denied to /r.".into(),
+            ),
+            (
+                RepoError::Inconsistent("/r".into()),
+                "CheckNeeded",
+                "Inconsistency detected. Please run \"borg check /r\".".into(),
+            ),
+            (
+                RepoError::NoSuchObject(id, "/r".into()),
+                "ObjectNotFound",
+                format!("Object with key {hex} not found in repository /r."),
+            ),
+            (
+                RepoError::Corrupt("bad crc".into()),
+                "IntegrityError",
+                "Data integrity error: bad crc".into(),
+            ),
+            (
+                RepoError::QuotaExceeded {
+                    quota: "1 B".into(),
+                    usage: "2 B".into(),
+                },
+                "StorageQuotaExceeded",
+                "The storage quota (1 B) has been exceeded (2 B). Try deleting some archives."
+                    .into(),
+            ),
+            (
+                RepoError::NotEnoughSpace {
+                    required: "2 B".into(),
+                    available: "1 B".into(),
+                },
+                "InsufficientFreeSpaceError",
+                "Insufficient free space to complete transaction (required: 2 B, available: 1 B)."
+                    .into(),
+            ),
+            (
+                RepoError::Lock(LockError::NotLocked("/r/lock".into())),
+                "NotLocked",
+                "Failed to release the lock /r/lock (was not locked).".into(),
+            ),
+            (
+                RepoError::ReadOnly("put"),
+                "PermissionDenied",
+                "Permission denied: this key is read-only (put is not allowed).".into(),
+            ),
+            (
+                RepoError::NotPermitted("no.".into()),
+                "PermissionDenied",
+                "no.".into(),
+            ),
+            (
+                RepoError::AppendOnly("/r".into()),
+                "ValueError",
+                "ValueError: /r is in append-only mode\n".into(),
+            ),
+            (
+                RepoError::BadArgument("please use limit > 0 or limit = None".into()),
+                "ValueError",
+                "ValueError: please use limit > 0 or limit = None\n".into(),
+            ),
+            (
+                RepoError::UnknownMarker(b"\x01'".to_vec()),
+                "KeyError",
+                "KeyError: b\"\\x01'\"\n".into(),
+            ),
+            (
+                RepoError::Precondition("a partial check cannot repair".into()),
+                "AssertionError",
+                "AssertionError: a partial check cannot repair\n".into(),
+            ),
+            (
+                RepoError::BadNonceFile("Repository has an invalid nonce file: x".into()),
+                "Error",
+                "Error: Repository has an invalid nonce file: x".into(),
+            ),
+            (
+                RepoError::NonceMismatch,
+                "Exception",
+                "Exception: nonce space reservation with mismatched previous state\n".into(),
+            ),
+            (
+                RepoError::Internal("no index".into()),
+                "Exception",
+                "Exception: no index\n".into(),
+            ),
+            (
+                RepoError::io("cannot write segment", io::Error::from_raw_os_error(28)),
+                "OSError",
+                "OSError: cannot write segment: No space left on device\n".into(),
+            ),
+        ];
+        for (error, class, short) in cases {
+            let exception = RemoteException::from(&error);
+            assert_eq!(
+                (exception.class.as_ref(), exception.short.as_str()),
+                (class, short.as_str()),
+                "{error:?}"
+            );
+            // borg's own sentences are the storage layer's too.
+            if !short.ends_with('\n') && !short.starts_with("Error: ") {
+                assert_eq!(error.to_string(), short, "{error:?}");
+            }
+        }
+        // A lock wait given up for a vanished client is a timeout; a lock file's OSError escapes.
+        let aborted = RemoteException::from(&LockError::Aborted("/r/lock".into()));
+        assert_eq!(aborted.class, "LockTimeout");
+        let io = RemoteException::from(&LockError::Io("/r/lock".into(), "[Errno 5] EIO".into()));
+        assert_eq!(
+            (io.class.as_ref(), io.short.as_str()),
+            ("OSError", "OSError: [Errno 5] EIO: /r/lock\n")
+        );
+    }
 
     #[test]
     fn borg_errors_have_the_message_as_short_and_their_arguments() {
