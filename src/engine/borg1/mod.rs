@@ -11,7 +11,8 @@
 //! | `args` | the command line and borg's forced-command rule (pure) |
 //! | `server` | the serve loop and the dispatch of each RPC call |
 //! | `permissions` | which call needs which access, and what a read-only key gets (pure) |
-//! | `rpc` | msgpack framing, requests, replies, borg's exception classes |
+//! | `msgpack` | the msgpack codec the wire and the repository files share |
+//! | `rpc` | framing, requests, replies, borg's exception classes |
 //! | `repository` | the repository format: pure codecs, and the I/O that sequences them |
 //! | `lock` | locking compatible with borg's |
 //! | `key_quota` | one quota across every repository of a key, and its ledger |
@@ -20,6 +21,7 @@
 pub mod args;
 pub mod key_quota;
 pub mod lock;
+pub mod msgpack;
 pub mod permissions;
 pub mod remote_log;
 pub mod repository;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh64::Xxh64;
 
-use super::hints::{MsgpackError, MsgpackReader, MsgpackWriter};
+use crate::engine::borg1::msgpack::{MsgpackError, MsgpackReader, MsgpackWriter};
 
 /// The only `integrity.N` version; others are ignored with a warning, as borg does.
 pub const INTEGRITY_VERSION: i64 = 2;

@@ -1,6 +1,6 @@
 //! borg 1.x msgpack RPC: framing of the byte stream, request decoding and reply encoding.
 //!
-//! * [`msgpack`]: the wire dialect (bounded zero-copy reading, msgpack-python-exact writing);
+//! * the codec is the engine's msgpack (`borg1/msgpack/`), shared with the repository files;
 //! * [`request`]: [`RequestReader`] frames stdin into [`Request`]s with typed [`Args`];
 //! * [`reply`]: [`ReplyWriter`] batches replies for stdout;
 //! * [`errors`]: [`RemoteException`]s with borg's class names, arguments and messages.
@@ -11,7 +11,6 @@
 //! just before it would block waiting for the client.
 
 pub mod errors;
-pub mod msgpack;
 pub mod reply;
 pub mod request;
 
@@ -19,8 +18,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 
+pub use crate::engine::borg1::msgpack::{DecodeLimits, Value};
 pub use errors::{ExcArg, RemoteException, SysInfo};
-pub use msgpack::{DecodeLimits, Value};
 pub use reply::{MAX_LIST_REPLY_LEN, ReplyWriter};
 pub use request::{
     ArgError, Args, ClientData, Format, Method, Request, RequestReader, RpcDecodeError,

@@ -9,11 +9,11 @@
 use std::io::{self, IoSlice, Write};
 
 use super::errors::{ExcArg, RemoteException, TUPLE_EXCEPTION_TEXT};
-use super::msgpack::{
+use super::request::Format;
+use crate::engine::borg1::msgpack::{
     TooLongForMsgpack, checked_len, write_array_header, write_bool, write_int, write_map_header,
     write_nil, write_str, write_str_header, write_uint,
 };
-use super::request::Format;
 
 /// Payloads at least this large are written straight from the caller's slice.
 const DIRECT_PAYLOAD: usize = 64 * 1024;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io::{self, Read};
 
 use super::errors::RemoteException;
-use super::msgpack::{
+use crate::engine::borg1::msgpack::{
     Cursor, DecodeLimits, FrameError, MalformedValue, Scan, Scanner, Seq, Shallow, Value,
 };
 
@@ -852,7 +852,7 @@ impl<R: Read> RequestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::borg1::rpc::msgpack::{
+    use crate::engine::borg1::msgpack::{
         write_array_header, write_bool, write_f64, write_int, write_map_header, write_nil,
         write_str, write_uint,
     };
