@@ -89,7 +89,7 @@ pub fn run(options: &DoctorOptions) -> Result<Vec<Finding>, DoctorError> {
                 Place::file(keys_path),
                 format!(
                     "cannot read it: {}",
-                    crate::policy::load::plain_io_error(&error)
+                    crate::common::text::plain_io_error(&error)
                 ),
                 match error.kind() {
                     std::io::ErrorKind::PermissionDenied => {
@@ -535,7 +535,7 @@ fn sshd_findings(path: &Path) -> Vec<Finding> {
             Place::file(path),
             format!(
                 "cannot read it: {}",
-                crate::policy::load::plain_io_error(&error)
+                crate::common::text::plain_io_error(&error)
             ),
             match error.kind() {
                 std::io::ErrorKind::PermissionDenied => "run doctor as root",
@@ -587,7 +587,7 @@ fn expand(
                         format!(
                             "cannot read included file {}: {}",
                             included.display(),
-                            crate::policy::load::plain_io_error(&error)
+                            crate::common::text::plain_io_error(&error)
                         ),
                         "fix its permissions or the Include line",
                     )),

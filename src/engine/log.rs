@@ -7,7 +7,6 @@
 //! the root level comes from the command line (default WARNING), `--debug-topic X` enables DEBUG
 //! for logger `borg.debug.X` and its children, and other `borg.debug.*` loggers stay at WARNING.
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -323,43 +322,6 @@ impl LogHandle {
     }
 }
 
-/// Append `text` as a JSON string the way Python's `json.dumps` does (ASCII only).
-pub(crate) fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// A float like Python's `repr`: always with a fraction or exponent.
-pub(crate) fn push_json_float(out: &mut String, value: f64) {
-    if !value.is_finite() {
-        out.push_str("0.0");
-        return;
-    }
-    let start = out.len();
-    let _ = write!(out, "{value}");
-    if !out[start..].contains(['.', 'e', 'E']) {
-        out.push_str(".0");
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod test_capture {
     //! A logger whose every write is kept, for the tests of both formats.
@@ -486,15 +448,5 @@ mod tests {
         }
         assert_eq!(LogLevel::from_name("loud"), None);
         assert_eq!(LogLevel::default(), LogLevel::Warning);
-    }
-
-    #[test]
-    fn floats_always_look_like_python_floats() {
-        let mut out = String::new();
-        push_json_float(&mut out, 1733512345.0);
-        assert_eq!(out, "1733512345.0");
-        out.clear();
-        push_json_float(&mut out, 1733512345.25);
-        assert_eq!(out, "1733512345.25");
     }
 }

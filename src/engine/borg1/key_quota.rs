@@ -387,7 +387,7 @@ impl KeyQuotaSession {
     /// `change`, drops dead claims and writes it back atomically. Errors name the ledger.
     fn update<T>(&self, change: impl FnOnce(&mut Ledger) -> T) -> io::Result<T> {
         self.update_unnamed(change).map_err(|error| {
-            let text = crate::policy::load::plain_io_error(&error);
+            let text = crate::common::text::plain_io_error(&error);
             let ledger = self.quota.ledger.display().to_string();
             if text.contains(&ledger) {
                 error

@@ -11,9 +11,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::engine::log::{
-    Channel, LogHandle, LogLevel, installed, push_json_float, push_json_string, python_level_name,
-};
+use crate::common::python::{push_json_float, push_json_string};
+use crate::engine::log::{Channel, LogHandle, LogLevel, installed, python_level_name};
 
 /// Switches `handle` to borg 1's JSON records: call after a `negotiate` whose `client_data`
 /// is a map.

@@ -219,7 +219,7 @@ fn mismatch_line(
     };
     format!(
         "ID: {:<64} rebuilt index: {:<16} committed index: {:<16}",
-        crate::engine::borg1::rpc::errors::hex_id(key),
+        crate::common::text::hex_id(key),
         show(rebuilt),
         show(committed)
     )

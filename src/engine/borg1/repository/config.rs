@@ -16,9 +16,8 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 use super::segment::MAX_SEGMENT_SIZE_LIMIT;
-use super::units::{
-    FileSizeError, is_python_space, parse_file_size, python_str_repr, python_strip,
-};
+use super::units::{FileSizeError, is_python_space, parse_file_size, python_strip};
+use crate::common::python::python_str_repr;
 
 /// The section every repository config must have (case-sensitive).
 pub const REPOSITORY_SECTION: &str = "repository";

@@ -8,9 +8,9 @@ use std::fmt;
 use std::io;
 
 use super::segment::{ObjectId, SegmentError};
+use crate::common::text::hex_id;
+use crate::common::text::plain_io_error;
 use crate::engine::borg1::lock::LockError;
-use crate::engine::borg1::rpc::errors::hex_id;
-use crate::policy::load::plain_io_error;
 
 #[derive(Debug)]
 pub enum RepoError {

@@ -851,7 +851,7 @@ fn describe_io(error: &io::Error, path: &Path) -> String {
     format!(
         "[Errno {}] {}: '{}'",
         error.raw_os_error().unwrap_or(0),
-        crate::policy::load::plain_io_error(error),
+        crate::common::text::plain_io_error(error),
         path.display()
     )
 }
@@ -908,7 +908,7 @@ fn write_synced(repo: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
 
 /// borg's append-only `transactions` log line.
 fn append_transaction_log(repo: &Dir, tid: u32) -> io::Result<()> {
-    let now = crate::audit::record::rfc3339(std::time::SystemTime::now());
+    let now = crate::common::text::rfc3339(std::time::SystemTime::now());
     // RFC 3339 with microseconds: `2026-12-06T21:39:32.123456Z` -> borg's ISO_FORMAT without zone.
     let stamp = now.trim_end_matches('Z');
     let mut file = repo.open_file("transactions", Access::Append)?;

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::common::python::python_str_repr;
+
 /// Why a file size could not be parsed; `Display` gives Python's `ValueError`/`OverflowError` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileSizeError {
@@ -173,9 +175,6 @@ fn take_digit_part(bytes: &[u8], index: &mut usize, out: &mut String) -> usize {
     }
     count
 }
-
-/// Python's `repr(str)`, for error messages that quote user input (shared with the RPC layer).
-pub(crate) use crate::engine::borg1::rpc::errors::python_str_repr;
 
 #[cfg(test)]
 mod tests {

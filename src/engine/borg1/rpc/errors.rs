@@ -12,9 +12,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::common::python::{python_bytes_repr, python_str_repr};
+use crate::common::text::{hex_id, plain_io_error};
 use crate::engine::borg1::lock::LockError;
 use crate::engine::borg1::repository::error::RepoError;
-use crate::policy::load::plain_io_error;
 
 /// The text of the legacy (tuple format) exception reply.
 pub const TUPLE_EXCEPTION_TEXT: &str = "Remote Exception (see remote log for the traceback)";
@@ -68,17 +69,6 @@ impl fmt::Display for RemoteException {
 }
 
 impl std::error::Error for RemoteException {}
-
-/// Lower-case hex of a binary id, as borg's `bin_to_hex` (used in `ObjectNotFound`).
-pub fn hex_id(id: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(id.len() * 2);
-    for byte in id {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
-}
 
 /// Fill a borg docstring template: each `{}` takes the next argument, as `str.format` does.
 fn fill_template(template: &str, args: &[&str]) -> String {
@@ -476,61 +466,6 @@ pub fn modern_client_exit_code(class: &str) -> i32 {
     }
 }
 
-/// Python's `repr()` of a bytes object (`b'...'`, or `b"..."` when that avoids escaping).
-pub fn python_bytes_repr(bytes: &[u8]) -> String {
-    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut text = String::with_capacity(bytes.len() + 3);
-    text.push('b');
-    text.push(quote);
-    for &byte in bytes {
-        match byte {
-            b'\\' => text.push_str("\\\\"),
-            b'\t' => text.push_str("\\t"),
-            b'\n' => text.push_str("\\n"),
-            b'\r' => text.push_str("\\r"),
-            _ if char::from(byte) == quote => {
-                text.push('\\');
-                text.push(quote);
-            }
-            0x20..=0x7e => text.push(char::from(byte)),
-            _ => text.push_str(&format!("\\x{byte:02x}")),
-        }
-    }
-    text.push(quote);
-    text
-}
-
-/// Python's `repr()` of a str (single quotes unless the text contains only `'`).
-pub fn python_str_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(quote);
-            }
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 /// The facts shown in `sysinfo` (spec 2.7). Informational only: clients print each line
 /// prefixed with `Borg server: ` at DEBUG level.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -867,26 +802,10 @@ mod tests {
     }
 
     #[test]
-    fn hex_ids_are_lower_case() {
-        assert_eq!(hex_id(&[0x00, 0xab, 0xff]), "00abff");
-        assert_eq!(hex_id(&[]), "");
-    }
-
-    #[test]
     fn templates_take_arguments_in_order_and_keep_braces_in_arguments() {
         assert_eq!(fill_template("{} and {}", &["{}", "b"]), "{} and b");
         assert_eq!(fill_template("none", &[]), "none");
         assert_eq!(fill_template("{} {}", &["a"]), "a ");
-    }
-
-    #[test]
-    fn python_reprs_match_python() {
-        assert_eq!(python_bytes_repr(b"abc"), "b'abc'");
-        assert_eq!(python_bytes_repr(b"a'b"), "b\"a'b\"");
-        assert_eq!(python_bytes_repr(b"a'\"b"), "b'a\\'\"b'");
-        assert_eq!(python_bytes_repr(b"\n\x7f\\"), "b'\\n\\x7f\\\\'");
-        assert_eq!(python_str_repr("borg serve"), "'borg serve'");
-        assert_eq!(python_str_repr("it's"), "\"it's\"");
     }
 
     #[test]

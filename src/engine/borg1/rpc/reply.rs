@@ -277,7 +277,8 @@ fn write_all_pair(out: &mut impl Write, mut head: &[u8], tail: &[u8]) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::borg1::rpc::errors::{SysInfo, python_bytes_repr};
+    use crate::common::python::python_bytes_repr;
+    use crate::engine::borg1::rpc::errors::SysInfo;
     use crate::engine::borg1::rpc::test_support::{BorgPython, run_python};
 
     fn encoded(f: impl FnOnce(&mut ReplyWriter<Vec<u8>>) -> io::Result<()>) -> Vec<u8> {
