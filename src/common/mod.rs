@@ -4,8 +4,10 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `log_level` | borg's log levels and their flags |
 //! | `text` | how errors, times and ids are written for people |
 //! | `python` | Python's spellings that borg's clients expect: `repr()`, `json.dumps` |
 
+pub mod log_level;
 pub mod python;
 pub mod text;

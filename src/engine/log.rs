@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-pub use crate::policy::LogLevel;
+pub use crate::common::log_level::LogLevel;
 
 /// Python's level name (`logging.getLevelName`), as borg's records carry it.
 pub fn python_level_name(level: LogLevel) -> &'static str {

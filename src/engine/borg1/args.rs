@@ -7,11 +7,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::common::log_level::LogLevel;
 use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::gate::command::{split_command, strip_assignments};
 use crate::gate::options::{Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command};
 use crate::policy::validate::{MIN_STORAGE_QUOTA, parse_size};
-use crate::policy::{DEFAULT_UMASK, LogLevel, Permissions, normalize_debug_topic, parse_umask};
+use crate::policy::{DEFAULT_UMASK, Permissions, normalize_debug_topic, parse_umask};
 
 /// Everything the engine takes from its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

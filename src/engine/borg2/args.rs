@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use super::locks::{DEFAULT_FENCE, ReleasePolicy};
 use super::permissions::Mode;
+use crate::common::log_level::LogLevel;
 use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::policy::validate::parse_size;
-use crate::policy::{DEFAULT_UMASK, LogLevel, normalize_debug_topic, parse_umask};
+use crate::policy::{DEFAULT_UMASK, normalize_debug_topic, parse_umask};
 
 /// Everything `serve --rest` takes from its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
