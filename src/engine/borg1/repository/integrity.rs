@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha512};
 use xxhash_rust::xxh64::Xxh64;
 
 use crate::engine::borg1::msgpack::{MsgpackError, MsgpackReader, MsgpackWriter};
@@ -125,7 +126,7 @@ impl DigestState {
             Self::Xxh64(hasher) => format!("{:016x}", hasher.digest()),
             Self::Sha512(hasher) => hasher
                 .clone()
-                .finish()
+                .finalize()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
@@ -524,207 +525,17 @@ fn describe_value(value: &[u8]) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// SHA-512 (FIPS 180-4), for integrity data that names it. Small and only used on verification.
-
-#[derive(Clone)]
-struct Sha512 {
-    state: [u64; 8],
-    block: [u8; 128],
-    block_len: usize,
-    total_len: u128,
-}
-
-const SHA512_K: [u64; 80] = [
-    0x428a2f98d728ae22,
-    0x7137449123ef65cd,
-    0xb5c0fbcfec4d3b2f,
-    0xe9b5dba58189dbbc,
-    0x3956c25bf348b538,
-    0x59f111f1b605d019,
-    0x923f82a4af194f9b,
-    0xab1c5ed5da6d8118,
-    0xd807aa98a3030242,
-    0x12835b0145706fbe,
-    0x243185be4ee4b28c,
-    0x550c7dc3d5ffb4e2,
-    0x72be5d74f27b896f,
-    0x80deb1fe3b1696b1,
-    0x9bdc06a725c71235,
-    0xc19bf174cf692694,
-    0xe49b69c19ef14ad2,
-    0xefbe4786384f25e3,
-    0x0fc19dc68b8cd5b5,
-    0x240ca1cc77ac9c65,
-    0x2de92c6f592b0275,
-    0x4a7484aa6ea6e483,
-    0x5cb0a9dcbd41fbd4,
-    0x76f988da831153b5,
-    0x983e5152ee66dfab,
-    0xa831c66d2db43210,
-    0xb00327c898fb213f,
-    0xbf597fc7beef0ee4,
-    0xc6e00bf33da88fc2,
-    0xd5a79147930aa725,
-    0x06ca6351e003826f,
-    0x142929670a0e6e70,
-    0x27b70a8546d22ffc,
-    0x2e1b21385c26c926,
-    0x4d2c6dfc5ac42aed,
-    0x53380d139d95b3df,
-    0x650a73548baf63de,
-    0x766a0abb3c77b2a8,
-    0x81c2c92e47edaee6,
-    0x92722c851482353b,
-    0xa2bfe8a14cf10364,
-    0xa81a664bbc423001,
-    0xc24b8b70d0f89791,
-    0xc76c51a30654be30,
-    0xd192e819d6ef5218,
-    0xd69906245565a910,
-    0xf40e35855771202a,
-    0x106aa07032bbd1b8,
-    0x19a4c116b8d2d0c8,
-    0x1e376c085141ab53,
-    0x2748774cdf8eeb99,
-    0x34b0bcb5e19b48a8,
-    0x391c0cb3c5c95a63,
-    0x4ed8aa4ae3418acb,
-    0x5b9cca4f7763e373,
-    0x682e6ff3d6b2b8a3,
-    0x748f82ee5defb2fc,
-    0x78a5636f43172f60,
-    0x84c87814a1f0ab72,
-    0x8cc702081a6439ec,
-    0x90befffa23631e28,
-    0xa4506cebde82bde9,
-    0xbef9a3f7b2c67915,
-    0xc67178f2e372532b,
-    0xca273eceea26619c,
-    0xd186b8c721c0c207,
-    0xeada7dd6cde0eb1e,
-    0xf57d4f7fee6ed178,
-    0x06f067aa72176fba,
-    0x0a637dc5a2c898a6,
-    0x113f9804bef90dae,
-    0x1b710b35131c471b,
-    0x28db77f523047d84,
-    0x32caab7b40c72493,
-    0x3c9ebe0a15c9bebc,
-    0x431d67c49c100d4c,
-    0x4cc5d4becb3e42b6,
-    0x597f299cfc657e2a,
-    0x5fcb6fab3ad6faec,
-    0x6c44198c4a475817,
-];
-
-impl Sha512 {
-    fn new() -> Self {
-        Self {
-            state: [
-                0x6a09e667f3bcc908,
-                0xbb67ae8584caa73b,
-                0x3c6ef372fe94f82b,
-                0xa54ff53a5f1d36f1,
-                0x510e527fade682d1,
-                0x9b05688c2b3e6c1f,
-                0x1f83d9abfb41bd6b,
-                0x5be0cd19137e2179,
-            ],
-            block: [0; 128],
-            block_len: 0,
-            total_len: 0,
-        }
-    }
-
-    fn update(&mut self, mut bytes: &[u8]) {
-        self.total_len += bytes.len() as u128;
-        while !bytes.is_empty() {
-            let take = (128 - self.block_len).min(bytes.len());
-            self.block[self.block_len..self.block_len + take].copy_from_slice(&bytes[..take]);
-            self.block_len += take;
-            bytes = &bytes[take..];
-            if self.block_len == 128 {
-                let block = self.block;
-                self.compress(&block);
-                self.block_len = 0;
-            }
-        }
-    }
-
-    fn finish(mut self) -> [u8; 64] {
-        let bit_len = self.total_len.wrapping_mul(8);
-        let mut padding = vec![0x80u8];
-        let padded_len = (self.block_len + 1 + 16).div_ceil(128) * 128;
-        padding.resize(padded_len - self.block_len - 16, 0);
-        padding.extend_from_slice(&bit_len.to_be_bytes());
-        let total = self.total_len;
-        self.update(&padding);
-        self.total_len = total;
-        let mut out = [0u8; 64];
-        for (chunk, word) in out.chunks_exact_mut(8).zip(self.state) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        out
-    }
-
-    fn compress(&mut self, block: &[u8; 128]) {
-        let mut w = [0u64; 80];
-        for (i, chunk) in block.chunks_exact(8).enumerate() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            w[i] = u64::from_be_bytes(word);
-        }
-        for i in 16..80 {
-            let s0 = w[i - 15].rotate_right(1) ^ w[i - 15].rotate_right(8) ^ (w[i - 15] >> 7);
-            let s1 = w[i - 2].rotate_right(19) ^ w[i - 2].rotate_right(61) ^ (w[i - 2] >> 6);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
-        for i in 0..80 {
-            let s1 = e.rotate_right(14) ^ e.rotate_right(18) ^ e.rotate_right(41);
-            let choice = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(s1)
-                .wrapping_add(choice)
-                .wrapping_add(SHA512_K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(28) ^ a.rotate_right(34) ^ a.rotate_right(39);
-            let majority = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(majority);
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (state, value) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *state = state.wrapping_add(value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::borg1::repository::segment::real_borg;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[test]
     fn sha512_matches_known_vectors() {
         let digest = |input: &[u8]| {
-            let mut hasher = Sha512::new();
+            let mut hasher = DigestState::Sha512(Box::default());
             hasher.update(input);
-            hex(&hasher.finish())
+            hasher.hex_digest()
         };
         assert_eq!(
             digest(b""),
@@ -743,13 +554,13 @@ mod tests {
     #[test]
     fn sha512_is_independent_of_update_boundaries() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31) as u8).collect();
-        let mut whole = Sha512::new();
+        let mut whole = DigestState::Sha512(Box::default());
         whole.update(&data);
-        let mut pieces = Sha512::new();
+        let mut pieces = DigestState::Sha512(Box::default());
         for chunk in data.chunks(7) {
             pieces.update(chunk);
         }
-        assert_eq!(whole.finish(), pieces.finish());
+        assert_eq!(whole.hex_digest(), pieces.hex_digest());
     }
 
     #[test]
