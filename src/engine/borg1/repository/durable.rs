@@ -1,8 +1,11 @@
-//! Durable small-file replacement: write a temporary file, fsync, rename, fsync the directory.
+//! Durable file replacement, the one path every file the engine replaces goes through: write a
+//! temporary file, fsync, rename, fsync the directory.
 //!
 //! This is borg's `SaveFile` (`platform/base.py:200-247`) plus the deletion helpers of `helpers/fs.py`:
 //! a crash leaves either the old or the new file, never a torn one, and the temporary files are named
 //! `<name>-<random>.tmp` in the target directory, created exclusively with mode 0o666 (minus the umask).
+//! Files that must appear together in a fixed order (`write_index`: integrity, then hints and
+//! index) are written with [`AtomicWriter::finish`] and renamed by the caller.
 //!
 //! Everything works inside a [`Dir`] handle and never follows a symlink (see `dir.rs`); the
 //! functions taking a path open its directory first, for callers that hold only a path.
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::dir::{Access, Dir};
 
-/// Replaces `dir/name` with `bytes` atomically and durably: temporary file, write, fdatasync, close,
+/// Replaces `dir/name` with `bytes` atomically and durably: temporary file, write, fsync, close,
 /// fsync `dir`, rename over the target, fsync `dir`.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     write_atomic_in(&Dir::open(dir)?, name, bytes)
@@ -109,8 +112,9 @@ impl AtomicWriter {
         &self.names.target_path
     }
 
-    /// Flushes, fdatasyncs and closes the temporary file and fsyncs the directory, without renaming yet.
-    /// For multi-file protocols such as `write_index`, which renames several files in a fixed order.
+    /// Flushes, fsyncs and closes the temporary file, without renaming it yet: for protocols that
+    /// rename several files in a fixed order and fsync the directory themselves (`write_index`).
+    /// (borg syncs only the data of its `SaveFile`s; the whole file costs nothing more here.)
     pub fn finish(mut self) -> io::Result<PendingRename> {
         let pending = PendingRename {
             names: Names {
@@ -128,16 +132,18 @@ impl AtomicWriter {
             let file = writer
                 .into_inner()
                 .map_err(io::IntoInnerError::into_error)?;
-            file.sync_data()?;
+            file.sync_all()?;
             drop(file);
         }
-        pending.names.dir.sync()?;
         Ok(pending)
     }
 
-    /// [`AtomicWriter::finish`], then rename over the target and fsync the directory.
+    /// [`AtomicWriter::finish`], fsync the directory, rename over the target, fsync the directory
+    /// again: borg's `SaveFile`.
     pub fn commit(self) -> io::Result<()> {
-        self.finish()?.rename_and_sync()
+        let pending = self.finish()?;
+        pending.names.dir.sync()?;
+        pending.rename_and_sync()
     }
 }
 

@@ -5,11 +5,11 @@
 //! `integrity.N` describe the state after transaction N; when they are behind the segments
 //! (a crash between the commit entry and the index write), the segments are replayed.
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, Write};
 use std::path::Path;
 
 use super::dir::{Access, Dir, Kind};
+use super::durable::{AtomicWriter, PendingRename};
 use super::error::RepoError;
 use super::hashindex::{IndexHeader, NsIndex};
 use super::hints::{self, DecodedHints};
@@ -507,31 +507,34 @@ impl Repository {
             move |e: io::Error| RepoError::io(format!("cannot write {what}"), e)
         };
 
+        // Each file is written and synced under a temporary name; a failure before the renames
+        // removes them (dropping a `PendingRename`) and leaves the last commit's files alone.
         let hints_bytes = self.books.encode();
-        let hints_integrity = write_tmp(&self.dir, &hints_name, |writer| {
+        let (hints, hints_integrity) = write_digested(&self.dir, &hints_name, |writer| {
             writer.write_all(&hints_bytes)
         })
         .map_err(io_error(&hints_name))?;
-        let index_integrity = write_tmp(&self.dir, &index_name, |writer| {
+        let (index_file, index_integrity) = write_digested(&self.dir, &index_name, |writer| {
             index.write_header(&mut *writer)?;
             writer.part(integrity::HASH_HEADER_PART);
             index.write_buckets(&mut *writer)
         })
         .map_err(io_error(&index_name))?;
-        write_synced(
-            &self.dir,
-            &tmp_name(&integrity_name),
-            &integrity::encode_integrity_file(&hints_integrity, &index_integrity),
-        )
-        .map_err(io_error(&integrity_name))?;
+        let integrity_bytes = integrity::encode_integrity_file(&hints_integrity, &index_integrity);
+        let integrity = AtomicWriter::create_in(&self.dir, &integrity_name)
+            .and_then(|mut writer| {
+                writer.write_all(&integrity_bytes)?;
+                writer.finish()
+            })
+            .map_err(io_error(&integrity_name))?;
 
-        let rename = |name: &str| self.dir.rename(&tmp_name(name), name);
-        rename(&integrity_name).map_err(io_error(&integrity_name))?;
+        // borg's order: the integrity data first, then hints and index.
+        integrity.rename().map_err(io_error(&integrity_name))?;
         self.dir
             .sync()
             .map_err(io_error("the repository directory"))?;
-        rename(&hints_name).map_err(io_error(&hints_name))?;
-        rename(&index_name).map_err(io_error(&index_name))?;
+        hints.rename().map_err(io_error(&hints_name))?;
+        index_file.rename().map_err(io_error(&index_name))?;
         self.dir
             .sync()
             .map_err(io_error("the repository directory"))?;
@@ -881,29 +884,17 @@ impl<R: io::Read> io::Read for VerifyingReader<R> {
     }
 }
 
-fn tmp_name(name: &str) -> String {
-    format!("{name}.tmp")
-}
-
-/// Writes `<name>.tmp` through a digester and fsyncs it; returns its integrity record.
-fn write_tmp(
+/// Writes `name` under a temporary name through a digester and fsyncs it; returns the file
+/// waiting for its rename, and its integrity record.
+fn write_digested(
     repo: &Dir,
     name: &str,
-    write: impl FnOnce(&mut DigestingWriter<BufWriter<File>>) -> io::Result<()>,
-) -> io::Result<IntegrityData> {
-    let file = repo.open_file(&tmp_name(name), Access::Truncate)?;
-    let mut writer = DigestingWriter::new(BufWriter::with_capacity(1 << 20, file), name);
+    write: impl FnOnce(&mut DigestingWriter<AtomicWriter>) -> io::Result<()>,
+) -> io::Result<(PendingRename, IntegrityData)> {
+    let mut writer = DigestingWriter::new(AtomicWriter::create_in(repo, name)?, name);
     write(&mut writer)?;
-    let (buffered, record) = writer.finish();
-    let file = buffered.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(record)
-}
-
-fn write_synced(repo: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut file = repo.open_file(name, Access::Truncate)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let (file, record) = writer.finish();
+    Ok((file.finish()?, record))
 }
 
 /// borg's append-only `transactions` log line.
