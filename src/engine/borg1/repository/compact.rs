@@ -2,6 +2,7 @@
 //! deleted, with intermediate commits so that a crash at any step leaves a valid log.
 
 use super::error::RepoError;
+use super::io::{SegmentIo, Written};
 use super::repo::{LOG, Repository};
 use super::segment::{EntryKind, HEADER_SIZE, ReadMode};
 use super::units::format_file_size;
@@ -81,20 +82,9 @@ impl Repository {
                     let current = self.index.as_ref().and_then(|index| index.get(&key))
                         == Some((segment, entry.offset));
                     if current {
-                        let written = match self
-                            .io
-                            .write_put(&key, entry.data, false)
-                            .map_err(write_error)?
-                        {
-                            Some(written) => written,
-                            None => {
-                                self.complete_transfer(true, unused)?;
-                                self.io
-                                    .write_put(&key, entry.data, true)
-                                    .map_err(write_error)?
-                                    .ok_or_else(full_error)?
-                            }
-                        };
+                        let written = self.write_or_commit_first(unused, |io, full_ok| {
+                            io.write_put(&key, entry.data, full_ok)
+                        })?;
                         let index = self
                             .index
                             .as_mut()
@@ -102,19 +92,11 @@ impl Repository {
                         index
                             .insert(&key, written.segment, written.offset)
                             .map_err(|e| RepoError::Internal(e.to_string()))?;
-                        *self.books.segments.entry(written.segment).or_insert(0) += 1;
-                        *self.books.segments.entry(segment).or_insert(0) -= 1;
+                        self.books.put_moved(segment, written.segment);
                     } else {
                         // A superseded PUT disappears with this segment.
-                        if let Some(shadowed) = self.books.shadow_index.get_mut(&key) {
-                            if let Some(position) = shadowed.iter().position(|s| *s == segment) {
-                                shadowed.remove(position);
-                            }
-                        }
-                        self.books.storage_quota_use = self
-                            .books
-                            .storage_quota_use
-                            .saturating_sub(u64::from(entry.size));
+                        self.books
+                            .superseded_put_dropped(&key, segment, u64::from(entry.size));
                     }
                 }
                 EntryKind::Delete { key } => {
@@ -134,20 +116,11 @@ impl Repository {
                     if shadowed_put_exists || delete_is_not_stable {
                         // Keep the DELETE: an older PUT may still exist on disk, or the delete is
                         // not yet settled by an index (borg 6425d16a).
-                        let written =
-                            match self.io.write_delete(&key, false).map_err(write_error)? {
-                                Some(written) => written,
-                                None => {
-                                    self.complete_transfer(true, unused)?;
-                                    self.io
-                                        .write_delete(&key, true)
-                                        .map_err(write_error)?
-                                        .ok_or_else(full_error)?
-                                }
-                            };
-                        *self.books.compact.entry(written.segment).or_insert(0) +=
-                            u64::from(written.size);
-                        self.books.segments.entry(written.segment).or_insert(0);
+                        let written = self.write_or_commit_first(unused, |io, full_ok| {
+                            io.write_delete(&key, full_ok)
+                        })?;
+                        self.books
+                            .unreferenced_written(written.segment, u64::from(written.size));
                     } else if self.books.shadow_index.get(&key).is_some_and(Vec::is_empty) {
                         self.books.shadow_index.remove(&key);
                     }
@@ -155,6 +128,23 @@ impl Repository {
             }
         }
         Ok(())
+    }
+
+    /// Writes an entry with `write` into the current segment; when that segment is full,
+    /// commits what was copied so far first (deleting the segments it replaces) and writes
+    /// into a fresh one (borg's `complete_xfer(intermediate=True)` on `LoggedIO.SegmentFull`).
+    fn write_or_commit_first(
+        &mut self,
+        unused: &mut Vec<u32>,
+        mut write: impl FnMut(&mut SegmentIo, bool) -> std::io::Result<Option<Written>>,
+    ) -> Result<Written, RepoError> {
+        if let Some(written) = write(&mut self.io, false).map_err(write_error)? {
+            return Ok(written);
+        }
+        self.complete_transfer(true, unused)?;
+        write(&mut self.io, true)
+            .map_err(write_error)?
+            .ok_or_else(full_error)
     }
 
     /// Commits what was copied so far and deletes the segments it replaces (borg's
@@ -168,8 +158,7 @@ impl Repository {
             .io
             .write_commit(intermediate)
             .map_err(|e| RepoError::io("cannot write the commit", e))?;
-        self.books.segments.entry(segment).or_insert(0);
-        *self.books.compact.entry(segment).or_insert(0) += HEADER_SIZE as u64;
+        self.books.unreferenced_written(segment, HEADER_SIZE as u64);
         for old in unused.drain(..) {
             let count = self.books.segments.remove(&old).unwrap_or(0);
             if count != 0 {

@@ -128,6 +128,58 @@ impl Hints {
     }
 }
 
+/// How each entry a transaction, a replay or a compaction writes or drops changes the hints,
+/// as borg's `repository.py` updates `segments`, `compact`, `storage_quota_use` and
+/// `shadow_index`.
+impl Hints {
+    /// A PUT of `size` bytes went to `segment`: one more live object there, and `size` more
+    /// bytes against the storage quota.
+    pub fn put_written(&mut self, segment: u32, size: u64) {
+        *self.segments.entry(segment).or_insert(0) += 1;
+        self.storage_quota_use += size;
+    }
+
+    /// The live PUT of `key` in `segment` was superseded (deleted, or overwritten by a newer
+    /// PUT): one live object fewer there, a shadowed PUT that compaction must keep in mind, and
+    /// the bytes compaction can now free there, which `freeable` finds out (it may read the
+    /// segment, and fail: the count is down by then, as in borg).
+    pub fn put_superseded<E>(
+        &mut self,
+        key: ObjectId,
+        segment: u32,
+        freeable: impl FnOnce() -> Result<u64, E>,
+    ) -> Result<(), E> {
+        self.shadow_index.entry(key).or_default().push(segment);
+        *self.segments.entry(segment).or_insert(0) -= 1;
+        *self.compact.entry(segment).or_insert(0) += freeable()?;
+        Ok(())
+    }
+
+    /// An entry no index will point at (a DELETE or a COMMIT) of `size` bytes went to
+    /// `segment`: all of it is freeable, and the segment is known even if it holds no PUT.
+    pub fn unreferenced_written(&mut self, segment: u32, size: u64) {
+        self.segments.entry(segment).or_insert(0);
+        *self.compact.entry(segment).or_insert(0) += size;
+    }
+
+    /// Compaction copied a live PUT from segment `from` to segment `to`.
+    pub fn put_moved(&mut self, from: u32, to: u32) {
+        *self.segments.entry(to).or_insert(0) += 1;
+        *self.segments.entry(from).or_insert(0) -= 1;
+    }
+
+    /// Compaction drops a superseded PUT of `key` (`size` bytes) with its `segment`: it no
+    /// longer shadows anything there, nor counts against the quota.
+    pub fn superseded_put_dropped(&mut self, key: &ObjectId, segment: u32, size: u64) {
+        if let Some(shadowed) = self.shadow_index.get_mut(key) {
+            if let Some(position) = shadowed.iter().position(|s| *s == segment) {
+                shadowed.remove(position);
+            }
+        }
+        self.storage_quota_use = self.storage_quota_use.saturating_sub(size);
+    }
+}
+
 /// Decodes a hints file (version 1 or 2, byte fields as str or bin, unknown keys ignored, last of
 /// duplicate keys wins as in a Python dict). Never allocates beyond what `bytes` can hold.
 pub fn decode(bytes: &[u8]) -> Result<DecodedHints, HintsError> {
@@ -442,6 +494,43 @@ mod tests {
                 "{field:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_entry_changes_the_bookkeeping_as_borg_does() {
+        let mut hints = Hints::default();
+        let id = [3u8; 32];
+        hints.put_written(1, 100);
+        hints.put_written(1, 50);
+        assert_eq!(hints.segments, BTreeMap::from([(1, 2)]));
+        assert_eq!(hints.storage_quota_use, 150);
+        // The PUT in segment 1 is deleted: a DELETE of 41 bytes goes to segment 2.
+        hints.put_superseded(id, 1, || Ok::<_, ()>(100)).unwrap();
+        hints.unreferenced_written(2, 41);
+        assert_eq!(hints.segments, BTreeMap::from([(1, 1), (2, 0)]));
+        assert_eq!(hints.compact, BTreeMap::from([(1, 100), (2, 41)]));
+        assert_eq!(hints.shadow_index[&id], vec![1]);
+        // Compaction moves the live PUT to segment 3 and drops the superseded one.
+        hints.put_moved(1, 3);
+        hints.superseded_put_dropped(&id, 1, 100);
+        assert_eq!(hints.segments, BTreeMap::from([(1, 0), (2, 0), (3, 1)]));
+        assert_eq!(hints.shadow_index[&id], Vec::<u32>::new());
+        assert_eq!(hints.storage_quota_use, 50);
+        hints.superseded_put_dropped(&id, 1, 1000);
+        assert_eq!(hints.storage_quota_use, 0);
+    }
+
+    #[test]
+    fn a_superseded_put_whose_size_cannot_be_read_is_already_counted_down() {
+        let mut hints = Hints::default();
+        hints.put_written(4, 10);
+        assert_eq!(
+            hints.put_superseded([1; 32], 4, || Err("unreadable")),
+            Err("unreadable")
+        );
+        assert_eq!(hints.segments[&4], 0);
+        assert_eq!(hints.shadow_index[&[1; 32]], vec![4]);
+        assert_eq!(hints.compact.get(&4), None);
     }
 
     #[test]

@@ -296,8 +296,8 @@ impl Repository {
             .write_put(id, data, true)
             .map_err(|e| RepoError::io("cannot write segment", e))?
             .ok_or_else(|| RepoError::Internal("segment unexpectedly full".into()))?;
-        self.books.storage_quota_use += u64::from(written.size);
-        *self.books.segments.entry(written.segment).or_insert(0) += 1;
+        self.books
+            .put_written(written.segment, u64::from(written.size));
         self.index()?
             .insert(id, written.segment, written.offset)
             .map_err(|e| RepoError::Internal(e.to_string()))?;
@@ -362,21 +362,17 @@ impl Repository {
 
     /// Shared by put and delete: account the superseded PUT and write a DELETE entry.
     fn delete_entry(&mut self, id: &ObjectId, segment: u32, offset: u32) -> Result<(), RepoError> {
-        self.books
-            .shadow_index
-            .entry(*id)
-            .or_default()
-            .push(segment);
-        *self.books.segments.entry(segment).or_insert(0) -= 1;
-        let size = self.io.entry_size(segment, offset, id)?;
-        *self.books.compact.entry(segment).or_insert(0) += u64::from(size);
+        let io = &mut self.io;
+        self.books.put_superseded(*id, segment, || {
+            io.entry_size(segment, offset, id).map(u64::from)
+        })?;
         let written = self
             .io
             .write_delete(id, true)
             .map_err(|e| RepoError::io("cannot write segment", e))?
             .ok_or_else(|| RepoError::Internal("segment unexpectedly full".into()))?;
-        *self.books.compact.entry(written.segment).or_insert(0) += u64::from(written.size);
-        self.books.segments.entry(written.segment).or_insert(0);
+        self.books
+            .unreferenced_written(written.segment, u64::from(written.size));
         Ok(())
     }
 
@@ -417,8 +413,8 @@ impl Repository {
             .io
             .write_commit(false)
             .map_err(|e| RepoError::io("cannot write the commit", e))?;
-        self.books.segments.entry(segment).or_insert(0);
-        *self.books.compact.entry(segment).or_insert(0) += super::segment::HEADER_SIZE as u64;
+        self.books
+            .unreferenced_written(segment, super::segment::HEADER_SIZE as u64);
         if compact && !self.append_only {
             if cleanup_commits {
                 for file in self
@@ -634,33 +630,22 @@ impl Repository {
                     if let Some((old_segment, _)) = index.get(&key) {
                         // borg charges the new entry's size to the old segment; matching it keeps
                         // hints identical to borg's.
-                        *self.books.compact.entry(old_segment).or_insert(0) += size;
-                        *self.books.segments.entry(old_segment).or_insert(0) -= 1;
                         self.books
-                            .shadow_index
-                            .entry(key)
-                            .or_default()
-                            .push(old_segment);
+                            .put_superseded(key, old_segment, || Ok::<_, RepoError>(size))?;
                     }
                     index
                         .insert(&key, segment, entry.offset)
                         .map_err(|e| RepoError::Internal(e.to_string()))?;
-                    *self.books.segments.entry(segment).or_insert(0) += 1;
-                    self.books.storage_quota_use += size;
+                    self.books.put_written(segment, size);
                 }
                 EntryKind::Delete { key } => {
                     if let Some((old_segment, old_offset)) = index.remove(&key) {
                         // A PUT in a segment compaction already removed needs no accounting.
                         if self.io.segment_exists(old_segment) {
-                            *self.books.segments.entry(old_segment).or_insert(0) -= 1;
-                            let old_size = self.io.entry_size(old_segment, old_offset, &key)?;
-                            *self.books.compact.entry(old_segment).or_insert(0) +=
-                                u64::from(old_size);
-                            self.books
-                                .shadow_index
-                                .entry(key)
-                                .or_default()
-                                .push(old_segment);
+                            let io = &mut self.io;
+                            self.books.put_superseded(key, old_segment, || {
+                                io.entry_size(old_segment, old_offset, &key).map(u64::from)
+                            })?;
                         }
                     }
                 }
