@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod check_policy;
 pub mod cli;
+pub mod common;
 pub mod engine;
 pub mod exec;
 pub mod gate;

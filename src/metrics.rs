@@ -248,7 +248,7 @@ impl fmt::Display for MetricsError {
                 f,
                 "metrics textfile {}: {}",
                 path.display(),
-                crate::policy::load::plain_io_error(error)
+                crate::common::text::plain_io_error(error)
             ),
         }
     }

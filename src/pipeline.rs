@@ -354,7 +354,7 @@ impl fmt::Display for Explanation {
             writeln!(
                 f,
                 "key quota:   {} across every repository this key reaches (ledger {})",
-                crate::engine::repository::units::format_file_size(
+                crate::engine::borg1::repository::units::format_file_size(
                     i64::try_from(quota.limit).unwrap_or(i64::MAX)
                 ),
                 quota.ledger.display()

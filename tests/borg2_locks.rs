@@ -30,9 +30,11 @@ struct World {
     client: BorgClient,
 }
 
-/// Key 0: the engine; key 1: the engine with a 2 s idle timeout.
+/// Key 0: the engine; key 1: the engine with a 2 s idle timeout; key 2: the engine with a
+/// 3 s limit on the whole session.
 const ENGINE: usize = 0;
 const IDLE: usize = 1;
+const LIMITED: usize = 2;
 
 impl World {
     fn start(label: &str) -> Option<World> {
@@ -51,6 +53,7 @@ impl World {
         let sshd = Sshd::start(&[
             AuthorizedKey::forced_command(&engine),
             AuthorizedKey::forced_command(&format!("{engine} --idle-timeout 2s")),
+            AuthorizedKey::forced_command(&format!("{engine} --session-limit 3s")),
         ]);
         let client = BorgClient::new(&borg2, "pypi");
         let world = World { dir, sshd, client };
@@ -203,6 +206,21 @@ fn a_frozen_client_is_dropped_at_the_idle_timeout() {
     eprintln!("lock freed {freed_after:?} after the freeze");
     world.ok(ENGINE, &["create", "--lock-wait", "5", "second", "."]);
     kill_group(&mut first);
+    world.ok(ENGINE, &["check", "--verify-data"]);
+    assert_eq!(world.archives(), ["second"]);
+}
+
+#[test]
+fn a_session_past_its_limit_is_ended_and_its_lock_freed() {
+    let world = require!(World::start("borg2-limit"));
+    let mut first = world.backup_from_pipe(LIMITED, "first");
+    world.wait_until_locked();
+    // The client stays connected and holds the lock (its input never ends); only the
+    // session limit can end it.
+    let freed_after = world.wait_until_unlocked();
+    eprintln!("lock freed {freed_after:?} after the lock was taken");
+    kill_group(&mut first);
+    world.ok(ENGINE, &["create", "--lock-wait", "5", "second", "."]);
     world.ok(ENGINE, &["check", "--verify-data"]);
     assert_eq!(world.archives(), ["second"]);
 }

@@ -1085,7 +1085,10 @@ fn a_borg2_only_policy_refuses_borg1_and_says_what_it_runs() {
 fn a_resolved_borg2_repository_gets_the_builtin_engines_pinned_options() {
     let text = POLICY
         .replace("[client]\n", "[client]\nprotocols = [\"borg2\"]\n")
-        .replace("umask = \"077\"", "umask = \"027\"\nidle_timeout = \"10m\"");
+        .replace(
+            "umask = \"077\"",
+            "umask = \"027\"\nidle_timeout = \"10m\"\nrequest_timeout = \"2m\"\nsession_limit = \"12h\"",
+        );
     let policy = parse_policy(&text, "t").unwrap();
     let judgement = judge(&policy, Some(b"borg serve --rest --backend FILE:r"))
         .with_repository(&policy, Ok(PathBuf::from("/srv/backup/alice/r")));
@@ -1104,6 +1107,8 @@ fn a_resolved_borg2_repository_gets_the_builtin_engines_pinned_options() {
             "--warning",
             "--storage-quota=50000000000",
             "--idle-timeout=600s",
+            "--request-timeout=120s",
+            "--session-limit=43200s",
             "--lock-release=release",
         ]
     );

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use borg_gate::engine::rpc::msgpack::Cursor;
+use borg_gate::engine::borg1::msgpack::Cursor;
 use rmpv::Value;
 use support::{BorgClient, require};
 

@@ -1,8 +1,9 @@
 //! Issue 15, item 9: a client that trickles a request one byte every few seconds is never
 //! silent, so the idle timeout alone never ends its session, and it keeps the repository
 //! lock. A request must arrive within `--request-timeout` of its first byte, and a session
-//! may last at most `--session-limit` (policy `request_timeout`, `session_limit`). Every
-//! test waits for the events that matter: the engine's exit and the lock's release.
+//! may last at most `--session-limit` (policy `request_timeout`, `session_limit`). The borg 2
+//! engine, `serve --rest`, has the same clocks and releases the lock objects its client left.
+//! Every test waits for the events that matter: the engine's exit and the lock's release.
 
 mod lifecycle;
 mod support;
@@ -21,6 +22,7 @@ use rmpv::Value;
 
 use lifecycle::raw::{RawSession, Reply, object_id};
 use lifecycle::{exclusive_lock_present, wait_for};
+use support::{Request, RestServer};
 
 /// How long a test waits for something that must happen before it calls it a hang.
 const HANG: Duration = Duration::from_secs(20);
@@ -106,7 +108,15 @@ impl Scene {
 /// Writes `bytes` to the engine's stdin one at a time, `every` apart, until they run out,
 /// the engine has gone, or `stop` is set.
 fn trickle(session: &mut RawSession, bytes: Vec<u8>, every: Duration) -> Arc<AtomicBool> {
-    let mut stdin = session.take_stdin().expect("stdin is open");
+    trickle_into(session.take_stdin().expect("stdin is open"), bytes, every)
+}
+
+/// [`trickle`] into any engine's stdin.
+fn trickle_into(
+    mut stdin: impl Write + Send + 'static,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     thread::spawn(move || {
@@ -247,6 +257,98 @@ fn the_session_limit_also_ends_a_lock_wait() {
     );
     // The session is over: the engine ends it at the next request boundary.
     assert!(waiter.wait_exit(HANG).is_some());
+}
+
+/// A borg 2 store served by `serve --rest <extra>` (stderr in `log`), in which this session
+/// holds a lock object.
+fn rest_lock_holder(store: &Path, extra: &[&str], log: &Path) -> RestServer {
+    let mut server = RestServer::engine_logging_to(store, extra, log);
+    assert_eq!(server.request(&Request::post("/?cmd=create")).status, 200);
+    assert_eq!(
+        server
+            .request(&Request::store("locks/mine", b"sealed lock"))
+            .status,
+        200
+    );
+    server
+}
+
+/// The lock objects in a borg 2 store.
+fn rest_locks(store: &Path) -> Vec<String> {
+    fs::read_dir(store.join("locks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_borg_2_client_trickling_a_request_loses_its_lock_at_the_request_deadline() {
+    let dir = support::temp_dir("slowloris-rest-trickle");
+    let store = dir.path().join("store");
+    let log = dir.path().join("engine.log");
+    // The idle timeout never fires: a byte arrives every 250 ms.
+    let mut server = rest_lock_holder(&store, &["--idle-timeout=1s", "--request-timeout=2s"], &log);
+    assert_eq!(rest_locks(&store), ["mine"]);
+    let store_request = Request::store("packs/ab/ab00", &[3; 200]).bytes();
+    let started = Instant::now();
+    let stop = trickle_into(
+        server.take_input(),
+        store_request,
+        Duration::from_millis(250),
+    );
+    let status = server.wait(HANG);
+    stop.store(true, Ordering::Relaxed);
+    let ended = started.elapsed();
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(0),
+        "the engine still serves a client that sends one byte every 250 ms"
+    );
+    assert!(
+        ended <= Duration::from_secs(2) + SLACK,
+        "a trickling client kept its session {ended:?} with --request-timeout=2s"
+    );
+    assert!(rest_locks(&store).is_empty(), "its lock object is released");
+    assert!(!store.join("packs/ab/ab00").exists());
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("a request was still incomplete 2 s after it began"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_busy_borg_2_session_ends_at_its_limit_and_releases_its_lock() {
+    let dir = support::temp_dir("slowloris-rest-limit");
+    let store = dir.path().join("store");
+    let log = dir.path().join("engine.log");
+    let started = Instant::now();
+    let mut server = rest_lock_holder(&store, &["--idle-timeout=1s", "--session-limit=3s"], &log);
+    let mut answered = 0;
+    while started.elapsed() < HANG {
+        match server.try_request(&Request::head("/locks/mine")) {
+            Some(response) => {
+                assert_eq!(response.status, 200);
+                answered += 1;
+            }
+            None => break,
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let status = server.wait(HANG);
+    let ended = started.elapsed();
+    assert_eq!(status.and_then(|status| status.code()), Some(0));
+    assert!(answered > 0);
+    assert!(
+        ended >= Duration::from_millis(2900) && ended <= Duration::from_secs(3) + SLACK,
+        "the session ended {ended:?} after the start, with --session-limit=3s"
+    );
+    assert!(rest_locks(&store).is_empty(), "its lock object is released");
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("the session reached the server's limit of 3 s"),
+        "{log}"
+    );
 }
 
 /// A policy file with `repository_extra` in `[repository]`, restricted to `dir`.

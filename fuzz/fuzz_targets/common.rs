@@ -6,11 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use borg_gate::engine::args::parse_serve_args;
+use borg_gate::engine::borg1::args::parse_serve_args;
 use borg_gate::engine::log::{LogConfig, RemoteLogger};
 use borg_gate::engine::paths::PathContext;
-use borg_gate::engine::rpc::{ReplyWriter, RequestReader};
-use borg_gate::engine::server::{Ending, Server};
+use borg_gate::engine::borg1::rpc::{ReplyWriter, RequestReader};
+use borg_gate::engine::borg1::server::{Ending, Server};
 
 /// A directory on tmpfs when there is one (fsync is free there), private to this process.
 pub fn work_dir() -> &'static Path {

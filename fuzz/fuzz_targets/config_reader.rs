@@ -3,7 +3,7 @@
 //! validation and the nonce reader never panic.
 #![no_main]
 
-use borg_gate::engine::repository::config::{
+use borg_gate::engine::borg1::repository::config::{
     ConfigFile, RepositoryConfig, last_segment_checked, parse_nonce, repository_key,
 };
 use libfuzzer_sys::fuzz_target;

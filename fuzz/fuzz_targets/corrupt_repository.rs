@@ -8,8 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use borg_gate::engine::lock::{LockIdentity, SessionLockWait};
-use borg_gate::engine::repository::repo::{OpenOptions, Repository};
+use borg_gate::engine::borg1::lock::{LockIdentity, SessionLockWait};
+use borg_gate::engine::borg1::repository::repo::{OpenOptions, Repository};
+use borg_gate::engine::borg1::rpc::RemoteException;
 use libfuzzer_sys::fuzz_target;
 
 /// The files of `fuzz/fixtures/repo` an input may replace (the first input byte picks one;
@@ -49,7 +50,7 @@ fuzz_target!(|bytes: &[u8]| {
     let mut repository = match open() {
         Ok(repository) => repository,
         Err(error) => {
-            let _ = error.to_remote();
+            let _ = (error.to_string(), RemoteException::from(&error));
             return;
         }
     };
@@ -67,7 +68,7 @@ fuzz_target!(|bytes: &[u8]| {
     let repaired = if selector & 0x80 != 0 {
         repository.check(true, 0)
     } else {
-        Err(borg_gate::engine::repository::error::RepoError::ReadOnly(
+        Err(borg_gate::engine::borg1::repository::error::RepoError::ReadOnly(
             "repair",
         ))
     };

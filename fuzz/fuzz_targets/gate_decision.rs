@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use std::path::PathBuf;
 
-use borg_gate::engine::args::{ServeConfig, apply_client_command};
+use borg_gate::engine::borg1::args::{ServeConfig, apply_client_command};
 use borg_gate::gate::{Decision, judge};
 use borg_gate::policy::{Policy, Protocol, parse_policy};
 use libfuzzer_sys::fuzz_target;
@@ -44,7 +44,7 @@ fuzz_target!(|command: &[u8]| {
                 panic!("{violation}");
             }
             // What the gate accepts, the engine parses.
-            let config = borg_gate::engine::args::parse_serve_args(args)
+            let config = borg_gate::engine::borg1::args::parse_serve_args(args)
                 .expect("the engine parses what the gate produced");
             assert_eq!(config.restrict_to_paths.len(), 2);
             assert_eq!(config.umask, 0o027);

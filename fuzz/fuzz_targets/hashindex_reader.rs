@@ -2,7 +2,7 @@
 //! an allocation beyond the file's size; a structurally sound index behaves like a map.
 #![no_main]
 
-use borg_gate::engine::repository::hashindex::NsIndex;
+use borg_gate::engine::borg1::repository::hashindex::NsIndex;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

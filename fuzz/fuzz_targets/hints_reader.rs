@@ -2,7 +2,7 @@
 //! encode and decode to the same value.
 #![no_main]
 
-use borg_gate::engine::repository::hints::{DecodedHints, decode};
+use borg_gate::engine::borg1::repository::hints::{DecodedHints, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use borg_gate::engine::repository::integrity::{
+use borg_gate::engine::borg1::repository::integrity::{
     IntegrityFile, Verification, decode_integrity_file, parse_integrity_json, verify_hints,
 };
 use libfuzzer_sys::fuzz_target;

@@ -11,8 +11,9 @@ use borg_gate::engine::borg2::locks::ReleasePolicy;
 use borg_gate::engine::borg2::permissions::Mode;
 use borg_gate::engine::borg2::posixfs::PosixFs;
 use borg_gate::engine::borg2::service::{Service, ServiceConfig};
-use borg_gate::engine::borg2::session::{self, Watch};
+use borg_gate::engine::borg2::session;
 use borg_gate::engine::borg2::wire::{RequestReader, ResponseWriter};
+use borg_gate::engine::session::{SessionClock, Watch};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -38,11 +39,11 @@ fuzz_target!(|bytes: &[u8]| {
             fence: std::time::Duration::from_secs(60),
         },
     );
-    let mut watch = Watch {
-        stdin: std::fs::File::open("/dev/null").unwrap(),
-        signals: None,
-        clock: std::rc::Rc::new(borg_gate::engine::clock::SessionClock::new(None, None, None)),
-    };
+    let mut watch = Watch::new(
+        std::fs::File::open("/dev/null").unwrap(),
+        None,
+        SessionClock::new(None, None, None),
+    );
     let mut reader = RequestReader::new(stream);
     let mut writer = ResponseWriter::new(Vec::new());
     let ending = session::run(&mut service, &mut watch, &mut reader, &mut writer);

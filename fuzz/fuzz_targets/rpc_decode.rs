@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use borg_gate::engine::rpc::RequestReader;
+use borg_gate::engine::borg1::rpc::RequestReader;
 use libfuzzer_sys::fuzz_target;
 
 /// Delivers the input in reads of at most `chunk` bytes.

@@ -5,7 +5,7 @@
 #[path = "common.rs"]
 mod common;
 
-use borg_gate::engine::server::Ending;
+use borg_gate::engine::borg1::server::Ending;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -31,7 +31,7 @@ fuzz_target!(|bytes: &[u8]| {
         other => panic!("unexpected ending {other:?}"),
     }
     // Every reply is one complete msgpack value.
-    let mut reader = borg_gate::engine::rpc::msgpack::Cursor::new(&replies);
+    let mut reader = borg_gate::engine::borg1::msgpack::Cursor::new(&replies);
     while reader.position() < replies.len() {
         reader
             .skip_value()

@@ -9,7 +9,7 @@ mod common;
 use std::fs::File;
 use std::io::Write;
 
-use borg_gate::engine::repository::segment::{
+use borg_gate::engine::borg1::repository::segment::{
     EntryKind, ReadMode, SegmentEntries, entry_size_at, is_committed_file, read_put,
     recover_segment,
 };

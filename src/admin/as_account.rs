@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Finding, Place, Severity};
 use crate::audit::sink::{SYSLOG_SOCKET, connect_syslog};
+use crate::common::text::plain_io_error;
 use crate::engine::paths::{UnsafePath, check_no_foreign_writers, realpath};
-use crate::policy::load::plain_io_error;
 use crate::policy::{OnAuditFailure, Permissions, Policy};
 
 /// The account sshd runs the gate as.

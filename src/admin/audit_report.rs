@@ -463,7 +463,7 @@ impl fmt::Display for AuditReportError {
                 f,
                 "cannot read {}: {}",
                 path.display(),
-                crate::policy::load::plain_io_error(error)
+                crate::common::text::plain_io_error(error)
             ),
             AuditReportError::TimeBound(text) => write!(
                 f,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{Finding, Place};
-use crate::engine::args::{ArgsError, ServeConfig, parse_serve_args};
+use crate::engine::borg1::args::{ArgsError, ServeConfig, parse_serve_args};
 use crate::engine::borg2::args::{RestConfig, parse_rest_args, wants_rest};
 use crate::gate::command::{program_basename, strip_assignments};
 use crate::gate::options::{Dialect, ParseError, ParsedOption, parse_serve_command};

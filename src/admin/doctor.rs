@@ -21,7 +21,7 @@ use super::policies::{
 };
 use super::sshd_config::{self, Account, ConfigLine};
 use super::{Finding, Place};
-use crate::engine::args::ServeConfig;
+use crate::engine::borg1::args::ServeConfig;
 use crate::engine::borg2::args::RestConfig;
 use crate::engine::borg2::permissions::Mode;
 use crate::gate::command::program_basename;
@@ -91,7 +91,7 @@ pub fn run(options: &DoctorOptions) -> Result<Vec<Finding>, DoctorError> {
                 Place::file(keys_path),
                 format!(
                     "cannot read it: {}",
-                    crate::policy::load::plain_io_error(&error)
+                    crate::common::text::plain_io_error(&error)
                 ),
                 match error.kind() {
                     std::io::ErrorKind::PermissionDenied => {
@@ -567,7 +567,7 @@ fn sshd_findings(path: &Path) -> Vec<Finding> {
             Place::file(path),
             format!(
                 "cannot read it: {}",
-                crate::policy::load::plain_io_error(&error)
+                crate::common::text::plain_io_error(&error)
             ),
             match error.kind() {
                 std::io::ErrorKind::PermissionDenied => "run doctor as root",
@@ -619,7 +619,7 @@ fn expand(
                         format!(
                             "cannot read included file {}: {}",
                             included.display(),
-                            crate::policy::load::plain_io_error(&error)
+                            crate::common::text::plain_io_error(&error)
                         ),
                         "fix its permissions or the Include line",
                     )),

@@ -87,7 +87,7 @@ impl AuditRecord {
         };
         AuditRecord {
             v: RECORD_VERSION,
-            time: rfc3339(context.time),
+            time: crate::common::text::rfc3339(context.time),
             policy_file: context.policy_file.display().to_string(),
             policy: Some(policy_name.to_owned()),
             name: context.key_name.map(str::to_owned),
@@ -123,7 +123,7 @@ impl AuditRecord {
     pub fn for_error(context: &Context<'_>, reason: &str) -> AuditRecord {
         AuditRecord {
             v: RECORD_VERSION,
-            time: rfc3339(context.time),
+            time: crate::common::text::rfc3339(context.time),
             policy_file: context.policy_file.display().to_string(),
             policy: None,
             name: context.key_name.map(str::to_owned),
@@ -166,11 +166,6 @@ impl AuditRecord {
         line.push('\n');
         line
     }
-}
-
-/// RFC 3339 in UTC with microseconds, e.g. `2026-12-06T21:39:32.123456Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
 }
 
 #[cfg(test)]

@@ -40,13 +40,13 @@ impl fmt::Display for AuditError {
                 f,
                 "cannot write the audit log {}: {}",
                 path.display(),
-                crate::policy::load::plain_io_error(error)
+                crate::common::text::plain_io_error(error)
             ),
             AuditError::Syslog { error } => {
                 write!(
                     f,
                     "cannot write to syslog: {}",
-                    crate::policy::load::plain_io_error(error)
+                    crate::common::text::plain_io_error(error)
                 )
             }
         }

@@ -32,6 +32,39 @@ pub struct PathContext<'a> {
     pub home_of: &'a dyn Fn(&str) -> Option<PathBuf>,
 }
 
+impl PathContext<'static> {
+    /// How `~`, `/~/` and relative repository paths resolve for this process: its
+    /// environment, its effective account and working directory, the password database.
+    pub fn of_this_process() -> PathContext<'static> {
+        let uid = nix::unistd::geteuid();
+        let account = nix::unistd::User::from_uid(uid).ok().flatten();
+        let root_home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+            .ok()
+            .flatten()
+            .map(|u| u.dir);
+        let env = |name: &str| std::env::var_os(name);
+        let base_dir = base_dir(
+            &env,
+            account.as_ref().map(|a| a.dir.clone()),
+            root_home,
+            uid.is_root(),
+        );
+        PathContext {
+            base_dir,
+            user: account.map(|a| a.name).unwrap_or_default(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            home_of: &home_of,
+        }
+    }
+}
+
+fn home_of(name: &str) -> Option<PathBuf> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|user| user.dir)
+}
+
 /// Why a path was refused; carries the path borg reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathNotAllowed(pub String);

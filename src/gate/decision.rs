@@ -565,14 +565,7 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
             args.push(format!("--key-quota={}", quota.limit));
             args.push(format!("--key-quota-ledger={}", quota.ledger.display()));
         }
-        match policy.repository.request_timeout {
-            Some(timeout) if timeout.is_zero() => args.push("--request-timeout=0".to_owned()),
-            Some(timeout) => args.push(format!("--request-timeout={}s", timeout.as_secs().max(1))),
-            None => {}
-        }
-        if let Some(limit) = policy.repository.session_limit {
-            args.push(format!("--session-limit={}s", limit.as_secs().max(1)));
-        }
+        args.extend(time_limit_args(&policy.repository));
         if policy.repository.allow_lock_bypass {
             args.push("--allow-lock-bypass".to_owned());
         }
@@ -582,6 +575,21 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
 
 fn idle_timeout_arg(timeout: std::time::Duration) -> String {
     format!("--idle-timeout={}s", timeout.as_secs().max(1))
+}
+
+/// The built-in engines' limits on one request and on the whole session (both engines take
+/// them alike; without `--request-timeout` an engine applies its default).
+fn time_limit_args(forced: &ForcedSettings) -> Vec<String> {
+    let mut args = Vec::new();
+    match forced.request_timeout {
+        Some(timeout) if timeout.is_zero() => args.push("--request-timeout=0".to_owned()),
+        Some(timeout) => args.push(format!("--request-timeout={}s", timeout.as_secs().max(1))),
+        None => {}
+    }
+    if let Some(limit) = forced.session_limit {
+        args.push(format!("--session-limit={}s", limit.as_secs().max(1)));
+    }
+    args
 }
 
 /// borg 2's engine arguments for the resolved repository (`None` when its path is not
@@ -608,6 +616,7 @@ pub fn rest_args(policy: &Policy, repository: &Path) -> Option<ServeArgs> {
         if let Some(timeout) = forced.idle_timeout {
             words.push(idle_timeout_arg(timeout));
         }
+        words.extend(time_limit_args(forced));
         words.push(format!("--lock-release={}", forced.lock_release.name()));
     }
     Some(ServeArgs {

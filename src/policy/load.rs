@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::validate::{MAX_POLICY_SIZE, parse_policy_for_key};
 use super::{KeyContext, Policy};
+use crate::common::text::plain_io_error;
 
 /// Why a policy could not be used. Every variant fails closed.
 #[derive(Debug)]
@@ -122,15 +123,6 @@ fn account_label(uid: u32, names: &[(u32, String)]) -> String {
         Some((0, name)) if name == "root" => name.clone(),
         Some((_, name)) => format!("{name} (uid {uid})"),
         None => format!("uid {uid}"),
-    }
-}
-
-/// `No such file or directory`, without Rust's ` (os error 2)` suffix.
-pub fn plain_io_error(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
     }
 }
 
@@ -354,11 +346,5 @@ mod tests {
             check_trust(Path::new("/p"), f, 0),
             Err(LoadError::TooLarge { .. })
         ));
-    }
-
-    #[test]
-    fn io_error_text_has_no_os_error_suffix() {
-        let error = io::Error::from_raw_os_error(2);
-        assert_eq!(plain_io_error(&error), "No such file or directory");
     }
 }

@@ -131,7 +131,7 @@ pub struct ForcedSettings {
     pub allow_lock_bypass: bool,
 }
 
-/// The policy's `key_quota` and the ledger that enforces it (see `engine::key_quota`).
+/// The policy's `key_quota` and the ledger that enforces it (see `engine::borg1::key_quota`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyQuota {
     /// Bytes, as the repository quota counts them (what the segment files use on disk).
@@ -167,58 +167,7 @@ pub struct MetricsSettings {
     pub textfile: Option<PathBuf>,
 }
 
-/// borg's log levels, from most to least verbose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    /// borg's default.
-    #[default]
-    Warning,
-    Error,
-    Critical,
-}
-
-impl LogLevel {
-    pub const ALL: [LogLevel; 5] = [
-        LogLevel::Debug,
-        LogLevel::Info,
-        LogLevel::Warning,
-        LogLevel::Error,
-        LogLevel::Critical,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warning => "warning",
-            LogLevel::Error => "error",
-            LogLevel::Critical => "critical",
-        }
-    }
-
-    /// The `borg serve` flag that selects this level.
-    pub fn flag(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "--debug",
-            LogLevel::Info => "--info",
-            LogLevel::Warning => "--warning",
-            LogLevel::Error => "--error",
-            LogLevel::Critical => "--critical",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<LogLevel> {
-        LogLevel::ALL.into_iter().find(|level| level.name() == name)
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::common::log_level::LogLevel;
 
 /// What the engine lets a key do: borg 2's `--permissions` modes, for both generations.
 ///

@@ -798,12 +798,26 @@ impl Validator<'_> {
             }
             shared_with.push(name.into_inner());
         }
-        let request_timeout = raw
-            .request_timeout
-            .and_then(|t| self.builtin_duration(&t, "request_timeout", "\"5m\"", borg1_external));
+        let request_timeout = raw.request_timeout.and_then(|t| {
+            self.builtin_duration(
+                &t,
+                "request_timeout",
+                "\"5m\"",
+                borg1_external,
+                borg2_external,
+            )
+        });
         let session_limit = raw
             .session_limit
-            .and_then(|t| self.builtin_duration(&t, "session_limit", "\"12h\"", borg1_external))
+            .and_then(|t| {
+                self.builtin_duration(
+                    &t,
+                    "session_limit",
+                    "\"12h\"",
+                    borg1_external,
+                    borg2_external,
+                )
+            })
             .filter(|limit| !limit.is_zero());
         let allow_lock_bypass = match raw.allow_lock_bypass {
             None => false,
@@ -841,7 +855,8 @@ impl Validator<'_> {
         value: &Spanned<String>,
         key: &str,
         example: &str,
-        external: bool,
+        borg1_external: bool,
+        borg2_external: bool,
     ) -> Option<Duration> {
         let text = value.get_ref();
         let parsed = if text == "0" {
@@ -851,10 +866,16 @@ impl Validator<'_> {
         };
         match parsed {
             Ok(duration) => {
-                if external {
+                if borg1_external {
                     self.error(
                         value.span(),
                         format!("{key} needs the built-in engine; an external borg cannot enforce it (set engine.program = \"builtin\")"),
+                    );
+                }
+                if borg2_external && !duration.is_zero() {
+                    self.error(
+                        value.span(),
+                        format!("{key} for borg 2 clients needs the built-in engine; an external borg cannot enforce it (remove engine.borg2_program)"),
                     );
                 }
                 Some(duration)
@@ -1310,12 +1331,15 @@ mod tests {
         let text = MINIMAL.replace(
             "[repository]\n",
             "[engine]\nborg2_program = \"/opt/borg2/bin/borg\"\n[client]\nprotocols = [\"borg2\"]\n\
-             [repository]\npermissions = \"read-only\"\nidle_timeout = \"10m\"\nstorage_quota = \"50G\"\nlock_release = \"keep\"\n",
+             [repository]\npermissions = \"read-only\"\nidle_timeout = \"10m\"\nstorage_quota = \"50G\"\nlock_release = \"keep\"\n\
+             request_timeout = \"2m\"\nsession_limit = \"12h\"\n",
         );
         let errors = errors_of(&text);
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
         for needle in [
             "idle_timeout for borg 2 clients needs the built-in engine",
+            "request_timeout for borg 2 clients needs the built-in engine",
+            "session_limit for borg 2 clients needs the built-in engine",
             "storage_quota for borg 2 clients needs the built-in engine",
             "lock_release needs the built-in engine",
         ] {

@@ -141,14 +141,13 @@ pub struct RestServer {
 impl RestServer {
     /// `borg-gate serve --rest --backend FILE:<store> <extra...>`.
     pub fn engine(store: &Path, extra: &[&str]) -> RestServer {
-        let mut command = Command::new(cargo_bin());
-        command
-            .arg("serve")
-            .arg("--rest")
-            .arg("--backend")
-            .arg(format!("FILE:{}", store.display()))
-            .args(extra);
-        RestServer::spawn(command, "borg-gate")
+        RestServer::spawn(engine_command(store, extra), "borg-gate")
+    }
+
+    /// [`RestServer::engine`] with its stderr in the file `log`.
+    pub fn engine_logging_to(store: &Path, extra: &[&str], log: &Path) -> RestServer {
+        let log = std::fs::File::create(log).expect("create the engine's log");
+        RestServer::spawn_to(engine_command(store, extra), "borg-gate", log.into())
     }
 
     /// Python's `borg serve --rest --backend FILE:<store>` (borg 2.0.0b23).
@@ -165,7 +164,11 @@ impl RestServer {
 
     /// Starts `command` with piped stdin/stdout, stderr to `stderr.log` beside nothing (null),
     /// an environment built from empty.
-    pub fn spawn(mut command: Command, label: &str) -> RestServer {
+    pub fn spawn(command: Command, label: &str) -> RestServer {
+        RestServer::spawn_to(command, label, Stdio::null())
+    }
+
+    fn spawn_to(mut command: Command, label: &str, stderr: Stdio) -> RestServer {
         command
             .env_clear()
             .env("PATH", SAFE_PATH)
@@ -173,7 +176,7 @@ impl RestServer {
             .env("HOME", "/nonexistent")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         let mut child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {label}: {error}"));
@@ -199,6 +202,14 @@ impl RestServer {
         self.send_raw(&request.bytes());
         self.read_response(request.method == "HEAD")
             .unwrap_or_else(|| panic!("{}: no response to {request:?}", self.label))
+    }
+
+    /// Sends `request` and reads its response; `None` once the server is gone.
+    pub fn try_request(&mut self, request: &Request) -> Option<Response> {
+        let input = self.input.as_mut()?;
+        input.write_all(&request.bytes()).ok()?;
+        input.flush().ok()?;
+        self.read_response(request.method == "HEAD")
     }
 
     /// Reads one response; `None` at end of output.
@@ -274,6 +285,18 @@ impl RestServer {
     pub fn close_input(&mut self) {
         drop(self.input.take());
     }
+}
+
+/// `borg-gate serve --rest --backend FILE:<store> <extra...>`.
+fn engine_command(store: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(cargo_bin());
+    command
+        .arg("serve")
+        .arg("--rest")
+        .arg("--backend")
+        .arg(format!("FILE:{}", store.display()))
+        .args(extra);
+    command
 }
 
 impl Drop for RestServer {

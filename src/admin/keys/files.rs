@@ -23,7 +23,7 @@ use nix::sys::stat::{FileStat, Mode, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, linkat, unlinkat};
 
 use super::KeysError;
-use crate::policy::load::plain_io_error;
+use crate::common::text::plain_io_error;
 
 /// Larger authorized_keys files are refused (the doctor reads no more either).
 pub const MAX_AUTHORIZED_KEYS: u64 = 16 << 20;

@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::engine::lock::{LockIdentity, RosterData};
-use crate::engine::repository::hints::{self, DecodedHints};
-use crate::engine::repository::segment::parse_canonical_u32;
+use crate::engine::borg1::lock::{LockIdentity, RosterData};
+use crate::engine::borg1::repository::hints::{self, DecodedHints};
+use crate::engine::borg1::repository::segment::parse_canonical_u32;
 
 /// What an entry of a repository is, by its place in the tree (borg's layout, section 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

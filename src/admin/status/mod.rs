@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::engine::lock::{LockIdentity, host_id_from_environment, process_alive};
+use crate::engine::borg1::lock::{LockIdentity, host_id_from_environment, process_alive};
+use crate::engine::borg1::repository::config::ConfigFile;
 use crate::engine::paths::realpath;
-use crate::engine::repository::config::ConfigFile;
 use crate::metrics::{self, MetricsError};
 use crate::policy::{LoadError, load_policy};
 use report::{Gauges, RepositoryStatus};
@@ -79,7 +79,7 @@ impl fmt::Display for StatusError {
                 f,
                 "status: {}: {}",
                 path.display(),
-                crate::policy::load::plain_io_error(error)
+                crate::common::text::plain_io_error(error)
             ),
             StatusError::NotADirectory(path) => {
                 write!(f, "status: {} is not a directory", path.display())
@@ -279,7 +279,7 @@ pub fn assemble(
 mod tests {
     use super::*;
     use crate::admin::status::facts::{Commit, HintsFigures, LockState};
-    use crate::engine::repository::config::{RepositoryConfig, new_repository_config};
+    use crate::engine::borg1::repository::config::{RepositoryConfig, new_repository_config};
 
     fn summary() -> Summary {
         Summary {

@@ -19,10 +19,10 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
 use super::facts::{self, Commit, EntryRole, HintsFigures, ListedSegment, LockState, SegmentCheck};
-use crate::engine::lock::{LockIdentity, RosterData};
-use crate::engine::repository::config::{ConfigFile, RepositoryConfig};
-use crate::engine::repository::segment::is_committed_file;
-use crate::policy::load::plain_io_error;
+use crate::common::text::plain_io_error;
+use crate::engine::borg1::lock::{LockIdentity, RosterData};
+use crate::engine::borg1::repository::config::{ConfigFile, RepositoryConfig};
+use crate::engine::borg1::repository::segment::is_committed_file;
 
 /// Larger `config` files are not read (borg's are a few kilobytes, the key included).
 pub const MAX_CONFIG_SIZE: u64 = 1 << 20;

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::facts::{Commit, HoldMode, LockHolder, LockState, LockSummary};
 use super::scope::{one_line, one_line_text};
-use crate::engine::repository::units::format_file_size;
+use crate::common::text::rfc3339_seconds;
+use crate::engine::borg1::repository::units::format_file_size;
 use crate::metrics::escape_label_value;
 
 /// Everything `status` learned about one repository. `None` means unknown (a problem says why),
@@ -72,11 +73,6 @@ pub fn short_duration(duration: Duration) -> String {
     }
 }
 
-/// RFC 3339 in UTC, whole seconds: `2026-12-06T21:39:32Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 /// Seconds since the epoch, whole (0 before it).
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -97,7 +93,7 @@ pub fn line(status: &RepositoryStatus, now: SystemTime) -> String {
             let _ = write!(
                 text,
                 "last commit {} ({} ago)",
-                rfc3339(commit.time),
+                rfc3339_seconds(commit.time),
                 short_duration(age)
             );
         }
@@ -205,7 +201,9 @@ pub struct JsonStatus<'a> {
 pub fn json(status: &RepositoryStatus, now: SystemTime) -> String {
     let view = JsonStatus {
         path: path_text(&status.path),
-        last_commit: status.last_commit.map(|commit| rfc3339(commit.time)),
+        last_commit: status
+            .last_commit
+            .map(|commit| rfc3339_seconds(commit.time)),
         age_s: status.age(now).map(|age| age.as_secs()),
         size_bytes: status.size_bytes,
         quota_bytes: status.quota_bytes,

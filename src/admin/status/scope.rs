@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::lock::identity::HOST_ID_VARIABLE;
+use crate::engine::borg1::lock::identity::HOST_ID_VARIABLE;
 use crate::policy::Policy;
 
 /// A policy as `status` uses it: its name, its restrictions resolved like the engine resolves

@@ -25,7 +25,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use super::read::{self, MAX_CONFIG_SIZE, ReadError};
-use crate::engine::repository::config::{ConfigFile, REPOSITORY_SECTION};
+use crate::engine::borg1::repository::config::{ConfigFile, REPOSITORY_SECTION};
 
 /// How many directory levels below a root are searched.
 pub const MAX_DEPTH: usize = 16;

@@ -7,7 +7,8 @@
 //! unambiguous prefixes of long options, `-rVALUE`, clusters of short flags.
 //!
 //! The extensions exist so that the gate can pin everything it decides on the engine's own
-//! command line, where a client cannot reach: `--storage-quota`, `--idle-timeout`,
+//! command line, where a client cannot reach: `--storage-quota`, the session's clocks
+//! (`--idle-timeout`, `--request-timeout`, `--session-limit`, as borg 1's engine has them),
 //! `--lock-release`, `--lock-fence` (the stale-lock release of `locks.rs`) and, for
 //! benchmarks only, `--no-fsync`.
 
@@ -17,8 +18,10 @@ use std::time::Duration;
 
 use super::locks::{DEFAULT_FENCE, ReleasePolicy};
 use super::permissions::Mode;
+use crate::common::log_level::LogLevel;
+use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::policy::validate::parse_size;
-use crate::policy::{DEFAULT_UMASK, LogLevel, normalize_debug_topic, parse_umask};
+use crate::policy::{DEFAULT_UMASK, normalize_debug_topic, parse_umask};
 
 /// Everything `serve --rest` takes from its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,11 @@ pub struct RestConfig {
     pub umask: u32,
     pub storage_quota: Option<u64>,
     pub idle_timeout: Option<Duration>,
+    /// How long after it began a request (head and body) must have arrived completely
+    /// (`None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// The longest a session may last (`None`: no limit).
+    pub session_limit: Option<Duration>,
     pub lock_release: ReleasePolicy,
     pub lock_fence: Duration,
     pub fsync: bool,
@@ -57,6 +65,8 @@ impl Default for RestConfig {
             umask: DEFAULT_UMASK,
             storage_quota: None,
             idle_timeout: None,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            session_limit: None,
             lock_release: ReleasePolicy::Release,
             lock_fence: DEFAULT_FENCE,
             fsync: true,
@@ -130,6 +140,8 @@ enum Opt {
     Permissions,
     StorageQuota,
     IdleTimeout,
+    RequestTimeout,
+    SessionLimit,
     LockRelease,
     LockFence,
     NoFsync,
@@ -197,6 +209,8 @@ static OPTIONS: &[Spec] = &[
     spec(&["--permissions"], None, true, Opt::Permissions),
     extension(&["--storage-quota"], true, Opt::StorageQuota),
     extension(&["--idle-timeout"], true, Opt::IdleTimeout),
+    extension(&["--request-timeout"], true, Opt::RequestTimeout),
+    extension(&["--session-limit"], true, Opt::SessionLimit),
     extension(&["--lock-release"], true, Opt::LockRelease),
     extension(&["--lock-fence"], true, Opt::LockFence),
     extension(&["--no-fsync"], false, Opt::NoFsync),
@@ -479,6 +493,14 @@ fn apply(config: &mut RestConfig, opt: Opt, value: &str) -> Result<(), ArgsError
             let timeout = humantime::parse_duration(value)
                 .map_err(|_| bad("--idle-timeout", "a duration such as 10m"))?;
             config.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        }
+        Opt::RequestTimeout => {
+            config.request_timeout = parse_limit(value)
+                .ok_or_else(|| bad("--request-timeout", "a duration such as 5m"))?
+        }
+        Opt::SessionLimit => {
+            config.session_limit = parse_limit(value)
+                .ok_or_else(|| bad("--session-limit", "a duration such as 12h"))?
         }
         Opt::LockRelease => {
             config.lock_release = ReleasePolicy::from_name(value)

@@ -16,7 +16,7 @@
 //! | `response` | status lines, headers, listing and quota JSON |
 //! | `service` | borgstore's backend semantics: checks, then the store |
 //! | `posixfs` | the files: directory handles, temp files, rename, fsync |
-//! | `session` | the request loop over the shared transport of `engine/server.rs` |
+//! | `session` | the request loop over the shared transport of `engine/session/` |
 
 pub mod args;
 pub mod backend;
@@ -38,22 +38,20 @@ pub mod wire;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use args::{RestConfig, apply_client_command, effective_permissions, parse_rest_args};
 use backend::{BackendRefusal, check_path_is_ours, resolve_backend};
 use posixfs::PosixFs;
 use service::{Service, ServiceConfig};
-use session::{Ending, Watch};
+use session::Ending;
 use wire::{RequestReader, ResponseWriter};
 
-use crate::engine::clock::SessionClock;
-use crate::engine::log::{LogConfig, RemoteLogger};
+use crate::engine::log::{Channel, LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
-use crate::engine::server::{ClientPipe, file_status_flags, watch_signals};
+use crate::engine::session::{self as transport, SessionClock, Watch, watch_signals};
 
 /// The logger name of the engine's own messages.
-pub const LOG: &str = "borg.remote";
+pub const LOG: &str = transport::LOG;
 
 /// Exit status for a bad command line or an unusable environment (borg's `EXIT_ERROR`).
 const EXIT_ERROR: u8 = 2;
@@ -70,7 +68,7 @@ pub fn serve_main(args: &[OsString]) -> u8 {
         Ok(status) => status,
         Err(Refusal { message, status }) => {
             let _ = writeln!(std::io::stderr(), "{message}");
-            crate::engine::linger_for_client();
+            transport::linger_for_client();
             status
         }
     }
@@ -112,7 +110,7 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
     })
     .install()
     .map_err(|e| Refusal::error(format!("cannot install the logger: {e}")))?;
-    log.enable_text();
+    log.open(Channel::Text);
     let store = store_directory(&config)?;
     log::debug!(target: LOG, "serving {} with permissions {}", store.display(), mode.name());
     let mut service = Service::new(
@@ -180,7 +178,7 @@ fn store_directory(config: &RestConfig) -> Result<PathBuf, Refusal> {
 /// Python's `expanduser`: `~` is `$HOME` (else the account's home), `~user` from the
 /// password database; relative paths from the working directory.
 fn rest_path_context() -> PathContext<'static> {
-    let mut context = crate::engine::path_context();
+    let mut context = PathContext::of_this_process();
     if let Some(home) = std::env::var_os("HOME").filter(|home| !home.is_empty()) {
         context.base_dir = PathBuf::from(home);
     }
@@ -190,32 +188,17 @@ fn rest_path_context() -> PathContext<'static> {
 /// Runs the session on stdin and stdout.
 fn run_session(service: &mut Service, config: &RestConfig) -> Result<Ending, Refusal> {
     let cannot = |e: std::io::Error| Refusal::error(format!("cannot use stdin and stdout: {e}"));
-    let stdin = crate::engine::rpc::raw_stdin().map_err(cannot)?;
-    let stdout = crate::engine::rpc::raw_stdout().map_err(cannot)?;
-    crate::engine::enlarge_pipe(&stdin);
-    crate::engine::enlarge_pipe(&stdout);
-    let signals = watch_signals();
-    let signal_fd = || {
-        signals
-            .as_ref()
-            .map(|signals| std::os::fd::AsFd::as_fd(signals).try_clone_to_owned())
-            .transpose()
-            .map_err(cannot)
-    };
-    // Both flags first: stdin and stdout may share one open file description (a socket).
-    let stdin_flags = file_status_flags(&stdin).map_err(cannot)?;
-    let stdout_flags = file_status_flags(&stdout).map_err(cannot)?;
-    let watched = stdin.try_clone().map_err(cannot)?;
-    let clock = Rc::new(SessionClock::new(config.idle_timeout, None, None));
-    let input =
-        ClientPipe::wrap(stdin, signal_fd()?, clock.clone(), stdin_flags).map_err(cannot)?;
-    let output =
-        ClientPipe::wrap(stdout, signal_fd()?, clock.clone(), stdout_flags).map_err(cannot)?;
-    let mut watch = Watch {
-        stdin: watched,
-        signals,
-        clock,
-    };
+    let stdin = transport::raw_stdin().map_err(cannot)?;
+    let stdout = transport::raw_stdout().map_err(cannot)?;
+    transport::enlarge_pipe(&stdin);
+    transport::enlarge_pipe(&stdout);
+    let clock = SessionClock::new(
+        config.idle_timeout,
+        config.request_timeout,
+        config.session_limit,
+    );
+    let mut watch = Watch::new(stdin.try_clone().map_err(cannot)?, watch_signals(), clock);
+    let (input, output) = watch.client_pipes(stdin, stdout).map_err(cannot)?;
     let mut reader = RequestReader::new(input);
     let mut writer = ResponseWriter::new(output);
     Ok(session::run(service, &mut watch, &mut reader, &mut writer))
@@ -224,13 +207,11 @@ fn run_session(service: &mut Service, config: &RestConfig) -> Result<Ending, Ref
 /// One line on stderr for endings the client or the administrator should know about.
 fn report(ending: &Ending, released: &[String]) {
     match ending {
-        Ending::IdleTimeout(timeout) => {
-            log::warn!(target: LOG, "no request for {} s; closing the connection", timeout.as_secs())
-        }
+        Ending::Stopped(stop) => stop.report(),
         Ending::BadFraming(error) => {
             log::error!(target: LOG, "borg-gate: serve --rest: {error}; closing the connection")
         }
-        _ => {}
+        Ending::ClientClosed | Ending::Truncated => {}
     }
     if !released.is_empty() {
         log::warn!(
@@ -247,6 +228,7 @@ const USAGE: &str = "usage: borg-gate serve --rest --backend FILE:<path>
                        [--restrict-to-path PATH] [--restrict-to-repository PATH]
                        [--permissions all|no-delete|write-only|read-only]
                        [--storage-quota SIZE] [--idle-timeout DURATION]
+                       [--request-timeout DURATION] [--session-limit DURATION]
                        [--lock-release release|keep] [--lock-fence DURATION]
                        [--umask M] [--debug | --info | --warning | --error | --critical]
                        [--debug-topic TOPIC] [--lock-wait SECONDS] [--no-fsync]

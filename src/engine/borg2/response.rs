@@ -11,7 +11,7 @@ use std::fs::File;
 use std::rc::Rc;
 
 use super::posixfs::{Entry, Stat};
-use crate::engine::log::{push_json_float, push_json_string};
+use crate::common::python::{push_json_float, push_json_string};
 
 /// `Server:` of every response.
 const SERVER: &str = concat!("borg-gate/", env!("CARGO_PKG_VERSION"));

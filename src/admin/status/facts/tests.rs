@@ -4,8 +4,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::admin::status::read::check_segment;
-use crate::engine::repository::hints::Hints;
-use crate::engine::repository::segment::{COMMIT_ENTRY, MAGIC, delete_entry, put_header};
+use crate::engine::borg1::repository::hints::Hints;
+use crate::engine::borg1::repository::segment::{COMMIT_ENTRY, MAGIC, delete_entry, put_header};
 
 #[test]
 fn entries_are_recognised_by_their_place_in_borgs_layout() {

@@ -6,9 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::admin::status::facts::{HoldMode, LockHolder, LockSummary};
-use crate::engine::repository::config::new_repository_config;
-use crate::engine::repository::hints::Hints;
-use crate::engine::repository::segment::{COMMIT_ENTRY, MAGIC, put_header};
+use crate::engine::borg1::repository::config::new_repository_config;
+use crate::engine::borg1::repository::hints::Hints;
+use crate::engine::borg1::repository::segment::{COMMIT_ENTRY, MAGIC, put_header};
 
 /// A repository borg's way: `data/0/0` with two PUTs, `data/0/1` with the final commit (mtime
 /// 1000 s after the epoch), `hints.1` and an `index.1`.

@@ -97,6 +97,43 @@ fn bad_command_lines_are_errors() {
 }
 
 #[test]
+fn the_session_clocks_are_the_servers_with_borg_1s_semantics_and_defaults() {
+    let config = parse("--rest --request-timeout=90s --session-limit 12h").unwrap();
+    assert_eq!(config.request_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(config.session_limit, Some(Duration::from_secs(12 * 3600)));
+    let defaults = parse("--rest").unwrap();
+    let borg1 = crate::engine::borg1::args::ServeConfig::default();
+    assert_eq!(defaults.request_timeout, Some(DEFAULT_REQUEST_TIMEOUT));
+    assert_eq!(defaults.request_timeout, borg1.request_timeout);
+    assert_eq!(defaults.session_limit, None);
+    assert_eq!(defaults.session_limit, borg1.session_limit);
+    let unlimited = parse("--rest --request-timeout=0 --session-limit=0s").unwrap();
+    assert_eq!(unlimited.request_timeout, None);
+    assert_eq!(unlimited.session_limit, None);
+    for text in ["--request-timeout soon", "--session-limit=forever"] {
+        assert!(
+            matches!(parse(text), Err(ArgsError::BadValue { .. })),
+            "{text}"
+        );
+    }
+    // A client cannot send them: they are the server's.
+    for client in [
+        "borg serve --rest --request-timeout 1h",
+        "borg serve --rest --session-limit=0",
+    ] {
+        let mut config = forced("--rest --session-limit 1h");
+        assert!(
+            matches!(
+                apply_client_command(&mut config, client),
+                Err(ArgsError::Client(_))
+            ),
+            "{client}"
+        );
+        assert_eq!(config.session_limit, Some(Duration::from_secs(3600)));
+    }
+}
+
+#[test]
 fn the_rest_flag_chooses_the_engine() {
     assert!(wants_rest(&["--rest", "--backend", "FILE:x"]));
     assert!(wants_rest(&["--info", "--rest"]));
