@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::audit::{AuditError, AuditRecord, Context, write_record};
+use crate::audit::{AuditError, AuditRecord, Context, SessionId, write_record};
 use crate::exec::{
     EngineCommand, ExecError, account_named, current_account, engine_command, exec_engine,
 };
@@ -66,8 +66,10 @@ fn unaudited(error: &AuditError) -> String {
 pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, GateError> {
     let original_command = std::env::var_os("SSH_ORIGINAL_COMMAND").map(OsString::into_vec);
     let ssh_connection = std::env::var("SSH_CONNECTION").ok();
+    let session_id = SessionId::generate();
     let context = Context {
         time: SystemTime::now(),
+        session_id: &session_id,
         policy_file: policy_path,
         pid: std::process::id(),
         ssh_connection: ssh_connection.as_deref(),
@@ -87,9 +89,11 @@ pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, 
         GateError::Policy(error)
     })?;
 
-    // 2-8. Read, split and judge the client's command (pure).
+    // 2-8. Read, split and judge the client's command (pure). The built-in engine learns the
+    //      session's id, for its own record of the session.
     let judgement = judge(&policy, original_command.as_deref());
-    let engine = engine_for(&policy, &judgement, None)?;
+    let engine =
+        engine_for(&policy, &judgement, None)?.map(|engine| engine.for_session(&session_id));
 
     // 9. Write the audit record before anything runs. When a sink fails and that refuses
     //    the session, the sinks that work record the refusal instead.
@@ -183,9 +187,12 @@ pub fn explain(request: ExplainRequest<'_>) -> Result<Explanation, GateError> {
     let policy = load_policy_for_key(request.policy, key_context(key.as_ref()))
         .map_err(GateError::Policy)?;
     let judgement = judge(&policy, Some(request.command.as_bytes()));
-    let engine = engine_for(&policy, &judgement, request.user)?;
+    let session_id = SessionId::generate();
+    let engine = engine_for(&policy, &judgement, request.user)?
+        .map(|engine| engine.for_session(&session_id));
     let context = Context {
         time: SystemTime::now(),
+        session_id: &session_id,
         policy_file: request.policy,
         pid: std::process::id(),
         ssh_connection: None,
