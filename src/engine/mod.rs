@@ -8,6 +8,7 @@ pub mod key_quota;
 pub mod lock;
 pub mod log;
 pub mod paths;
+pub mod reporting;
 pub mod repository;
 pub mod rpc;
 pub mod server;

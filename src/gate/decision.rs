@@ -14,7 +14,8 @@ use super::options::{
     Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command, printable,
 };
 use crate::policy::{
-    ClientRules, ForcedSettings, LogLevel, Permissions, Policy, ProgramMatch, UnknownOptions,
+    ClientRules, ForcedSettings, LogLevel, OnAuditFailure, Permissions, Policy, ProgramMatch,
+    UnknownOptions,
 };
 
 /// What happens to the connection.
@@ -409,8 +410,29 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
         if policy.repository.allow_lock_bypass {
             args.push("--allow-lock-bypass".to_owned());
         }
+        args.extend(reporting_args(policy));
     }
     ServeArgs(args)
+}
+
+/// Where the built-in engine reports the end of each session: the policy's name (the label
+/// of its record and metrics), its audit sinks with the same failure rule, and its metrics
+/// textfile. The session id is added by the gate for each session.
+pub fn reporting_args(policy: &Policy) -> Vec<String> {
+    let mut args = vec![format!("--policy-name={}", policy.name)];
+    if let Some(file) = &policy.audit.file {
+        args.push(format!("--audit-file={}", file.display()));
+    }
+    if policy.audit.syslog {
+        args.push("--audit-syslog".to_owned());
+    }
+    if policy.audit.on_failure == OnAuditFailure::Continue {
+        args.push("--audit-on-failure=continue".to_owned());
+    }
+    if let Some(textfile) = &policy.metrics.textfile {
+        args.push(format!("--metrics-textfile={}", textfile.display()));
+    }
+    args
 }
 
 fn forced_args(forced: &ForcedSettings) -> Vec<String> {
@@ -464,13 +486,56 @@ mod tests {
         let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
             panic!("refused")
         };
-        let tail: Vec<&str> = args.0.iter().rev().take(2).map(String::as_str).collect();
+        let quota: Vec<&str> = args
+            .0
+            .iter()
+            .map(String::as_str)
+            .filter(|arg| arg.starts_with("--key-quota"))
+            .collect();
+        assert_eq!(
+            quota,
+            [
+                "--key-quota=5000000000",
+                "--key-quota-ledger=/var/lib/borg-gate/t.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_engine_learns_where_to_report_and_an_external_borg_does_not() {
+        let text = "version = 1\nname = \"laptop\"\n[repository]\nrestrict_to_paths = [\"/srv/t\"]\n[audit]\nfile = \"/var/log/borg-gate/audit.jsonl\"\nsyslog = true\non_failure = \"continue\"\n[metrics]\ntextfile = \"/var/lib/m/borg-gate.prom\"\n";
+        let policy = crate::policy::parse_policy(text, "t").unwrap();
+        let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
+            panic!("refused")
+        };
+        let tail = &args.0[args.0.len() - 5..];
         assert_eq!(
             tail,
             [
-                "--key-quota-ledger=/var/lib/borg-gate/t.json",
-                "--key-quota=5000000000"
+                "--policy-name=laptop",
+                "--audit-file=/var/log/borg-gate/audit.jsonl",
+                "--audit-syslog",
+                "--audit-on-failure=continue",
+                "--metrics-textfile=/var/lib/m/borg-gate.prom"
             ]
+        );
+        let external = crate::policy::parse_policy(
+            &text.replace(
+                "[repository]",
+                "[engine]\nprogram = \"/usr/bin/borg\"\n[repository]",
+            ),
+            "t",
+        )
+        .unwrap();
+        let Decision::Accept(args) = judge(&external, Some(b"borg serve")).decision else {
+            panic!("refused")
+        };
+        assert!(
+            !args
+                .0
+                .iter()
+                .any(|arg| arg.starts_with("--audit") || arg.starts_with("--policy-name")),
+            "{args:?}"
         );
     }
 
