@@ -133,29 +133,38 @@ pub struct RefusedCalls {
 /// Adds one refusal of `call` for `reason` to `list`, keeping it at [`MAX_REFUSED_KINDS`]
 /// entries.
 pub fn add_refusal(list: &mut Vec<RefusedCalls>, call: &str, reason: &str) {
-    if let Some(entry) = list
-        .iter_mut()
-        .find(|entry| entry.call == call && entry.reason == reason)
-    {
-        entry.count += 1;
-        return;
-    }
-    if list.len() + 1 < MAX_REFUSED_KINDS {
-        list.push(RefusedCalls {
-            call: call.to_owned(),
-            reason: reason.to_owned(),
-            count: 1,
-        });
-        return;
-    }
-    match list.iter_mut().find(|entry| entry.call == OTHER_CALL) {
-        Some(other) => other.count += 1,
-        None => list.push(RefusedCalls {
-            call: OTHER_CALL.to_owned(),
-            reason: String::new(),
-            count: 1,
-        }),
-    }
+    add_refusals(list, call, reason, 1);
+}
+
+/// Adds `count` refusals of `call` for `reason` to `list` (saturating), keeping it at
+/// [`MAX_REFUSED_KINDS`] entries: past that, they count under [`OTHER_CALL`].
+pub fn add_refusals(list: &mut Vec<RefusedCalls>, call: &str, reason: &str, count: u64) {
+    let known = list
+        .iter()
+        .position(|entry| entry.call == call && entry.reason == reason);
+    let index = match known {
+        Some(index) => index,
+        None if list.len() + 1 < MAX_REFUSED_KINDS => {
+            list.push(RefusedCalls {
+                call: call.to_owned(),
+                reason: reason.to_owned(),
+                count: 0,
+            });
+            list.len() - 1
+        }
+        None => match list.iter().position(|entry| entry.call == OTHER_CALL) {
+            Some(index) => index,
+            None => {
+                list.push(RefusedCalls {
+                    call: OTHER_CALL.to_owned(),
+                    reason: String::new(),
+                    count: 0,
+                });
+                list.len() - 1
+            }
+        },
+    };
+    list[index].count = list[index].count.saturating_add(count);
 }
 
 /// borg 2 sessions: what the REST requests did, by operation (all namespaces).
