@@ -12,6 +12,7 @@ pub mod reporting;
 pub mod repository;
 pub mod rpc;
 pub mod server;
+pub mod tally;
 
 use std::ffi::OsString;
 use std::io::Write;
