@@ -195,6 +195,15 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "status",
         "--max-age",
         "borg_gate_repository_last_commit_timestamp_seconds",
+        "SESSION RECORDS",
+        "session_end",
+        "--session-id=ID",
+        "--audit-file=FILE",
+        "--metrics-textfile=FILE",
+        "borg_gate_session_end_total{policy,end}",
+        "borg_gate_append_only_objects_deleted_total{policy}",
+        "RECOVERING DELETES",
+        "alert-rules",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }
@@ -215,6 +224,8 @@ fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
         "lock_wait",
         "shared_with",
         "{name}",
+        "session_id",
+        "SESSION RECORDS",
     ] {
         assert!(text.contains(key), "borg-gate-policy(5) lacks {key}");
     }
