@@ -2,8 +2,8 @@
 # Installs what the tests need on Debian 12, idempotently: Debian's borg (1.2) and OpenSSH,
 # borg 1.4.5 and borg 2.0.0b23 from PyPI in venvs of their own (built from source when no
 # wheel fits, hence the -dev packages), sshd's privilege separation directory, logrotate (the
-# package test reads our snippet with it) and the pinned cargo-deb (scripts/package.sh).
-# Prints the versions at the end.
+# package test reads our snippet with it), promtool (checks the alert rules in contrib/) and
+# the pinned cargo-deb (scripts/package.sh). Prints the versions at the end.
 #
 #   BORG14_VENV   where the borg 1.4.5 venv lives (default /opt/borg145)
 #   BORG14_PYTHON the python that creates the venvs (default: python3 on PATH)
@@ -113,10 +113,29 @@ fi
 "${as_root[@]}" mkdir -p /run/sshd
 "${as_root[@]}" chmod 0755 /run/sshd
 
-# 5. cargo-deb, which builds the Debian package (scripts/package.sh).
+# 6. promtool, which checks and tests contrib/*.rules.yml (tests/alert_rules.rs). Debian's
+#    prometheus package has it (19 MB download); only that one binary is taken out of the
+#    package, so no Prometheus server is installed, enabled or started.
+promtool_version() {
+    promtool --version 2>/dev/null | head -n 1 || true
+}
+if [ -z "$(promtool_version)" ]; then
+    log "promtool from Debian's prometheus package (the binary only)"
+    promtool_tmp=$(mktemp -d)
+    if ! (cd "$promtool_tmp" && apt-get download -qq prometheus 2>/dev/null); then
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        (cd "$promtool_tmp" && apt-get download -qq prometheus)
+    fi
+    dpkg-deb --fsys-tarfile "$promtool_tmp"/prometheus_*.deb |
+        tar -x -C "$promtool_tmp" ./usr/bin/promtool
+    "${as_root[@]}" install -m 0755 "$promtool_tmp/usr/bin/promtool" /usr/local/bin/promtool
+    rm -rf "$promtool_tmp"
+fi
+
+# 7. cargo-deb, which builds the Debian package (scripts/package.sh).
 bash "$(dirname "${BASH_SOURCE[0]}")/install-cargo-deb.sh"
 
-# 6. What we have.
+# 8. What we have.
 log "versions"
 printf '  %-16s %s\n' \
     "debian borg" "$(/usr/bin/borg --version)" \
@@ -127,4 +146,5 @@ printf '  %-16s %s\n' \
     "python (venv)" "$("$BORG14_VENV/bin/python" --version 2>&1)" \
     "rustc" "$(rustc --version 2>/dev/null || echo 'not found')" \
     "cargo" "$(cargo --version 2>/dev/null || echo 'not found')" \
-    "cargo-deb" "$(cargo deb --version 2>/dev/null || echo 'not found')"
+    "cargo-deb" "$(cargo deb --version 2>/dev/null || echo 'not found')" \
+    "promtool" "$(promtool_version) ($(command -v promtool))"

@@ -41,6 +41,18 @@ pub struct EngineCommand {
     pub umask: u32,
 }
 
+impl EngineCommand {
+    /// The built-in engine's command with the gate's session id (`--session-id`), which its
+    /// record of the session carries too. An external borg knows no such option and is left
+    /// as it is.
+    pub fn for_session(mut self, session_id: &crate::audit::SessionId) -> EngineCommand {
+        if self.program == Path::new(SELF_EXE) {
+            self.argv.push(format!("--session-id={session_id}"));
+        }
+        self
+    }
+}
+
 /// Builds the engine's command line and environment: the policy's engine for the protocol
 /// (`engine.program` for borg 1, `engine.borg2_program` for borg 2), `serve`, the arguments.
 pub fn engine_command(
@@ -248,6 +260,25 @@ mod tests {
         assert_eq!(command.program, PathBuf::from("/proc/self/exe"));
         assert_eq!(command.argv, ["borg-gate", "serve", "--info"]);
         assert_eq!(command.umask, 0o077);
+    }
+
+    #[test]
+    fn only_the_builtin_engine_learns_the_session_id() {
+        let id = crate::audit::SessionId::parse("abc123").unwrap();
+        let builtin = engine_command(&policy(""), &ServeArgs::borg1(vec![]), &account(), &|_| {
+            None
+        });
+        assert_eq!(
+            builtin.for_session(&id).argv,
+            ["borg-gate", "serve", "--session-id=abc123"]
+        );
+        let external = engine_command(
+            &policy("program = \"/usr/bin/borg\""),
+            &ServeArgs::borg1(vec![]),
+            &account(),
+            &|_| None,
+        );
+        assert_eq!(external.for_session(&id).argv, ["/usr/bin/borg", "serve"]);
     }
 
     #[test]

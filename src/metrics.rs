@@ -1,45 +1,119 @@
-//! Prometheus metrics in a node_exporter textfile: counters per policy of sessions by
-//! decision and of dropped client options, updated after every audited decision.
+//! Prometheus metrics in a node_exporter textfile: the gate's counters per policy of sessions by
+//! decision and of dropped client options, updated after every audited decision; and the built-in
+//! engines' counters per policy (bytes, objects, commits, refusals, how sessions ended, how long
+//! they lasted) and gauges per repository, updated when a session ends.
 //!
 //! The update is a read-modify-write under an `flock` on `<file>.lock` (waited for a bounded
 //! time), written to `<file>.tmp`, fsynced and renamed over the file, so the collector never
 //! reads half a file and concurrent sessions never lose a count. Metrics are best effort: any
-//! failure skips the update and the session goes on, without a word to the client.
+//! failure skips the update and the session goes on, without a word to the client. The family
+//! names, types and help texts live in [`families`], shared with `borg-gate status`.
+
+pub mod families;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::audit::SessionEnd;
+use crate::audit::session_end::End;
 use crate::gate::options::{Dialect, ParseError, parse_serve_command};
 use crate::gate::{Action, Judgement};
 use crate::policy::Policy;
+use families::{DURATION_BUCKETS, Family};
 
-pub const SESSIONS: &str = "borg_gate_sessions_total";
-pub const DROPPED_OPTIONS: &str = "borg_gate_dropped_options_total";
+pub const SESSIONS: &str = families::SESSIONS.name;
+pub const DROPPED_OPTIONS: &str = families::DROPPED_OPTIONS.name;
 /// The decisions every policy has a series for, so that rates start at zero.
 pub const DECISIONS: [&str; 3] = ["accept", "reject", "probe"];
 /// The label of an option borg does not know (client-chosen names would be unbounded).
 pub const UNKNOWN_OPTION: &str = "unknown";
 /// How long a session waits for another session's update before skipping its own.
 pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(3);
-/// A larger textfile is not ours to rewrite.
-const MAX_TEXTFILE_SIZE: u64 = 1 << 20;
+/// A larger textfile is not ours to rewrite. Room for the engine's gauges of some 50,000
+/// repositories.
+const MAX_TEXTFILE_SIZE: u64 = 16 << 20;
 
-/// The counters of one textfile.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The counters and gauges of one textfile.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// (policy, decision) to count.
     pub sessions: BTreeMap<(String, String), u64>,
     /// (policy, option name) to count.
     pub dropped_options: BTreeMap<(String, String), u64>,
+    /// Per policy: what the engines' sessions did.
+    pub engine: BTreeMap<String, EngineTotals>,
+    /// (policy, end) to sessions.
+    pub session_ends: BTreeMap<(String, String), u64>,
+    /// (policy, reason) to refused calls.
+    pub refused_calls: BTreeMap<(String, String), u64>,
+    /// (repository, policy) to what the policy's last session that committed saw.
+    pub repositories: BTreeMap<(String, String), RepositoryGauges>,
+}
+
+/// The engine's counters of one policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineTotals {
+    pub bytes_received: u64,
+    pub objects_put: u64,
+    pub objects_deleted: u64,
+    pub append_only_objects_deleted: u64,
+    pub commits: u64,
+    pub duration: Histogram,
+}
+
+/// A Prometheus histogram over [`DURATION_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Cumulative: observations at or below each bound.
+    pub buckets: [u64; DURATION_BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, value: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
+            if value <= bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+}
+
+/// A repository's gauges as the engine last saw them at a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryGauges {
+    /// Unix seconds of the commit.
+    pub last_commit: Option<u64>,
+    pub quota: Option<u64>,
+    pub quota_used: Option<u64>,
+}
+
+/// What a session did to its repository, for the per-repository gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryChange {
+    /// Nothing committed (or a read-only session).
+    None,
+    /// The session's last commit: when, and the quota figures after it.
+    Committed {
+        time: SystemTime,
+        quota: Option<u64>,
+        quota_used: Option<u64>,
+    },
+    /// The client deleted the whole repository: its series go.
+    Destroyed,
 }
 
 /// Adds one judged session to the counters.
@@ -64,6 +138,67 @@ pub fn count_judgement(counters: &mut Counters, policy: &str, judgement: &Judgem
             .dropped_options
             .entry((policy.to_owned(), option_label(&verdict.option)))
             .or_insert(0) += 1;
+    }
+}
+
+/// Adds one ended engine session to the counters. Every `end` value gets a series for the
+/// policy, so that rates start at zero.
+pub fn count_session_end(
+    counters: &mut Counters,
+    policy: &str,
+    record: &SessionEnd,
+    change: &RepositoryChange,
+) {
+    let totals = counters.engine.entry(policy.to_owned()).or_default();
+    totals.bytes_received += record.bytes_received;
+    totals.objects_put += record.objects_put;
+    totals.objects_deleted += record.objects_deleted;
+    if record.append_only {
+        totals.append_only_objects_deleted += record.objects_deleted;
+    }
+    totals.commits += record.commits;
+    totals.duration.observe(record.duration_s);
+    for end in End::LABELS {
+        counters
+            .session_ends
+            .entry((policy.to_owned(), end.to_owned()))
+            .or_insert(0);
+    }
+    *counters
+        .session_ends
+        .entry((policy.to_owned(), record.end.clone()))
+        .or_insert(0) += 1;
+    for refused in &record.refused {
+        *counters
+            .refused_calls
+            .entry((policy.to_owned(), refused.reason.clone()))
+            .or_insert(0) += refused.count;
+    }
+    let Some(repository) = &record.repository else {
+        return;
+    };
+    match change {
+        RepositoryChange::None => {}
+        RepositoryChange::Committed {
+            time,
+            quota,
+            quota_used,
+        } => {
+            let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            counters.repositories.insert(
+                (repository.clone(), policy.to_owned()),
+                RepositoryGauges {
+                    last_commit: Some(seconds),
+                    quota: *quota,
+                    quota_used: *quota_used,
+                },
+            );
+        }
+        RepositoryChange::Destroyed => {
+            counters
+                .repositories
+                .retain(|(path, _), _| path != repository);
+        }
     }
 }
 
@@ -101,36 +236,128 @@ pub fn escape_label_value(value: &str) -> String {
     escaped
 }
 
-/// Renders the counters as a complete textfile.
+/// Renders the counters as a complete textfile. The gate's two families are always there;
+/// the engine's appear once a session has ended.
 pub fn render_textfile(counters: &Counters) -> String {
     let mut text = String::new();
-    let mut family =
-        |name: &str, help: &str, label: &str, series: &BTreeMap<(String, String), u64>| {
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for ((policy, value), count) in series {
-                text.push_str(&format!(
-                    "{name}{{policy=\"{}\",{label}=\"{}\"}} {count}\n",
-                    escape_label_value(policy),
-                    escape_label_value(value)
-                ));
-            }
-        };
-    family(
-        SESSIONS,
-        "Client sessions judged by borg-gate, by policy and decision (accept, reject, probe).",
+    pair_family(
+        &mut text,
+        &families::SESSIONS,
         "decision",
         &counters.sessions,
     );
-    family(
-        DROPPED_OPTIONS,
-        "Client options borg-gate dropped, by policy and option name.",
+    pair_family(
+        &mut text,
+        &families::DROPPED_OPTIONS,
         "option",
         &counters.dropped_options,
     );
+    if counters.engine.is_empty() && counters.repositories.is_empty() {
+        return text;
+    }
+    let per_policy = |text: &mut String, family: &Family, value: fn(&EngineTotals) -> u64| {
+        text.push_str(&family.header());
+        for (policy, totals) in &counters.engine {
+            let _ = writeln!(
+                text,
+                "{}{{policy=\"{}\"}} {}",
+                family.name,
+                escape_label_value(policy),
+                value(totals)
+            );
+        }
+    };
+    per_policy(&mut text, &families::SESSION_BYTES_RECEIVED, |t| {
+        t.bytes_received
+    });
+    per_policy(&mut text, &families::OBJECTS_PUT, |t| t.objects_put);
+    per_policy(&mut text, &families::OBJECTS_DELETED, |t| t.objects_deleted);
+    per_policy(&mut text, &families::APPEND_ONLY_OBJECTS_DELETED, |t| {
+        t.append_only_objects_deleted
+    });
+    per_policy(&mut text, &families::COMMITS, |t| t.commits);
+    pair_family(
+        &mut text,
+        &families::SESSION_ENDS,
+        "end",
+        &counters.session_ends,
+    );
+    pair_family(
+        &mut text,
+        &families::REFUSED_CALLS,
+        "reason",
+        &counters.refused_calls,
+    );
+    render_histograms(&mut text, counters);
+    render_repositories(&mut text, counters);
     text
 }
 
-/// Reads our two families back from a textfile; anything else, or anything malformed, is
+/// A family with the labels `policy` and `label`.
+fn pair_family(
+    text: &mut String,
+    family: &Family,
+    label: &str,
+    series: &BTreeMap<(String, String), u64>,
+) {
+    text.push_str(&family.header());
+    for ((policy, value), count) in series {
+        let _ = writeln!(
+            text,
+            "{}{{policy=\"{}\",{label}=\"{}\"}} {count}",
+            family.name,
+            escape_label_value(policy),
+            escape_label_value(value)
+        );
+    }
+}
+
+fn render_histograms(text: &mut String, counters: &Counters) {
+    let name = families::SESSION_DURATION.name;
+    text.push_str(&families::SESSION_DURATION.header());
+    for (policy, totals) in &counters.engine {
+        let policy = escape_label_value(policy);
+        let histogram = &totals.duration;
+        for (bound, count) in DURATION_BUCKETS.iter().zip(histogram.buckets) {
+            let _ = writeln!(
+                text,
+                "{name}_bucket{{policy=\"{policy}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "{name}_bucket{{policy=\"{policy}\",le=\"+Inf\"}} {}\n\
+             {name}_sum{{policy=\"{policy}\"}} {}\n\
+             {name}_count{{policy=\"{policy}\"}} {}",
+            histogram.count, histogram.sum, histogram.count
+        );
+    }
+}
+
+fn render_repositories(text: &mut String, counters: &Counters) {
+    type Gauge = fn(&RepositoryGauges) -> Option<u64>;
+    let gauges: [(&Family, Gauge); 3] = [
+        (&families::LAST_COMMIT, |g| g.last_commit),
+        (&families::QUOTA, |g| g.quota),
+        (&families::QUOTA_USED, |g| g.quota_used),
+    ];
+    for (family, value) in gauges {
+        text.push_str(&family.header());
+        for ((repository, policy), repository_gauges) in &counters.repositories {
+            if let Some(value) = value(repository_gauges) {
+                let _ = writeln!(
+                    text,
+                    "{}{{repository=\"{}\",policy=\"{}\"}} {value}",
+                    family.name,
+                    escape_label_value(repository),
+                    escape_label_value(policy)
+                );
+            }
+        }
+    }
+}
+
+/// Reads borg-gate's families back from a textfile; anything else, or anything malformed, is
 /// left out (and so dropped at the next write).
 pub fn parse_textfile(text: &str) -> Counters {
     let mut counters = Counters::default();
@@ -138,29 +365,127 @@ pub fn parse_textfile(text: &str) -> Counters {
         let Some((name, labels, value)) = parse_sample(line) else {
             continue;
         };
-        let label = |key: &str| {
-            labels
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        let (series, other) = match name {
-            SESSIONS => (&mut counters.sessions, "decision"),
-            DROPPED_OPTIONS => (&mut counters.dropped_options, "option"),
-            _ => continue,
-        };
-        if let (Some(policy), Some(other), 2) = (label("policy"), label(other), labels.len()) {
-            *series.entry((policy, other)).or_insert(0) += value;
-        }
+        add_sample(&mut counters, name, &labels, value);
     }
     counters
+}
+
+/// Files one parsed sample where it belongs, if it is one of ours and well formed.
+fn add_sample(counters: &mut Counters, name: &str, labels: &Labels, value: f64) -> Option<()> {
+    let label = |key: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let pair = |other: &str| match (label("policy"), label(other), labels.len()) {
+        (Some(policy), Some(other), 2) => Some((policy, other)),
+        _ => None,
+    };
+    let policy_only = || match (label("policy"), labels.len()) {
+        (Some(policy), 1) => Some(policy),
+        _ => None,
+    };
+    let duration = families::SESSION_DURATION.name;
+    match name {
+        SESSIONS => *counters.sessions.entry(pair("decision")?).or_insert(0) += whole(value)?,
+        DROPPED_OPTIONS => {
+            *counters.dropped_options.entry(pair("option")?).or_insert(0) += whole(value)?
+        }
+        n if n == families::SESSION_ENDS.name => {
+            *counters.session_ends.entry(pair("end")?).or_insert(0) += whole(value)?
+        }
+        n if n == families::REFUSED_CALLS.name => {
+            *counters.refused_calls.entry(pair("reason")?).or_insert(0) += whole(value)?
+        }
+        n if n.strip_prefix(duration) == Some("_bucket") => {
+            let (policy, bound) = pair("le")?;
+            let count = whole(value)?;
+            let totals = counters.engine.entry(policy).or_default();
+            if bound == "+Inf" {
+                return Some(());
+            }
+            let bound: f64 = bound.parse().ok()?;
+            let index = DURATION_BUCKETS.iter().position(|b| *b == bound)?;
+            totals.duration.buckets[index] += count;
+        }
+        n if n.strip_prefix(duration) == Some("_sum") => {
+            let sum = (value.is_finite() && value >= 0.0).then_some(value)?;
+            counters
+                .engine
+                .entry(policy_only()?)
+                .or_default()
+                .duration
+                .sum += sum;
+        }
+        n if n.strip_prefix(duration) == Some("_count") => {
+            let count = whole(value)?;
+            counters
+                .engine
+                .entry(policy_only()?)
+                .or_default()
+                .duration
+                .count += count;
+        }
+        n if engine_counter(n).is_some() => {
+            let count = whole(value)?;
+            let totals = counters.engine.entry(policy_only()?).or_default();
+            *engine_counter(n)?(totals) += count;
+        }
+        n if repository_gauge(n).is_some() => {
+            let (repository, policy) = match (label("repository"), label("policy"), labels.len()) {
+                (Some(repository), Some(policy), 2) => (repository, policy),
+                _ => return None,
+            };
+            let value = whole(value)?;
+            let gauges = counters
+                .repositories
+                .entry((repository, policy))
+                .or_default();
+            *repository_gauge(n)?(gauges) = Some(value);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// The field of [`EngineTotals`] a per-policy counter family is kept in.
+fn engine_counter(name: &str) -> Option<fn(&mut EngineTotals) -> &mut u64> {
+    let field: fn(&mut EngineTotals) -> &mut u64 = match name {
+        n if n == families::SESSION_BYTES_RECEIVED.name => |t| &mut t.bytes_received,
+        n if n == families::OBJECTS_PUT.name => |t| &mut t.objects_put,
+        n if n == families::OBJECTS_DELETED.name => |t| &mut t.objects_deleted,
+        n if n == families::APPEND_ONLY_OBJECTS_DELETED.name => {
+            |t| &mut t.append_only_objects_deleted
+        }
+        n if n == families::COMMITS.name => |t| &mut t.commits,
+        _ => return None,
+    };
+    Some(field)
+}
+
+/// The field of [`RepositoryGauges`] a per-repository gauge family is kept in.
+fn repository_gauge(name: &str) -> Option<fn(&mut RepositoryGauges) -> &mut Option<u64>> {
+    let field: fn(&mut RepositoryGauges) -> &mut Option<u64> = match name {
+        n if n == families::LAST_COMMIT.name => |g| &mut g.last_commit,
+        n if n == families::QUOTA.name => |g| &mut g.quota,
+        n if n == families::QUOTA_USED.name => |g| &mut g.quota_used,
+        _ => return None,
+    };
+    Some(field)
+}
+
+/// A count: whole, not negative, and exact in a float.
+fn whole(value: f64) -> Option<u64> {
+    (value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 9.0e15)
+        .then_some(value as u64)
 }
 
 /// Label names and unescaped values of one sample.
 type Labels = Vec<(String, String)>;
 
-/// `name{key="value",...} 123`: the name, the labels, and a whole count.
-fn parse_sample(line: &str) -> Option<(&str, Labels, u64)> {
+/// `name{key="value",...} 123`: the name, the labels, and the value.
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -208,12 +533,7 @@ fn parse_sample(line: &str) -> Option<(&str, Labels, u64)> {
         }
         rest = &after_brace[end..];
     }
-    let value_text = rest.split_whitespace().next()?;
-    let value = value_text.parse::<u64>().ok().or_else(|| {
-        let float = value_text.parse::<f64>().ok()?;
-        (float.is_finite() && float >= 0.0 && float.fract() == 0.0 && float < 9.0e15)
-            .then_some(float as u64)
-    })?;
+    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
     Some((name, labels, value))
 }
 
@@ -265,6 +585,20 @@ pub fn record_session(policy: &Policy, judgement: &Judgement) {
         if let Err(error) = update_textfile(textfile, update, MAX_LOCK_WAIT) {
             log::debug!("metrics skipped: {error}");
         }
+    }
+}
+
+/// Counts one ended engine session in `textfile`. Failures are logged at debug level and
+/// otherwise dropped: metrics never delay the end of a session beyond [`MAX_LOCK_WAIT`].
+pub fn record_session_end(
+    textfile: &Path,
+    policy: &str,
+    record: &SessionEnd,
+    change: &RepositoryChange,
+) {
+    let update = |counters: &mut Counters| count_session_end(counters, policy, record, change);
+    if let Err(error) = update_textfile(textfile, update, MAX_LOCK_WAIT) {
+        log::debug!("metrics skipped: {error}");
     }
 }
 
@@ -397,6 +731,7 @@ fn read_counters(path: &Path) -> Result<Counters, MetricsError> {
 mod tests {
     use super::*;
     use crate::gate::{Decision, OptionVerdict, Refusal, ServeArgs};
+    use std::time::UNIX_EPOCH;
 
     fn judgement(decision: Decision, dropped: &[&str]) -> Judgement {
         Judgement {
@@ -605,6 +940,135 @@ mod tests {
     fn a_missing_directory_is_an_error_not_a_panic() {
         let result = update_textfile(Path::new("/nonexistent-dir/x.prom"), |_| {}, MAX_LOCK_WAIT);
         assert!(matches!(result, Err(MetricsError::Io { .. })));
+    }
+
+    fn ended(end: End, objects_deleted: u64, append_only: bool) -> SessionEnd {
+        let id = crate::audit::SessionId::parse("s").unwrap();
+        let mut record = SessionEnd::new(&id, "borg1", &end, UNIX_EPOCH);
+        record.repository = Some("/srv/a \"quoted\"\nrepo".into());
+        record.bytes_received = 1000;
+        record.objects_put = 3;
+        record.objects_deleted = objects_deleted;
+        record.append_only = append_only;
+        record.commits = 1;
+        record.duration_s = 42.5;
+        crate::audit::session_end::add_refusal(&mut record.refused, "put", "read-only");
+        record
+    }
+
+    #[test]
+    fn an_ended_session_counts_per_policy_with_every_end_and_bucket() {
+        let mut counters = Counters::default();
+        let committed = RepositoryChange::Committed {
+            time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            quota: Some(50_000_000),
+            quota_used: Some(1234),
+        };
+        count_session_end(
+            &mut counters,
+            "laptop",
+            &ended(End::ClientClosed, 2, true),
+            &committed,
+        );
+        count_session_end(
+            &mut counters,
+            "laptop",
+            &ended(End::IdleTimeout, 1, false),
+            &RepositoryChange::None,
+        );
+        let totals = &counters.engine["laptop"];
+        assert_eq!(
+            (
+                totals.bytes_received,
+                totals.objects_put,
+                totals.objects_deleted,
+                totals.append_only_objects_deleted,
+                totals.commits
+            ),
+            (2000, 6, 3, 2, 2)
+        );
+        assert_eq!(totals.duration.count, 2);
+        assert_eq!(totals.duration.sum, 85.0);
+        assert_eq!(totals.duration.buckets, [0, 0, 0, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(counters.session_ends.len(), End::LABELS.len());
+        assert_eq!(
+            counters.session_ends[&("laptop".into(), "idle_timeout".into())],
+            1
+        );
+        assert_eq!(
+            counters.refused_calls[&("laptop".into(), "read-only".into())],
+            2
+        );
+        let text = render_textfile(&counters);
+        for line in [
+            "borg_gate_session_bytes_received_total{policy=\"laptop\"} 2000\n",
+            "borg_gate_objects_deleted_total{policy=\"laptop\"} 3\n",
+            "borg_gate_append_only_objects_deleted_total{policy=\"laptop\"} 2\n",
+            "borg_gate_session_end_total{policy=\"laptop\",end=\"client_closed\"} 1\n",
+            "borg_gate_session_end_total{policy=\"laptop\",end=\"signal\"} 0\n",
+            "borg_gate_refused_calls_total{policy=\"laptop\",reason=\"read-only\"} 2\n",
+            "borg_gate_session_duration_seconds_bucket{policy=\"laptop\",le=\"10\"} 0\n",
+            "borg_gate_session_duration_seconds_bucket{policy=\"laptop\",le=\"60\"} 2\n",
+            "borg_gate_session_duration_seconds_bucket{policy=\"laptop\",le=\"+Inf\"} 2\n",
+            "borg_gate_session_duration_seconds_sum{policy=\"laptop\"} 85\n",
+            "borg_gate_session_duration_seconds_count{policy=\"laptop\"} 2\n",
+            "borg_gate_repository_last_commit_timestamp_seconds{repository=\"/srv/a \\\"quoted\\\"\\nrepo\",policy=\"laptop\"} 1700000000\n",
+            "borg_gate_repository_quota_bytes{repository=\"/srv/a \\\"quoted\\\"\\nrepo\",policy=\"laptop\"} 50000000\n",
+            "# TYPE borg_gate_session_duration_seconds histogram\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert_eq!(parse_textfile(&text), counters);
+    }
+
+    #[test]
+    fn a_destroyed_repository_loses_its_series_and_other_repositories_keep_theirs() {
+        let mut counters = Counters::default();
+        let committed = RepositoryChange::Committed {
+            time: UNIX_EPOCH,
+            quota: None,
+            quota_used: Some(1),
+        };
+        let mut other = ended(End::ClientClosed, 0, false);
+        other.repository = Some("/srv/other".into());
+        count_session_end(&mut counters, "p", &other, &committed);
+        let first = ended(End::ClientClosed, 0, false);
+        count_session_end(&mut counters, "p", &first, &committed);
+        count_session_end(&mut counters, "q", &first, &committed);
+        assert_eq!(counters.repositories.len(), 3);
+        count_session_end(&mut counters, "p", &first, &RepositoryChange::Destroyed);
+        let left: Vec<&str> = counters
+            .repositories
+            .keys()
+            .map(|(repository, _)| repository.as_str())
+            .collect();
+        assert_eq!(left, ["/srv/other"]);
+        let text = render_textfile(&counters);
+        assert!(
+            !text.contains("borg_gate_repository_quota_bytes{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_gate_update_keeps_the_engine_s_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.prom");
+        record_session_end(
+            &path,
+            "p",
+            &ended(End::ClientClosed, 1, true),
+            &RepositoryChange::None,
+        );
+        update_textfile(
+            &path,
+            |c| count_judgement(c, "p", &judgement(Decision::Probe, &[])),
+            MAX_LOCK_WAIT,
+        )
+        .unwrap();
+        let counters = parse_textfile(&fs::read_to_string(&path).unwrap());
+        assert_eq!(counters.engine["p"].objects_deleted, 1);
+        assert_eq!(counters.sessions[&("p".into(), "probe".into())], 1);
     }
 
     proptest::proptest! {

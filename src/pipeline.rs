@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::audit::{AuditError, AuditRecord, Context, write_record};
+use crate::audit::{AuditError, AuditRecord, Context, SessionId, write_record};
 use crate::engine::borg2::backend::{BackendRefusal, resolve_backend};
 use crate::engine::paths::{PathContext, check_no_foreign_writers};
 use crate::exec::{
@@ -69,8 +69,10 @@ fn unaudited(error: &AuditError) -> String {
 pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, GateError> {
     let original_command = std::env::var_os("SSH_ORIGINAL_COMMAND").map(OsString::into_vec);
     let ssh_connection = std::env::var("SSH_CONNECTION").ok();
+    let session_id = SessionId::generate();
     let context = Context {
         time: SystemTime::now(),
+        session_id: &session_id,
         policy_file: policy_path,
         pid: std::process::id(),
         ssh_connection: ssh_connection.as_deref(),
@@ -90,14 +92,16 @@ pub fn run_gate(policy_path: &Path, key_name: Option<&str>) -> Result<GateExit, 
         GateError::Policy(error)
     })?;
 
-    // 2-8. Read, split and judge the client's command (pure).
+    // 2-8. Read, split and judge the client's command (pure). The built-in engine learns the
+    //      session's id, for its own record of the session.
     let judgement = judge(&policy, original_command.as_deref());
 
     // 9. A borg 2 command names its repository: resolve the path as borg does, for the
     //    account, and check it against the restrictions. Then the engine's command.
     let account = account_for(&judgement, None)?;
     let judgement = resolve_repository(&policy, judgement, account.as_ref());
-    let engine = engine_for(&policy, &judgement, account.as_ref());
+    let engine = engine_for(&policy, &judgement, account.as_ref())
+        .map(|engine| engine.for_session(&session_id));
 
     // 10. Write the audit record before anything runs. When a sink fails and that refuses
     //    the session, the sinks that work record the refusal instead.
@@ -257,11 +261,14 @@ pub fn explain(request: ExplainRequest<'_>) -> Result<Explanation, GateError> {
     let policy = load_policy_for_key(request.policy, key_context(key.as_ref()))
         .map_err(GateError::Policy)?;
     let judgement = judge(&policy, Some(request.command.as_bytes()));
+    let session_id = SessionId::generate();
     let account = account_for(&judgement, request.user)?;
     let judgement = resolve_repository(&policy, judgement, account.as_ref());
-    let engine = engine_for(&policy, &judgement, account.as_ref());
+    let engine = engine_for(&policy, &judgement, account.as_ref())
+        .map(|engine| engine.for_session(&session_id));
     let context = Context {
         time: SystemTime::now(),
+        session_id: &session_id,
         policy_file: request.policy,
         pid: std::process::id(),
         ssh_connection: None,

@@ -605,6 +605,9 @@ fn check(command: &str, expect: Expect, verdicts: &[(&str, Action)], policy: &Po
             expected.extend(topics.iter().map(|t| format!("--debug-topic={t}")));
             expected.push(format!("--lock-wait={lock_wait}"));
             expected.push("--max-lock-wait=600".to_owned());
+            // Where the built-in engine reports the session, last.
+            expected.push(format!("--policy-name={}", policy.name));
+            expected.push("--audit-file=/var/log/borg-gate/audit.jsonl".to_owned());
             assert_eq!(args.words, expected, "command {command:?}");
         }
         (Expect::Probe, Decision::Probe) => {}
@@ -1110,6 +1113,8 @@ fn a_resolved_borg2_repository_gets_the_builtin_engines_pinned_options() {
             "--request-timeout=120s",
             "--session-limit=43200s",
             "--lock-release=release",
+            "--policy-name=table",
+            "--audit-file=/var/log/borg-gate/audit.jsonl",
         ]
     );
     assert_eq!(

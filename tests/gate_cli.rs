@@ -500,7 +500,8 @@ fn explain_json_is_the_audit_record_gate_mode_writes() {
     assert!(run.status.success());
     let mut written = fx.audit_lines().remove(0);
     for record in [&mut explained, &mut written] {
-        for volatile in ["time", "pid", "ssh_connection"] {
+        // Each run is a session of its own, with its own id.
+        for volatile in ["time", "pid", "ssh_connection", "session_id"] {
             record.as_object_mut().unwrap().remove(volatile);
         }
     }
@@ -853,8 +854,9 @@ fn explain_shows_the_protocol_and_the_resolved_repository() {
             repository.display()
         ),
         format!(
-            "engine argv: borg-gate serve --rest --backend=FILE:{r} --restrict-to-path={} --umask=0027 --warning --idle-timeout=300s --lock-release=release\n",
+            "engine argv: borg-gate serve --rest --backend=FILE:{r} --restrict-to-path={} --umask=0027 --warning --idle-timeout=300s --lock-release=release --policy-name=rest --audit-file={} --session-id=",
             fx.path("repos").display(),
+            fx.path("audit.jsonl").display(),
             r = repository.display()
         ),
     ] {

@@ -219,6 +219,15 @@ fn borg_gate_1_covers_every_command_and_the_new_options() {
         "client.protocols",
         "engine.borg2_program",
         "PathNotAllowed",
+        "SESSION RECORDS",
+        "session_end",
+        "--session-id=ID",
+        "--audit-file=FILE",
+        "--metrics-textfile=FILE",
+        "borg_gate_session_end_total{policy,end}",
+        "borg_gate_append_only_objects_deleted_total{policy}",
+        "RECOVERING DELETES",
+        "alert-rules",
     ] {
         assert!(text.contains(needle), "borg-gate(1) lacks {needle:?}");
     }
@@ -244,6 +253,8 @@ fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
         "permissions = \"all\" | \"no-delete\" | \"write-only\" | \"read-only\"",
         "lock_release",
         "borg2-client.toml",
+        "session_id",
+        "SESSION RECORDS",
     ] {
         assert!(text.contains(key), "borg-gate-policy(5) lacks {key}");
     }

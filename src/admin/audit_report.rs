@@ -3,6 +3,14 @@
 //! Memory does not grow with the log: lines are read one at a time with a length cap, each is
 //! parsed into a small borrowed struct and dropped, and only counters (capped in number), a
 //! fixed ring of recent refusals and a few malformed-line examples are kept.
+//!
+//! A log holds two kinds of records: the gate's decisions (`"event":"decision"`, or no
+//! `event` in logs written before there were two) and the engines' `session_end` records,
+//! which `sessions.rs` joins to their decisions by `session_id`.
+
+mod sessions;
+
+pub use sessions::{AppendOnlyDelete, KeySessions, SessionsSummary};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +23,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::record::RECORD_VERSION;
+use crate::audit::session_end::{DECISION, RefusedCalls, SESSION_END};
+use sessions::{EndFields, SessionFold};
 
 /// A longer line is counted as malformed without being held in memory.
 pub const MAX_LINE_LEN: usize = 1 << 20;
@@ -52,25 +62,58 @@ impl Default for ReportOptions {
     }
 }
 
-/// The fields of an audit record the summary needs; everything else is skipped unparsed.
+/// The fields of an audit record the summary needs, of either event; everything else is
+/// skipped unparsed.
 #[derive(Debug, Deserialize)]
 struct LineRecord<'a> {
     v: u32,
     #[serde(borrow)]
     time: Cow<'a, str>,
+    /// `decision` (or absent, in old logs) or `session_end`.
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    session_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     policy: Option<Cow<'a, str>>,
     /// The key's `--name`, for keys that share a policy.
     #[serde(default, borrow)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    decision: Cow<'a, str>,
+    #[serde(default, borrow)]
+    decision: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reason: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     command: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    ssh_connection: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     options: Vec<LineOption<'a>>,
+    #[serde(default, borrow)]
+    engine_argv: Option<Vec<Cow<'a, str>>>,
+    // The fields of a `session_end` record (absent from decisions).
+    #[serde(default, borrow)]
+    repository: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    end: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration_s: f64,
+    #[serde(default)]
+    bytes_received: u64,
+    #[serde(default)]
+    bytes_put: u64,
+    #[serde(default)]
+    objects_put: u64,
+    #[serde(default)]
+    objects_deleted: u64,
+    #[serde(default)]
+    commits: u64,
+    #[serde(default)]
+    transaction_id: Option<u64>,
+    #[serde(default)]
+    append_only: bool,
+    #[serde(default)]
+    refused: Vec<RefusedCalls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +207,8 @@ pub struct Summary {
     pub options: Vec<OptionSummary>,
     /// Oldest first.
     pub recent_refusals: Vec<Refusal>,
+    /// The built-in engines' records of the sessions, joined to the decisions.
+    pub sessions: SessionsSummary,
 }
 
 /// Folds lines into counters.
@@ -182,6 +227,7 @@ pub struct Summariser {
     policies: HashMap<(String, Option<String>), DecisionCounts>,
     dropped_options: HashMap<String, OptionCounts>,
     recent: VecDeque<Refusal>,
+    sessions: SessionFold,
 }
 
 impl Summariser {
@@ -203,6 +249,7 @@ impl Summariser {
             policies: HashMap::new(),
             dropped_options: HashMap::new(),
             recent: VecDeque::with_capacity(options.recent.min(MAX_RECENT)),
+            sessions: SessionFold::default(),
         }
     }
 
@@ -241,8 +288,26 @@ impl Summariser {
                 return;
             }
         }
+        match record.event.as_deref() {
+            None | Some(DECISION) => self.add_decision(number, &record),
+            Some(SESSION_END) => self.add_session_end(number, &record),
+            Some(other) => self.add_malformed(number, &format!("unknown event {:?}", cut(other))),
+        }
+    }
+
+    /// Notes the time of a record that was counted.
+    fn seen(&mut self, time: &str) {
+        self.records += 1;
+        if self.first_time.is_none() {
+            self.first_time = Some(cut(time));
+        }
+        self.last_time = Some(cut(time));
+    }
+
+    fn add_decision(&mut self, number: u64, record: &LineRecord<'_>) {
+        let decision = record.decision.as_deref().unwrap_or_default();
         let counter = |counts: &mut DecisionCounts| -> Option<()> {
-            match record.decision.as_ref() {
+            match decision {
                 "accept" => counts.accept += 1,
                 "reject" => counts.reject += 1,
                 "probe" => counts.probe += 1,
@@ -254,13 +319,13 @@ impl Summariser {
         if counter(&mut self.totals).is_none() {
             return self.add_malformed(
                 number,
-                &format!("unknown decision {:?}", cut(&record.decision)),
+                &match &record.decision {
+                    Some(decision) => format!("unknown decision {:?}", cut(decision)),
+                    None => "a decision record without a decision".to_owned(),
+                },
             );
         }
-        self.records += 1;
-        if self.first_time.is_none() {
-            self.first_time = Some(cut(&record.time));
-        }
+        self.seen(&record.time);
         let policy = record.policy.as_deref().unwrap_or(NO_POLICY);
         let key = (cut(policy), record.name.as_deref().map(cut));
         let key = if self.policies.contains_key(&key) || self.policies.len() < MAX_DISTINCT_NAMES {
@@ -282,7 +347,22 @@ impl Summariser {
                 counts.refused += 1;
             }
         }
-        if matches!(record.decision.as_ref(), "reject" | "error") && self.options.recent > 0 {
+        // The built-in engine got the session id: its record of the session will follow.
+        let engine_records = record.engine_argv.as_ref().is_some_and(|argv| {
+            argv.iter()
+                .any(|argument| argument.starts_with("--session-id="))
+        });
+        if let (true, "accept", Some(session_id)) =
+            (engine_records, decision, record.session_id.as_deref())
+        {
+            self.sessions.decision(
+                session_id,
+                policy,
+                record.name.as_deref(),
+                record.ssh_connection.as_deref(),
+            );
+        }
+        if matches!(decision, "reject" | "error") && self.options.recent > 0 {
             if self.recent.len() == self.options.recent {
                 self.recent.pop_front();
             }
@@ -290,12 +370,34 @@ impl Summariser {
                 line: number,
                 time: cut(&record.time),
                 policy: cut(policy),
-                decision: record.decision.clone().into_owned(),
+                decision: decision.to_owned(),
                 reason: cut(record.reason.as_deref().unwrap_or("")),
                 command: record.command.as_deref().map(cut),
             });
         }
-        self.last_time = Some(cut(&record.time));
+    }
+
+    fn add_session_end(&mut self, number: u64, record: &LineRecord<'_>) {
+        let Some(end) = record.end.as_deref() else {
+            return self.add_malformed(number, "a session_end record without an end");
+        };
+        self.seen(&record.time);
+        self.sessions.session_end(&EndFields {
+            time: &record.time,
+            session_id: record.session_id.as_deref(),
+            policy: record.policy.as_deref(),
+            repository: record.repository.as_deref(),
+            end,
+            duration_s: record.duration_s,
+            bytes_received: record.bytes_received,
+            bytes_put: record.bytes_put,
+            objects_put: record.objects_put,
+            objects_deleted: record.objects_deleted,
+            commits: record.commits,
+            transaction_id: record.transaction_id,
+            append_only: record.append_only,
+            refused: &record.refused,
+        });
     }
 
     pub fn finish(self, file: Option<PathBuf>) -> Summary {
@@ -334,6 +436,7 @@ impl Summariser {
             policies,
             options,
             recent_refusals: self.recent.into_iter().collect(),
+            sessions: self.sessions.finish(),
         }
     }
 }
@@ -624,6 +727,9 @@ impl fmt::Display for Summary {
         }
         row(f, "total", &self.totals)?;
         writeln!(f)?;
+        if self.sessions.records > 0 || self.sessions.without_end > 0 {
+            write_sessions(f, &self.sessions)?;
+        }
         writeln!(f, "most dropped or refused options:")?;
         if self.options.is_empty() {
             writeln!(f, "  none")?;
@@ -667,6 +773,143 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+/// The engines' sections: sessions per key, refused calls per key, and deletes through
+/// append-only keys with how to undo them.
+fn write_sessions(f: &mut fmt::Formatter<'_>, sessions: &SessionsSummary) -> fmt::Result {
+    use crate::engine::borg1::repository::units::format_file_size;
+    let size = |bytes: u64| format_file_size(i64::try_from(bytes).unwrap_or(i64::MAX));
+    writeln!(f, "sessions of the built-in engines per key:")?;
+    let width = sessions
+        .keys
+        .iter()
+        .map(|k| k.label().chars().count())
+        .chain([3, 5])
+        .max()
+        .unwrap_or(5);
+    writeln!(
+        f,
+        "  {:<width$}  {:>8}  {:>10}  {:>8}  {:>8}  {:>7}  {:>7}  ENDS",
+        "KEY", "SESSIONS", "ADDED", "PUT", "DELETED", "COMMITS", "REFUSED"
+    )?;
+    for key in &sessions.keys {
+        let ends: Vec<String> = key
+            .ends
+            .iter()
+            .map(|(end, count)| format!("{end} {count}"))
+            .collect();
+        writeln!(
+            f,
+            "  {:<width$}  {:>8}  {:>10}  {:>8}  {:>8}  {:>7}  {:>7}  {}",
+            key.label(),
+            key.sessions,
+            size(key.bytes_added),
+            key.objects_put,
+            key.objects_deleted,
+            key.commits,
+            key.refused_calls,
+            ends.join(", ")
+        )?;
+    }
+    if sessions.without_decision > 0 {
+        writeln!(
+            f,
+            "  {} session records without their decision in this log (no gate in front, or an earlier log)",
+            sessions.without_decision
+        )?;
+    }
+    if sessions.without_end > 0 {
+        writeln!(
+            f,
+            "  {} sessions the gate started without their end in this log (still running, killed with SIGKILL, or in a later log)",
+            sessions.without_end
+        )?;
+    }
+    writeln!(f)?;
+    let refusing: Vec<&KeySessions> = sessions
+        .keys
+        .iter()
+        .filter(|key| key.refused_calls > 0)
+        .collect();
+    if !refusing.is_empty() {
+        writeln!(f, "calls the engines refused, per key:")?;
+        let call_width = refusing
+            .iter()
+            .flat_map(|key| key.refused.iter().map(|r| r.call.chars().count()))
+            .chain([4])
+            .max()
+            .unwrap_or(4);
+        let reason_width = refusing
+            .iter()
+            .flat_map(|key| key.refused.iter().map(|r| r.reason.chars().count()))
+            .chain([6])
+            .max()
+            .unwrap_or(6);
+        writeln!(
+            f,
+            "  {:<width$}  {:<call_width$}  {:<reason_width$}  {:>7}",
+            "KEY", "CALL", "REASON", "COUNT"
+        )?;
+        for key in refusing {
+            for refused in &key.refused {
+                writeln!(
+                    f,
+                    "  {:<width$}  {:<call_width$}  {:<reason_width$}  {:>7}",
+                    key.label(),
+                    refused.call,
+                    refused.reason,
+                    refused.count
+                )?;
+            }
+        }
+        writeln!(f)?;
+    }
+    if !sessions.append_only_deletes.is_empty() {
+        writeln!(
+            f,
+            "deletes through append-only keys (newest last; recoverable, see below):"
+        )?;
+        for delete in &sessions.append_only_deletes {
+            let key = match &delete.name {
+                Some(name) => format!("{} --name {name}", delete.policy),
+                None => delete.policy.clone(),
+            };
+            write!(
+                f,
+                "  {}  {key}: {} objects deleted in {}",
+                delete.time,
+                delete.objects_deleted,
+                delete.repository.as_deref().unwrap_or("(no repository)")
+            )?;
+            if let Some(started) = &delete.started {
+                write!(f, ", session started {started}")?;
+            }
+            if let Some(client) = &delete.ssh_connection {
+                let address = client.split(' ').next().unwrap_or(client);
+                write!(f, " from {address}")?;
+            }
+            if let Some(transaction) = delete.transaction_id {
+                write!(f, ", committed as transaction {transaction}")?;
+            }
+            if let Some(id) = &delete.session_id {
+                write!(f, " [session {id}]")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "{APPEND_ONLY_RECOVERY}")?;
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
+/// How deletes through an append-only key are undone, as the report says it.
+pub const APPEND_ONLY_RECOVERY: &str = "\
+  An append-only repository keeps what these sessions deleted until a key with full access
+  compacts it. To undo them: stop the repository's clients and copy it (cp -a); in its
+  `transactions` file find N, the last transaction before the session started; remove the
+  index.*, hints.* and integrity.* files and move every segment file numbered above N out of
+  data/; run `borg check` on the repository, and delete the clients' caches
+  (borg-gate(1), RECOVERING DELETES).";
 
 #[cfg(test)]
 mod tests {
@@ -1073,6 +1316,108 @@ mod tests {
                  \x20 {T2}  alice  reject: refused for a reason  [command: borg serve]\n"
             )
         );
+    }
+
+    /// A decision of the gate that started the built-in engine with session `id`.
+    fn started(id: &str, policy: &str, name: &str) -> String {
+        format!(
+            r#"{{"v":1,"time":"{T1}","event":"decision","session_id":"{id}","policy_file":"/p.toml","policy":"{policy}","name":"{name}","pid":1,"ssh_connection":"192.0.2.7 4000 192.0.2.1 22","command":"borg serve","decision":"accept","reason":null,"tokens":[],"dropped_env":[],"options":[],"engine_argv":["borg-gate","serve","--append-only","--session-id={id}"]}}"#
+        )
+    }
+
+    /// The engine's record of session `id`.
+    fn ended(id: &str, end: &str, extra: &str) -> String {
+        format!(
+            r#"{{"v":1,"time":"{T2}","event":"session_end","session_id":"{id}","policy":"laptop","pid":2,"protocol":"borg1","repository":"/srv/alice/repo","client_version":"1.4.5","end":"{end}","duration_s":60.0,"lock_wait_s":0.0,"bytes_received":2048,"bytes_sent":100,"objects_put":3,"bytes_put":1000,"objects_deleted":0,"objects_read":1,"commits":1,"transaction_id":9,"compacted_segments":0,"rolled_back":false,"append_only":true,"permissions":"all","refused_calls":0,"refused":[]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn engine_records_join_their_decisions_and_are_reported_per_key() {
+        let text = [
+            started("s1", "laptop", "alice"),
+            ended("s1", "client_closed", ""),
+            started("s2", "laptop", "alice"),
+            ended("s2", "idle_timeout", "")
+                .replace(r#""objects_deleted":0"#, r#""objects_deleted":12"#),
+            started("s3", "restore", "alice"),
+            ended("s3", "error", r#","error":"PermissionDenied""#)
+                .replace(
+                    r#""refused":[]"#,
+                    r#""refused":[{"call":"put","reason":"read-only","count":6}]"#,
+                )
+                .replace(r#""append_only":true"#, r#""append_only":false"#),
+            started("s4", "laptop", "bob"),
+            record(T3, "old", "accept", ""),
+        ]
+        .join("\n");
+        let summary = summarise(&text, ReportOptions::default());
+        assert_eq!(summary.records, 8);
+        assert_eq!(summary.malformed, 0);
+        assert_eq!(summary.totals.accept, 5);
+        let sessions = &summary.sessions;
+        assert_eq!(sessions.records, 3);
+        assert_eq!(sessions.without_decision, 0);
+        assert_eq!(sessions.without_end, 1);
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(
+            json["sessions"]["keys"][0],
+            serde_json::json!({
+                "policy": "laptop", "name": "alice", "sessions": 2,
+                "ends": {"client_closed": 1, "idle_timeout": 1},
+                "bytes_received": 4096, "bytes_added": 2000, "objects_put": 6,
+                "objects_deleted": 12, "commits": 2, "refused_calls": 0, "refused": []
+            })
+        );
+        assert_eq!(
+            json["sessions"]["keys"][1]["refused"],
+            serde_json::json!([{"call": "put", "reason": "read-only", "count": 6}])
+        );
+        let deletes = &sessions.append_only_deletes;
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0].session_id.as_deref(), Some("s2"));
+        let rendered = summary.to_string();
+        for part in [
+            "sessions of the built-in engines per key:\n",
+            "  laptop --name alice          2     2.00 kB         6        12        2        0  client_closed 1, idle_timeout 1\n",
+            "  1 sessions the gate started without their end in this log",
+            "calls the engines refused, per key:\n",
+            "  restore --name alice  put   read-only        6\n",
+            "deletes through append-only keys",
+            "laptop --name alice: 12 objects deleted in /srv/alice/repo, session started 2026-01-02T09:59:00Z from 192.0.2.7, committed as transaction 9 [session s2]\n",
+            "RECOVERING DELETES",
+        ] {
+            assert!(rendered.contains(part), "{part:?} not in\n{rendered}");
+        }
+    }
+
+    #[test]
+    fn unknown_events_and_ends_without_an_end_are_malformed() {
+        let text = [
+            r#"{"v":1,"time":"2026-01-01T00:00:00Z","event":"reboot"}"#.to_owned(),
+            r#"{"v":1,"time":"2026-01-01T00:00:00Z","event":"session_end","session_id":"x"}"#
+                .to_owned(),
+            r#"{"v":1,"time":"2026-01-01T00:00:00Z","event":"decision","policy":"p"}"#.to_owned(),
+            ended("s", "client_closed", ""),
+        ]
+        .join("\n");
+        let summary = summarise(&text, ReportOptions::default());
+        assert_eq!(summary.malformed, 3);
+        assert_eq!(summary.records, 1);
+        let problems: Vec<&str> = summary
+            .malformed_examples
+            .iter()
+            .map(|m| m.problem.as_str())
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "unknown event \"reboot\"",
+                "a session_end record without an end",
+                "a decision record without a decision"
+            ]
+        );
+        assert_eq!(summary.sessions.without_decision, 1);
     }
 
     proptest::proptest! {

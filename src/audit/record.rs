@@ -1,4 +1,5 @@
-//! The audit record: one JSON object per connection, built purely from the decision.
+//! The gate's audit record: one JSON object per connection (`"event":"decision"`), built purely
+//! from the decision. The engine's record of the same session is `session_end.rs`.
 //!
 //! serde_json escapes every control character, so a client's command can never forge a
 //! second line. Assignment values are redacted before they get here.
@@ -8,6 +9,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::session_end::{DECISION, SessionId};
 use crate::gate::{Decision, Judgement, Repository, ServeArgs};
 
 /// Bumped when a field changes meaning; readers (`borg-gate audit`) check it.
@@ -18,6 +20,12 @@ pub struct AuditRecord {
     pub v: u32,
     /// RFC 3339, UTC, microseconds.
     pub time: String,
+    /// Always `decision`; logs written before records had events lack it.
+    #[serde(default = "decision_event")]
+    pub event: String,
+    /// Shared with the engine's `session_end` record of the same session (absent in old logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     pub policy_file: String,
     /// The policy's name; `None` when the policy could not be loaded.
     pub policy: Option<String>,
@@ -53,10 +61,16 @@ pub struct OptionRecord {
     pub reason: String,
 }
 
+fn decision_event() -> String {
+    DECISION.to_owned()
+}
+
 /// Facts about the connection that the pure gate does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context<'a> {
     pub time: SystemTime,
+    /// The id the engine gets with `--session-id`, in its record too.
+    pub session_id: &'a SessionId,
     pub policy_file: &'a Path,
     pub pid: u32,
     pub ssh_connection: Option<&'a str>,
@@ -88,6 +102,8 @@ impl AuditRecord {
         AuditRecord {
             v: RECORD_VERSION,
             time: crate::common::text::rfc3339(context.time),
+            event: DECISION.to_owned(),
+            session_id: Some(context.session_id.to_string()),
             policy_file: context.policy_file.display().to_string(),
             policy: Some(policy_name.to_owned()),
             name: context.key_name.map(str::to_owned),
@@ -124,6 +140,8 @@ impl AuditRecord {
         AuditRecord {
             v: RECORD_VERSION,
             time: crate::common::text::rfc3339(context.time),
+            event: DECISION.to_owned(),
+            session_id: Some(context.session_id.to_string()),
             policy_file: context.policy_file.display().to_string(),
             policy: None,
             name: context.key_name.map(str::to_owned),
@@ -176,8 +194,11 @@ mod tests {
     use crate::gate::{Action, OptionVerdict, Refusal};
 
     fn context<'a>(raw: Option<&'a [u8]>) -> Context<'a> {
+        static ID: std::sync::LazyLock<SessionId> =
+            std::sync::LazyLock::new(|| SessionId::parse("0123abcd").unwrap());
         Context {
             time: UNIX_EPOCH + Duration::from_micros(1_765_057_172_123_456),
+            session_id: &ID,
             policy_file: Path::new("/etc/borg-gate/alice.toml"),
             pid: 42,
             ssh_connection: Some("192.0.2.1 50000 192.0.2.2 22"),
@@ -228,6 +249,19 @@ mod tests {
             line.contains("\"command\":\"BORG_PASSPHRASE=<redacted> true\""),
             "{line}"
         );
+    }
+
+    #[test]
+    fn the_record_is_a_decision_event_with_the_session_id_and_old_records_still_read() {
+        let line = AuditRecord::for_error(&context(None), "x").to_line();
+        assert!(
+            line.starts_with(r#"{"v":1,"time":"2025-12-06T21:39:32.123456Z","event":"decision","session_id":"0123abcd","#),
+            "{line}"
+        );
+        let old = r#"{"v":1,"time":"t","policy_file":"/p","policy":"p","pid":1,"ssh_connection":null,"command":null,"decision":"accept","reason":null,"tokens":[],"dropped_env":[],"options":[],"engine_argv":null}"#;
+        let parsed: AuditRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.event, "decision");
+        assert_eq!(parsed.session_id, None);
     }
 
     #[test]

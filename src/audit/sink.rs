@@ -1,4 +1,6 @@
-//! Where audit records go: an append-only JSON-lines file, and syslog.
+//! Where audit records go: an append-only JSON-lines file, and syslog. The gate's decision
+//! ([`write_record`]) and the engine's end of session ([`write_session_end`]) go to the same
+//! sinks, the engine's after [`check_sinks`] found them usable when the session began.
 //!
 //! The file is opened with O_APPEND and each record is one write(2), so records from
 //! concurrent sessions never interleave. The write is checked to be complete; a short write
@@ -22,6 +24,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use super::record::AuditRecord;
+use super::session_end::SessionEnd;
 use crate::policy::{AuditSettings, OnAuditFailure};
 
 /// The syslog socket of Linux systems (journald and rsyslog both serve it).
@@ -121,6 +124,61 @@ fn write_record_via(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Whether the sinks can take a record now, without writing one: syslog's socket connects and
+/// the file opens for appending (it is created if missing, as the first record would). The
+/// engine asks this when its session begins and applies `on_failure` to the answer; the
+/// first failure is returned.
+pub fn check_sinks(settings: &AuditSettings) -> Result<(), AuditError> {
+    check_sinks_via(settings, Path::new(SYSLOG_SOCKET))
+}
+
+fn check_sinks_via(settings: &AuditSettings, syslog_socket: &Path) -> Result<(), AuditError> {
+    if settings.syslog {
+        connect_syslog(syslog_socket).map_err(|error| AuditError::Syslog { error })?;
+    }
+    if let Some(path) = &settings.file {
+        open_for_append(path, false).map_err(|error| AuditError::File {
+            path: path.clone(),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes the engine's record to every sink; returns every failure (each sink is tried). The
+/// session is over by now: the caller logs failures, nothing more.
+pub fn write_session_end(settings: &AuditSettings, record: &SessionEnd) -> Vec<AuditError> {
+    write_session_end_via(settings, Path::new(SYSLOG_SOCKET), record)
+}
+
+fn write_session_end_via(
+    settings: &AuditSettings,
+    syslog_socket: &Path,
+    record: &SessionEnd,
+) -> Vec<AuditError> {
+    let line = record.to_line();
+    let mut errors = Vec::new();
+    if let Some(path) = &settings.file {
+        if let Err(error) = append_line(path, line.as_bytes()) {
+            errors.push(AuditError::File {
+                path: path.clone(),
+                error,
+            });
+        }
+    }
+    if settings.syslog {
+        // Sessions that ended otherwise than a finished client ends them, or had calls
+        // refused, are worth a warning.
+        let notable = !record.ended_cleanly() || record.refused_calls > 0;
+        let sent = connect_syslog(syslog_socket)
+            .and_then(|socket| send_line(&socket, notable, record.pid, &line));
+        if let Err(error) = sent {
+            errors.push(AuditError::Syslog { error });
+        }
+    }
+    errors
+}
+
 /// How long a writer waits for another writer's lock before writing without it.
 pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -128,20 +186,13 @@ pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2)
 /// line-aligned (see the module documentation). The file is created 0640 (before the umask)
 /// if it does not exist; a symlink is refused.
 pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
-    let open = |read: bool| {
-        File::options()
-            .read(read)
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
-            .open(path)
-    };
     // Reading is only needed to see whether the file ends in a newline; an administrator may
     // have made the log append-only for us.
-    let (file, readable) = match open(true) {
+    let (file, readable) = match open_for_append(path, true) {
         Ok(file) => (file, true),
-        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => (open(false)?, false),
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+            (open_for_append(path, false)?, false)
+        }
         Err(error) => return Err(error),
     };
     let (file, locked) = lock_briefly(file);
@@ -173,6 +224,18 @@ pub fn append_line(path: &Path, line: &[u8]) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The audit file opened for appending (and reading, with `read`): created 0640 (before the
+/// umask) if missing, never through a symlink.
+fn open_for_append(path: &Path, read: bool) -> io::Result<File> {
+    File::options()
+        .read(read)
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+        .open(path)
 }
 
 /// Sends the record to the syslog socket at `socket`.
@@ -235,16 +298,18 @@ fn ends_with_newline(file: &File, len: u64) -> bool {
 /// Sends the record as one RFC 3164-style datagram: facility auth, severity info for
 /// accepted sessions and warning for everything else.
 fn send_record(sock: &UnixDatagram, record: &AuditRecord, line: &str) -> io::Result<()> {
+    let notable = !(record.decision == "accept" || record.decision == "probe");
+    send_line(sock, notable, record.pid, line)
+}
+
+/// Sends one record line as an RFC 3164-style datagram: facility auth, severity warning when
+/// `notable`, else info.
+fn send_line(sock: &UnixDatagram, notable: bool, pid: u32, line: &str) -> io::Result<()> {
     const AUTH: u8 = 4;
-    let severity = if record.decision == "accept" || record.decision == "probe" {
-        6
-    } else {
-        4
-    };
+    let severity = if notable { 4 } else { 6 };
     let message = format!(
-        "<{}>borg-gate[{}]: {}",
+        "<{}>borg-gate[{pid}]: {}",
         AUTH * 8 + severity,
-        record.pid,
         line.trim_end()
     );
     sock.send(message.as_bytes())?;
@@ -262,6 +327,8 @@ mod tests {
         AuditRecord {
             v: RECORD_VERSION,
             time: "2026-01-01T00:00:00.000000Z".into(),
+            event: "decision".into(),
+            session_id: Some("s1".into()),
             policy_file: "/p.toml".into(),
             policy: Some("p".into()),
             name: None,
@@ -391,6 +458,82 @@ mod tests {
             error.to_string(),
             "cannot write the audit log /nonexistent-dir/audit.jsonl: No such file or directory"
         );
+    }
+
+    fn session_end(end: &crate::audit::session_end::End) -> SessionEnd {
+        let id = crate::audit::SessionId::parse("s1").unwrap();
+        SessionEnd::new(&id, "borg1", end, std::time::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_session_end_goes_to_the_file_and_to_syslog_and_failures_are_returned() {
+        use crate::audit::session_end::End;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let server = UnixDatagram::bind(&socket).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let settings = AuditSettings {
+            file: Some(path.clone()),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let clean = session_end(&End::ClientClosed);
+        assert!(write_session_end_via(&settings, &socket, &clean).is_empty());
+        let timed_out = session_end(&End::IdleTimeout);
+        assert!(write_session_end_via(&settings, &socket, &timed_out).is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ends: Vec<String> = text
+            .lines()
+            .map(|line| serde_json::from_str::<SessionEnd>(line).unwrap().end)
+            .collect();
+        assert_eq!(ends, ["client_closed", "idle_timeout"]);
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"<38>borg-gate["),
+            "info for a clean end"
+        );
+        let n = server.recv(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"<36>borg-gate["),
+            "warning for a timeout"
+        );
+
+        let broken = AuditSettings {
+            file: Some(dir.path().join("missing/audit.jsonl")),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        let errors = write_session_end_via(&broken, &dir.path().join("no-log"), &clean);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn checking_the_sinks_finds_what_writing_would_find_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("log");
+        let _server = UnixDatagram::bind(&socket).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let settings = AuditSettings {
+            file: Some(path.clone()),
+            syslog: true,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        check_sinks_via(&settings, &socket).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert!(matches!(
+            check_sinks_via(&settings, &dir.path().join("no-log")),
+            Err(AuditError::Syslog { .. })
+        ));
+        let missing = AuditSettings {
+            file: Some(dir.path().join("missing/audit.jsonl")),
+            syslog: false,
+            on_failure: OnAuditFailure::Refuse,
+        };
+        assert!(matches!(
+            check_sinks(&missing),
+            Err(AuditError::File { .. })
+        ));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub mod borg1;
 pub mod borg2;
 pub mod log;
 pub mod paths;
+pub mod reporting;
 pub mod session;
+pub mod tally;
 
 use std::ffi::OsString;
 

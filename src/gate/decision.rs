@@ -21,8 +21,8 @@ use super::options::{
 };
 use super::rest::{RestError, read_rest_request};
 use crate::policy::{
-    ClientRules, EngineProgram, ForcedSettings, LogLevel, Permissions, Policy, ProgramMatch,
-    Protocol, Protocols, UnknownOptions,
+    ClientRules, EngineProgram, ForcedSettings, LogLevel, OnAuditFailure, Permissions, Policy,
+    ProgramMatch, Protocol, Protocols, UnknownOptions,
 };
 
 /// What happens to the connection.
@@ -569,8 +569,29 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
         if policy.repository.allow_lock_bypass {
             args.push("--allow-lock-bypass".to_owned());
         }
+        args.extend(reporting_args(policy));
     }
     ServeArgs::borg1(args)
+}
+
+/// Where the built-in engine reports the end of each session: the policy's name (the label
+/// of its record and metrics), its audit sinks with the same failure rule, and its metrics
+/// textfile. The session id is added by the gate for each session.
+pub fn reporting_args(policy: &Policy) -> Vec<String> {
+    let mut args = vec![format!("--policy-name={}", policy.name)];
+    if let Some(file) = &policy.audit.file {
+        args.push(format!("--audit-file={}", file.display()));
+    }
+    if policy.audit.syslog {
+        args.push("--audit-syslog".to_owned());
+    }
+    if policy.audit.on_failure == OnAuditFailure::Continue {
+        args.push("--audit-on-failure=continue".to_owned());
+    }
+    if let Some(textfile) = &policy.metrics.textfile {
+        args.push(format!("--metrics-textfile={}", textfile.display()));
+    }
+    args
 }
 
 fn idle_timeout_arg(timeout: std::time::Duration) -> String {
@@ -618,6 +639,7 @@ pub fn rest_args(policy: &Policy, repository: &Path) -> Option<ServeArgs> {
         }
         words.extend(time_limit_args(forced));
         words.push(format!("--lock-release={}", forced.lock_release.name()));
+        words.extend(reporting_args(policy));
     }
     Some(ServeArgs {
         protocol: Protocol::Borg2,
@@ -683,19 +705,56 @@ mod tests {
         let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
             panic!("refused")
         };
-        let tail: Vec<&str> = args
+        let quota: Vec<&str> = args
             .words
             .iter()
-            .rev()
-            .take(2)
             .map(String::as_str)
+            .filter(|arg| arg.starts_with("--key-quota"))
             .collect();
+        assert_eq!(
+            quota,
+            [
+                "--key-quota=5000000000",
+                "--key-quota-ledger=/var/lib/borg-gate/t.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_builtin_engine_learns_where_to_report_and_an_external_borg_does_not() {
+        let text = "version = 1\nname = \"laptop\"\n[repository]\nrestrict_to_paths = [\"/srv/t\"]\n[audit]\nfile = \"/var/log/borg-gate/audit.jsonl\"\nsyslog = true\non_failure = \"continue\"\n[metrics]\ntextfile = \"/var/lib/m/borg-gate.prom\"\n";
+        let policy = crate::policy::parse_policy(text, "t").unwrap();
+        let Decision::Accept(args) = judge(&policy, Some(b"borg serve")).decision else {
+            panic!("refused")
+        };
+        let tail = &args.words[args.words.len() - 5..];
         assert_eq!(
             tail,
             [
-                "--key-quota-ledger=/var/lib/borg-gate/t.json",
-                "--key-quota=5000000000"
+                "--policy-name=laptop",
+                "--audit-file=/var/log/borg-gate/audit.jsonl",
+                "--audit-syslog",
+                "--audit-on-failure=continue",
+                "--metrics-textfile=/var/lib/m/borg-gate.prom"
             ]
+        );
+        let external = crate::policy::parse_policy(
+            &text.replace(
+                "[repository]",
+                "[engine]\nprogram = \"/usr/bin/borg\"\n[repository]",
+            ),
+            "t",
+        )
+        .unwrap();
+        let Decision::Accept(args) = judge(&external, Some(b"borg serve")).decision else {
+            panic!("refused")
+        };
+        assert!(
+            !args
+                .words
+                .iter()
+                .any(|arg| arg.starts_with("--audit") || arg.starts_with("--policy-name")),
+            "{args:?}"
         );
     }
 

@@ -30,6 +30,14 @@ pub enum OptionKind {
     RequestTimeout,
     SessionLimit,
     AllowLockBypass,
+    /// What the engine reports when a session ends: the gate's session id, the policy's name,
+    /// the audit sinks and the metrics textfile (see `engine::reporting`).
+    SessionId,
+    PolicyName,
+    AuditFile,
+    AuditSyslog,
+    AuditOnFailure,
+    MetricsTextfile,
     /// Accepted by borg's parser but meaningless for a server (`--progress`, `--show-rc`,
     /// `--remote-path`, ...).
     Inert,
@@ -159,6 +167,12 @@ pub static OPTION_TABLE: &[OptionSpec] = &[
         K::AllowLockBypass,
         S::Extension,
     ),
+    valued(&["--session-id"], K::SessionId, S::Extension),
+    valued(&["--policy-name"], K::PolicyName, S::Extension),
+    valued(&["--audit-file"], K::AuditFile, S::Extension),
+    flag(&["--audit-syslog"], None, K::AuditSyslog, S::Extension),
+    valued(&["--audit-on-failure"], K::AuditOnFailure, S::Extension),
+    valued(&["--metrics-textfile"], K::MetricsTextfile, S::Extension),
 ];
 
 /// Whose command line is parsed: a client's (borg's options only) or borg-gate's own
@@ -742,6 +756,22 @@ mod tests {
         let engine = parse_serve_command(&words("serve --max 5"), Dialect::Engine).unwrap();
         assert_eq!(engine[0].kind(), Some(K::MaxLockWait));
         assert_eq!(parse("serve --max"), Ok(vec![(None, None)]));
+        // What the engine reports to is the server's too: a client cannot name a session id,
+        // an audit file or a textfile.
+        for option in [
+            "--session-id=x",
+            "--policy-name=x",
+            "--audit-file=/tmp/x",
+            "--audit-syslog",
+            "--audit-on-failure=continue",
+            "--metrics-textfile=/tmp/x",
+        ] {
+            let line = words(&format!("serve {option}"));
+            let client = parse_serve_command(&line, Dialect::Client).unwrap();
+            assert_eq!(client[0].spec, None, "{option}");
+            let engine = parse_serve_command(&line, Dialect::Engine).unwrap();
+            assert!(engine[0].spec.is_some(), "{option}");
+        }
     }
 
     #[test]

@@ -46,6 +46,25 @@ pub const SERVER_DECIDES: [&str; 10] = [
     "--allow-lock-bypass",
 ];
 
+/// Where the built-in engine reports the session: server-decided too. [`POLICY`] names its
+/// policy (whatever the test calls it) and audits to syslog; nothing else may appear.
+pub const REPORTING: [(&str, usize); 6] = [
+    ("--session-id", 0),
+    ("--policy-name=", 1),
+    ("--audit-file", 0),
+    ("--audit-syslog", 1),
+    ("--audit-on-failure", 0),
+    ("--metrics-textfile", 0),
+];
+
+/// The first broken reporting invariant in `args`.
+fn reporting_violation(command: &str, args: &[String]) -> Option<String> {
+    REPORTING.iter().find_map(|(option, want)| {
+        let seen = args.iter().filter(|a| a.starts_with(option)).count();
+        (seen != *want).then(|| format!("{command:?}: {option} {seen} times in {args:?}"))
+    })
+}
+
 /// The first broken invariant in the engine arguments the gate accepted for `command`.
 pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String> {
     if args.len() < FORCED.len() || args[..FORCED.len()] != FORCED[..] {
@@ -58,7 +77,9 @@ pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String>
         let allowed = ["--warning", "--info"].contains(&arg.as_str())
             || arg.starts_with("--debug-topic=borg.debug.repository")
             || arg.starts_with("--lock-wait=")
-            || arg == "--max-lock-wait=600";
+            || arg == "--max-lock-wait=600"
+            || arg.starts_with("--policy-name=")
+            || arg == "--audit-syslog";
         if !allowed {
             return Some(format!("{command:?} produced {arg:?}"));
         }
@@ -82,7 +103,7 @@ pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String>
             return Some(format!("{command:?}: {denied} {seen} times in {args:?}"));
         }
     }
-    None
+    reporting_violation(command, args)
 }
 
 /// A refusal is one line of reasonable length.
@@ -97,8 +118,8 @@ pub fn refusal_violation(sentence: &str) -> Option<String> {
 pub const RESOLVED: &str = "/srv/backup/alice/repo";
 
 /// The built-in borg 2 engine's arguments for [`POLICY`] and [`RESOLVED`]: every one from the
-/// policy but the backend, which is the resolved path.
-pub const REST_ARGS: [&str; 9] = [
+/// policy but the backend, which is the resolved path (and the policy's name, checked apart).
+pub const REST_ARGS: [&str; 10] = [
     "--rest",
     "--backend=FILE:/srv/backup/alice/repo",
     "--restrict-to-path=/srv/backup/alice",
@@ -108,9 +129,17 @@ pub const REST_ARGS: [&str; 9] = [
     "--warning",
     "--storage-quota=50000000000",
     "--lock-release=release",
+    "--audit-syslog",
 ];
 
 /// The first broken invariant in the borg 2 engine arguments the gate built for `command`.
 pub fn rest_args_violation(command: &str, args: &[String]) -> Option<String> {
-    (args != REST_ARGS).then(|| format!("{command:?}: borg 2 engine arguments {args:?}"))
+    let named: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--policy-name="))
+        .collect();
+    if named != REST_ARGS {
+        return Some(format!("{command:?}: borg 2 engine arguments {args:?}"));
+    }
+    reporting_violation(command, args)
 }

@@ -13,6 +13,7 @@ use super::scope::{one_line, one_line_text};
 use crate::common::text::rfc3339_seconds;
 use crate::engine::borg1::repository::units::format_file_size;
 use crate::metrics::escape_label_value;
+use crate::metrics::families::{self, Family};
 
 /// Everything `status` learned about one repository. `None` means unknown (a problem says why),
 /// except for `last_commit`, where it means none was found.
@@ -224,70 +225,38 @@ fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// The gauge families `status --textfile` writes, with their help text. Every family but the
-/// last three has one series per repository (label `repository`, its path).
-pub const GAUGES: [(&str, &str); 12] = [
-    (
-        LAST_COMMIT,
-        "Unix time of the repository's newest commit (the mtime of its newest committed segment); 0 when it has none.",
-    ),
-    (
-        SIZE,
-        "Disk usage of the repository directory, as du counts it.",
-    ),
-    (
-        QUOTA,
-        "The smallest storage quota a client of the repository works under; absent without a quota.",
-    ),
-    (
-        QUOTA_USED,
-        "Bytes counted against the storage quota (borg's storage_quota_use in the hints).",
-    ),
-    (SEGMENTS, "Non-empty segment files in the repository."),
-    (
-        COMPACTABLE,
-        "Bytes borg compact could free, from the hints' compact map.",
-    ),
-    (
-        APPEND_ONLY,
-        "1 when no client can delete: the repository is append-only, or every policy that reaches it forces append-only.",
-    ),
-    (
-        LOCK_HELD,
-        "1 while the repository lock is held by a running process or one on another host.",
-    ),
-    (
-        LOCK_STALE,
-        "1 when the repository lock is held only by dead processes on this host.",
-    ),
-    (
-        PROBLEMS,
-        "Things status could not read in the repository; 0 when it read everything.",
-    ),
-    (
-        POLICY_REPOSITORIES,
-        "Repositories the policy reaches, by policy; 0 means its clients have no repository yet.",
-    ),
-    (
-        REPOSITORIES,
-        "Repositories borg-gate status found in its last run.",
-    ),
+/// The gauge families `status --textfile` writes, with their help text (shared with the engine's
+/// textfile: `metrics::families`). Every family but the last two has one series per repository
+/// (label `repository`, its path).
+pub const GAUGES: [Family; 12] = [
+    families::LAST_COMMIT,
+    families::SIZE,
+    families::QUOTA,
+    families::QUOTA_USED,
+    families::SEGMENTS,
+    families::COMPACTABLE,
+    families::APPEND_ONLY,
+    families::LOCK_HELD,
+    families::LOCK_STALE,
+    families::PROBLEMS,
+    families::POLICY_REPOSITORIES,
+    families::REPOSITORIES,
 ];
 
-pub const LAST_COMMIT: &str = "borg_gate_repository_last_commit_timestamp_seconds";
-pub const SIZE: &str = "borg_gate_repository_size_bytes";
-pub const QUOTA: &str = "borg_gate_repository_quota_bytes";
-pub const QUOTA_USED: &str = "borg_gate_repository_quota_used_bytes";
-pub const SEGMENTS: &str = "borg_gate_repository_segments";
-pub const COMPACTABLE: &str = "borg_gate_repository_compactable_bytes";
-pub const APPEND_ONLY: &str = "borg_gate_repository_append_only";
-pub const LOCK_HELD: &str = "borg_gate_repository_lock_held";
-pub const LOCK_STALE: &str = "borg_gate_repository_lock_stale";
-pub const PROBLEMS: &str = "borg_gate_repository_problems";
-pub const POLICY_REPOSITORIES: &str = "borg_gate_status_policy_repositories";
-pub const REPOSITORIES: &str = "borg_gate_status_repositories";
+pub const LAST_COMMIT: &str = families::LAST_COMMIT.name;
+pub const SIZE: &str = families::SIZE.name;
+pub const QUOTA: &str = families::QUOTA.name;
+pub const QUOTA_USED: &str = families::QUOTA_USED.name;
+pub const SEGMENTS: &str = families::SEGMENTS.name;
+pub const COMPACTABLE: &str = families::COMPACTABLE.name;
+pub const APPEND_ONLY: &str = families::APPEND_ONLY.name;
+pub const LOCK_HELD: &str = families::LOCK_HELD.name;
+pub const LOCK_STALE: &str = families::LOCK_STALE.name;
+pub const PROBLEMS: &str = families::PROBLEMS.name;
+pub const POLICY_REPOSITORIES: &str = families::POLICY_REPOSITORIES.name;
+pub const REPOSITORIES: &str = families::REPOSITORIES.name;
 /// When the textfile was written (no labels).
-pub const RUN_TIMESTAMP: &str = "borg_gate_status_timestamp_seconds";
+pub const RUN_TIMESTAMP: &str = families::RUN_TIMESTAMP.name;
 
 /// The per-repository samples of one repository: (family, value), families absent where the
 /// value is unknown or, for the quota, where there is none.
@@ -361,7 +330,7 @@ impl Gauges {
     }
 
     fn push(&mut self, family: &str, label: &str, escaped_value: &str, value: u64) {
-        if let Some(index) = GAUGES.iter().position(|(name, _)| *name == family) {
+        if let Some(index) = GAUGES.iter().position(|gauge| gauge.name == family) {
             let _ = writeln!(
                 self.families[index],
                 "{family}{{{label}=\"{escaped_value}\"}} {value}"
@@ -374,20 +343,16 @@ impl Gauges {
     pub fn render(self, now: SystemTime) -> String {
         let mut text =
             String::with_capacity(self.families.iter().map(String::len).sum::<usize>() + 4096);
-        for ((name, help), samples) in GAUGES.iter().zip(self.families) {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
-            if *name == REPOSITORIES {
-                let _ = writeln!(text, "{name} {}", self.repositories);
+        for (family, samples) in GAUGES.iter().zip(self.families) {
+            text.push_str(&family.header());
+            if family.name == REPOSITORIES {
+                let _ = writeln!(text, "{REPOSITORIES} {}", self.repositories);
             } else {
                 text.push_str(&samples);
             }
         }
-        let _ = writeln!(
-            text,
-            "# HELP {RUN_TIMESTAMP} Unix time of the borg-gate status run that wrote this file.\n\
-             # TYPE {RUN_TIMESTAMP} gauge\n{RUN_TIMESTAMP} {}",
-            unix_seconds(now)
-        );
+        text.push_str(&families::RUN_TIMESTAMP.header());
+        let _ = writeln!(text, "{RUN_TIMESTAMP} {}", unix_seconds(now));
         text
     }
 }

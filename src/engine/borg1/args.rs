@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::log_level::LogLevel;
+use crate::engine::reporting::{Reporting, ReportingOption};
 use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::gate::command::{split_command, strip_assignments};
 use crate::gate::options::{Dialect, OptionKind, ParseError, ParsedOption, parse_serve_command};
@@ -40,6 +41,9 @@ pub struct ServeConfig {
     /// A client's `open(lock=False)` may read without a lock (borg's `--bypass-lock`);
     /// without this the lock is only deferred (see `repository/locking.rs`).
     pub allow_lock_bypass: bool,
+    /// Where the end of the session is reported (see `reporting.rs`); boxed, as it is
+    /// rarely looked at and the config is passed around by value.
+    pub reporting: Box<Reporting>,
     /// `--help` was given: print usage instead of serving.
     pub help: bool,
 }
@@ -63,6 +67,7 @@ impl Default for ServeConfig {
             key_quota: None,
             key_quota_ledger: None,
             allow_lock_bypass: false,
+            reporting: Box::default(),
             help: false,
         }
     }
@@ -196,10 +201,28 @@ fn apply(config: &mut ServeConfig, option: &ParsedOption) -> Result<(), ArgsErro
             }
             config.key_quota_ledger = Some(path);
         }
+        OptionKind::SessionId => report(config, ReportingOption::SessionId, &value, bad)?,
+        OptionKind::PolicyName => report(config, ReportingOption::PolicyName, &value, bad)?,
+        OptionKind::AuditFile => report(config, ReportingOption::AuditFile, &value, bad)?,
+        OptionKind::AuditSyslog => report(config, ReportingOption::AuditSyslog, &value, bad)?,
+        OptionKind::AuditOnFailure => report(config, ReportingOption::AuditOnFailure, &value, bad)?,
+        OptionKind::MetricsTextfile => {
+            report(config, ReportingOption::MetricsTextfile, &value, bad)?
+        }
         OptionKind::Help => config.help = true,
         OptionKind::Inert | OptionKind::Version => {}
     }
     Ok(())
+}
+
+/// Takes a reporting option, with `bad` making the error.
+fn report(
+    config: &mut ServeConfig,
+    option: ReportingOption,
+    value: &str,
+    bad: impl Fn(&'static str) -> ArgsError,
+) -> Result<(), ArgsError> {
+    config.reporting.set(option, value).map_err(bad)
 }
 
 /// borg 1.4's subcommands (`borg --help`).
@@ -365,6 +388,34 @@ mod tests {
         // A client cannot send them: they are the server's.
         let mut config = ServeConfig::default();
         assert!(apply_client_command(&mut config, b"borg serve --allow-lock-bypass").is_err());
+    }
+
+    #[test]
+    fn the_gate_s_reporting_options_are_read_and_a_client_cannot_send_them() {
+        let config = parse_serve_args(&args(
+            "--session-id=0123abcd --policy-name=laptop --audit-file=/var/log/a.jsonl --audit-syslog \
+             --audit-on-failure=continue --metrics-textfile=/var/lib/m.prom",
+        ))
+        .unwrap();
+        let reporting = &config.reporting;
+        assert_eq!(reporting.session_id.as_ref().unwrap().as_str(), "0123abcd");
+        assert_eq!(reporting.policy.as_deref(), Some("laptop"));
+        assert_eq!(
+            reporting.audit.file,
+            Some(PathBuf::from("/var/log/a.jsonl"))
+        );
+        assert!(reporting.audit.syslog);
+        assert_eq!(
+            reporting.metrics_textfile,
+            Some(PathBuf::from("/var/lib/m.prom"))
+        );
+        assert!(matches!(
+            parse_serve_args(&args("--session-id=a/b")),
+            Err(ArgsError::BadValue { .. })
+        ));
+        let mut config = ServeConfig::default();
+        assert!(apply_client_command(&mut config, b"borg serve --session-id=x").is_err());
+        assert!(apply_client_command(&mut config, b"borg serve --audit-file=/tmp/x").is_err());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! The extensions exist so that the gate can pin everything it decides on the engine's own
 //! command line, where a client cannot reach: `--storage-quota`, the session's clocks
 //! (`--idle-timeout`, `--request-timeout`, `--session-limit`, as borg 1's engine has them),
-//! `--lock-release`, `--lock-fence` (the stale-lock release of `locks.rs`) and, for
-//! benchmarks only, `--no-fsync`.
+//! `--lock-release`, `--lock-fence` (the stale-lock release of `locks.rs`), where the end of
+//! the session is reported (`--session-id`, `--policy-name`, `--audit-file`, `--audit-syslog`,
+//! `--audit-on-failure`, `--metrics-textfile`: `engine/reporting.rs`) and, for benchmarks
+//! only, `--no-fsync`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use super::locks::{DEFAULT_FENCE, ReleasePolicy};
 use super::permissions::Mode;
 use crate::common::log_level::LogLevel;
+use crate::engine::reporting::{Reporting, ReportingOption};
 use crate::engine::session::clock::{DEFAULT_REQUEST_TIMEOUT, parse_limit};
 use crate::policy::validate::parse_size;
 use crate::policy::{DEFAULT_UMASK, normalize_debug_topic, parse_umask};
@@ -48,6 +51,8 @@ pub struct RestConfig {
     pub lock_release: ReleasePolicy,
     pub lock_fence: Duration,
     pub fsync: bool,
+    /// Where the end of the session is reported.
+    pub reporting: Reporting,
     pub help: bool,
 }
 
@@ -70,6 +75,7 @@ impl Default for RestConfig {
             lock_release: ReleasePolicy::Release,
             lock_fence: DEFAULT_FENCE,
             fsync: true,
+            reporting: Reporting::default(),
             help: false,
         }
     }
@@ -145,6 +151,7 @@ enum Opt {
     LockRelease,
     LockFence,
     NoFsync,
+    Report(ReportingOption),
 }
 
 struct Spec {
@@ -214,6 +221,36 @@ static OPTIONS: &[Spec] = &[
     extension(&["--lock-release"], true, Opt::LockRelease),
     extension(&["--lock-fence"], true, Opt::LockFence),
     extension(&["--no-fsync"], false, Opt::NoFsync),
+    extension(
+        &["--session-id"],
+        true,
+        Opt::Report(ReportingOption::SessionId),
+    ),
+    extension(
+        &["--policy-name"],
+        true,
+        Opt::Report(ReportingOption::PolicyName),
+    ),
+    extension(
+        &["--audit-file"],
+        true,
+        Opt::Report(ReportingOption::AuditFile),
+    ),
+    extension(
+        &["--audit-syslog"],
+        false,
+        Opt::Report(ReportingOption::AuditSyslog),
+    ),
+    extension(
+        &["--audit-on-failure"],
+        true,
+        Opt::Report(ReportingOption::AuditOnFailure),
+    ),
+    extension(
+        &["--metrics-textfile"],
+        true,
+        Opt::Report(ReportingOption::MetricsTextfile),
+    ),
 ];
 
 /// borg 2's commands (`borg --help`), for telling "another borg command" from "not borg".
@@ -511,8 +548,23 @@ fn apply(config: &mut RestConfig, opt: Opt, value: &str) -> Result<(), ArgsError
                 .map_err(|_| bad("--lock-fence", "a duration such as 30m"))?
         }
         Opt::NoFsync => config.fsync = false,
+        Opt::Report(option) => config
+            .reporting
+            .set(option, value)
+            .map_err(|expected| bad(report_option_name(option), expected))?,
     }
     Ok(())
+}
+
+fn report_option_name(option: ReportingOption) -> &'static str {
+    match option {
+        ReportingOption::SessionId => "--session-id",
+        ReportingOption::PolicyName => "--policy-name",
+        ReportingOption::AuditFile => "--audit-file",
+        ReportingOption::AuditSyslog => "--audit-syslog",
+        ReportingOption::AuditOnFailure => "--audit-on-failure",
+        ReportingOption::MetricsTextfile => "--metrics-textfile",
+    }
 }
 
 /// `--permissions`, else `BORG_REPO_PERMISSIONS`, else `all`; borg's message for a bad

@@ -258,15 +258,15 @@ fn gauges_have_one_series_per_repository_and_escape_the_path() {
     gauges.add_policy("alice-laptop", 1);
     gauges.add_policy("idle", 0);
     let text = gauges.render(at(COMMITTED + 60));
-    let expected = r#"# HELP borg_gate_repository_last_commit_timestamp_seconds Unix time of the repository's newest commit (the mtime of its newest committed segment); 0 when it has none.
+    let expected = r#"# HELP borg_gate_repository_last_commit_timestamp_seconds Unix time of the repository's newest commit; 0 when it has none. From borg-gate status (label repository) and from the engine's sessions (labels repository and policy).
 # TYPE borg_gate_repository_last_commit_timestamp_seconds gauge
 borg_gate_repository_last_commit_timestamp_seconds{repository="/srv/backup/alice/laptop"} 1796593172
 borg_gate_repository_last_commit_timestamp_seconds{repository="/srv/we\"ird\\na\nme"} 0
-# HELP borg_gate_repository_size_bytes Disk usage of the repository directory, as du counts it.
+# HELP borg_gate_repository_size_bytes Disk usage of the repository directory, as du counts it (borg-gate status).
 # TYPE borg_gate_repository_size_bytes gauge
 borg_gate_repository_size_bytes{repository="/srv/backup/alice/laptop"} 1234567890
 borg_gate_repository_size_bytes{repository="/srv/we\"ird\\na\nme"} 1234567890
-# HELP borg_gate_repository_quota_bytes The smallest storage quota a client of the repository works under; absent without a quota.
+# HELP borg_gate_repository_quota_bytes The storage quota clients of the repository work under (status: the smallest; engine: the session's); absent without a quota.
 # TYPE borg_gate_repository_quota_bytes gauge
 borg_gate_repository_quota_bytes{repository="/srv/backup/alice/laptop"} 50000000000
 # HELP borg_gate_repository_quota_used_bytes Bytes counted against the storage quota (borg's storage_quota_use in the hints).
@@ -317,7 +317,8 @@ fn an_empty_run_still_writes_every_family_and_the_count() {
             .contains("\nborg_gate_status_policy_repositories{policy=\"p\"} 0\n")
     );
     let text = Gauges::new().render(at(5));
-    for (name, _) in GAUGES {
+    for family in GAUGES {
+        let name = family.name;
         assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name}");
     }
     assert!(text.contains("\nborg_gate_status_repositories 0\n"));

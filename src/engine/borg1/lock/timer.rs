@@ -1,5 +1,7 @@
 //! How long a lock attempt waits: borg's `TimeoutTimer` (`locking.py:17-67`) plus an abort hook.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ const ABORT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 pub struct LockWait<'a> {
     timeout: Option<Duration>,
     should_abort: Option<&'a dyn Fn() -> bool>,
+    /// Where the time slept waiting is added (the session's record says how long it waited).
+    slept: Option<&'a Cell<Duration>>,
 }
 
 impl<'a> LockWait<'a> {
@@ -34,6 +38,7 @@ impl<'a> LockWait<'a> {
         LockWait {
             timeout: None,
             should_abort: None,
+            slept: None,
         }
     }
 
@@ -42,6 +47,7 @@ impl<'a> LockWait<'a> {
         LockWait {
             timeout: Some(timeout),
             should_abort: None,
+            slept: None,
         }
     }
 
@@ -50,14 +56,15 @@ impl<'a> LockWait<'a> {
         LockWait {
             timeout,
             should_abort: None,
+            slept: None,
         }
     }
 
     /// Give up (with `LockError::Aborted`) as soon as `should_abort` returns true.
     pub fn abort_when(self, should_abort: &'a dyn Fn() -> bool) -> Self {
         LockWait {
-            timeout: self.timeout,
             should_abort: Some(should_abort),
+            ..self
         }
     }
 
@@ -72,7 +79,18 @@ impl<'a> LockWait<'a> {
     }
 
     /// Sleep `duration`, waking early when the abort hook fires. Returns false if aborted.
+    /// The time slept is added to the wait's counter, if it has one.
     fn sleep_unless_aborted(&self, duration: Duration) -> bool {
+        let Some(slept) = self.slept else {
+            return self.sleep(duration);
+        };
+        let started = Instant::now();
+        let woke = self.sleep(duration);
+        slept.set(slept.get() + started.elapsed());
+        woke
+    }
+
+    fn sleep(&self, duration: Duration) -> bool {
         if self.should_abort.is_none() {
             thread::sleep(duration);
             return true;
@@ -96,6 +114,7 @@ impl std::fmt::Debug for LockWait<'_> {
         f.debug_struct("LockWait")
             .field("timeout", &self.timeout)
             .field("should_abort", &self.should_abort.is_some())
+            .field("slept", &self.slept.map(Cell::get))
             .finish()
     }
 }
@@ -109,6 +128,7 @@ pub struct SessionLockWait {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     should_abort: Option<Box<dyn Fn() -> bool>>,
+    slept: Option<Rc<Cell<Duration>>>,
 }
 
 impl SessionLockWait {
@@ -118,6 +138,15 @@ impl SessionLockWait {
             timeout,
             deadline: None,
             should_abort: None,
+            slept: None,
+        }
+    }
+
+    /// Every wait adds the time it slept to `slept` (the session's tally).
+    pub fn counting_into(self, slept: Rc<Cell<Duration>>) -> Self {
+        SessionLockWait {
+            slept: Some(slept),
+            ..self
         }
     }
 
@@ -147,6 +176,7 @@ impl SessionLockWait {
         LockWait {
             timeout,
             should_abort: self.should_abort.as_deref(),
+            slept: self.slept.as_deref(),
         }
     }
 }
@@ -247,6 +277,31 @@ mod tests {
             default_poll_interval(Some(Duration::MAX)),
             Duration::from_millis(100)
         );
+    }
+
+    #[test]
+    fn a_session_s_waits_add_up_the_time_they_slept() {
+        let slept = Rc::new(Cell::new(Duration::ZERO));
+        let session =
+            SessionLockWait::new(Some(Duration::from_millis(30))).counting_into(slept.clone());
+        for _ in 0..2 {
+            let wait = session.now();
+            let timer = TimeoutTimer::start(&wait, Some(Duration::from_millis(10)));
+            while timer.timed_out_or_sleep() == NextStep::Retry {}
+        }
+        assert!(
+            slept.get() >= Duration::from_millis(60),
+            "{:?}",
+            slept.get()
+        );
+        let once = SessionLockWait::new(Some(Duration::ZERO)).counting_into(slept.clone());
+        let before = slept.get();
+        let wait = once.now();
+        assert_eq!(
+            TimeoutTimer::start(&wait, None).timed_out_or_sleep(),
+            NextStep::TimedOut
+        );
+        assert_eq!(slept.get(), before, "a try without a wait sleeps nothing");
     }
 
     #[test]

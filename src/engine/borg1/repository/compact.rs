@@ -167,6 +167,7 @@ impl Repository {
             self.io
                 .delete_segment(old)
                 .map_err(|e| RepoError::io("cannot delete segment", e))?;
+            self.compacted_segments += 1;
             self.books.compact.remove(&old);
         }
         Ok(())

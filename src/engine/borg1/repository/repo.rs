@@ -104,6 +104,23 @@ pub struct Repository {
     pub(super) key_quota: Option<KeyQuotaSession>,
     /// What [`Repository::charged_use`] was when the write transaction started.
     pub(super) charged_at_start: u64,
+    /// The transaction this session's last commit made.
+    pub(super) committed_transaction: Option<u32>,
+    /// Segments this session's compactions deleted.
+    pub(super) compacted_segments: u64,
+}
+
+/// What this session's commits did, for the session's record and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitFacts {
+    /// The transaction the last commit made.
+    pub transaction_id: Option<u32>,
+    /// Segments compaction deleted in this session.
+    pub compacted_segments: u64,
+    /// The storage quota (`None` without one).
+    pub quota: Option<u64>,
+    /// borg's `storage_quota_use`.
+    pub quota_used: u64,
 }
 
 impl Repository {
@@ -187,6 +204,8 @@ impl Repository {
             created,
             key_quota: None,
             charged_at_start: 0,
+            committed_transaction: None,
+            compacted_segments: 0,
         };
         repository.apply_settings(config, &settings);
         Ok(repository)
@@ -227,6 +246,16 @@ impl Repository {
 
     pub fn is_append_only(&self) -> bool {
         self.append_only
+    }
+
+    /// What this session's commits did (see [`CommitFacts`]).
+    pub fn commit_facts(&self) -> CommitFacts {
+        CommitFacts {
+            transaction_id: self.committed_transaction,
+            compacted_segments: self.compacted_segments,
+            quota: u64::try_from(self.storage_quota).ok().filter(|q| *q > 0),
+            quota_used: self.books.storage_quota_use,
+        }
     }
 
     /// Ends the session: an open transaction is abandoned (its segments stay until the next

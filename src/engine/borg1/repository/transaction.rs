@@ -487,6 +487,7 @@ impl Repository {
         let tid = self
             .segments_transaction_id()?
             .ok_or_else(|| RepoError::Internal("no committed segment after commit".into()))?;
+        self.committed_transaction = Some(tid);
         if self.append_only {
             append_transaction_log(&self.dir, tid)
                 .map_err(|e| RepoError::io("cannot write transactions", e))?;

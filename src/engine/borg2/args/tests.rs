@@ -247,3 +247,30 @@ fn permissions_come_from_the_option_then_the_environment() {
         Ok(Mode::ReadOnly)
     );
 }
+
+#[test]
+fn the_gate_s_reporting_options_are_the_server_s() {
+    let config = forced(
+        "--rest --session-id=0123abcd --policy-name=laptop --audit-file=/var/log/a.jsonl \
+         --audit-syslog --audit-on-failure=continue --metrics-textfile=/var/lib/m.prom",
+    );
+    let reporting = &config.reporting;
+    assert_eq!(reporting.session_id.as_ref().unwrap().as_str(), "0123abcd");
+    assert_eq!(reporting.policy.as_deref(), Some("laptop"));
+    assert!(reporting.audit.syslog);
+    assert_eq!(
+        reporting.metrics_textfile.as_deref(),
+        Some(std::path::Path::new("/var/lib/m.prom"))
+    );
+    assert_eq!(
+        parse_rest_args(&["--rest", "--audit-file=relative"]),
+        Err(ArgsError::BadValue {
+            option: "--audit-file",
+            value: "relative".into(),
+            expected: "an absolute path"
+        })
+    );
+    let mut config = forced("--rest");
+    assert!(apply_client_command(&mut config, "borg serve --rest --session-id=forged").is_err());
+    assert!(apply_client_command(&mut config, "borg serve --rest --audit-file=/tmp/x").is_err());
+}
