@@ -8,11 +8,17 @@
 #   ENGINE=/usr/bin/borg ./scripts/demo.sh  # front Python `borg serve` instead
 #
 # As root, or as a user with sudo (scripts/setup.sh installs with it; the demo's sshd then
-# runs as that user and only lets that user in).
+# runs as that user and only lets that user in). SKIP_SETUP=1 skips the installation.
+# Needs Rust 1.85 or newer on the PATH (rustup); it ends with what an operator sees the next
+# morning: `borg-gate status` of the repository and `borg-gate audit` of the sessions.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "demo.sh: cargo is not on the PATH; install Rust 1.85 or newer (https://rustup.rs) first" >&2
+    exit 1
+fi
 [ "${SKIP_SETUP:-0}" = 1 ] || bash scripts/setup.sh
 
 cargo build --release --quiet
@@ -100,3 +106,7 @@ ssh -F /dev/null -i "$work/client_key" -p "$port" -o StrictHostKeyChecking=no -o
 
 say "audit log"
 cat "$work/log/audit.jsonl"
+
+say "the next morning: borg-gate status and borg-gate audit"
+"$gate" status --max-age 26h --policy "$work/etc/alice.toml"
+"$gate" audit "$work/log/audit.jsonl"
