@@ -15,6 +15,16 @@ const EXIT_ERROR: u8 = 2;
 /// show it: "stdio server exited with code 83").
 const EXIT_PATH_NOT_ALLOWED: u8 = 83;
 
+/// Writes to stdout like `print!`, without its panic when the reader went away.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// Writes a line to stdout like `println!`, without its panic when the reader went away.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 fn main() -> ExitCode {
     borg_gate::sys::ensure_standard_descriptors();
     let cli = Cli::parse();
@@ -67,12 +77,10 @@ fn main() -> ExitCode {
         (None, Some(Command::Keys { command })) => keys_command(command),
         (None, Some(Command::Completions { shell })) => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "borg-gate",
-                &mut std::io::stdout(),
-            );
+            // clap_complete panics when its writer fails: it writes into memory here.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "borg-gate", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             ExitCode::SUCCESS
         }
         (
@@ -105,6 +113,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes formatted text to stdout. A reader that went away (`borg-gate audit | head`) ends
+/// the command at once and silently; its output is incomplete, so the status is non-zero, as
+/// `status` has it. Any other write error is one line.
+fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("borg-gate: cannot write the output: {error}");
+        }
+        std::process::exit(i32::from(EXIT_ERROR));
+    }
+}
+
 fn gate(policy: &std::path::Path, key_name: Option<&str>) -> ExitCode {
     match pipeline::run_gate(policy, key_name) {
         Ok(GateExit::Probe) => ExitCode::SUCCESS,
@@ -133,9 +155,9 @@ fn explain(request: pipeline::ExplainRequest<'_>, json: bool) -> ExitCode {
     match pipeline::explain(request) {
         Ok(explanation) => {
             if json {
-                print!("{}", explanation.record.to_line());
+                out!("{}", explanation.record.to_line());
             } else {
-                print!("{explanation}");
+                out!("{explanation}");
             }
             match explanation.judgement.decision {
                 borg_gate::gate::Decision::Reject(_) => ExitCode::from(EXIT_REFUSED),
@@ -203,7 +225,7 @@ fn check_policy(files: &[std::path::PathBuf], name: Option<&str>, user: Option<&
                 if let Some(account) = &account {
                     notes.push(format!("checked as {}", account.name));
                 }
-                println!("{}: ok ({})", file.display(), notes.join(", "));
+                outln!("{}: ok ({})", file.display(), notes.join(", "));
             }
             _ => failed = true,
         }
@@ -257,10 +279,10 @@ fn doctor(
             "errors": errors,
             "warnings": warnings,
         });
-        println!("{report}");
+        outln!("{report}");
     } else {
         for finding in &findings {
-            println!("{finding}");
+            outln!("{finding}");
         }
         eprintln!(
             "borg-gate doctor: {errors} error(s), {warnings} warning(s) in {} and {}",
@@ -305,14 +327,14 @@ fn audit(
         Ok(summary) => {
             if json {
                 match serde_json::to_string(&summary) {
-                    Ok(text) => println!("{text}"),
+                    Ok(text) => outln!("{text}"),
                     Err(error) => {
                         eprintln!("borg-gate: {error}");
                         return ExitCode::from(EXIT_ERROR);
                     }
                 }
             } else {
-                print!("{summary}");
+                out!("{summary}");
             }
             ExitCode::SUCCESS
         }

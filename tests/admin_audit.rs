@@ -278,3 +278,33 @@ fn unreadable_files_and_bad_times_exit_two_with_a_sentence() {
     assert!(empty.success(), "{empty}");
     assert!(empty.stdout_text().contains(": 0 records\n"));
 }
+
+/// `borg-gate audit log | head`: a reader that goes away before the output is written ends
+/// the command without a panic and without a word about it (the output is incomplete: status
+/// 2). The
+/// pipe's read end is closed before the command starts, so every write fails at once.
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let site = Site::new("audit-epipe");
+    fs::write(site.path("empty.jsonl"), "").unwrap();
+    let policy = site.policy("epipe");
+    let commands: [Vec<std::ffi::OsString>; 3] = [
+        vec!["audit".into(), site.path("empty.jsonl").into()],
+        vec!["check-policy".into(), policy.into()],
+        vec!["completions".into(), "bash".into()],
+    ];
+    for args in commands {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let output = Command::new(support::cargo_bin())
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for word in ["panicked", "Broken pipe", "cannot write"] {
+            assert!(!stderr.contains(word), "{args:?}: {stderr}");
+        }
+    }
+}

@@ -393,6 +393,14 @@ fn quota_and_append_only_come_from_the_repository_and_the_policies_that_reach_it
     assert_eq!(checked.code(), Some(1), "{checked}");
     assert_eq!(checked.stdout_text(), "");
     checked.assert_stderr_contains("policy \"nobody\"");
+    assert_eq!(
+        checked
+            .stderr_text()
+            .matches("reaches no repository")
+            .count(),
+        1,
+        "said once: {checked}"
+    );
     let checked = status(
         &[
             "-q",

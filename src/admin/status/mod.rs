@@ -229,7 +229,10 @@ pub fn run(
     for (scope, count) in scopes.iter().zip(&reached) {
         if *count == 0 {
             let policy = format!("{:?} ({})", scope.name, scope.file.display());
-            warn(&format!("policy {policy} reaches no repository"));
+            // With --max-age it is one of the failures, said once with the others.
+            if options.max_age.is_none() {
+                warn(&format!("policy {policy} reaches no repository"));
+            }
             summary.idle_policies.push(policy);
         }
         if let Some(gauges) = &mut gauges {
