@@ -623,8 +623,8 @@ pub fn write_textfile(path: &Path, text: String, max_wait: Duration) -> Result<(
 }
 
 /// Takes `<file>.lock`, asks `produce` for the new text (it may read the current file, whose
-/// path it gets), writes `<file>.tmp` with mode 0644, fsyncs it, renames it over the file and
-/// fsyncs the directory.
+/// path it gets), writes `<file>.tmp` with mode 0644, fsyncs it, renames it over the file,
+/// unlocks and fsyncs the directory.
 fn replace_under_lock(
     path: &Path,
     max_wait: Duration,
@@ -651,7 +651,7 @@ fn replace_under_lock(
     let lock_file = open_nofollow(File::options().read(true).write(true).create(true), 0o600)
         .open(&lock_path)
         .map_err(io_error(&lock_path))?;
-    let _lock = lock_within(lock_file, max_wait)?;
+    let lock = lock_within(lock_file, max_wait)?;
 
     let text = produce(path)?;
 
@@ -668,7 +668,10 @@ fn replace_under_lock(
         .and_then(|()| file.sync_all())
         .map_err(io_error(&temporary))?;
     fs::rename(&temporary, path).map_err(io_error(path))?;
-    // The rename is durable once the directory is; a failure here loses nothing visible.
+    // Readers and the next writer see the new file from here on: the directory's fsync (for
+    // the rename to survive a power cut) needs no lock, and holding it for that would make
+    // every other session wait out one more disk flush. A failure loses nothing visible.
+    drop(lock);
     if let Ok(directory) = File::open(dir) {
         let _ = directory.sync_all();
     }
