@@ -1,9 +1,17 @@
 //! Test support shared by the unit tests: the one rule for tools a test needs (real borg,
-//! its Python), and running borg's Python on our bytes.
+//! its Python, found as the integration tests find them), and running borg's Python on our
+//! bytes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+// The integration tests' lookup of the real borg installations, so that one function names
+// their paths for every test.
+#[path = "../tests/support/borg_paths.rs"]
+#[allow(dead_code, reason = "no unit test runs borg 2 yet")]
+mod borg_paths;
+pub use borg_paths::Borg;
 
 /// A test cannot run because `what` is missing: a failure when `CI=true` (CI installs
 /// everything), otherwise a printed note, and the caller skips.
@@ -18,12 +26,25 @@ pub fn unavailable(what: &str) {
 }
 
 /// `path` if it exists; otherwise see [`unavailable`].
-pub fn require_tool(path: &str) -> Option<PathBuf> {
-    if Path::new(path).exists() {
-        return Some(PathBuf::from(path));
+pub fn require_tool(path: impl AsRef<Path>) -> Option<PathBuf> {
+    let path = path.as_ref();
+    if path.exists() {
+        return Some(path.to_path_buf());
     }
-    unavailable(path);
+    unavailable(&path.display().to_string());
     None
+}
+
+/// The executable of a real `borg` ([`Borg::executable`]), if it exists; otherwise see
+/// [`unavailable`].
+pub fn require_borg(borg: Borg) -> Option<PathBuf> {
+    require_tool(borg.executable())
+}
+
+/// The Python of a real `borg` ([`Borg::python`]), if it exists; otherwise see
+/// [`unavailable`].
+pub fn require_borg_python(borg: Borg) -> Option<PathBuf> {
+    require_tool(borg.python())
 }
 
 /// Runs `script` with `python`, feeding `stdin` from another thread (so that a script that

@@ -2,22 +2,17 @@
 //! empty and a private BORG_BASE_DIR, so no cache, key or security dir leaks between tests.
 
 use std::collections::HashMap;
-use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use super::borg_paths::Borg;
 use super::command::{CmdOutput, run_with_timeout};
-use super::{SAFE_PATH, find_tool, temp_dir, unavailable};
+use super::{SAFE_PATH, require_tool, temp_dir};
 
 /// How long one borg command may take before its process group is killed and the test fails.
 pub const BORG_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Where Debian's borgbackup package puts its client.
-const DEBIAN_BORG: &str = "/usr/bin/borg";
-/// The venv scripts/setup.sh creates; `$BORG14` overrides it.
-const DEFAULT_BORG14: &str = "/opt/borg145/bin/borg";
 
 /// One real borg executable, plus the private base dir its runs use.
 pub struct BorgClient {
@@ -171,27 +166,20 @@ fn borg_version(path: &Path) -> String {
     version
 }
 
-/// Debian's borg (/usr/bin/borg), or `None` after the skip note (a panic when CI=true).
+/// Debian's borg 1.2 (see [`Borg::executable`]), or `None` after the skip note (a panic when
+/// CI=true).
 #[track_caller]
 pub fn debian_borg() -> Option<BorgClient> {
-    match find_tool(DEBIAN_BORG) {
-        Some(path) => Some(BorgClient::new(&path, "debian")),
-        None => unavailable(&format!("{DEBIAN_BORG} not installed")),
-    }
+    let path = require_tool(&Borg::Debian12.executable().to_string_lossy())?;
+    Some(BorgClient::new(&path, "debian"))
 }
 
-/// Borg 1.4 from PyPI: `$BORG14`, else /opt/borg145/bin/borg; `None` after the skip note (a
-/// panic when CI=true).
+/// Borg 1.4 from PyPI (see [`Borg::executable`]), or `None` after the skip note (a panic when
+/// CI=true).
 #[track_caller]
 pub fn borg14() -> Option<BorgClient> {
-    let wanted = env::var("BORG14")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| DEFAULT_BORG14.to_string());
-    match find_tool(&wanted) {
-        Some(path) => Some(BorgClient::new(&path, "pypi")),
-        None => unavailable(&format!("{wanted} not installed")),
-    }
+    let path = require_tool(&Borg::Pypi14.executable().to_string_lossy())?;
+    Some(BorgClient::new(&path, "pypi"))
 }
 
 /// Every borg client we test against, Debian's first. Each missing one follows the rule of

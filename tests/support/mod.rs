@@ -8,6 +8,7 @@
 
 mod account;
 mod borg;
+mod borg_paths;
 mod command;
 mod rest;
 mod sshd;
@@ -19,6 +20,8 @@ mod tree;
 pub use account::{AccountGuard, TestAccount, account_tool};
 #[allow(unused_imports)]
 pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
+#[allow(unused_imports)]
+pub use borg_paths::Borg;
 #[allow(unused_imports)]
 pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
 #[allow(unused_imports)]

@@ -9,24 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{SAFE_PATH, cargo_bin, find_tool, unavailable};
+use super::borg_paths::Borg;
+use super::{SAFE_PATH, cargo_bin, require_tool};
 
 /// borgstore's `Accept` value.
 pub const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
-/// Where scripts/setup.sh installs borg 2.0.0b23; `$BORG2` overrides it.
-const DEFAULT_BORG2: &str = "/opt/borg2b23/bin/borg";
-
-/// The borg 2 executable (b23), or `None` after the skip note (a panic when CI=true).
+/// The borg 2 executable (b23, see [`Borg::executable`]), or `None` after the skip note (a
+/// panic when CI=true).
 #[track_caller]
 pub fn borg2_path() -> Option<PathBuf> {
-    let wanted = std::env::var("BORG2")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| DEFAULT_BORG2.to_string());
-    match find_tool(&wanted) {
-        Some(path) => Some(path),
-        None => unavailable(&format!("{wanted} not installed")),
-    }
+    require_tool(&Borg::Pypi2.executable().to_string_lossy())
 }
 
 /// One request, framed as borgstore's client frames it.

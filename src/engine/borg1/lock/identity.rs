@@ -350,6 +350,7 @@ fn random_node() -> u64 {
 mod tests {
     use super::*;
     use crate::engine::borg1::lock::tests::dead_pid;
+    use crate::test_support::Borg;
 
     fn interface(name: &str, ifindex: u64, address: &str) -> NetworkInterface {
         NetworkInterface {
@@ -595,8 +596,9 @@ mod tests {
         assert_eq!(python_fqdn("no-such-host.invalid"), "no-such-host.invalid");
     }
 
-    fn python_value(python: &str, code: &str) -> Option<String> {
-        crate::test_support::require_tool(python)?;
+    /// What `code` prints when the Python of `borg` runs it.
+    fn python_value(borg: Borg, code: &str) -> Option<String> {
+        let python = crate::test_support::require_borg_python(borg)?;
         let output = std::process::Command::new(python)
             .args(["-c", code])
             .env_remove(HOST_ID_VARIABLE)
@@ -608,9 +610,9 @@ mod tests {
 
     #[test]
     fn uuid_node_matches_python_on_this_machine() {
-        for python in ["/opt/borg145/bin/python", "/usr/bin/python3"] {
-            if let Some(node) = python_value(python, "import uuid; print(uuid.getnode())") {
-                assert_eq!(python_uuid_node().to_string(), node, "{python}");
+        for borg in [Borg::Pypi14, Borg::Debian12] {
+            if let Some(node) = python_value(borg, "import uuid; print(uuid.getnode())") {
+                assert_eq!(python_uuid_node().to_string(), node, "{borg:?}");
             }
         }
     }
@@ -620,7 +622,7 @@ mod tests {
         let hostname = nix::unistd::gethostname().unwrap();
         let hostname = hostname.to_str().unwrap();
         if let Some(fqdn) = python_value(
-            "/opt/borg145/bin/python",
+            Borg::Pypi14,
             "from borg.platform.base import fqdn; print(fqdn)",
         ) {
             assert_eq!(python_fqdn(hostname), fqdn);
@@ -629,11 +631,11 @@ mod tests {
 
     #[test]
     fn computed_host_id_matches_borg_on_this_machine() {
-        for python in ["/opt/borg145/bin/python", "/usr/bin/python3"] {
+        for borg in [Borg::Pypi14, Borg::Debian12] {
             if let Some(host_id) =
-                python_value(python, "from borg.platform import hostid; print(hostid)")
+                python_value(borg, "from borg.platform import hostid; print(hostid)")
             {
-                assert_eq!(computed_host_id(), host_id, "{python}");
+                assert_eq!(computed_host_id(), host_id, "{borg:?}");
             }
         }
     }

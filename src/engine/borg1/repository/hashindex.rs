@@ -1927,11 +1927,9 @@ mod tests {
 
     // ---- interop with real borg 1.4.5 ----
 
-    const BORG_PYTHON: &str = "/opt/borg145/bin/python";
-
     /// The python of a borg 1.4.5 install; fails under CI=true when missing, else skips.
     fn borg_python() -> Option<PathBuf> {
-        crate::test_support::require_tool(BORG_PYTHON)
+        crate::test_support::require_borg_python(crate::test_support::Borg::Pypi14)
     }
 
     fn run_python(python: &Path, script: &str, args: &[&Path]) -> String {

@@ -1093,15 +1093,14 @@ pub(crate) mod real_borg {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    pub const BORG: &str = "/opt/borg145/bin/borg";
-    pub const PYTHON: &str = "/opt/borg145/bin/python";
+    use crate::test_support::{Borg, require_borg, require_borg_python};
 
     pub fn borg() -> Option<PathBuf> {
-        crate::test_support::require_tool(BORG)
+        require_borg(Borg::Pypi14)
     }
 
     pub fn python() -> Option<PathBuf> {
-        crate::test_support::require_tool(PYTHON)
+        require_borg_python(Borg::Pypi14)
     }
 
     /// Runs borg with an isolated environment; panics with its output on failure.
