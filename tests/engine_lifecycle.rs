@@ -585,7 +585,7 @@ fn slowed_partial_check(
     );
     command.stdout(file.try_clone().unwrap()).stderr(file);
     let mut child = command.spawn().unwrap();
-    let engine = lifecycle::wait_for(Duration::from_secs(60), || {
+    let engine = support::wait_for(Duration::from_secs(60), || {
         pid_of().filter(|pid| Some(*pid) != previous)
     })
     .expect("the check started no engine");

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lifecycle::{PASSPHRASE, Site, copy_tree, segment_numbers, wait_for};
+use lifecycle::{PASSPHRASE, Site, copy_tree, segment_numbers};
+use support::wait_for;
 use support::{BorgClient, CmdOutput, require};
 
 const ENGINE: &[&str] = &["--restrict-to-path", "{repos}"];

@@ -19,7 +19,8 @@ use nix::unistd::Pid;
 use rmpv::Value;
 
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{Site, exclusive_lock_present, repository_files, wait_for};
+use lifecycle::{Site, exclusive_lock_present, repository_files};
+use support::wait_for;
 
 const WRITER: &[&str] = &["--restrict-to-path", "{repos}"];
 const HANG: Duration = Duration::from_secs(20);

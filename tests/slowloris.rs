@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
+use lifecycle::exclusive_lock_present;
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{exclusive_lock_present, wait_for};
+use support::wait_for;
 use support::{Request, RestServer};
 
 /// How long a test waits for something that must happen before it calls it a hang.

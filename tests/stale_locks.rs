@@ -18,8 +18,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rmpv::Value;
 
+use lifecycle::exclusive_lock_present;
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{exclusive_lock_present, wait_for};
+use support::wait_for;
 
 /// How soon after its client left an engine must have exited and freed the lock.
 const PROMPTLY: Duration = Duration::from_secs(1);

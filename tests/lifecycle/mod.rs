@@ -12,8 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{self, BorgClient, CmdOutput};
 
@@ -147,7 +146,7 @@ impl Site {
 
     /// Waits until an engine other than `previous` has started; its pid.
     pub fn wait_for_engine(&self, previous: Option<i32>, timeout: Duration) -> Option<i32> {
-        wait_for(timeout, || {
+        support::wait_for(timeout, || {
             self.engine_pid().filter(|pid| Some(*pid) != previous)
         })
     }
@@ -197,20 +196,6 @@ fn write_rsh(dir: &Path, name: &str, pid_name: &str, forced: &[&str]) -> String 
     script.display().to_string()
 }
 
-/// Polls `probe` every millisecond until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
 pub fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -236,11 +221,10 @@ pub fn become_subreaper() {
 /// Waits until `pid` is gone and reaped (reaping it if it became our child); false on timeout.
 pub fn wait_reaped(pid: i32, timeout: Duration) -> bool {
     use nix::sys::wait::{WaitPidFlag, waitpid};
-    wait_for(timeout, || {
+    support::wait_until(timeout, || {
         let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-        process_reaped(pid).then_some(())
+        process_reaped(pid)
     })
-    .is_some()
 }
 
 /// Every segment file of `repo`, by path relative to the repository, with its length and a

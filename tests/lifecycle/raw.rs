@@ -5,7 +5,7 @@
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmpv::Value;
 
@@ -216,16 +216,7 @@ impl RawSession {
 
     /// Waits for the engine to exit; `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        crate::support::wait_exit(&mut self.child, timeout)
     }
 
     /// Drains whatever the engine still writes (so it is not blocked on a full pipe).

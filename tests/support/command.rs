@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::wait::wait_exit;
+
 /// How long we wait for the pipes to close once the direct child has exited, before we kill
 /// the rest of its process group (a daemonised grandchild that inherited stdout, say).
 const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -195,8 +197,8 @@ pub fn spawn_and_wait(mut command: Command, input: Option<&[u8]>, timeout: Durat
     drain_in_thread(child.stdout.take().expect("stdout was piped"), stdout_done);
     drain_in_thread(child.stderr.take().expect("stderr was piped"), stderr_done);
 
-    let deadline = started + timeout;
-    let (status, mut timed_out) = wait_until(&mut child, group, deadline);
+    let left = timeout.saturating_sub(started.elapsed());
+    let (status, mut timed_out) = exit_or_kill(&mut child, group, left);
     let stdout = collect(&stdout_rx, group, &mut timed_out);
     let stderr = collect(&stderr_rx, group, &mut timed_out);
     if let Some(writer) = writer {
@@ -220,18 +222,15 @@ fn drain_in_thread(mut stream: impl Read + Send + 'static, done: mpsc::Sender<Ve
     });
 }
 
-fn wait_until(child: &mut Child, group: Pid, deadline: Instant) -> (ExitStatus, bool) {
-    loop {
-        if let Some(status) = child.try_wait().expect("waitpid on our own child") {
-            return (status, false);
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(group, Signal::SIGKILL);
-            let status = child.wait().expect("waitpid on our own child");
-            return (status, true);
-        }
-        thread::sleep(Duration::from_millis(5));
+/// The child's status once it exits within `timeout`; otherwise its process group is killed,
+/// and the status comes with `true` (it hung).
+fn exit_or_kill(child: &mut Child, group: Pid, timeout: Duration) -> (ExitStatus, bool) {
+    if let Some(status) = wait_exit(child, timeout) {
+        return (status, false);
     }
+    let _ = killpg(group, Signal::SIGKILL);
+    let status = child.wait().expect("waitpid on our own child");
+    (status, true)
 }
 
 /// Takes one stream's bytes; if a straggler in the group still holds the pipe open after the

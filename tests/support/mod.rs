@@ -14,6 +14,7 @@ mod rest;
 mod sshd;
 mod tmpfs;
 mod tree;
+mod wait;
 
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
 #[allow(unused_imports)]
@@ -35,6 +36,8 @@ pub use tree::{
     Entry, XorShift64, assert_trees_equal, list_tree, make_tree, pseudo_random_bytes,
     tree_differences, write_file,
 };
+#[allow(unused_imports)]
+pub use wait::{wait_exit, wait_for, wait_until};
 
 use std::env;
 use std::path::{Path, PathBuf};

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::borg_paths::Borg;
+use super::wait::wait_exit;
 use super::{SAFE_PATH, cargo_bin, require_tool};
 
 /// borgstore's `Accept` value.
@@ -251,16 +252,7 @@ impl RestServer {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waitpid") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_exit(&mut self.child, timeout)
     }
 
     pub fn pid(&self) -> u32 {

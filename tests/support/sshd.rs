@@ -7,14 +7,14 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
 use super::command::{CmdOutput, run_with_timeout, spawn_and_wait};
+use super::wait::{wait_exit, wait_for, wait_until};
 use super::{SAFE_PATH, cargo_bin, find_tool, temp_dir};
 
 /// sshd must be started by absolute path: it re-executes itself for every connection.
@@ -298,14 +298,9 @@ impl Sshd {
     /// client has gone. Panics with the log when it never shows up.
     #[track_caller]
     pub fn assert_log_contains(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
+        if !wait_until(Duration::from_secs(10), || self.log().contains(needle)) {
+            panic!("sshd log never contained {needle:?}:\n{}", self.log());
         }
-        panic!("sshd log never contained {needle:?}:\n{}", self.log());
     }
 
     /// Runs plain `ssh` with key `key_index` and `remote_command` (one string, sent verbatim,
@@ -378,33 +373,37 @@ fn wait_until_listening(
     config_path: &Path,
 ) -> Listening {
     let ready_line = format!("Server listening on 127.0.0.1 port {port}.");
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    let outcome = wait_for(START_TIMEOUT, || {
         if let Some(status) = child.try_wait().expect("waitpid on sshd") {
             let log = read_log(log_path);
             if log.contains("Address already in use") {
-                return Listening::PortTaken;
+                return Some(Listening::PortTaken);
             }
             panic!(
                 "sshd exited with {status} before listening (config {}):\n{log}",
                 config_path.display()
             );
         }
-        if read_log(log_path).contains(&ready_line) {
+        read_log(log_path)
+            .contains(&ready_line)
+            .then_some(Listening::Ready)
+    });
+    match outcome {
+        Some(Listening::Ready) => {
             if let Err(problem) = check_banner(port) {
                 stop(child);
                 panic!("{problem}\n{}", read_log(log_path));
             }
-            return Listening::Ready;
+            Listening::Ready
         }
-        if Instant::now() >= deadline {
+        Some(Listening::PortTaken) => Listening::PortTaken,
+        None => {
             stop(child);
             panic!(
                 "sshd did not listen within {START_TIMEOUT:?}:\n{}",
                 read_log(log_path)
             );
         }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -434,12 +433,8 @@ fn stop(child: &mut Child) {
     }
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
     let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
+    if wait_exit(child, Duration::from_secs(5)).is_some() {
+        return;
     }
     let _ = killpg(pid, Signal::SIGKILL);
     let _ = child.wait();
