@@ -140,11 +140,7 @@ fn repository_state(repo: &Path) -> (Vec<String>, Vec<u32>) {
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| {
-                    ["index.", "hints.", "integrity."]
-                        .iter()
-                        .any(|p| n.starts_with(p))
-                })
+                .filter(|n| lifecycle::is_index_file(n))
                 .collect()
         })
         .unwrap_or_default();

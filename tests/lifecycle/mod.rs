@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod scene;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::{self, BorgClient, CmdOutput};
@@ -58,6 +60,23 @@ impl Site {
             &format!("engine-{name}.pid"),
             forced,
         )
+    }
+
+    /// An engine started by hand with `args` (`{repos}` as in [`Site::new`]), driven with a
+    /// raw RPC client; each one logs to its own `raw-N.log`.
+    pub fn raw_engine(&self, args: &[&str]) -> raw::RawSession {
+        static ENGINES: AtomicUsize = AtomicUsize::new(0);
+        let repos = fs::canonicalize(self.path("repos")).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{repos}", repos.to_str().unwrap()))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self.path(&format!(
+            "raw-{}.log",
+            ENGINES.fetch_add(1, Ordering::Relaxed)
+        ));
+        raw::RawSession::start(&args, &log)
     }
 
     /// Runs borg through the engine of `rsh` (from [`Site::key`]), in `cwd`.
@@ -304,6 +323,25 @@ pub fn data_bytes_on_disk(repo: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Whether `name` is one of the files a commit writes beside the segments (`index.N`,
+/// `hints.N`, `integrity.N`): derived data, which the next open rebuilds from the segments.
+pub fn is_index_file(name: &str) -> bool {
+    ["index.", "hints.", "integrity."]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+/// Removes `repo`'s index, hints and integrity files: the index is now behind the segments,
+/// and the next reader must replay them.
+pub fn remove_index(repo: &Path) {
+    for entry in fs::read_dir(repo).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if is_index_file(&name) {
+            fs::remove_file(repo.join(name)).unwrap();
+        }
+    }
 }
 
 /// Whether someone holds (or left behind) the repository's exclusive lock.

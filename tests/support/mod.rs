@@ -9,6 +9,7 @@
 mod account;
 mod borg;
 mod borg_paths;
+mod cli;
 mod command;
 mod rest;
 mod sshd;
@@ -23,6 +24,8 @@ pub use account::{AccountGuard, TestAccount, account_tool};
 pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]
 pub use borg_paths::Borg;
+#[allow(unused_imports)]
+pub use cli::{borg_gate, explained_engine_argv, stderr, stdout, write_policy};
 #[allow(unused_imports)]
 pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
 #[allow(unused_imports)]
