@@ -4,9 +4,9 @@
 //! [`load`] reads the file with the owner and mode checks of a security tool.
 
 pub mod key_name;
-pub mod load;
-pub mod model;
-pub mod validate;
+pub(crate) mod load;
+pub(crate) mod model;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;

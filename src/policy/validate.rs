@@ -20,20 +20,20 @@ use super::{
 };
 
 /// The largest policy file we read; a policy is a few hundred bytes.
-pub const MAX_POLICY_SIZE: usize = 1 << 20;
+pub(crate) const MAX_POLICY_SIZE: usize = 1 << 20;
 
 /// Programs accepted when a policy does not name any.
-pub const DEFAULT_PROGRAMS: [&str; 1] = ["borg"];
+pub(crate) const DEFAULT_PROGRAMS: [&str; 1] = ["borg"];
 
 /// Lock wait when the policy does not say: borg's own default, and borg's documented 600 s
 /// as the most a client may ask for.
-pub const DEFAULT_LOCK_WAIT: LockWaitRule = LockWaitRule {
+pub(crate) const DEFAULT_LOCK_WAIT: LockWaitRule = LockWaitRule {
     default: 1,
     max: 600,
 };
 
 /// borg's smallest storage quota (`parse_storage_quota`): 10M unless 0.
-pub const MIN_STORAGE_QUOTA: u64 = 10_000_000;
+pub(crate) const MIN_STORAGE_QUOTA: u64 = 10_000_000;
 
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl fmt::Display for PolicyErrors {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let mut start = offset;
     while !text.is_char_boundary(start) {
@@ -1057,7 +1057,7 @@ impl Validator<'_> {
 }
 
 /// A policy's `name`: 1-64 letters, digits, `-`, `_`, `.` or `@`.
-pub fn is_policy_name(name: &str) -> bool {
+pub(crate) fn is_policy_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -1066,7 +1066,7 @@ pub fn is_policy_name(name: &str) -> bool {
 }
 
 /// An absolute path whose components are all normal names (no `.`, `..` or empty parts).
-pub fn is_clean_absolute(path: &Path) -> bool {
+pub(crate) fn is_clean_absolute(path: &Path) -> bool {
     let text = path.as_os_str().as_encoded_bytes();
     let Some(rest) = text.strip_prefix(b"/") else {
         return false;
@@ -1080,7 +1080,7 @@ pub fn is_clean_absolute(path: &Path) -> bool {
 }
 
 /// A POSIX environment variable name.
-pub fn is_env_name(name: &str) -> bool {
+pub(crate) fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -1088,7 +1088,7 @@ pub fn is_env_name(name: &str) -> bool {
 
 /// borg's `parse_file_size`: a decimal number with an optional K/M/G/T/P (powers of 1000)
 /// suffix, fractions allowed and truncated.
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let (number, factor) = match text.as_bytes().last()? {
         b'K' => (&text[..text.len() - 1], 1e3),
         b'M' => (&text[..text.len() - 1], 1e6),

@@ -16,19 +16,19 @@ use crate::support;
 /// How long setting the stage may take before it counts as a hang.
 const SETUP: Duration = Duration::from_secs(20);
 
-pub struct Scene {
+pub(crate) struct Scene {
     pub dir: tempfile::TempDir,
 }
 
 impl Scene {
     /// A temp dir with an empty repository `repo`, created and committed by the engine.
-    pub fn new(label: &str) -> Scene {
+    pub(crate) fn new(label: &str) -> Scene {
         Scene::with_objects(label, &[])
     }
 
     /// Like [`Scene::new`], with `objects` (`(n, data)`, stored as [`object_id`]`(n)`)
     /// committed in the repository's first transaction.
-    pub fn with_objects(label: &str, objects: &[(u8, &[u8])]) -> Scene {
+    pub(crate) fn with_objects(label: &str, objects: &[(u8, &[u8])]) -> Scene {
         let scene = Scene {
             dir: support::temp_dir(label),
         };
@@ -46,12 +46,12 @@ impl Scene {
         scene
     }
 
-    pub fn repo(&self) -> PathBuf {
+    pub(crate) fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
     }
 
     /// A fresh log file for one engine.
-    pub fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         static ENGINES: AtomicUsize = AtomicUsize::new(0);
         self.dir.path().join(format!(
             "engine-{}.log",
@@ -60,7 +60,7 @@ impl Scene {
     }
 
     /// `borg-gate serve --restrict-to-path=<dir> <extra>`, with its own log.
-    pub fn engine(&self, extra: &[&str]) -> RawSession {
+    pub(crate) fn engine(&self, extra: &[&str]) -> RawSession {
         let restrict = format!("--restrict-to-path={}", self.dir.path().display());
         let mut args = vec![restrict.as_str()];
         args.extend_from_slice(extra);
@@ -69,7 +69,7 @@ impl Scene {
 
     /// Opens the repository exclusively in `session` and puts object 1 (`size` bytes) in a
     /// transaction it leaves open: the session holds the exclusive lock.
-    pub fn hold_in_transaction(&self, session: &mut RawSession, size: usize) {
+    pub(crate) fn hold_in_transaction(&self, session: &mut RawSession, size: usize) {
         assert!(matches!(
             session.open(&self.repo(), false, true, 1),
             Reply::Result(_)
@@ -83,25 +83,25 @@ impl Scene {
 
     /// Removes the index, hints and integrity files: the index is now behind the segments,
     /// and the next reader must replay them (which takes the exclusive lock).
-    pub fn put_index_behind(&self) {
+    pub(crate) fn put_index_behind(&self) {
         remove_index(&self.repo());
     }
 
     /// Holders named in `lock.roster` (the file may be gone: nobody).
-    pub fn roster(&self) -> String {
+    pub(crate) fn roster(&self) -> String {
         fs::read_to_string(self.repo().join("lock.roster")).unwrap_or_default()
     }
 
     /// Waits up to `timeout` for the exclusive lock to be free: how long after `since` it
     /// was, or `None`.
-    pub fn lock_freed_after(&self, since: Instant, timeout: Duration) -> Option<Duration> {
+    pub(crate) fn lock_freed_after(&self, since: Instant, timeout: Duration) -> Option<Duration> {
         support::wait_for(timeout, || {
             (!exclusive_lock_present(&self.repo())).then(|| since.elapsed())
         })
     }
 
     /// The object count a fresh session sees (0: the abandoned transaction was rolled back).
-    pub fn committed_objects(&self) -> i64 {
+    pub(crate) fn committed_objects(&self) -> i64 {
         let mut session = self.engine(&[]);
         assert!(matches!(
             session.open(&self.repo(), false, false, 5),

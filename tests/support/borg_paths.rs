@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 /// A borg installation the tests run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Borg {
+pub(crate) enum Borg {
     /// Debian's borgbackup package (borg 1.2).
     Debian12,
     /// borg 1.4.5 from PyPI, in the venv scripts/setup.sh creates.
@@ -31,18 +31,18 @@ pub enum Borg {
 
 impl Borg {
     /// The `borg` executable, as this process's environment says.
-    pub fn executable(self) -> PathBuf {
+    pub(crate) fn executable(self) -> PathBuf {
         self.executable_in(|name| env::var(name).ok())
     }
 
     /// The Python that runs this borg and can `import borg`.
-    pub fn python(self) -> PathBuf {
+    pub(crate) fn python(self) -> PathBuf {
         self.python_in(|name| env::var(name).ok())
     }
 
     /// [`Borg::executable`] with `variable` as the environment (pure, for the tests of this
     /// rule).
-    pub fn executable_in(self, variable: impl Fn(&str) -> Option<String>) -> PathBuf {
+    pub(crate) fn executable_in(self, variable: impl Fn(&str) -> Option<String>) -> PathBuf {
         let path = |name: &str| {
             variable(name)
                 .filter(|value| !value.is_empty())
@@ -64,7 +64,7 @@ impl Borg {
 
     /// [`Borg::python`] with `variable` as the environment: Debian's borg runs on the system
     /// python3; a venv's borg on the `python` beside it in the venv's bin/.
-    pub fn python_in(self, variable: impl Fn(&str) -> Option<String>) -> PathBuf {
+    pub(crate) fn python_in(self, variable: impl Fn(&str) -> Option<String>) -> PathBuf {
         match self {
             Borg::Debian12 => PathBuf::from("/usr/bin/python3"),
             Borg::Pypi14 | Borg::Pypi2 => self.executable_in(variable).with_file_name("python"),

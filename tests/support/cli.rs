@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use super::{SAFE_PATH, cargo_bin, write_file};
 
 /// `borg-gate ARGS`, with an environment built from empty but `PATH`.
-pub fn borg_gate(args: &[&str]) -> Output {
+pub(crate) fn borg_gate(args: &[&str]) -> Output {
     Command::new(cargo_bin())
         .args(args)
         .env_clear()
@@ -17,18 +17,18 @@ pub fn borg_gate(args: &[&str]) -> Output {
 }
 
 /// What a command printed on stdout, as text.
-pub fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// What a command printed on stderr, as text.
-pub fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Writes a private (0600) policy at `path` that restricts the key to `restrict`, with
 /// `repository_extra` in `[repository]` and the audit file `audit.jsonl` beside it.
-pub fn write_policy(path: &Path, restrict: &str, repository_extra: &str) -> PathBuf {
+pub(crate) fn write_policy(path: &Path, restrict: &str, repository_extra: &str) -> PathBuf {
     let audit = path.with_file_name("audit.jsonl");
     let text = format!(
         "version = 1\n[repository]\nrestrict_to_paths = [\"{restrict}\"]\n{repository_extra}\n[audit]\nfile = \"{}\"\n",
@@ -40,7 +40,7 @@ pub fn write_policy(path: &Path, restrict: &str, repository_extra: &str) -> Path
 
 /// The `engine argv:` line of `borg-gate explain --policy POLICY --command COMMAND`.
 #[track_caller]
-pub fn explained_engine_argv(policy: &Path, command: &str) -> String {
+pub(crate) fn explained_engine_argv(policy: &Path, command: &str) -> String {
     let output = borg_gate(&[
         "explain",
         "--policy",

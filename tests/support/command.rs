@@ -22,7 +22,7 @@ const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished (or killed) child left behind; its `Display` and `Debug` show everything an
 /// assertion message needs.
-pub struct CmdOutput {
+pub(crate) struct CmdOutput {
     /// The command line, for messages only.
     pub command: String,
     pub status: ExitStatus,
@@ -34,26 +34,26 @@ pub struct CmdOutput {
 }
 
 impl CmdOutput {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.success() && !self.timed_out
     }
 
     /// The exit code, or `None` when a signal ended the process.
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
     /// Panics with the whole output unless the command exited 0.
     #[track_caller]
-    pub fn assert_success(&self) -> &Self {
+    pub(crate) fn assert_success(&self) -> &Self {
         assert!(self.success(), "command failed:\n{self}");
         self
     }
@@ -61,7 +61,7 @@ impl CmdOutput {
     /// Panics with the whole output unless the command exited non-zero (a timeout is no failure
     /// here: it is a hang, and the test must say so).
     #[track_caller]
-    pub fn assert_failure(&self) -> &Self {
+    pub(crate) fn assert_failure(&self) -> &Self {
         assert!(!self.timed_out, "command hung:\n{self}");
         assert!(
             !self.status.success(),
@@ -72,7 +72,7 @@ impl CmdOutput {
 
     /// Panics unless stderr contains `needle`.
     #[track_caller]
-    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+    pub(crate) fn assert_stderr_contains(&self, needle: &str) -> &Self {
         assert!(
             self.stderr_text().contains(needle),
             "stderr does not contain {needle:?}:\n{self}"
@@ -82,7 +82,7 @@ impl CmdOutput {
 
     /// Panics unless stdout contains `needle`.
     #[track_caller]
-    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+    pub(crate) fn assert_stdout_contains(&self, needle: &str) -> &Self {
         assert!(
             self.stdout_text().contains(needle),
             "stdout does not contain {needle:?}:\n{self}"
@@ -134,7 +134,7 @@ fn write_stream(f: &mut fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> fmt::Re
 }
 
 /// Describes a command for messages: program and arguments, shell-quoted where needed.
-pub fn describe(command: &Command) -> String {
+pub(crate) fn describe(command: &Command) -> String {
     let mut words = vec![command.get_program().to_string_lossy().into_owned()];
     words.extend(
         command
@@ -150,7 +150,7 @@ pub fn describe(command: &Command) -> String {
 
 /// Runs `command` with stdin closed; panics with the captured output if `timeout` passes.
 #[track_caller]
-pub fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
+pub(crate) fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
     let output = spawn_and_wait(command, None, timeout);
     assert!(!output.timed_out, "command hung:\n{output}");
     output
@@ -158,7 +158,7 @@ pub fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
 
 /// Runs `command` with `input` on its stdin; panics with the captured output if `timeout` passes.
 #[track_caller]
-pub fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdOutput {
+pub(crate) fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdOutput {
     let output = spawn_and_wait(command, Some(input), timeout);
     assert!(!output.timed_out, "command hung:\n{output}");
     output
@@ -167,7 +167,11 @@ pub fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdO
 /// Runs `command` in a new process group, feeds `input` (or a closed stdin) and collects both
 /// output streams. When `timeout` passes, the whole group gets SIGKILL and the result says
 /// `timed_out`; this function never waits longer than `timeout` plus a few seconds.
-pub fn spawn_and_wait(mut command: Command, input: Option<&[u8]>, timeout: Duration) -> CmdOutput {
+pub(crate) fn spawn_and_wait(
+    mut command: Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> CmdOutput {
     let description = describe(&command);
     command
         .stdin(if input.is_some() {

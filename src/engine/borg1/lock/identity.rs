@@ -43,9 +43,9 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 /// How long the canonical host name lookup may take before we fall back to the hostname.
-pub const CANONICAL_NAME_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CANONICAL_NAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable that overrides the computed hostid (borg's name).
-pub const HOST_ID_VARIABLE: &str = "BORG_HOST_ID";
+pub(crate) const HOST_ID_VARIABLE: &str = "BORG_HOST_ID";
 
 const SYS_CLASS_NET: &str = "/sys/class/net";
 const PROC_NET_ROUTE: &str = "/proc/net/route";
@@ -107,7 +107,7 @@ fn python_hex(value: i64) -> String {
 /// Python's `int(text, radix)` for ASCII input (radix 10 or 16): surrounding whitespace,
 /// a sign, a `0x` prefix in base 16, and single underscores between digits are allowed.
 /// Values beyond `i64` are rejected (no process id or thread id is that large).
-pub fn parse_python_int(text: &str, radix: u32) -> Option<i64> {
+pub(crate) fn parse_python_int(text: &str, radix: u32) -> Option<i64> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let (negative, unsigned) = match trimmed.as_bytes().first() {
         Some(b'-') => (true, &trimmed[1..]),
@@ -176,7 +176,7 @@ pub fn process_alive(holder: &LockIdentity, own_host_id: &str) -> bool {
 ///
 /// Python would also probe 0 and negative numbers (process groups). A real lock never names
 /// them, so we call them alive rather than signal a group: an odd entry is never removed.
-pub fn local_pid_alive(pid: i64) -> bool {
+pub(crate) fn local_pid_alive(pid: i64) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return true;
     };
@@ -193,7 +193,7 @@ pub fn host_id_from_environment() -> String {
 
 /// The hostid given the value of `BORG_HOST_ID` (`None` when unset): an empty value counts
 /// as unset, as in borg.
-pub fn host_id_with_override(borg_host_id: Option<&OsStr>) -> String {
+pub(crate) fn host_id_with_override(borg_host_id: Option<&OsStr>) -> String {
     match borg_host_id {
         Some(value) if !value.is_empty() => value.to_string_lossy().into_owned(),
         _ => computed_host_id(),
@@ -214,7 +214,7 @@ pub fn computed_host_id() -> String {
 }
 
 /// Python's patched `getfqdn(hostname)`: the canonical name, else the hostname itself.
-pub fn python_fqdn(hostname: &str) -> String {
+pub(crate) fn python_fqdn(hostname: &str) -> String {
     if hostname.is_empty() {
         // getaddrinfo("") fails, so Python keeps the empty name.
         return String::new();
@@ -243,7 +243,7 @@ fn canonical_name(hostname: &str, timeout: Duration) -> Option<String> {
 
 /// One network interface as sysfs shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkInterface {
+pub(crate) struct NetworkInterface {
     pub name: String,
     pub ifindex: u64,
     /// The first six bytes of the hardware address, zero-padded (what `SIOCGIFHWADDR` gives).
@@ -252,7 +252,7 @@ pub struct NetworkInterface {
 
 /// Python's `uuid.getnode()` on Linux with libuuid; random (multicast bit set) if no
 /// interface qualifies, exactly like libuuid.
-pub fn python_uuid_node() -> u64 {
+pub(crate) fn python_uuid_node() -> u64 {
     let interfaces = read_network_interfaces(Path::new(SYS_CLASS_NET));
     let routed = fs::read_to_string(PROC_NET_ROUTE)
         .ok()
@@ -272,7 +272,7 @@ pub fn python_uuid_node() -> u64 {
 
 /// libuuid's choice: in interface order, the first interface that has an IPv4 address
 /// (`ipv4_interfaces`; `None` = unknown, consider all) and a non-zero hardware address.
-pub fn select_libuuid_node(
+pub(crate) fn select_libuuid_node(
     interfaces: &[NetworkInterface],
     ipv4_interfaces: Option<&BTreeSet<String>>,
 ) -> Option<u64> {
@@ -291,7 +291,7 @@ pub fn select_libuuid_node(
 }
 
 /// The interfaces under `/sys/class/net` (unreadable entries are skipped).
-pub fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
+pub(crate) fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
     let Ok(entries) = fs::read_dir(sys_class_net) else {
         return Vec::new();
     };
@@ -315,7 +315,7 @@ pub fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
 }
 
 /// `"02:fc:00:00:00:01\n"` to bytes; anything unparsable counts as no address (zeros).
-pub fn parse_hardware_address(text: &str) -> [u8; 6] {
+pub(crate) fn parse_hardware_address(text: &str) -> [u8; 6] {
     let mut bytes = [0u8; 6];
     let text = text.trim();
     if text.is_empty() {
@@ -333,7 +333,7 @@ pub fn parse_hardware_address(text: &str) -> [u8; 6] {
 }
 
 /// The interface names in `/proc/net/route` (first column, header line skipped).
-pub fn parse_route_interfaces(text: &str) -> BTreeSet<String> {
+pub(crate) fn parse_route_interfaces(text: &str) -> BTreeSet<String> {
     text.lines()
         .skip(1)
         .filter_map(|line| line.split_ascii_whitespace().next())

@@ -1095,16 +1095,16 @@ pub(crate) mod real_borg {
 
     use crate::test_support::{Borg, require_borg, require_borg_python};
 
-    pub fn borg() -> Option<PathBuf> {
+    pub(crate) fn borg() -> Option<PathBuf> {
         require_borg(Borg::Pypi14)
     }
 
-    pub fn python() -> Option<PathBuf> {
+    pub(crate) fn python() -> Option<PathBuf> {
         require_borg_python(Borg::Pypi14)
     }
 
     /// Runs borg with an isolated environment; panics with its output on failure.
-    pub fn run_borg(borg: &Path, base_dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn run_borg(borg: &Path, base_dir: &Path, args: &[&str]) -> String {
         let output = Command::new(borg)
             .args(args)
             .env("BORG_BASE_DIR", base_dir)
@@ -1125,14 +1125,14 @@ pub(crate) mod real_borg {
     }
 
     /// Runs `script` with borg's Python, feeding `input` on stdin; returns stdout.
-    pub fn run_python(python: &Path, script: &str, input: &[u8]) -> String {
+    pub(crate) fn run_python(python: &Path, script: &str, input: &[u8]) -> String {
         String::from_utf8(crate::test_support::run_python(python, script, input)).unwrap()
     }
 
     /// A repository made by real borg in `dir`: `init -e <encryption>`, then one archive of a few files
     /// (one of 300 kB random bytes), then a second archive and a delete of the first, so that segments
     /// contain PUTs, DELETEs and COMMITs, and the hints a non-empty shadow index.
-    pub fn make_repository(borg: &Path, dir: &Path, encryption: &str) -> PathBuf {
+    pub(crate) fn make_repository(borg: &Path, dir: &Path, encryption: &str) -> PathBuf {
         let repo = dir.join("repo");
         let base = dir.join("base");
         let source = dir.join("src");
@@ -1166,7 +1166,7 @@ pub(crate) mod real_borg {
     }
 
     /// The transaction id: the N of the (single) `index.N` file.
-    pub fn transaction_id(repo: &Path) -> u32 {
+    pub(crate) fn transaction_id(repo: &Path) -> u32 {
         std::fs::read_dir(repo)
             .unwrap()
             .filter_map(|entry| {

@@ -10,9 +10,9 @@
 //! [`ReplyWriter::flush`] whenever [`RequestReader::has_buffered_request`] is false, that is,
 //! just before it would block waiting for the client.
 
-pub mod errors;
-pub mod reply;
-pub mod request;
+pub(crate) mod errors;
+pub(crate) mod reply;
+pub(crate) mod request;
 
 use std::fs::File;
 use std::io;
@@ -49,7 +49,7 @@ pub(crate) mod test_support {
     use std::process::Command;
 
     /// A Python interpreter that can import a given borg version.
-    pub struct BorgPython {
+    pub(crate) struct BorgPython {
         pub python: PathBuf,
     }
 
@@ -72,18 +72,18 @@ pub(crate) mod test_support {
         }
 
         /// borg 1.4.5 in its venv.
-        pub fn borg14() -> Option<BorgPython> {
+        pub(crate) fn borg14() -> Option<BorgPython> {
             Self::find(Borg::Pypi14, "1.4")
         }
 
         /// Debian's borg 1.2.
-        pub fn borg12() -> Option<BorgPython> {
+        pub(crate) fn borg12() -> Option<BorgPython> {
             Self::find(Borg::Debian12, "1.2")
         }
     }
 
     /// Run `script` with `stdin`, require success, and return its stdout.
-    pub fn run_python(python: &BorgPython, script: &str, stdin: &[u8]) -> Vec<u8> {
+    pub(crate) fn run_python(python: &BorgPython, script: &str, stdin: &[u8]) -> Vec<u8> {
         crate::test_support::run_python(&python.python, script, stdin)
     }
 }
