@@ -13,17 +13,17 @@ use crate::gate::ServeArgs;
 use crate::policy::{EngineProgram, Policy, Protocol};
 
 /// A fixed PATH: the engine never searches a directory a client could influence.
-pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A UTF-8 locale present on every Debian system; borg needs UTF-8 for its protocol.
-pub const LOCALE: &str = "C.UTF-8";
+pub(crate) const LOCALE: &str = "C.UTF-8";
 
 /// How the built-in engine is reached: the running binary itself.
-pub const SELF_EXE: &str = "/proc/self/exe";
+pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 
 /// The account the gate runs as, from the password database (not from the environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     pub name: String,
     pub uid: u32,
     pub home: PathBuf,
@@ -55,7 +55,7 @@ impl EngineCommand {
 
 /// Builds the engine's command line and environment: the policy's engine for the protocol
 /// (`engine.program` for borg 1, `engine.borg2_program` for borg 2), `serve`, the arguments.
-pub fn engine_command(
+pub(crate) fn engine_command(
     policy: &Policy,
     args: &ServeArgs,
     account: &Account,
@@ -81,7 +81,7 @@ pub fn engine_command(
 
 /// The engine's environment: PATH, HOME, USER, LOGNAME, LANG; then the policy's `pass_env`
 /// names taken from borg-gate's own environment; then the policy's `env` (which wins).
-pub fn engine_env(
+pub(crate) fn engine_env(
     policy: &Policy,
     account: &Account,
     own_env: &dyn Fn(&str) -> Option<String>,
@@ -139,7 +139,7 @@ impl fmt::Display for ExecError {
 impl std::error::Error for ExecError {}
 
 /// Replaces this process with the engine. Returns only on failure.
-pub fn exec_engine(command: &EngineCommand) -> ExecError {
+pub(crate) fn exec_engine(command: &EngineCommand) -> ExecError {
     match try_exec(command) {
         Ok(never) => match never {},
         Err(error) => error,
@@ -173,7 +173,7 @@ fn c_string(bytes: &[u8]) -> Result<CString, ExecError> {
 }
 
 /// The password-database entry of the effective user.
-pub fn current_account() -> Option<Account> {
+pub(crate) fn current_account() -> Option<Account> {
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()?;
@@ -185,7 +185,7 @@ pub fn current_account() -> Option<Account> {
 }
 
 /// The password-database entry of the account named `name`.
-pub fn account_named(name: &str) -> Option<Account> {
+pub(crate) fn account_named(name: &str) -> Option<Account> {
     let user = nix::unistd::User::from_name(name).ok().flatten()?;
     Some(Account {
         name: user.name,
@@ -195,12 +195,12 @@ pub fn account_named(name: &str) -> Option<Account> {
 }
 
 /// The home directory of the account named `name` (for `~user`).
-pub fn home_of(name: &str) -> Option<PathBuf> {
+pub(crate) fn home_of(name: &str) -> Option<PathBuf> {
     account_named(name).map(|account| account.home)
 }
 
 /// Whether `path` names an executable regular file (for `check-policy`).
-pub fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -3,15 +3,14 @@
 //! Start reading at [`pipeline`]: it runs the gate from policy to exec in the order the
 //! specification gives. The pure decision logic lives in [`gate`] and [`policy`]; the
 //! repository server lives in [`engine`].
-#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod audit;
 pub mod check_policy;
 pub mod cli;
-pub mod common;
+pub(crate) mod common;
 pub mod engine;
-pub mod exec;
+pub(crate) mod exec;
 pub mod gate;
 pub mod metrics;
 pub mod pipeline;

@@ -1,13 +1,21 @@
 //! Test support shared by the unit tests: the one rule for tools a test needs (real borg,
-//! its Python), and running borg's Python on our bytes.
+//! its Python, found as the integration tests find them), and running borg's Python on our
+//! bytes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+// The integration tests' lookup of the real borg installations, so that one function names
+// their paths for every test.
+#[path = "../tests/support/borg_paths.rs"]
+#[allow(dead_code, reason = "no unit test runs borg 2 yet")]
+mod borg_paths;
+pub(crate) use borg_paths::Borg;
+
 /// A test cannot run because `what` is missing: a failure when `CI=true` (CI installs
 /// everything), otherwise a printed note, and the caller skips.
-pub fn unavailable(what: &str) {
+pub(crate) fn unavailable(what: &str) {
     // The same reading of CI as the integration tests' support module: `true` in any case, or 1.
     let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     assert!(
@@ -18,17 +26,30 @@ pub fn unavailable(what: &str) {
 }
 
 /// `path` if it exists; otherwise see [`unavailable`].
-pub fn require_tool(path: &str) -> Option<PathBuf> {
-    if Path::new(path).exists() {
-        return Some(PathBuf::from(path));
+pub(crate) fn require_tool(path: impl AsRef<Path>) -> Option<PathBuf> {
+    let path = path.as_ref();
+    if path.exists() {
+        return Some(path.to_path_buf());
     }
-    unavailable(path);
+    unavailable(&path.display().to_string());
     None
+}
+
+/// The executable of a real `borg` ([`Borg::executable`]), if it exists; otherwise see
+/// [`unavailable`].
+pub(crate) fn require_borg(borg: Borg) -> Option<PathBuf> {
+    require_tool(borg.executable())
+}
+
+/// The Python of a real `borg` ([`Borg::python`]), if it exists; otherwise see
+/// [`unavailable`].
+pub(crate) fn require_borg_python(borg: Borg) -> Option<PathBuf> {
+    require_tool(borg.python())
 }
 
 /// Runs `script` with `python`, feeding `stdin` from another thread (so that a script that
 /// writes before it has read everything cannot deadlock); requires success; returns stdout.
-pub fn run_python(python: &Path, script: &str, stdin: &[u8]) -> Vec<u8> {
+pub(crate) fn run_python(python: &Path, script: &str, stdin: &[u8]) -> Vec<u8> {
     let mut child = Command::new(python)
         .args(["-c", script])
         .stdin(Stdio::piped())

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{TestAccount, require};
+use support::{TestAccount, require, stderr, stdout};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -68,8 +68,7 @@ impl Setup {
             self.text("log/audit.jsonl")
         );
         let path = self.path("etc/alice.toml");
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        support::write_file(&path, text.as_bytes(), mode);
         path
     }
 
@@ -101,14 +100,6 @@ fn run(mut command: Command) -> Output {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

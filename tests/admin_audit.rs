@@ -5,7 +5,6 @@ mod support;
 
 use std::fs;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -38,8 +37,7 @@ impl Site {
             self.path("audit.jsonl").display()
         );
         let path = self.path(&format!("{name}.toml"));
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        support::write_file(&path, text.as_bytes(), 0o600);
         path
     }
 

@@ -70,8 +70,7 @@ impl Server {
             self.text("log/audit.jsonl")
         );
         let path = self.path(&format!("etc/{name}.toml"));
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        support::write_file(&path, text.as_bytes(), mode);
         path
     }
 
@@ -796,8 +795,7 @@ fn a_tilde_in_the_policy_path_is_read_as_the_login_shell_expands_it() {
     let text =
         fs::read_to_string(server.policy("alice", &server.text("repos/alice"), "", 0o644)).unwrap();
     let in_home = account.home.join("alice.toml");
-    fs::write(&in_home, text).unwrap();
-    fs::set_permissions(&in_home, fs::Permissions::from_mode(0o644)).unwrap();
+    support::write_file(&in_home, text.as_bytes(), 0o644);
     let bin = support::cargo_bin().display().to_string();
     let keys_dir = account.home.join(".ssh");
     fs::create_dir(&keys_dir).unwrap();

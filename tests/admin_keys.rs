@@ -130,8 +130,7 @@ impl Server {
         let file = self.account.authorized_keys();
         let dir = file.parent().unwrap();
         fs::create_dir_all(dir).unwrap();
-        fs::write(&file, bytes).unwrap();
-        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        support::write_file(&file, bytes, mode);
         for path in [dir, file.as_path()] {
             nix::unistd::chown(
                 path,

@@ -44,8 +44,7 @@ impl Site {
             textfile.display()
         );
         let path = self.path(&format!("{name}.toml"));
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        support::write_file(&path, text.as_bytes(), 0o600);
         path
     }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::require;
+use support::{require, stderr};
 
 /// The refusal every failing-sink test expects on the client's side.
 const UNAUDITED: &str =
@@ -56,8 +56,7 @@ impl Fixture {
             engine.display()
         );
         let path = self.path("policy.toml");
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        support::write_file(&path, text.as_bytes(), 0o600);
         path
     }
 
@@ -106,10 +105,6 @@ fn syslog_at(socket: &Path) -> String {
         "mount -t tmpfs tmpfs /dev && touch /dev/log && mount --bind '{}' /dev/log",
         socket.display()
     )
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -130,7 +130,7 @@ impl World {
     #[track_caller]
     fn wait_until_locked(&self) {
         assert!(
-            wait_for(Duration::from_secs(120), || self.lock_objects() > 0),
+            support::wait_until(Duration::from_secs(120), || self.lock_objects() > 0),
             "the client never locked the repository:\n{}",
             self.sshd.log()
         );
@@ -141,7 +141,7 @@ impl World {
     fn wait_until_unlocked(&self) -> Duration {
         let started = Instant::now();
         assert!(
-            wait_for(PROMPTLY, || self.lock_objects() == 0),
+            support::wait_until(PROMPTLY, || self.lock_objects() == 0),
             "the lock is still there after {PROMPTLY:?}"
         );
         started.elapsed()
@@ -154,17 +154,6 @@ impl World {
             .map(str::to_owned)
             .collect()
     }
-}
-
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
 }
 
 /// The `ssh` child of `parent`.

@@ -168,13 +168,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         // EOF: the server rolls back, releases the lock and exits.
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("the server did not exit after EOF");
-            }
-            thread::sleep(Duration::from_millis(10));
+        if support::wait_exit(&mut self.child, Duration::from_secs(30)).is_none() {
+            let _ = self.child.kill();
+            panic!("the server did not exit after EOF");
         }
     }
 }
@@ -337,18 +333,14 @@ fn local_borg_and_the_engine_exclude_each_other() {
         None,
     );
     let mut holder = holder.stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
+    let ran = support::wait_until(Duration::from_secs(60), || {
         assert!(
-            Instant::now() < deadline,
-            "borg with-lock never ran its command"
-        );
-        assert!(
-            holder.try_wait().unwrap().is_none(),
+            holder.try_wait().unwrap().is_none() || marker.exists(),
             "borg with-lock failed"
         );
-        thread::sleep(Duration::from_millis(20));
-    }
+        marker.exists()
+    });
+    assert!(ran, "borg with-lock never ran its command");
     let mut session = site.session();
     assert_eq!(session.open(&repo, true, 1), Err("LockTimeout".to_owned()));
     let mut reader = site.session();

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use lifecycle::{Site, process_gone, segment_numbers, wait_for};
+use lifecycle::{Site, process_gone, segment_numbers};
+use support::wait_for;
 use support::{BorgClient, XorShift64};
 
 const DEFAULT_RUNS: usize = 30;
@@ -490,7 +491,7 @@ fn index_write_in_progress(repo: &std::path::Path) -> bool {
 }
 
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let status = wait_for(timeout, || child.try_wait().ok().flatten());
+    let status = support::wait_exit(child, timeout);
     if status.is_none() {
         let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();

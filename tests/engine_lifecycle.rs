@@ -585,7 +585,7 @@ fn slowed_partial_check(
     );
     command.stdout(file.try_clone().unwrap()).stderr(file);
     let mut child = command.spawn().unwrap();
-    let engine = lifecycle::wait_for(Duration::from_secs(60), || {
+    let engine = support::wait_for(Duration::from_secs(60), || {
         pid_of().filter(|pid| Some(*pid) != previous)
     })
     .expect("the check started no engine");
@@ -774,16 +774,7 @@ fn compaction_replay_and_check_progress_reach_the_client_as_from_borg_serve() {
 
             let compact = run(&["compact", "--progress", "--log-json", &url]);
             compact.assert_success();
-            for entry in fs::read_dir(site.repo(name)).unwrap() {
-                let path = entry.unwrap().path();
-                let file = path.file_name().unwrap().to_str().unwrap().to_owned();
-                if ["index.", "hints.", "integrity."]
-                    .iter()
-                    .any(|prefix| file.starts_with(prefix))
-                {
-                    fs::remove_file(path).unwrap();
-                }
-            }
+            lifecycle::remove_index(&site.repo(name));
             let replay = run(&["list", "--progress", "--log-json", &url]);
             replay.assert_success();
             let check = run(&[

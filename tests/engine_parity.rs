@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lifecycle::{PASSPHRASE, Site, copy_tree, segment_numbers, wait_for};
+use lifecycle::{PASSPHRASE, Site, copy_tree, segment_numbers};
+use support::wait_for;
 use support::{BorgClient, CmdOutput, require};
 
 const ENGINE: &[&str] = &["--restrict-to-path", "{repos}"];
@@ -139,11 +140,7 @@ fn repository_state(repo: &Path) -> (Vec<String>, Vec<u32>) {
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|n| {
-                    ["index.", "hints.", "integrity."]
-                        .iter()
-                        .any(|p| n.starts_with(p))
-                })
+                .filter(|n| lifecycle::is_index_file(n))
                 .collect()
         })
         .unwrap_or_default();

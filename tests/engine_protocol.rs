@@ -217,24 +217,16 @@ impl Session {
     /// Closes stdin and waits; returns the status and stderr.
     fn finish(mut self) -> (ExitStatus, String) {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                return (status, stderr);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit after EOF"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = support::wait_exit(&mut self.child, Duration::from_secs(30))
+            .expect("the server did not exit after EOF");
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
     }
 }
 

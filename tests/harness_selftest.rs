@@ -405,8 +405,62 @@ fn borg_clients_report_their_versions_and_use_private_base_dirs() {
         );
     }
     if let Some(debian) = support::debian_borg() {
-        assert_eq!(debian.path, Path::new("/usr/bin/borg"));
+        assert_eq!(debian.path, support::Borg::Debian12.executable());
     }
+}
+
+#[test]
+fn borg_installations_are_found_through_the_environment_first() {
+    use support::Borg;
+    let unset = |_: &str| None;
+    let path = |text: &str| PathBuf::from(text);
+    assert_eq!(Borg::Debian12.executable_in(unset), path("/usr/bin/borg"));
+    assert_eq!(Borg::Debian12.python_in(unset), path("/usr/bin/python3"));
+    assert_eq!(
+        Borg::Pypi14.executable_in(unset),
+        path("/opt/borg145/bin/borg")
+    );
+    assert_eq!(
+        Borg::Pypi14.python_in(unset),
+        path("/opt/borg145/bin/python")
+    );
+    assert_eq!(
+        Borg::Pypi2.executable_in(unset),
+        path("/opt/borg2b23/bin/borg")
+    );
+    assert_eq!(
+        Borg::Pypi2.python_in(unset),
+        path("/opt/borg2b23/bin/python")
+    );
+    // Set but empty counts as unset.
+    let empty = |_: &str| Some(String::new());
+    assert_eq!(
+        Borg::Pypi14.executable_in(empty),
+        path("/opt/borg145/bin/borg")
+    );
+    // A venv moves the executable and its python; the executable's own variable wins.
+    let venvs = |name: &str| match name {
+        "BORG14_VENV" => Some("/v14".to_owned()),
+        "BORG2_VENV" => Some("/v2".to_owned()),
+        _ => None,
+    };
+    assert_eq!(Borg::Pypi14.executable_in(venvs), path("/v14/bin/borg"));
+    assert_eq!(Borg::Pypi14.python_in(venvs), path("/v14/bin/python"));
+    assert_eq!(Borg::Pypi2.executable_in(venvs), path("/v2/bin/borg"));
+    let executables = |name: &str| match name {
+        "BORG12" => Some("/b12/borg".to_owned()),
+        "BORG14" => Some("/b14/bin/borg".to_owned()),
+        "BORG14_VENV" => Some("/ignored".to_owned()),
+        "BORG2" => Some("/b2/bin/borg".to_owned()),
+        _ => None,
+    };
+    assert_eq!(Borg::Debian12.executable_in(executables), path("/b12/borg"));
+    assert_eq!(
+        Borg::Pypi14.executable_in(executables),
+        path("/b14/bin/borg")
+    );
+    assert_eq!(Borg::Pypi14.python_in(executables), path("/b14/bin/python"));
+    assert_eq!(Borg::Pypi2.executable_in(executables), path("/b2/bin/borg"));
 }
 
 #[test]

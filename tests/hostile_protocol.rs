@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use borg_gate::engine::borg1::msgpack::Cursor;
 use rmpv::Value;
@@ -203,19 +203,16 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 /// its status and the highest VmHWM seen before it exited.
 #[track_caller]
 fn wait_exit(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, u64) {
-    let deadline = Instant::now() + limit;
     let mut peak = 0;
-    loop {
+    let status = support::wait_for(limit, || {
         peak = peak.max(memory_kib(child.id()).1);
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, peak);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+        child.try_wait().unwrap()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the server did not exit within {limit:?}");
+    };
+    (status, peak)
 }
 
 fn stderr_of(child: &mut Child) -> String {

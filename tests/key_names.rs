@@ -7,7 +7,9 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::{borg_gate, stderr, stdout};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -51,8 +53,7 @@ impl Fixture {
 
     fn write_policy(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path(name);
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        support::write_file(&path, text.as_bytes(), 0o644);
         path
     }
 
@@ -67,23 +68,6 @@ fn gate(policy: &Path, name: Option<&str>, command: &str) -> Output {
         gate.args(["--name", name]);
     }
     gate.output().unwrap()
-}
-
-fn borg_gate(args: &[&str]) -> Output {
-    Command::new(support::cargo_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", support::SAFE_PATH)
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmpv::Value;
 
@@ -123,18 +122,7 @@ fn an_append_only_key_still_inits_repokey_repositories() {
 
 /// A raw session of `site` with `args`, with `repo` opened as `borg key ...` opens it.
 fn raw_session(site: &Site, args: &[&str], repo: &Path) -> RawSession {
-    static ENGINES: AtomicUsize = AtomicUsize::new(0);
-    let repos = fs::canonicalize(site.path("repos")).unwrap();
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.replace("{repos}", repos.to_str().unwrap()))
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = site.path(&format!(
-        "raw-{}.log",
-        ENGINES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut session = RawSession::start(&args, &log);
+    let mut session = site.raw_engine(args);
     assert!(matches!(
         session.open(repo, false, true, 1),
         Reply::Result(_)

@@ -8,10 +8,7 @@ mod lifecycle;
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -19,26 +16,11 @@ use nix::unistd::Pid;
 use rmpv::Value;
 
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{Site, exclusive_lock_present, repository_files, wait_for};
+use lifecycle::{Site, exclusive_lock_present, repository_files};
+use support::wait_for;
 
 const WRITER: &[&str] = &["--restrict-to-path", "{repos}"];
 const HANG: Duration = Duration::from_secs(20);
-
-/// An engine of `site` started by hand with `args` (`{repos}` as in [`Site::new`]).
-fn engine(site: &Site, args: &[&str]) -> RawSession {
-    static ENGINES: AtomicUsize = AtomicUsize::new(0);
-    let repos = fs::canonicalize(site.path("repos")).unwrap();
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.replace("{repos}", repos.to_str().unwrap()))
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = site.path(&format!(
-        "raw-{}.log",
-        ENGINES.fetch_add(1, Ordering::Relaxed)
-    ));
-    RawSession::start(&args, &log)
-}
 
 /// `open(lock=False)`, with `exclusive` as given (`None`: not sent, as clients before 1.0.7).
 fn open_without_lock(session: &mut RawSession, repo: &Path, exclusive: Option<bool>) -> Reply {
@@ -117,7 +99,7 @@ fn a_backup_survives_a_key_that_loops_open_without_lock_put_and_close() {
     for round in 0..3u8 {
         for args in &attackers {
             for exclusive in [Some(true), Some(false), None] {
-                let mut attacker = engine(&site, args);
+                let mut attacker = site.raw_engine(args);
                 assert!(matches!(
                     open_without_lock(&mut attacker, &repo, exclusive),
                     Reply::Result(_)
@@ -175,16 +157,8 @@ fn repository_behind_a_writer(label: &str) -> Option<(Site, RawSession)> {
     site.borg(&client, &["create", &site.archive("repo", "a"), "."])
         .assert_success();
     let repo = site.repo("repo");
-    for entry in fs::read_dir(&repo).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if ["index.", "hints.", "integrity."]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
-            fs::remove_file(repo.join(name)).unwrap();
-        }
-    }
-    let mut writer = engine(&site, WRITER);
+    lifecycle::remove_index(&repo);
+    let mut writer = site.raw_engine(WRITER);
     assert!(matches!(
         writer.open(&repo, false, true, 1),
         Reply::Result(_)
@@ -201,7 +175,7 @@ fn a_read_only_key_without_a_lock_never_rewrites_the_index() {
     for extra in [&[][..], &["--allow-lock-bypass"][..]] {
         let mut args = vec!["--restrict-to-path", "{repos}", "--permissions=read-only"];
         args.extend_from_slice(extra);
-        let mut reader = engine(&site, &args);
+        let mut reader = site.raw_engine(&args);
         assert!(matches!(
             open_without_lock(&mut reader, &repo, Some(false)),
             Reply::Result(_)
@@ -222,10 +196,7 @@ fn a_read_only_key_without_a_lock_never_rewrites_the_index() {
     writer.close_stdin();
     assert!(writer.wait_exit(HANG).is_some());
     // Once the lock is free, a session without one rebuilds the index under the lock.
-    let mut reader = engine(
-        &site,
-        &["--restrict-to-path", "{repos}", "--permissions=read-only"],
-    );
+    let mut reader = site.raw_engine(&["--restrict-to-path", "{repos}", "--permissions=read-only"]);
     assert!(matches!(
         open_without_lock(&mut reader, &repo, Some(false)),
         Reply::Result(_)
@@ -247,10 +218,7 @@ fn with_the_policys_permission_lock_false_reads_beside_a_writer_but_never_writes
     let Reply::Result(count) = writer.call("__len__", vec![]) else {
         panic!("the writer cannot read");
     };
-    let mut reader = engine(
-        &site,
-        &["--restrict-to-path", "{repos}", "--allow-lock-bypass"],
-    );
+    let mut reader = site.raw_engine(&["--restrict-to-path", "{repos}", "--allow-lock-bypass"]);
     assert!(matches!(
         open_without_lock(&mut reader, &repo, Some(false)),
         Reply::Result(_)
@@ -294,7 +262,7 @@ fn real_clients_that_bypass_the_lock_wait_for_a_writer_unless_the_policy_allows_
             .assert_success();
         let repo = site.repo("repo");
         let before = repository_files(&repo);
-        let mut holder = engine(&site, WRITER);
+        let mut holder = site.raw_engine(WRITER);
         assert!(matches!(
             holder.open(&repo, false, true, 1),
             Reply::Result(_)
@@ -366,31 +334,23 @@ fn real_clients_that_bypass_the_lock_wait_for_a_writer_unless_the_policy_allows_
 
 /// A policy file for `explain` and `check-policy`, with `repository_extra` in `[repository]`.
 fn policy(dir: &Path, repository_extra: &str) -> PathBuf {
-    let path = dir.join("policy.toml");
-    fs::write(
-        &path,
-        format!(
-            "version = 1\n[repository]\nrestrict_to_paths = [\"/srv/backup\"]\n{repository_extra}\n[audit]\nfile = \"{}\"\n",
-            dir.join("audit.jsonl").display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    path
+    support::write_policy(&dir.join("policy.toml"), "/srv/backup", repository_extra)
 }
 
 #[test]
 fn explain_shows_whether_the_policy_allows_lock_bypass() {
     let dir = support::temp_dir("bypass-explain");
     let explain = |policy: &Path| {
-        let output = Command::new(support::cargo_bin())
-            .args(["explain", "--policy"])
-            .arg(policy)
-            .args(["--command", "borg serve --bypass-lock"])
-            .output()
-            .unwrap();
+        let policy = policy.display().to_string();
+        let output = support::borg_gate(&[
+            "explain",
+            "--policy",
+            &policy,
+            "--command",
+            "borg serve --bypass-lock",
+        ]);
         assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stdout).unwrap()
+        support::stdout(&output)
     };
     let default = explain(&policy(dir.path(), ""));
     assert!(!default.contains("--allow-lock-bypass"), "{default}");
@@ -404,11 +364,7 @@ fn explain_shows_whether_the_policy_allows_lock_bypass() {
         dir.path(),
         "allow_lock_bypass = false\n[engine]\nprogram = \"/usr/bin/borg\"",
     );
-    let check = Command::new(support::cargo_bin())
-        .arg("check-policy")
-        .arg(&external)
-        .output()
-        .unwrap();
+    let check = support::borg_gate(&["check-policy", &external.display().to_string()]);
     assert!(!check.status.success());
     assert!(
         String::from_utf8_lossy(&check.stderr)

@@ -9,8 +9,6 @@ mod lifecycle;
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -18,64 +16,19 @@ use nix::unistd::Pid;
 use rmpv::Value;
 
 use lifecycle::raw::{RawSession, Reply, object_id};
+use lifecycle::scene::Scene;
 
 /// How soon an engine must react to its client leaving or to a signal.
 const PROMPTLY: Duration = Duration::from_secs(2);
 /// How long a test waits for something that must happen before it calls it a hang.
 const HANG: Duration = Duration::from_secs(20);
 
-struct Scene {
-    dir: tempfile::TempDir,
+/// The repository every test starts from: one committed object.
+fn scene(label: &str) -> Scene {
+    Scene::with_objects(label, &[(1, b"one")])
 }
 
 impl Scene {
-    /// A temp dir with repository `repo` made by the engine, holding one committed object.
-    fn new(label: &str) -> Scene {
-        let scene = Scene {
-            dir: support::temp_dir(label),
-        };
-        let mut session = scene.engine(&[]);
-        assert!(matches!(
-            session.open(&scene.repo(), true, true, 1),
-            Reply::Result(_)
-        ));
-        assert_eq!(session.put(object_id(1), b"one"), Reply::Result(Value::Nil));
-        assert_eq!(session.commit(), Reply::Result(Value::Nil));
-        session.close_stdin();
-        assert!(session.wait_exit(HANG).is_some());
-        scene
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn engine(&self, extra: &[&str]) -> RawSession {
-        let restrict = format!("--restrict-to-path={}", self.dir.path().display());
-        let mut args = vec![restrict.as_str()];
-        args.extend_from_slice(extra);
-        static ENGINES: AtomicUsize = AtomicUsize::new(0);
-        let log = self.dir.path().join(format!(
-            "engine-{}.log",
-            ENGINES.fetch_add(1, Ordering::Relaxed)
-        ));
-        RawSession::start(&args, &log)
-    }
-
-    /// Removes the index, hints and integrity files: the index is now behind the segments,
-    /// and the next reader must replay them (which takes the exclusive lock).
-    fn put_index_behind(&self) {
-        for entry in fs::read_dir(self.repo()).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            if ["index.", "hints.", "integrity."]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-            {
-                fs::remove_file(self.repo().join(name)).unwrap();
-            }
-        }
-    }
-
     fn has_index(&self) -> bool {
         fs::read_dir(self.repo()).unwrap().any(|e| {
             e.unwrap()
@@ -111,10 +64,6 @@ impl Scene {
         assert!(matches!(reply, Reply::Result(_)), "open: {reply:?}");
         session
     }
-
-    fn roster(&self) -> String {
-        fs::read_to_string(self.repo().join("lock.roster")).unwrap_or_default()
-    }
 }
 
 /// The request whose reply decides a test, sent without waiting for the reply.
@@ -147,7 +96,7 @@ fn reply_or_fail(session: &mut RawSession, within: Duration, what: &str) -> Repl
 
 #[test]
 fn two_readers_that_both_must_replay_never_wait_for_each_other() {
-    let scene = Scene::new("waits-two-readers");
+    let scene = scene("waits-two-readers");
     scene.put_index_behind();
     let mut first = scene.reader(600);
     let mut second = scene.reader(600);
@@ -188,7 +137,7 @@ fn two_readers_that_both_must_replay_never_wait_for_each_other() {
 
 #[test]
 fn an_old_client_write_waits_for_its_lock_upgrade_no_longer_than_its_lock_wait() {
-    let scene = Scene::new("waits-old-client");
+    let scene = scene("waits-old-client");
     let _reader = scene.reader(1);
     for method in ["put", "delete", "commit"] {
         let mut writer = scene.old_client(&[], 1);
@@ -211,7 +160,7 @@ fn an_old_client_write_waits_for_its_lock_upgrade_no_longer_than_its_lock_wait()
 
 #[test]
 fn the_policy_maximum_bounds_a_lock_upgrade_too() {
-    let scene = Scene::new("waits-upgrade-clamp");
+    let scene = scene("waits-upgrade-clamp");
     let _reader = scene.reader(1);
     let mut writer = scene.old_client(&["--max-lock-wait=1"], 600);
     let sent = Instant::now();
@@ -239,7 +188,7 @@ fn blocked_upgrader(scene: &Scene, extra: &[&str]) -> RawSession {
 
 #[test]
 fn a_lock_upgrade_ends_when_the_client_leaves() {
-    let scene = Scene::new("waits-upgrade-eof");
+    let scene = scene("waits-upgrade-eof");
     let _reader = scene.reader(1);
     let mut writer = blocked_upgrader(&scene, &[]);
     let left = Instant::now();
@@ -257,7 +206,7 @@ fn a_lock_upgrade_ends_when_the_client_leaves() {
 
 #[test]
 fn a_lock_upgrade_ends_on_sigterm_and_sighup() {
-    let scene = Scene::new("waits-upgrade-signal");
+    let scene = scene("waits-upgrade-signal");
     let _reader = scene.reader(1);
     for signal in [Signal::SIGTERM, Signal::SIGHUP] {
         let mut writer = blocked_upgrader(&scene, &[]);
@@ -274,7 +223,7 @@ fn a_lock_upgrade_ends_on_sigterm_and_sighup() {
 
 #[test]
 fn a_lock_upgrade_ends_at_the_idle_timeout() {
-    let scene = Scene::new("waits-upgrade-idle");
+    let scene = scene("waits-upgrade-idle");
     let _reader = scene.reader(1);
     let mut writer = scene.old_client(&["--idle-timeout=2s"], 600);
     let sent = Instant::now();

@@ -5,44 +5,14 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn borg_gate(args: &[&str]) -> Output {
-    Command::new(support::cargo_bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", support::SAFE_PATH)
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn policy(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("p.toml");
-    fs::write(
-        &path,
-        format!(
-            "version = 1\n[repository]\nrestrict_to_paths = [\"/srv/x\"]\n{body}\n[audit]\nfile = \"{}\"\n",
-            dir.join("audit.jsonl").display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
+use support::{borg_gate, stderr, stdout};
 
 #[test]
 fn an_unquoted_umask_says_to_quote_it() {
     let dir = support::temp_dir("messages-umask");
-    let path = policy(dir.path(), "umask = 077");
+    let path = support::write_policy(&dir.path().join("p.toml"), "/srv/x", "umask = 077");
     let output = borg_gate(&["check-policy", &path.display().to_string()]);
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
@@ -57,7 +27,11 @@ fn an_unquoted_umask_says_to_quote_it() {
 #[test]
 fn a_policy_error_is_printed_once_by_every_command() {
     let dir = support::temp_dir("messages-once");
-    let path = policy(dir.path(), "idle_timeout = \"ten\"");
+    let path = support::write_policy(
+        &dir.path().join("p.toml"),
+        "/srv/x",
+        "idle_timeout = \"ten\"",
+    );
     let shown = path.display().to_string();
     let check = borg_gate(&["check-policy", &shown]);
     let explain = borg_gate(&["explain", "--policy", &shown, "--command", "borg serve"]);
@@ -72,7 +46,7 @@ fn a_policy_error_is_printed_once_by_every_command() {
 #[test]
 fn an_owner_error_names_the_file_once() {
     let dir = support::temp_dir("messages-owner");
-    let path = policy(dir.path(), "");
+    let path = support::write_policy(&dir.path().join("p.toml"), "/srv/x", "");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
     let output = borg_gate(&["check-policy", &path.display().to_string()]);
     assert_eq!(
@@ -113,7 +87,7 @@ fn explain_shows_the_engine_environment_of_the_account_given_with_user() {
         return;
     };
     let dir = support::temp_dir("messages-explain-user");
-    let path = policy(dir.path(), "");
+    let path = support::write_policy(&dir.path().join("p.toml"), "/srv/x", "");
     let shown = path.display().to_string();
     let output = borg_gate(&[
         "explain",

@@ -13,7 +13,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -28,8 +28,7 @@ fn recording_engine(dir: &Path) -> PathBuf {
         report = report.display()
     );
     let path = dir.join("engine.sh");
-    fs::write(&path, script).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    support::write_file(&path, script.as_bytes(), 0o755);
     path
 }
 
@@ -43,8 +42,7 @@ fn policy_text(engine: &Path, audit: &Path) -> String {
 }
 
 fn write_policy(path: &Path, text: &str, mode: u32) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    support::write_file(path, text.as_bytes(), mode);
 }
 
 /// Names a client or authorized_keys tries to pass to the engine.

@@ -179,25 +179,13 @@ fn a_read_only_key_rebuilds_a_missing_index_and_changes_nothing_else() {
     let client = support::require!(support::borg14());
     let (site, ro) = written_repository(&client, "ro-index", "repokey");
     let repo = site.repo("repo");
-    for entry in fs::read_dir(&repo).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if ["index.", "hints.", "integrity."]
-            .iter()
-            .any(|p| name.starts_with(p))
-        {
-            fs::remove_file(repo.join(name)).unwrap();
-        }
-    }
+    lifecycle::remove_index(&repo);
     let before = repository_files(&repo);
     site.borg_via(&ro, &client, &site.source(), &["list", &site.url("repo")])
         .assert_success();
     let after = repository_files(&repo);
     // The index is derived data (borg rebuilds it on any open); data and config are not.
-    let derived = |name: &str| {
-        ["index.", "hints.", "integrity."]
-            .iter()
-            .any(|p| name.starts_with(p))
-    };
+    let derived = lifecycle::is_index_file;
     assert!(
         after.keys().any(|name| name.starts_with("index.")),
         "{after:?}"

@@ -10,18 +10,17 @@ mod support;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{exclusive_lock_present, wait_for};
+use lifecycle::scene::Scene;
 use support::{Request, RestServer};
 
 /// How long a test waits for something that must happen before it calls it a hang.
@@ -29,79 +28,17 @@ const HANG: Duration = Duration::from_secs(20);
 /// Slack for process start-up and scheduling on a busy machine.
 const SLACK: Duration = Duration::from_secs(2);
 
-struct Scene {
-    dir: tempfile::TempDir,
-}
-
 impl Scene {
-    /// A temp dir with an empty, committed repository `repo`.
-    fn new(label: &str) -> Scene {
-        let scene = Scene {
-            dir: support::temp_dir(label),
-        };
-        let mut session = scene.engine(&[]);
-        assert!(matches!(
-            session.open(&scene.repo(), true, true, 1),
-            Reply::Result(_)
-        ));
-        assert_eq!(session.commit(), Reply::Result(Value::Nil));
-        session.close_stdin();
-        assert!(session.wait_exit(HANG).is_some());
-        scene
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn log(&self) -> PathBuf {
-        static ENGINES: AtomicUsize = AtomicUsize::new(0);
-        self.dir.path().join(format!(
-            "engine-{}.log",
-            ENGINES.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
-    fn engine(&self, extra: &[&str]) -> RawSession {
-        let restrict = format!("--restrict-to-path={}", self.dir.path().display());
-        let mut args = vec![restrict.as_str()];
-        args.extend_from_slice(extra);
-        RawSession::start(&args, &self.log())
-    }
-
     /// A session holding the exclusive lock in the middle of a transaction.
     fn writer(&self, session: &mut RawSession) {
-        assert!(matches!(
-            session.open(&self.repo(), false, true, 1),
-            Reply::Result(_)
-        ));
-        assert_eq!(
-            session.put(object_id(1), &[7; 1000]),
-            Reply::Result(Value::Nil)
-        );
-        assert!(exclusive_lock_present(&self.repo()));
+        self.hold_in_transaction(session, 1000);
     }
 
     /// Waits for the lock to be released; how long after `since` that was.
     #[track_caller]
-    fn lock_freed_after(&self, since: Instant) -> Duration {
-        wait_for(HANG, || {
-            (!exclusive_lock_present(&self.repo())).then(|| since.elapsed())
-        })
-        .expect("the lock is never released")
-    }
-
-    /// The objects a fresh session sees (0: the abandoned transaction was rolled back).
-    fn committed_objects(&self) -> i64 {
-        let mut session = self.engine(&[]);
-        assert!(matches!(
-            session.open(&self.repo(), false, false, 5),
-            Reply::Result(_)
-        ));
-        match session.call("__len__", vec![]) {
-            Reply::Result(value) => value.as_i64().unwrap(),
-            other => panic!("__len__: {other:?}"),
-        }
+    fn lock_freed(&self, since: Instant) -> Duration {
+        self.lock_freed_after(since, HANG)
+            .expect("the lock is never released")
     }
 }
 
@@ -130,12 +67,12 @@ fn trickle_into(
     stop
 }
 
-#[test]
-fn a_client_trickling_a_request_loses_the_lock_at_the_request_deadline() {
-    let scene = Scene::new("slowloris-trickle");
-    // The idle timeout never fires: a byte arrives every 250 ms.
-    let mut session = scene.engine(&["--idle-timeout=1s", "--request-timeout=2s"]);
-    scene.writer(&mut session);
+/// Takes the lock in `session`, then trickles a `put` one byte every 250 ms (so the idle
+/// timeout never fires) until the engine ends the session; how long after the first byte
+/// the lock was free.
+#[track_caller]
+fn trickle_a_put_while_holding_the_lock(scene: &Scene, session: &mut RawSession) -> Duration {
+    scene.writer(session);
     let put = session.encode(
         "put",
         vec![
@@ -144,14 +81,22 @@ fn a_client_trickling_a_request_loses_the_lock_at_the_request_deadline() {
         ],
     );
     let started = Instant::now();
-    let stop = trickle(&mut session, put, Duration::from_millis(250));
+    let stop = trickle(session, put, Duration::from_millis(250));
     let status = session.wait_exit(HANG);
     stop.store(true, Ordering::Relaxed);
     assert!(
         status.is_some(),
         "the engine still serves a client that sends one byte every 250 ms"
     );
-    let freed = scene.lock_freed_after(started);
+    scene.lock_freed(started)
+}
+
+#[test]
+fn a_client_trickling_a_request_loses_the_lock_at_the_request_deadline() {
+    let scene = Scene::new("slowloris-trickle");
+    // The idle timeout never fires: a byte arrives every 250 ms.
+    let mut session = scene.engine(&["--idle-timeout=1s", "--request-timeout=2s"]);
+    let freed = trickle_a_put_while_holding_the_lock(&scene, &mut session);
     assert!(
         freed <= Duration::from_secs(2) + SLACK,
         "the lock was held {freed:?} by a trickling client with --request-timeout=2s"
@@ -214,7 +159,7 @@ fn a_busy_session_ends_at_its_limit_and_releases_the_lock() {
     let status = session.wait_exit(HANG);
     assert!(status.is_some(), "the engine outlived its session limit");
     assert_eq!(status.unwrap().code(), Some(0));
-    let freed = scene.lock_freed_after(started);
+    let freed = scene.lock_freed(started);
     assert!(answered > 0);
     assert!(
         freed >= Duration::from_millis(2900) && freed <= Duration::from_secs(3) + SLACK,
@@ -353,33 +298,16 @@ fn a_busy_borg_2_session_ends_at_its_limit_and_releases_its_lock() {
 
 /// A policy file with `repository_extra` in `[repository]`, restricted to `dir`.
 fn policy(dir: &Path, name: &str, repository_extra: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    fs::write(
-        &path,
-        format!(
-            "version = 1\n[repository]\nrestrict_to_paths = [\"{}\"]\n{repository_extra}\n[audit]\nfile = \"{}\"\n",
-            dir.display(),
-            dir.join("audit.jsonl").display()
-        ),
+    let restrict = dir.display().to_string();
+    support::write_policy(
+        &dir.join(format!("{name}.toml")),
+        &restrict,
+        repository_extra,
     )
-    .unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 fn explain(policy: &Path) -> String {
-    let output = Command::new(support::cargo_bin())
-        .args(["explain", "--policy"])
-        .arg(policy)
-        .args(["--command", "borg serve"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let text = String::from_utf8(output.stdout).unwrap();
-    text.lines()
-        .find(|line| line.starts_with("engine argv:"))
-        .unwrap_or_else(|| panic!("no engine argv in {text}"))
-        .to_owned()
+    support::explained_engine_argv(policy, "borg serve")
 }
 
 #[test]
@@ -413,11 +341,7 @@ fn the_policy_sets_the_request_deadline_and_the_session_limit_and_explain_shows_
         ),
     ] {
         let bad = policy(dir.path(), "bad", extra);
-        let check = Command::new(support::cargo_bin())
-            .arg("check-policy")
-            .arg(&bad)
-            .output()
-            .unwrap();
+        let check = support::borg_gate(&["check-policy", &bad.display().to_string()]);
         assert!(!check.status.success(), "{extra}");
         assert!(
             String::from_utf8_lossy(&check.stderr).contains(message),
@@ -443,23 +367,7 @@ fn through_the_gate_a_trickling_client_loses_the_lock_as_the_policy_says() {
         .env("SSH_ORIGINAL_COMMAND", "borg serve")
         .env("SSH_CONNECTION", "192.0.2.10 50000 192.0.2.1 22");
     let mut session = RawSession::start_command(gate, &scene.log());
-    scene.writer(&mut session);
-    let put = session.encode(
-        "put",
-        vec![
-            ("id", Value::Binary(object_id(2).to_vec())),
-            ("data", Value::Binary(vec![3; 200])),
-        ],
-    );
-    let started = Instant::now();
-    let stop = trickle(&mut session, put, Duration::from_millis(250));
-    let status = session.wait_exit(HANG);
-    stop.store(true, Ordering::Relaxed);
-    assert!(
-        status.is_some(),
-        "the engine still serves a trickling client"
-    );
-    let freed = scene.lock_freed_after(started);
+    let freed = trickle_a_put_while_holding_the_lock(&scene, &mut session);
     assert!(
         freed <= Duration::from_secs(2) + SLACK,
         "the lock was held {freed:?} with request_timeout = \"2s\""

@@ -11,68 +11,25 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rmpv::Value;
 
+use lifecycle::exclusive_lock_present;
 use lifecycle::raw::{RawSession, Reply, object_id};
-use lifecycle::{exclusive_lock_present, wait_for};
+use lifecycle::scene::Scene;
+use support::wait_for;
 
 /// How soon after its client left an engine must have exited and freed the lock.
 const PROMPTLY: Duration = Duration::from_secs(1);
 
-struct Scene {
-    dir: tempfile::TempDir,
-}
-
 impl Scene {
-    /// A temp dir with an empty repository `repo` made by the engine.
-    fn new(label: &str) -> Scene {
-        let scene = Scene {
-            dir: support::temp_dir(label),
-        };
-        let mut session = scene.engine(&[]);
-        assert!(matches!(
-            session.open(&scene.repo(), true, true, 1),
-            Reply::Result(_)
-        ));
-        assert_eq!(session.commit(), Reply::Result(Value::Nil));
-        session.close_stdin();
-        assert!(session.wait_exit(Duration::from_secs(10)).is_some());
-        scene
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    fn engine(&self, extra: &[&str]) -> RawSession {
-        let restrict = format!("--restrict-to-path={}", self.dir.path().display());
-        let mut args = vec![restrict.as_str()];
-        args.extend_from_slice(extra);
-        static ENGINES: AtomicUsize = AtomicUsize::new(0);
-        let log = self.dir.path().join(format!(
-            "engine-{}.log",
-            ENGINES.fetch_add(1, Ordering::Relaxed)
-        ));
-        RawSession::start(&args, &log)
-    }
-
     /// An engine holding the exclusive lock, in the middle of a transaction.
     fn writer(&self, extra: &[&str]) -> RawSession {
         let mut session = self.engine(extra);
-        assert!(matches!(
-            session.open(&self.repo(), false, true, 1),
-            Reply::Result(_)
-        ));
-        assert_eq!(
-            session.put(object_id(1), &[7; 100_000]),
-            Reply::Result(Value::Nil)
-        );
-        assert!(exclusive_lock_present(&self.repo()));
+        self.hold_in_transaction(&mut session, 100_000);
         session
     }
 
@@ -90,18 +47,12 @@ impl Scene {
         assert!(waiter.send_bytes(&open));
     }
 
-    /// Holders named in `lock.roster` (the file may be gone: nobody).
-    fn roster(&self) -> String {
-        fs::read_to_string(self.repo().join("lock.roster")).unwrap_or_default()
-    }
-
     /// Waits until the lock is free; how long that took.
     #[track_caller]
     fn assert_lock_freed_within(&self, since: Instant, limit: Duration) -> Duration {
-        let freed = wait_for(limit + Duration::from_secs(5), || {
-            (!exclusive_lock_present(&self.repo())).then(|| since.elapsed())
-        })
-        .unwrap_or_else(|| panic!("the lock is still held after {limit:?}"));
+        let freed = self
+            .lock_freed_after(since, limit + Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("the lock is still held after {limit:?}"));
         assert!(
             freed <= limit,
             "the lock was freed after {freed:?}, not within {limit:?}"
@@ -112,19 +63,6 @@ impl Scene {
             self.roster()
         );
         freed
-    }
-
-    /// The object count a fresh session sees (0: the abandoned transaction was rolled back).
-    fn committed_objects(&self) -> i64 {
-        let mut session = self.engine(&[]);
-        assert!(matches!(
-            session.open(&self.repo(), false, false, 5),
-            Reply::Result(_)
-        ));
-        match session.call("__len__", vec![]) {
-            Reply::Result(value) => value.as_i64().unwrap(),
-            other => panic!("__len__: {other:?}"),
-        }
     }
 }
 
@@ -409,8 +347,7 @@ impl GateSite {
             self.path("audit.jsonl").display()
         );
         let path = self.path(&format!("etc/{name}.toml"));
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        support::write_file(&path, text.as_bytes(), 0o600);
         path
     }
 

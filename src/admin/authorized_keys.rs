@@ -17,7 +17,7 @@ use crate::gate::command::{program_basename, strip_assignments};
 use crate::gate::options::{Dialect, ParseError, ParsedOption, parse_serve_command};
 
 /// Key types sshd accepts in authorized_keys (OpenSSH 9), certificates included.
-pub const KEY_TYPES: &[&str] = &[
+pub(crate) const KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
     "ssh-rsa",
     "ecdsa-sha2-nistp256",
@@ -39,12 +39,12 @@ pub const KEY_TYPES: &[&str] = &[
 ];
 
 /// The no-* options that `restrict` replaced in OpenSSH 7.2.
-pub const LEGACY_RESTRICTIONS: &str =
+pub(crate) const LEGACY_RESTRICTIONS: &str =
     "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,no-user-rc";
 
 /// One meaningful line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Key(KeyLine),
     /// A line sshd skips (no key in it) or refuses (bad options), with the reason.
     Broken {
@@ -66,7 +66,7 @@ pub struct KeyLine {
 
 /// Why sshd does not use a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineProblem {
+pub(crate) enum LineProblem {
     /// The options have an opening quote and no closing one: sshd skips the line.
     UnterminatedQuote,
     /// Neither at the start nor after the options is there a key sshd can read.
@@ -87,7 +87,7 @@ impl fmt::Display for LineProblem {
 
 /// Why sshd refuses an option list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OptionError {
+pub(crate) enum OptionError {
     Unknown(String),
     /// `command=x`: values must be in double quotes.
     MissingStartQuote(String),
@@ -198,7 +198,7 @@ pub enum KeyOption {
 }
 
 /// Parses a whole file. Blank lines and comments are left out.
-pub fn parse_file(text: &str) -> Vec<Entry> {
+pub(crate) fn parse_file(text: &str) -> Vec<Entry> {
     text.lines()
         .enumerate()
         .filter_map(|(index, line)| parse_line(index + 1, line))
@@ -206,7 +206,7 @@ pub fn parse_file(text: &str) -> Vec<Entry> {
 }
 
 /// Parses one line; `None` for blank lines and comments.
-pub fn parse_line(line: usize, raw: &str) -> Option<Entry> {
+pub(crate) fn parse_line(line: usize, raw: &str) -> Option<Entry> {
     let text = raw
         .trim_end_matches(['\r', '\n'])
         .trim_start_matches([' ', '\t']);
@@ -252,7 +252,7 @@ pub fn parse_line(line: usize, raw: &str) -> Option<Entry> {
 
 /// Where the options end: the first space or tab outside double quotes. `None` when a quote
 /// is still open at the end of the line.
-pub fn end_of_options(text: &str) -> Option<usize> {
+pub(crate) fn end_of_options(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut quoted = false;
     let mut index = 0;
@@ -300,7 +300,7 @@ fn blob_type(blob: &[u8]) -> Option<&[u8]> {
 
 /// Standard base64 (RFC 4648) with optional padding; `None` for anything else, the empty
 /// text included.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     if text.is_empty() {
         return None;
@@ -311,7 +311,7 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Parses an option list (the text before the key), as sshd does.
-pub fn parse_options(text: &str) -> Result<Vec<KeyOption>, OptionError> {
+pub(crate) fn parse_options(text: &str) -> Result<Vec<KeyOption>, OptionError> {
     let bytes = text.as_bytes();
     let mut options: Vec<KeyOption> = Vec::new();
     let mut position = 0;
@@ -472,7 +472,7 @@ impl KeyLine {
 
 /// What a forced command runs, as far as doctor cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForcedCommand {
+pub(crate) enum ForcedCommand {
     /// `borg-gate --policy FILE [--name NAME]`.
     Gate {
         program: String,
@@ -504,7 +504,7 @@ pub enum ForcedCommand {
 
 impl ForcedCommand {
     /// Whether the key is meant for borg: the gate, an engine, or a broken attempt at either.
-    pub fn is_borg(&self) -> bool {
+    pub(crate) fn is_borg(&self) -> bool {
         !matches!(self, ForcedCommand::Other)
     }
 }
@@ -514,7 +514,7 @@ const SHELL_OPERATORS: &[&str] = &[";", "&&", "||", "|", "&", ">", ">>", "<", "(
 
 /// Reads a forced command the way `$SHELL -c` would split it, then the way borg-gate or borg
 /// would read its arguments.
-pub fn classify_command(command: &str) -> ForcedCommand {
+pub(crate) fn classify_command(command: &str) -> ForcedCommand {
     let mentions_borg = |words: &[String]| {
         words
             .iter()
@@ -686,13 +686,13 @@ fn rewritten(parsed: &[ParsedOption]) -> Vec<String> {
 
 /// A key line with its forced command read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassifiedKey<'a> {
+pub(crate) struct ClassifiedKey<'a> {
     pub key: &'a KeyLine,
     pub command: Option<ForcedCommand>,
 }
 
 /// Reads every key's forced command.
-pub fn classify(entries: &[Entry]) -> Vec<ClassifiedKey<'_>> {
+pub(crate) fn classify(entries: &[Entry]) -> Vec<ClassifiedKey<'_>> {
     entries
         .iter()
         .filter_map(|entry| match entry {
@@ -706,7 +706,7 @@ pub fn classify(entries: &[Entry]) -> Vec<ClassifiedKey<'_>> {
 }
 
 /// Every rule that needs nothing but the file itself.
-pub fn lint(file: &Path, entries: &[Entry]) -> Vec<Finding> {
+pub(crate) fn lint(file: &Path, entries: &[Entry]) -> Vec<Finding> {
     let keys = classify(entries);
     let mut findings = Vec::new();
     for entry in entries {
@@ -744,7 +744,7 @@ fn broken_line(place: Place, problem: &LineProblem) -> Finding {
 
 /// `restrict` missing, partly replaced by no-* options, or undone by later options; and
 /// forwarding options that have no place on a backup key.
-pub fn restriction_findings(place: &Place, key: &KeyLine) -> Vec<Finding> {
+pub(crate) fn restriction_findings(place: &Place, key: &KeyLine) -> Vec<Finding> {
     let mut findings = Vec::new();
     let allowed = key.allowed_permissions();
     let has_restrict = key.options.contains(&KeyOption::Restrict);
@@ -816,7 +816,7 @@ pub fn restriction_findings(place: &Place, key: &KeyLine) -> Vec<Finding> {
 /// The policy file a gate line names, as the login shell and borg-gate will find it: a
 /// `~` the shell expands is the home directory of the account (or of `~user`), and a
 /// relative path starts at the account's home (sshd's working directory).
-pub fn policy_location(
+pub(crate) fn policy_location(
     policy: &Path,
     tilde_expanded: bool,
     home: &Path,
@@ -837,13 +837,14 @@ pub fn policy_location(
 }
 
 /// sshd's PATH for forced commands, as Debian builds it: one for root, one for the others.
-pub const SSHD_ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-pub const SSHD_USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/games";
+pub(crate) const SSHD_ROOT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const SSHD_USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/games";
 
 /// A forced command that runs its program by a relative name: an error when sshd's PATH
 /// (`search_path`) has no such program (`found` is where it is, if anywhere), else a
 /// warning.
-pub fn relative_program_finding(
+pub(crate) fn relative_program_finding(
     place: &Place,
     program: &str,
     search_path: &str,
@@ -874,7 +875,7 @@ pub fn relative_program_finding(
 
 /// Rules for the forced command itself. (A relative program needs the file system: see
 /// [`relative_program_finding`].)
-pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> {
+pub(crate) fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> {
     let mut findings = Vec::new();
     match command {
         ForcedCommand::Gate {
@@ -951,7 +952,7 @@ pub fn command_findings(place: &Place, command: &ForcedCommand) -> Vec<Finding> 
 }
 
 /// Keys without a forced command in a file that also holds borg keys.
-pub fn unforced_keys(file: &Path, keys: &[ClassifiedKey<'_>]) -> Vec<Finding> {
+pub(crate) fn unforced_keys(file: &Path, keys: &[ClassifiedKey<'_>]) -> Vec<Finding> {
     let has_borg_keys = keys
         .iter()
         .any(|k| k.command.as_ref().is_some_and(ForcedCommand::is_borg));
@@ -972,7 +973,7 @@ pub fn unforced_keys(file: &Path, keys: &[ClassifiedKey<'_>]) -> Vec<Finding> {
 
 /// The same key twice: sshd uses the first line whose conditions hold, so an unconditional
 /// first line hides every later one.
-pub fn duplicate_keys(file: &Path, keys: &[ClassifiedKey<'_>]) -> Vec<Finding> {
+pub(crate) fn duplicate_keys(file: &Path, keys: &[ClassifiedKey<'_>]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (index, later) in keys.iter().enumerate() {
         let Some(first) = keys[..index]

@@ -9,10 +9,10 @@
 
 pub mod as_account;
 pub mod audit_report;
-pub mod authorized_keys;
+pub(crate) mod authorized_keys;
 pub mod doctor;
 pub mod keys;
-pub mod policies;
+pub(crate) mod policies;
 pub mod sshd_config;
 pub mod status;
 

@@ -11,7 +11,7 @@ use crate::policy::{LoadError, Policy};
 
 /// What one key can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyScope {
+pub(crate) struct KeyScope {
     /// The key's line in authorized_keys.
     pub place: Place,
     /// The policy file, or `None` for a plain `borg serve` line.
@@ -56,7 +56,7 @@ impl KeyScope {
 /// Pairs of keys whose restrictions overlap although neither key is read-only and no policy
 /// declares the sharing: either key can read, and unless append-only delete, the other's
 /// backups.
-pub fn overlapping_scopes(scopes: &[KeyScope]) -> Vec<Finding> {
+pub(crate) fn overlapping_scopes(scopes: &[KeyScope]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (index, later) in scopes.iter().enumerate() {
         for earlier in &scopes[..index] {
@@ -96,7 +96,7 @@ pub fn overlapping_scopes(scopes: &[KeyScope]) -> Vec<Finding> {
 
 /// What `stat` said about a restricted path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathState {
+pub(crate) enum PathState {
     Directory,
     Missing,
     Symlink,
@@ -105,7 +105,7 @@ pub enum PathState {
 
 /// Which restriction a path comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restriction {
+pub(crate) enum Restriction {
     Path,
     /// A repository; `borg init` creates it, so only its parent has to exist.
     Repository,
@@ -113,7 +113,7 @@ pub enum Restriction {
 
 /// A restricted path that does not exist, is a symlink, or is not a directory. `owner` is
 /// the backup account and its group, for the command that creates what is missing.
-pub fn path_finding(
+pub(crate) fn path_finding(
     place: Place,
     path: &Path,
     restriction: Restriction,
@@ -159,7 +159,7 @@ pub fn path_finding(
 }
 
 /// A policy that restricts nothing.
-pub fn unrestricted_finding(place: Place, policy: &Policy) -> Option<Finding> {
+pub(crate) fn unrestricted_finding(place: Place, policy: &Policy) -> Option<Finding> {
     let repository = &policy.repository;
     (repository.restrict_to_paths.is_empty() && repository.restrict_to_repositories.is_empty())
         .then(|| {
@@ -176,7 +176,7 @@ pub fn unrestricted_finding(place: Place, policy: &Policy) -> Option<Finding> {
 
 /// Policies in different files with the same name: audit records and metrics cannot tell
 /// them apart.
-pub fn shared_names(policies: &[(PathBuf, String)]) -> Vec<Finding> {
+pub(crate) fn shared_names(policies: &[(PathBuf, String)]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (index, (file, name)) in policies.iter().enumerate() {
         let earlier = policies[..index]
@@ -199,7 +199,7 @@ pub fn shared_names(policies: &[(PathBuf, String)]) -> Vec<Finding> {
 
 /// What the gate's own loader says about a policy (trust judged as the backup account),
 /// reworded for an administrator.
-pub fn load_error_finding(place: Place, path: &Path, error: &LoadError) -> Finding {
+pub(crate) fn load_error_finding(place: Place, path: &Path, error: &LoadError) -> Finding {
     let refused = "so every session with this key is refused";
     match error {
         LoadError::Open { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
@@ -224,7 +224,7 @@ pub fn load_error_finding(place: Place, path: &Path, error: &LoadError) -> Findi
 
 /// A policy the backup account owns: the gate trusts it, and every key of the account can
 /// rewrite it (through a repository path or an external engine's writes).
-pub fn self_owned_finding(place: Place, path: &Path, account: &str) -> Finding {
+pub(crate) fn self_owned_finding(place: Place, path: &Path, account: &str) -> Finding {
     Finding::warning(
         place,
         format!(

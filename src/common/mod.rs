@@ -8,6 +8,6 @@
 //! | `text` | how errors, times and ids are written for people |
 //! | `python` | Python's spellings that borg's clients expect: `repr()`, `json.dumps` |
 
-pub mod log_level;
-pub mod python;
-pub mod text;
+pub(crate) mod log_level;
+pub(crate) mod python;
+pub(crate) mod text;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 /// Python's `repr()` of a str (single quotes unless the text contains only `'`).
-pub fn python_str_repr(text: &str) -> String {
+pub(crate) fn python_str_repr(text: &str) -> String {
     let quote = if text.contains('\'') && !text.contains('"') {
         '"'
     } else {
@@ -31,7 +31,7 @@ pub fn python_str_repr(text: &str) -> String {
 }
 
 /// Python's `repr()` of a bytes object (`b'...'`, or `b"..."` when that avoids escaping).
-pub fn python_bytes_repr(bytes: &[u8]) -> String {
+pub(crate) fn python_bytes_repr(bytes: &[u8]) -> String {
     let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
         '"'
     } else {
@@ -59,7 +59,7 @@ pub fn python_bytes_repr(bytes: &[u8]) -> String {
 }
 
 /// Append `text` as a JSON string the way Python's `json.dumps` does (ASCII only).
-pub fn push_json_string(out: &mut String, text: &str) {
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {
@@ -83,7 +83,7 @@ pub fn push_json_string(out: &mut String, text: &str) {
 }
 
 /// A float like Python's `repr`: always with a fraction or exponent.
-pub fn push_json_float(out: &mut String, value: f64) {
+pub(crate) fn push_json_float(out: &mut String, value: f64) {
     if !value.is_finite() {
         out.push_str("0.0");
         return;

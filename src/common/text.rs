@@ -5,7 +5,7 @@ use std::io;
 use std::time::SystemTime;
 
 /// `No such file or directory`, without Rust's ` (os error 2)` suffix.
-pub fn plain_io_error(error: &io::Error) -> String {
+pub(crate) fn plain_io_error(error: &io::Error) -> String {
     let text = error.to_string();
     match text.find(" (os error") {
         Some(cut) => text[..cut].to_owned(),
@@ -14,17 +14,17 @@ pub fn plain_io_error(error: &io::Error) -> String {
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-12-06T21:39:32.123456Z`.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
 /// RFC 3339 in UTC, whole seconds, e.g. `2026-12-06T21:39:32Z` (for people reading a report).
-pub fn rfc3339_seconds(time: SystemTime) -> String {
+pub(crate) fn rfc3339_seconds(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// Lower-case hex of a binary id, as borg's `bin_to_hex` (used in `ObjectNotFound`).
-pub fn hex_id(id: &[u8]) -> String {
+pub(crate) fn hex_id(id: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(id.len() * 2);
     for byte in id {

@@ -15,7 +15,7 @@ use std::fmt;
 use super::options::printable;
 
 /// The longest command accepted. Real borg clients send well under 200 bytes.
-pub const MAX_COMMAND_LEN: usize = 4096;
+pub(crate) const MAX_COMMAND_LEN: usize = 4096;
 
 /// Why a command string could not be split into words. Each is one sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl fmt::Display for SplitError {
 impl std::error::Error for SplitError {}
 
 /// Splits a command string into words, refusing anything a shell could read differently.
-pub fn split_command(raw: &[u8]) -> Result<Vec<String>, SplitError> {
+pub(crate) fn split_command(raw: &[u8]) -> Result<Vec<String>, SplitError> {
     if raw.len() > MAX_COMMAND_LEN {
         return Err(SplitError::TooLong(raw.len()));
     }
@@ -119,7 +119,7 @@ fn is_forbidden_control(byte: u8) -> bool {
 
 /// Unicode's bidirectional controls (the `Bidi_Control` property: U+061C, U+200E, U+200F,
 /// U+202A..U+202E, U+2066..U+2069) and the line and paragraph separators U+2028, U+2029.
-pub fn is_invisible_format(c: char) -> bool {
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{061C}'
@@ -143,7 +143,7 @@ fn format_character_kind(c: char) -> &'static str {
 /// `text` with control characters and [`is_invisible_format`] characters written as `\u{..}`
 /// escapes, so that client text can be stored and printed without reordering or breaking the
 /// line it is shown on. Everything else, other Unicode included, is kept.
-pub fn visible(text: &str) -> String {
+pub(crate) fn visible(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() || is_invisible_format(c) {
@@ -156,13 +156,13 @@ pub fn visible(text: &str) -> String {
 }
 
 /// A leading `NAME=value` word, as a POSIX shell would take an assignment.
-pub fn assignment_name(word: &str) -> Option<&str> {
+pub(crate) fn assignment_name(word: &str) -> Option<&str> {
     let (name, _) = word.split_once('=')?;
     crate::policy::validate::is_env_name(name).then_some(name)
 }
 
 /// The words with leading assignments removed, and the names (never the values) removed.
-pub fn strip_assignments(words: &[String]) -> (Vec<String>, &[String]) {
+pub(crate) fn strip_assignments(words: &[String]) -> (Vec<String>, &[String]) {
     let mut names = Vec::new();
     let mut rest = words;
     while let Some((first, tail)) = rest.split_first() {
@@ -179,7 +179,7 @@ pub fn strip_assignments(words: &[String]) -> (Vec<String>, &[String]) {
 
 /// The command for logs and audit records, with assignment values replaced, so that a
 /// passphrase a client put there is never stored.
-pub fn redacted_words(words: &[String]) -> Vec<String> {
+pub(crate) fn redacted_words(words: &[String]) -> Vec<String> {
     let (names, rest) = strip_assignments(words);
     names
         .iter()
@@ -190,7 +190,7 @@ pub fn redacted_words(words: &[String]) -> Vec<String> {
 
 /// Redaction of a raw command that could not be split into words. Without words there is no
 /// telling where a quoted value ends, so everything from the first `=` on is withheld.
-pub fn redact_unsplit(raw: &str) -> String {
+pub(crate) fn redact_unsplit(raw: &str) -> String {
     match raw.find('=') {
         None => printable_long(raw),
         Some(cut) => printable_long(&format!(
@@ -217,7 +217,7 @@ fn printable_long(text: &str) -> String {
 
 /// Words joined for display the way a shell user would type them: quoted only when a word
 /// holds characters a shell would treat specially.
-pub fn display_words(words: &[String]) -> String {
+pub(crate) fn display_words(words: &[String]) -> String {
     fn plain(word: &str) -> bool {
         let word = word.strip_suffix("=<redacted>").map_or(word, |name| name);
         !word.is_empty()
@@ -239,12 +239,12 @@ pub fn display_words(words: &[String]) -> String {
 }
 
 /// The program word compared by basename: `/usr/bin/borg` is `borg`.
-pub fn program_basename(program: &str) -> &str {
+pub(crate) fn program_basename(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
 }
 
 /// A short quoted rendering of a client word for refusal messages.
-pub fn quoted(word: &str) -> String {
+pub(crate) fn quoted(word: &str) -> String {
     format!("{:?}", printable(word))
 }
 

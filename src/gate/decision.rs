@@ -371,7 +371,7 @@ fn program_allowed(rules: &ClientRules, program: &str) -> bool {
 /// Applies the policy's client rules to the parsed options: levels, topics and lock wait
 /// pass through their rules; everything else is dropped (or refused, for unknown options
 /// under `unknown_options = "reject"`).
-pub fn apply_client_rules(
+pub(crate) fn apply_client_rules(
     rules: &ClientRules,
     parsed: &[ParsedOption],
 ) -> (ClientSettings, Vec<OptionVerdict>) {
@@ -510,7 +510,7 @@ fn is_topic_name(topic: &str) -> bool {
 }
 
 /// Shell-style glob with `*` and `?` over the whole text.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);
@@ -541,7 +541,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// The engine's arguments after `serve`: the policy's forced settings first, then the
 /// client's settings as the rules left them. Values are attached with `=` so that no value
 /// can be mistaken for an option.
-pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
+pub(crate) fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
     let forced = &policy.repository;
     let (permissions, append_only) = forced.permissions.for_borg1(forced.append_only);
     let mut args = forced_args(forced, append_only);
@@ -577,7 +577,7 @@ pub fn serve_args(policy: &Policy, settings: &ClientSettings) -> ServeArgs {
 /// Where the built-in engine reports the end of each session: the policy's name (the label
 /// of its record and metrics), its audit sinks with the same failure rule, and its metrics
 /// textfile. The session id is added by the gate for each session.
-pub fn reporting_args(policy: &Policy) -> Vec<String> {
+pub(crate) fn reporting_args(policy: &Policy) -> Vec<String> {
     let mut args = vec![format!("--policy-name={}", policy.name)];
     if let Some(file) = &policy.audit.file {
         args.push(format!("--audit-file={}", file.display()));
@@ -616,7 +616,7 @@ fn time_limit_args(forced: &ForcedSettings) -> Vec<String> {
 /// borg 2's engine arguments for the resolved repository (`None` when its path is not
 /// UTF-8). The built-in engine gets the policy's settings as options; an external borg gets
 /// the one repository as its only allowed one and the permissions, all it can enforce.
-pub fn rest_args(policy: &Policy, repository: &Path) -> Option<ServeArgs> {
+pub(crate) fn rest_args(policy: &Policy, repository: &Path) -> Option<ServeArgs> {
     let forced = &policy.repository;
     let path = repository.to_str()?;
     let permissions = forced.permissions.for_borg2(forced.append_only);

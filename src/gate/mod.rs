@@ -5,10 +5,10 @@
 //! rule can be tested exhaustively (see `tests/decision_table.rs`).
 #![forbid(unsafe_code)]
 
-pub mod command;
-pub mod decision;
-pub mod options;
-pub mod rest;
+pub(crate) mod command;
+pub(crate) mod decision;
+pub(crate) mod options;
+pub(crate) mod rest;
 
 pub use decision::{
     Action, ClientSettings, Decision, Judgement, OptionVerdict, Refusal, Repository, ServeArgs,

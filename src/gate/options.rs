@@ -11,7 +11,7 @@ use crate::policy::LogLevel;
 
 /// What an option means to the gate and the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptionKind {
+pub(crate) enum OptionKind {
     /// `--debug`, `--info`/`-v`/`--verbose`, `--warning`, `--error`, `--critical`.
     LogLevel(LogLevel),
     DebugTopic,
@@ -49,7 +49,7 @@ pub enum OptionKind {
 
 /// Where argparse accepts an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Before and after the subcommand (borg's common options).
     Common,
     /// Only after `serve`.
@@ -61,7 +61,7 @@ pub enum Scope {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct OptionSpec {
+pub(crate) struct OptionSpec {
     /// Long spellings, canonical first.
     pub long: &'static [&'static str],
     pub short: Option<char>,
@@ -71,7 +71,7 @@ pub struct OptionSpec {
 }
 
 impl OptionSpec {
-    pub fn canonical(&self) -> &'static str {
+    pub(crate) fn canonical(&self) -> &'static str {
         self.long[0]
     }
 }
@@ -106,7 +106,7 @@ use Scope as S;
 
 /// borg 1.4.5's common options (`define_common_options`), the `serve` options, `-V`, and
 /// borg-gate's engine extensions.
-pub static OPTION_TABLE: &[OptionSpec] = &[
+pub(crate) static OPTION_TABLE: &[OptionSpec] = &[
     flag(&["--help"], Some('h'), K::Help, S::Common),
     flag(
         &["--critical"],
@@ -178,14 +178,14 @@ pub static OPTION_TABLE: &[OptionSpec] = &[
 /// Whose command line is parsed: a client's (borg's options only) or borg-gate's own
 /// `serve` line (borg's options plus the engine extensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     Client,
     Engine,
 }
 
 /// One recognised (or unknown) option occurrence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedOption {
+pub(crate) struct ParsedOption {
     /// `None` for an option borg does not know.
     pub spec: Option<&'static OptionSpec>,
     /// Exactly as typed, including `=value` if it was attached (for audit records).
@@ -194,12 +194,12 @@ pub struct ParsedOption {
 }
 
 impl ParsedOption {
-    pub fn kind(&self) -> Option<OptionKind> {
+    pub(crate) fn kind(&self) -> Option<OptionKind> {
         self.spec.map(|spec| spec.kind)
     }
 
     /// The option and its value as one readable word, e.g. `--lock-wait=600`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match (&self.value, self.written.contains('=')) {
             (Some(value), false) => format!("{} {}", self.written, value),
             _ => self.written.clone(),
@@ -273,7 +273,7 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Shortens a client word for a one-line message.
-pub fn printable(word: &str) -> String {
+pub(crate) fn printable(word: &str) -> String {
     const LIMIT: usize = 60;
     if word.chars().count() <= LIMIT {
         word.to_owned()
@@ -284,7 +284,7 @@ pub fn printable(word: &str) -> String {
 }
 
 /// Parses the words after the program name (`[common options] serve [options]`).
-pub fn parse_serve_command(
+pub(crate) fn parse_serve_command(
     words: &[String],
     dialect: Dialect,
 ) -> Result<Vec<ParsedOption>, ParseError> {

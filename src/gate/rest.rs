@@ -15,7 +15,7 @@ use std::fmt;
 use super::command::quoted;
 
 /// The exact form, as refusals quote it.
-pub const FORM: &str = "`borg serve --rest --backend FILE:<path>`";
+pub(crate) const FORM: &str = "`borg serve --rest --backend FILE:<path>`";
 
 /// Why a borg 2 request is not the one form. Each is one sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl std::error::Error for RestError {}
 /// Reads the words after the program name as a borg 2 request: `None` when they are not one
 /// (no `--rest` and no `--backend` in any spelling: the borg 1 form, or not borg at all),
 /// else the path after `FILE:`, or why the words are not the one form.
-pub fn read_rest_request(arguments: &[String]) -> Option<Result<String, RestError>> {
+pub(crate) fn read_rest_request(arguments: &[String]) -> Option<Result<String, RestError>> {
     if !arguments.iter().any(|word| is_rest_word(word)) {
         return None;
     }

@@ -128,7 +128,7 @@ fn account_label(uid: u32, names: &[(u32, String)]) -> String {
 
 /// File facts that decide whether a policy may be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileFacts {
+pub(crate) struct FileFacts {
     pub is_regular: bool,
     pub owner: u32,
     pub mode: u32,
@@ -137,7 +137,11 @@ pub struct FileFacts {
 
 /// Pure trust check: a regular file, owned by root or by the account borg-gate runs as, and
 /// not writable by group or others.
-pub fn check_trust(path: &Path, facts: FileFacts, effective_uid: u32) -> Result<(), LoadError> {
+pub(crate) fn check_trust(
+    path: &Path,
+    facts: FileFacts,
+    effective_uid: u32,
+) -> Result<(), LoadError> {
     let path = path.to_path_buf();
     if !facts.is_regular {
         return Err(LoadError::NotRegular { path });
@@ -210,20 +214,23 @@ pub fn load_policy_for_key(path: &Path, key: KeyContext<'_>) -> Result<Policy, L
 }
 
 /// The label of a policy without `name`: its file name without `.toml`.
-pub fn default_policy_name(path: &Path) -> &str {
+pub(crate) fn default_policy_name(path: &Path) -> &str {
     path.file_stem()
         .and_then(|stem| stem.to_str())
         .unwrap_or("policy")
 }
 
 /// Opens without following a final symlink and checks the open file before reading it.
-pub fn read_policy_text(path: &Path) -> Result<(String, FileFacts), LoadError> {
+pub(crate) fn read_policy_text(path: &Path) -> Result<(String, FileFacts), LoadError> {
     read_policy_text_trusting(path, nix::unistd::geteuid().as_raw())
 }
 
 /// [`read_policy_text`], judging trust as the gate running as `uid` would (`check-policy
 /// --user` and `doctor` read as root for the backup account).
-pub fn read_policy_text_trusting(path: &Path, uid: u32) -> Result<(String, FileFacts), LoadError> {
+pub(crate) fn read_policy_text_trusting(
+    path: &Path,
+    uid: u32,
+) -> Result<(String, FileFacts), LoadError> {
     let file = File::options()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)

@@ -4,9 +4,9 @@
 //! [`load`] reads the file with the owner and mode checks of a security tool.
 
 pub mod key_name;
-pub mod load;
-pub mod model;
-pub mod validate;
+pub(crate) mod load;
+pub(crate) mod model;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,6 +90,16 @@ pub enum ProgramMatch {
     Exact,
 }
 
+impl ProgramMatch {
+    pub fn from_name(name: &str) -> Option<ProgramMatch> {
+        match name {
+            "basename" => Some(ProgramMatch::Basename),
+            "exact" => Some(ProgramMatch::Exact),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockWaitRule {
     /// Seconds used when the client sends none (or an unusable value).
@@ -102,6 +112,16 @@ pub struct LockWaitRule {
 pub enum UnknownOptions {
     Drop,
     Reject,
+}
+
+impl UnknownOptions {
+    pub fn from_name(name: &str) -> Option<UnknownOptions> {
+        match name {
+            "drop" => Some(UnknownOptions::Drop),
+            "reject" => Some(UnknownOptions::Reject),
+            _ => None,
+        }
+    }
 }
 
 /// Settings that come from the policy only, never from the client.
@@ -159,6 +179,16 @@ pub enum OnAuditFailure {
     /// Fail closed: no audit record, no session.
     Refuse,
     Continue,
+}
+
+impl OnAuditFailure {
+    pub fn from_name(name: &str) -> Option<OnAuditFailure> {
+        match name {
+            "refuse" => Some(OnAuditFailure::Refuse),
+            "continue" => Some(OnAuditFailure::Continue),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

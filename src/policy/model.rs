@@ -12,7 +12,7 @@ use toml::Spanned;
 /// policy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPolicy {
+pub(crate) struct RawPolicy {
     pub version: Spanned<i64>,
     pub name: Option<Spanned<String>>,
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct RawPolicy {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEngine {
+pub(crate) struct RawEngine {
     pub program: Option<Spanned<String>>,
     pub borg2_program: Option<Spanned<String>>,
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct RawEngine {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawClient {
+pub(crate) struct RawClient {
     pub protocols: Option<Spanned<Vec<Spanned<String>>>>,
     pub programs: Option<Spanned<Vec<Spanned<String>>>>,
     pub program_match: Option<Spanned<String>>,
@@ -56,14 +56,14 @@ pub struct RawClient {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLockWait {
+pub(crate) struct RawLockWait {
     pub default: Option<i64>,
     pub max: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRepository {
+pub(crate) struct RawRepository {
     #[serde(default)]
     pub restrict_to_paths: Vec<Spanned<String>>,
     #[serde(default)]
@@ -87,7 +87,7 @@ pub struct RawRepository {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAudit {
+pub(crate) struct RawAudit {
     pub file: Option<Spanned<String>>,
     pub syslog: Option<bool>,
     pub on_failure: Option<Spanned<String>>,
@@ -95,6 +95,6 @@ pub struct RawAudit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMetrics {
+pub(crate) struct RawMetrics {
     pub textfile: Option<Spanned<String>>,
 }

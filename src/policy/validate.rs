@@ -20,20 +20,20 @@ use super::{
 };
 
 /// The largest policy file we read; a policy is a few hundred bytes.
-pub const MAX_POLICY_SIZE: usize = 1 << 20;
+pub(crate) const MAX_POLICY_SIZE: usize = 1 << 20;
 
 /// Programs accepted when a policy does not name any.
-pub const DEFAULT_PROGRAMS: [&str; 1] = ["borg"];
+pub(crate) const DEFAULT_PROGRAMS: [&str; 1] = ["borg"];
 
 /// Lock wait when the policy does not say: borg's own default, and borg's documented 600 s
 /// as the most a client may ask for.
-pub const DEFAULT_LOCK_WAIT: LockWaitRule = LockWaitRule {
+pub(crate) const DEFAULT_LOCK_WAIT: LockWaitRule = LockWaitRule {
     default: 1,
     max: 600,
 };
 
 /// borg's smallest storage quota (`parse_storage_quota`): 10M unless 0.
-pub const MIN_STORAGE_QUOTA: u64 = 10_000_000;
+pub(crate) const MIN_STORAGE_QUOTA: u64 = 10_000_000;
 
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl fmt::Display for PolicyErrors {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let mut start = offset;
     while !text.is_char_boundary(start) {
@@ -185,6 +185,53 @@ struct EngineSpans {
     program: Option<Range<usize>>,
     borg2_program: Option<Range<usize>>,
 }
+
+/// A setting whose value is one of a few words. Each is parsed and refused the same way
+/// ([`Validator::choice`]): `<setting> "<value>" is unknown; use <words>`.
+trait Choice: Sized {
+    /// The setting, as the error names it.
+    const SETTING: &'static str;
+    /// The words it takes, as the error lists them.
+    const WORDS: &'static str;
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+/// Implements [`Choice`] with the type's own `from_name`.
+macro_rules! choice {
+    ($type:ty, $setting:literal, $words:literal) => {
+        impl Choice for $type {
+            const SETTING: &'static str = $setting;
+            const WORDS: &'static str = $words;
+            fn from_name(name: &str) -> Option<Self> {
+                <$type>::from_name(name)
+            }
+        }
+    };
+}
+
+choice!(ProgramMatch, "program_match", r#""basename" or "exact""#);
+choice!(UnknownOptions, "unknown_options", r#""drop" or "reject""#);
+choice!(
+    OnAuditFailure,
+    "audit.on_failure",
+    r#""refuse" or "continue""#
+);
+choice!(
+    Permissions,
+    "permissions",
+    r#""all", "no-delete", "write-only" or "read-only""#
+);
+choice!(LockRelease, "lock_release", r#""release" or "keep""#);
+choice!(
+    LogLevel,
+    "log level",
+    "debug, info, warning, error or critical"
+);
+choice!(
+    Protocol,
+    "protocol",
+    r#""borg1" (borg 1.x clients, `borg serve`) or "borg2" (borg 2 clients, `borg serve --rest`)"#
+);
 
 #[derive(Default)]
 struct Validator<'k> {
@@ -401,22 +448,7 @@ impl Validator<'_> {
 
     fn client(&mut self, raw: RawClient) -> ClientRules {
         let protocols = self.protocols(raw.protocols);
-        let program_match = match raw.program_match {
-            None => ProgramMatch::Basename,
-            Some(m) => match m.get_ref().as_str() {
-                "basename" => ProgramMatch::Basename,
-                "exact" => ProgramMatch::Exact,
-                other => {
-                    self.error(
-                        m.span(),
-                        format!(
-                            "program_match {other:?} is unknown; use \"basename\" or \"exact\""
-                        ),
-                    );
-                    ProgramMatch::Basename
-                }
-            },
-        };
+        let program_match = self.choice_or(raw.program_match.as_ref(), ProgramMatch::Basename);
         let programs = match raw.programs {
             None => DEFAULT_PROGRAMS.iter().map(|p| (*p).to_owned()).collect(),
             Some(list) => {
@@ -460,7 +492,7 @@ impl Validator<'_> {
                 }
                 let mut levels = Vec::new();
                 for level in list.into_inner() {
-                    if let Some(parsed) = self.log_level(&level) {
+                    if let Some(parsed) = self.choice::<LogLevel>(&level) {
                         if !levels.contains(&parsed) {
                             levels.push(parsed);
                         }
@@ -481,7 +513,7 @@ impl Validator<'_> {
                 LogLevel::Warning
             }
             Some(level) => {
-                let parsed = self.log_level(&level).unwrap_or(LogLevel::Warning);
+                let parsed = self.choice_or(Some(&level), LogLevel::Warning);
                 if !log_levels.is_empty() && !log_levels.contains(&parsed) {
                     self.error(
                         level.span(),
@@ -494,7 +526,7 @@ impl Validator<'_> {
                 parsed
             }
         };
-        let force_log_level = raw.force_log_level.and_then(|level| self.log_level(&level));
+        let force_log_level = raw.force_log_level.and_then(|level| self.choice(&level));
         let mut debug_topics = Vec::new();
         for pattern in raw.debug_topics {
             let text = pattern.get_ref();
@@ -537,20 +569,7 @@ impl Validator<'_> {
                 LockWaitRule { default, max }
             }
         };
-        let unknown_options = match raw.unknown_options {
-            None => UnknownOptions::Drop,
-            Some(mode) => match mode.get_ref().as_str() {
-                "drop" => UnknownOptions::Drop,
-                "reject" => UnknownOptions::Reject,
-                other => {
-                    self.error(
-                        mode.span(),
-                        format!("unknown_options {other:?} is unknown; use \"drop\" or \"reject\""),
-                    );
-                    UnknownOptions::Drop
-                }
-            },
-        };
+        let unknown_options = self.choice_or(raw.unknown_options.as_ref(), UnknownOptions::Drop);
         ClientRules {
             protocols,
             programs,
@@ -578,15 +597,8 @@ impl Validator<'_> {
         }
         let mut protocols = Vec::new();
         for name in list.into_inner() {
-            match Protocol::from_name(name.get_ref()) {
-                Some(protocol) => protocols.push(protocol),
-                None => self.error(
-                    name.span(),
-                    format!(
-                        "protocol {:?} is unknown; use \"borg1\" (borg 1.x clients, `borg serve`) or \"borg2\" (borg 2 clients, `borg serve --rest`)",
-                        name.get_ref()
-                    ),
-                ),
+            if let Some(protocol) = self.choice(&name) {
+                protocols.push(protocol);
             }
         }
         if protocols.is_empty() {
@@ -595,18 +607,29 @@ impl Validator<'_> {
         Protocols::from_list(&protocols)
     }
 
-    fn log_level(&mut self, level: &Spanned<String>) -> Option<LogLevel> {
-        let parsed = LogLevel::from_name(level.get_ref());
+    /// One of the words a [`Choice`] setting takes; an error naming them, and `None`, for
+    /// any other value.
+    fn choice<T: Choice>(&mut self, value: &Spanned<String>) -> Option<T> {
+        let parsed = T::from_name(value.get_ref());
         if parsed.is_none() {
             self.error(
-                level.span(),
+                value.span(),
                 format!(
-                    "log level {:?} is unknown; use debug, info, warning, error or critical",
-                    level.get_ref()
+                    "{} {:?} is unknown; use {}",
+                    T::SETTING,
+                    value.get_ref(),
+                    T::WORDS
                 ),
             );
         }
         parsed
+    }
+
+    /// [`Validator::choice`] for an optional setting: `default` when it is absent or unknown.
+    fn choice_or<T: Choice>(&mut self, value: Option<&Spanned<String>>, default: T) -> T {
+        value
+            .and_then(|value| self.choice(value))
+            .unwrap_or(default)
     }
 
     fn seconds(&mut self, span: Range<usize>, key: &str, value: i64) -> u32 {
@@ -705,16 +728,7 @@ impl Validator<'_> {
         let permissions = match raw.permissions {
             None => Permissions::All,
             Some(p) => {
-                let parsed = Permissions::from_name(p.get_ref()).unwrap_or_else(|| {
-                    self.error(
-                        p.span(),
-                        format!(
-                            "permissions {:?} is unknown; use \"all\", \"no-delete\", \"write-only\" or \"read-only\"",
-                            p.get_ref()
-                        ),
-                    );
-                    Permissions::All
-                });
+                let parsed = self.choice_or(Some(&p), Permissions::All);
                 let borg1 = protocols.contains(Protocol::Borg1);
                 if parsed == Permissions::ReadOnly && borg1_external {
                     self.error(
@@ -761,16 +775,7 @@ impl Validator<'_> {
         let lock_release = match raw.lock_release {
             None => LockRelease::default(),
             Some(release) => {
-                let parsed = LockRelease::from_name(release.get_ref()).unwrap_or_else(|| {
-                    self.error(
-                        release.span(),
-                        format!(
-                            "lock_release {:?} is unknown; use \"release\" or \"keep\"",
-                            release.get_ref()
-                        ),
-                    );
-                    LockRelease::default()
-                });
+                let parsed = self.choice_or(Some(&release), LockRelease::default());
                 if !protocols.contains(Protocol::Borg2) {
                     self.error(
                         release.span(),
@@ -1024,19 +1029,7 @@ impl Validator<'_> {
                 "[audit] has no sink; set audit.file = \"/var/log/borg-gate/audit.jsonl\" or audit.syslog = true",
             );
         }
-        let on_failure = match raw.on_failure {
-            None => OnAuditFailure::Refuse,
-            Some(mode) => {
-                match mode.get_ref().as_str() {
-                    "refuse" => OnAuditFailure::Refuse,
-                    "continue" => OnAuditFailure::Continue,
-                    other => {
-                        self.error(mode.span(), format!("audit.on_failure {other:?} is unknown; use \"refuse\" or \"continue\""));
-                        OnAuditFailure::Refuse
-                    }
-                }
-            }
-        };
+        let on_failure = self.choice_or(raw.on_failure.as_ref(), OnAuditFailure::Refuse);
         AuditSettings {
             file,
             syslog,
@@ -1064,7 +1057,7 @@ impl Validator<'_> {
 }
 
 /// A policy's `name`: 1-64 letters, digits, `-`, `_`, `.` or `@`.
-pub fn is_policy_name(name: &str) -> bool {
+pub(crate) fn is_policy_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -1073,7 +1066,7 @@ pub fn is_policy_name(name: &str) -> bool {
 }
 
 /// An absolute path whose components are all normal names (no `.`, `..` or empty parts).
-pub fn is_clean_absolute(path: &Path) -> bool {
+pub(crate) fn is_clean_absolute(path: &Path) -> bool {
     let text = path.as_os_str().as_encoded_bytes();
     let Some(rest) = text.strip_prefix(b"/") else {
         return false;
@@ -1087,7 +1080,7 @@ pub fn is_clean_absolute(path: &Path) -> bool {
 }
 
 /// A POSIX environment variable name.
-pub fn is_env_name(name: &str) -> bool {
+pub(crate) fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -1095,7 +1088,7 @@ pub fn is_env_name(name: &str) -> bool {
 
 /// borg's `parse_file_size`: a decimal number with an optional K/M/G/T/P (powers of 1000)
 /// suffix, fractions allowed and truncated.
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let (number, factor) = match text.as_bytes().last()? {
         b'K' => (&text[..text.len() - 1], 1e3),
         b'M' => (&text[..text.len() - 1], 1e6),
@@ -1300,6 +1293,61 @@ mod tests {
             errors[0].ends_with("use \"all\", \"no-delete\", \"write-only\" or \"read-only\""),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn every_one_word_setting_refuses_an_unknown_word_at_its_value_listing_the_words() {
+        let cases = [
+            (
+                "program_match = \"glob\"",
+                "",
+                "",
+                "program_match \"glob\" is unknown; use \"basename\" or \"exact\"",
+            ),
+            (
+                "unknown_options = \"ignore\"",
+                "",
+                "",
+                "unknown_options \"ignore\" is unknown; use \"drop\" or \"reject\"",
+            ),
+            (
+                "force_log_level = \"loud\"",
+                "",
+                "",
+                "log level \"loud\" is unknown; use debug, info, warning, error or critical",
+            ),
+            (
+                "",
+                "permissions = \"delete-only\"",
+                "",
+                "permissions \"delete-only\" is unknown; use \"all\", \"no-delete\", \"write-only\" or \"read-only\"",
+            ),
+            (
+                "",
+                "lock_release = \"drop\"",
+                "",
+                "lock_release \"drop\" is unknown; use \"release\" or \"keep\"",
+            ),
+            (
+                "",
+                "",
+                "on_failure = \"ignore\"",
+                "audit.on_failure \"ignore\" is unknown; use \"refuse\" or \"continue\"",
+            ),
+        ];
+        for (client, repository, audit, message) in cases {
+            let text = format!(
+                "version = 1\n[client]\nprotocols = [\"borg2\"]\n{client}\n[repository]\nrestrict_to_paths = [\"/srv/b\"]\n{repository}\n[audit]\nsyslog = true\n{audit}\n"
+            );
+            let value = [client, repository, audit].concat();
+            let value = &value[value.find('"').unwrap()..];
+            let (line, column) = line_and_column(&text, text.find(value).unwrap());
+            assert_eq!(
+                errors_of(&text),
+                [format!("p.toml:{line}:{column}: {message}")],
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! nothing from the client at all but the repository path.
 
 /// A policy with every kind of forced setting and narrow client rules.
-pub const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 version = 1
 [client]
 protocols = ["borg1", "borg2"]
@@ -24,7 +24,7 @@ syslog = true
 "#;
 
 /// The engine arguments [`POLICY`] forces, in order, ahead of anything from the client.
-pub const FORCED: [&str; 5] = [
+pub(crate) const FORCED: [&str; 5] = [
     "--restrict-to-path=/srv/backup/alice",
     "--restrict-to-path=/srv/backup/shared",
     "--restrict-to-repository=/srv/backup/special",
@@ -33,7 +33,7 @@ pub const FORCED: [&str; 5] = [
 ];
 
 /// Options only the server may set: they appear exactly as often as [`FORCED`] has them.
-pub const SERVER_DECIDES: [&str; 10] = [
+pub(crate) const SERVER_DECIDES: [&str; 10] = [
     "--restrict-to-path",
     "--restrict-to-repository",
     "--append-only",
@@ -48,7 +48,7 @@ pub const SERVER_DECIDES: [&str; 10] = [
 
 /// Where the built-in engine reports the session: server-decided too. [`POLICY`] names its
 /// policy (whatever the test calls it) and audits to syslog; nothing else may appear.
-pub const REPORTING: [(&str, usize); 6] = [
+pub(crate) const REPORTING: [(&str, usize); 6] = [
     ("--session-id", 0),
     ("--policy-name=", 1),
     ("--audit-file", 0),
@@ -66,7 +66,7 @@ fn reporting_violation(command: &str, args: &[String]) -> Option<String> {
 }
 
 /// The first broken invariant in the engine arguments the gate accepted for `command`.
-pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String> {
+pub(crate) fn accepted_args_violation(command: &str, args: &[String]) -> Option<String> {
     if args.len() < FORCED.len() || args[..FORCED.len()] != FORCED[..] {
         return Some(format!(
             "{command:?}: the forced settings do not lead {args:?}"
@@ -107,7 +107,7 @@ pub fn accepted_args_violation(command: &str, args: &[String]) -> Option<String>
 }
 
 /// A refusal is one line of reasonable length.
-pub fn refusal_violation(sentence: &str) -> Option<String> {
+pub(crate) fn refusal_violation(sentence: &str) -> Option<String> {
     if sentence.contains('\n') || sentence.contains('\r') || sentence.len() >= 400 {
         return Some(format!("not one short line: {sentence:?}"));
     }
@@ -115,11 +115,11 @@ pub fn refusal_violation(sentence: &str) -> Option<String> {
 }
 
 /// The repository path the invariants resolve every accepted borg 2 request to.
-pub const RESOLVED: &str = "/srv/backup/alice/repo";
+pub(crate) const RESOLVED: &str = "/srv/backup/alice/repo";
 
 /// The built-in borg 2 engine's arguments for [`POLICY`] and [`RESOLVED`]: every one from the
 /// policy but the backend, which is the resolved path (and the policy's name, checked apart).
-pub const REST_ARGS: [&str; 10] = [
+pub(crate) const REST_ARGS: [&str; 10] = [
     "--rest",
     "--backend=FILE:/srv/backup/alice/repo",
     "--restrict-to-path=/srv/backup/alice",
@@ -133,7 +133,7 @@ pub const REST_ARGS: [&str; 10] = [
 ];
 
 /// The first broken invariant in the borg 2 engine arguments the gate built for `command`.
-pub fn rest_args_violation(command: &str, args: &[String]) -> Option<String> {
+pub(crate) fn rest_args_violation(command: &str, args: &[String]) -> Option<String> {
     let named: Vec<&String> = args
         .iter()
         .filter(|a| !a.starts_with("--policy-name="))

@@ -4,7 +4,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-pub mod raw;
+pub(crate) mod raw;
+pub(crate) mod scene;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,29 +13,29 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::support::{self, BorgClient, CmdOutput};
 
-pub const PASSPHRASE: &str = "lifecycle test passphrase";
+pub(crate) const PASSPHRASE: &str = "lifecycle test passphrase";
 
 /// A working directory with `source/` (the standard tree), `repos/`, and an engine reachable
 /// as `ssh://engine/<path>`.
-pub struct Site {
+pub(crate) struct Site {
     pub dir: tempfile::TempDir,
     rsh: String,
 }
 
 impl Site {
     /// `forced` are the engine's arguments after `serve`; `{repos}` stands for the repos dir.
-    pub fn new(label: &str, forced: &[&str]) -> Site {
+    pub(crate) fn new(label: &str, forced: &[&str]) -> Site {
         let dir = support::temp_dir(label);
         Site::in_dir(dir, forced)
     }
 
     /// Like [`Site::new`], with `repos/` somewhere else (a small file system, say).
-    pub fn with_repos_at(label: &str, repos: &Path, forced: &[&str]) -> Site {
+    pub(crate) fn with_repos_at(label: &str, repos: &Path, forced: &[&str]) -> Site {
         let dir = support::temp_dir(label);
         std::os::unix::fs::symlink(repos, dir.path().join("repos")).unwrap();
         Site::in_dir(dir, forced)
@@ -52,7 +53,7 @@ impl Site {
     }
 
     /// Another key: a BORG_RSH value whose engine runs with `forced` (see [`Site::new`]).
-    pub fn key(&self, name: &str, forced: &[&str]) -> String {
+    pub(crate) fn key(&self, name: &str, forced: &[&str]) -> String {
         write_rsh(
             self.dir.path(),
             &format!("rsh-{name}.sh"),
@@ -61,49 +62,72 @@ impl Site {
         )
     }
 
+    /// An engine started by hand with `args` (`{repos}` as in [`Site::new`]), driven with a
+    /// raw RPC client; each one logs to its own `raw-N.log`.
+    pub(crate) fn raw_engine(&self, args: &[&str]) -> raw::RawSession {
+        static ENGINES: AtomicUsize = AtomicUsize::new(0);
+        let repos = fs::canonicalize(self.path("repos")).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{repos}", repos.to_str().unwrap()))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self.path(&format!(
+            "raw-{}.log",
+            ENGINES.fetch_add(1, Ordering::Relaxed)
+        ));
+        raw::RawSession::start(&args, &log)
+    }
+
     /// Runs borg through the engine of `rsh` (from [`Site::key`]), in `cwd`.
     #[track_caller]
-    pub fn borg_via(&self, rsh: &str, client: &BorgClient, cwd: &Path, args: &[&str]) -> CmdOutput {
+    pub(crate) fn borg_via(
+        &self,
+        rsh: &str,
+        client: &BorgClient,
+        cwd: &Path,
+        args: &[&str],
+    ) -> CmdOutput {
         client.run_in(cwd, args, &[("BORG_RSH", rsh)], Some(PASSPHRASE))
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn source(&self) -> PathBuf {
+    pub(crate) fn source(&self) -> PathBuf {
         self.path("source")
     }
 
-    pub fn repo(&self, name: &str) -> PathBuf {
+    pub(crate) fn repo(&self, name: &str) -> PathBuf {
         fs::canonicalize(self.path("repos")).unwrap().join(name)
     }
 
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("ssh://engine{}", self.repo(name).display())
     }
 
-    pub fn archive(&self, repo: &str, archive: &str) -> String {
+    pub(crate) fn archive(&self, repo: &str, archive: &str) -> String {
         format!("{}::{archive}", self.url(repo))
     }
 
-    pub fn env(&self) -> Vec<(&str, &str)> {
+    pub(crate) fn env(&self) -> Vec<(&str, &str)> {
         vec![("BORG_RSH", self.rsh.as_str())]
     }
 
     /// Runs borg through the engine, in `source/`.
     #[track_caller]
-    pub fn borg(&self, client: &BorgClient, args: &[&str]) -> CmdOutput {
+    pub(crate) fn borg(&self, client: &BorgClient, args: &[&str]) -> CmdOutput {
         self.borg_in(client, &self.source(), args)
     }
 
     #[track_caller]
-    pub fn borg_in(&self, client: &BorgClient, cwd: &Path, args: &[&str]) -> CmdOutput {
+    pub(crate) fn borg_in(&self, client: &BorgClient, cwd: &Path, args: &[&str]) -> CmdOutput {
         client.run_in(cwd, args, &self.env(), Some(PASSPHRASE))
     }
 
     /// Starts borg through the engine in its own process group, with output discarded.
-    pub fn spawn_borg(&self, client: &BorgClient, args: &[&str]) -> Child {
+    pub(crate) fn spawn_borg(&self, client: &BorgClient, args: &[&str]) -> Child {
         let mut command = client.command(&self.source(), args, &self.env(), Some(PASSPHRASE));
         command
             .stdin(Stdio::null())
@@ -114,7 +138,12 @@ impl Site {
     }
 
     /// Like [`Site::spawn_borg`], with stdout and stderr going to `log`.
-    pub fn spawn_borg_logged(&self, client: &BorgClient, args: &[&str], log: &Path) -> Child {
+    pub(crate) fn spawn_borg_logged(
+        &self,
+        client: &BorgClient,
+        args: &[&str],
+        log: &Path,
+    ) -> Child {
         let file = fs::File::create(log).unwrap();
         let mut command = client.command(&self.source(), args, &self.env(), Some(PASSPHRASE));
         command
@@ -127,27 +156,27 @@ impl Site {
 
     /// Local borg (no engine) on a repository path.
     #[track_caller]
-    pub fn local(&self, client: &BorgClient, args: &[&str]) -> CmdOutput {
+    pub(crate) fn local(&self, client: &BorgClient, args: &[&str]) -> CmdOutput {
         client.run(args, &[], Some(PASSPHRASE))
     }
 
     /// The pid of the engine started last, if any was.
-    pub fn engine_pid(&self) -> Option<i32> {
+    pub(crate) fn engine_pid(&self) -> Option<i32> {
         fs::read_to_string(self.path("engine.pid"))
             .ok()
             .and_then(|text| text.trim().parse().ok())
     }
 
     /// The pid of the engine started last through key `name` (see [`Site::key`]).
-    pub fn key_engine_pid(&self, name: &str) -> Option<i32> {
+    pub(crate) fn key_engine_pid(&self, name: &str) -> Option<i32> {
         fs::read_to_string(self.path(&format!("engine-{name}.pid")))
             .ok()
             .and_then(|text| text.trim().parse().ok())
     }
 
     /// Waits until an engine other than `previous` has started; its pid.
-    pub fn wait_for_engine(&self, previous: Option<i32>, timeout: Duration) -> Option<i32> {
-        wait_for(timeout, || {
+    pub(crate) fn wait_for_engine(&self, previous: Option<i32>, timeout: Duration) -> Option<i32> {
+        support::wait_for(timeout, || {
             self.engine_pid().filter(|pid| Some(*pid) != previous)
         })
     }
@@ -155,7 +184,13 @@ impl Site {
     /// Extracts `archive` of `repo` through the engine into a fresh directory and compares it
     /// with `expected`.
     #[track_caller]
-    pub fn assert_extracts(&self, client: &BorgClient, repo: &str, archive: &str, expected: &Path) {
+    pub(crate) fn assert_extracts(
+        &self,
+        client: &BorgClient,
+        repo: &str,
+        archive: &str,
+        expected: &Path,
+    ) {
         let target = self.path(&format!("extract-{repo}-{archive}"));
         if target.exists() {
             fs::remove_dir_all(&target).unwrap();
@@ -197,22 +232,8 @@ fn write_rsh(dir: &Path, name: &str, pid_name: &str, forced: &[&str]) -> String 
     script.display().to_string()
 }
 
-/// Polls `probe` every millisecond until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Whether process `pid` is gone (or a zombie nobody reaped yet).
-pub fn process_gone(pid: i32) -> bool {
+pub(crate) fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
@@ -223,29 +244,28 @@ pub fn process_gone(pid: i32) -> bool {
 
 /// Whether process `pid` is gone and reaped. An orphaned zombie still counts as alive for
 /// borg's stale-lock test (`kill(pid, 0)` succeeds), and this machine's init reaps slowly.
-pub fn process_reaped(pid: i32) -> bool {
+pub(crate) fn process_reaped(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Makes this process the reaper of its orphaned descendants, so that [`wait_reaped`] can
 /// reap a killed engine at once instead of waiting for init.
-pub fn become_subreaper() {
+pub(crate) fn become_subreaper() {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
 }
 
 /// Waits until `pid` is gone and reaped (reaping it if it became our child); false on timeout.
-pub fn wait_reaped(pid: i32, timeout: Duration) -> bool {
+pub(crate) fn wait_reaped(pid: i32, timeout: Duration) -> bool {
     use nix::sys::wait::{WaitPidFlag, waitpid};
-    wait_for(timeout, || {
+    support::wait_until(timeout, || {
         let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-        process_reaped(pid).then_some(())
+        process_reaped(pid)
     })
-    .is_some()
 }
 
 /// Every segment file of `repo`, by path relative to the repository, with its length and a
 /// hash of its bytes.
-pub fn segment_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
+pub(crate) fn segment_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
     let mut files = BTreeMap::new();
     let Ok(dirs) = fs::read_dir(repo.join("data")) else {
         return files;
@@ -266,7 +286,7 @@ pub fn segment_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
 
 /// Every file of `repo` but its locks, by relative path, with length and hash: what a
 /// read-only session must leave exactly as it found it.
-pub fn repository_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
+pub(crate) fn repository_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
     fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, (u64, u64)>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -291,7 +311,7 @@ pub fn repository_files(repo: &Path) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// Segment numbers present in `repo`, ascending.
-pub fn segment_numbers(repo: &Path) -> Vec<u32> {
+pub(crate) fn segment_numbers(repo: &Path) -> Vec<u32> {
     let mut numbers = Vec::new();
     let Ok(dirs) = fs::read_dir(repo.join("data")) else {
         return numbers;
@@ -311,7 +331,7 @@ pub fn segment_numbers(repo: &Path) -> Vec<u32> {
 }
 
 /// The bytes the segment files of `repo` occupy on disk (allocated blocks).
-pub fn data_bytes_on_disk(repo: &Path) -> u64 {
+pub(crate) fn data_bytes_on_disk(repo: &Path) -> u64 {
     let mut total = 0;
     for dir in fs::read_dir(repo.join("data")).unwrap() {
         let dir = dir.unwrap().path();
@@ -322,13 +342,32 @@ pub fn data_bytes_on_disk(repo: &Path) -> u64 {
     total
 }
 
+/// Whether `name` is one of the files a commit writes beside the segments (`index.N`,
+/// `hints.N`, `integrity.N`): derived data, which the next open rebuilds from the segments.
+pub(crate) fn is_index_file(name: &str) -> bool {
+    ["index.", "hints.", "integrity."]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+/// Removes `repo`'s index, hints and integrity files: the index is now behind the segments,
+/// and the next reader must replay them.
+pub(crate) fn remove_index(repo: &Path) {
+    for entry in fs::read_dir(repo).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if is_index_file(&name) {
+            fs::remove_file(repo.join(name)).unwrap();
+        }
+    }
+}
+
 /// Whether someone holds (or left behind) the repository's exclusive lock.
-pub fn exclusive_lock_present(repo: &Path) -> bool {
+pub(crate) fn exclusive_lock_present(repo: &Path) -> bool {
     repo.join("lock.exclusive").exists()
 }
 
 /// The transaction ids of `repo`'s `transactions` log, in order.
-pub fn logged_transactions(repo: &Path) -> Vec<u32> {
+pub(crate) fn logged_transactions(repo: &Path) -> Vec<u32> {
     fs::read_to_string(repo.join("transactions"))
         .unwrap_or_default()
         .lines()
@@ -344,7 +383,7 @@ pub fn logged_transactions(repo: &Path) -> Vec<u32> {
 }
 
 /// `cp -a src dst`.
-pub fn copy_tree(src: &Path, dst: &Path) {
+pub(crate) fn copy_tree(src: &Path, dst: &Path) {
     let status = std::process::Command::new("cp")
         .arg("-a")
         .arg(src)
@@ -360,12 +399,12 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 }
 
 /// Writes `len` pseudo-random bytes from `seed` to `path`.
-pub fn write_random(path: &Path, seed: u64, len: usize) {
+pub(crate) fn write_random(path: &Path, seed: u64, len: usize) {
     support::write_file(path, &support::pseudo_random_bytes(seed, len), 0o644);
 }
 
 /// The `storage_quota_use` recorded in `repo`'s current `hints.N`.
-pub fn hinted_quota_use(repo: &Path) -> u64 {
+pub(crate) fn hinted_quota_use(repo: &Path) -> u64 {
     let hints = fs::read_dir(repo)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -387,7 +426,7 @@ pub fn hinted_quota_use(repo: &Path) -> u64 {
 
 /// Runs borg 1.4.5's Python (the venv of `client`) on `script`; its stdout.
 #[track_caller]
-pub fn borg_python(client: &BorgClient, script: &str) -> String {
+pub(crate) fn borg_python(client: &BorgClient, script: &str) -> String {
     let python = client.path.with_file_name("python");
     let mut command = std::process::Command::new(&python);
     command
@@ -402,7 +441,10 @@ pub fn borg_python(client: &BorgClient, script: &str) -> String {
 }
 
 /// The object ids in `repo`'s current index, as borg's own `NSIndex` reads them.
-pub fn borg_index_ids(client: &BorgClient, repo: &Path) -> std::collections::BTreeSet<String> {
+pub(crate) fn borg_index_ids(
+    client: &BorgClient,
+    repo: &Path,
+) -> std::collections::BTreeSet<String> {
     let script = format!(
         "import os\nfrom borg.hashindex import NSIndex\nrepo = {repo:?}\n\
          n = max(int(f[6:]) for f in os.listdir(repo) if f.startswith('index.') and f[6:].isdigit())\n\
@@ -416,7 +458,7 @@ pub fn borg_index_ids(client: &BorgClient, repo: &Path) -> std::collections::BTr
 }
 
 /// Archive names in borg's `check --info` output ("Analyzing archive NAME (i/n)").
-pub fn analyzed_archives(check: &CmdOutput) -> Vec<String> {
+pub(crate) fn analyzed_archives(check: &CmdOutput) -> Vec<String> {
     check
         .stderr_text()
         .lines()
@@ -426,7 +468,7 @@ pub fn analyzed_archives(check: &CmdOutput) -> Vec<String> {
 }
 
 /// The first of `clients` that is borg 1.4 (the PyPI one), else the first.
-pub fn newest(clients: &[BorgClient]) -> Option<&BorgClient> {
+pub(crate) fn newest(clients: &[BorgClient]) -> Option<&BorgClient> {
     clients
         .iter()
         .find(|c| c.major_minor() >= (1, 4))

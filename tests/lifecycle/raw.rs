@@ -5,14 +5,14 @@
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmpv::Value;
 
 use crate::support;
 
 /// An engine process and our end of its stdin and stdout.
-pub struct RawSession {
+pub(crate) struct RawSession {
     pub child: Child,
     stdin: Option<ChildStdin>,
     stdout: Option<BufReader<ChildStdout>>,
@@ -21,14 +21,14 @@ pub struct RawSession {
 
 /// One reply: the result, or the exception class the engine raised.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub(crate) enum Reply {
     Result(Value),
     Exception(String),
 }
 
 impl RawSession {
     /// Starts `borg-gate serve <args>` with stderr going to `stderr_log`.
-    pub fn start(args: &[&str], stderr_log: &Path) -> RawSession {
+    pub(crate) fn start(args: &[&str], stderr_log: &Path) -> RawSession {
         let mut command = Command::new(support::cargo_bin());
         command
             .arg("serve")
@@ -41,7 +41,7 @@ impl RawSession {
 
     /// Starts `command` (an engine, or the gate that becomes one) with piped stdin and
     /// stdout and stderr going to `stderr_log`, and negotiates.
-    pub fn start_command(mut command: Command, stderr_log: &Path) -> RawSession {
+    pub(crate) fn start_command(mut command: Command, stderr_log: &Path) -> RawSession {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -64,12 +64,12 @@ impl RawSession {
         session
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// The bytes of one request in borg 1.4's dict format.
-    pub fn encode(&mut self, method: &str, args: Vec<(&str, Value)>) -> Vec<u8> {
+    pub(crate) fn encode(&mut self, method: &str, args: Vec<(&str, Value)>) -> Vec<u8> {
         let msgid = self.next_msgid;
         self.next_msgid += 1;
         let request = Value::Map(vec![
@@ -90,20 +90,20 @@ impl RawSession {
     }
 
     /// Writes raw bytes to the engine's stdin; false once the engine has gone.
-    pub fn send_bytes(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> bool {
         let Some(stdin) = self.stdin.as_mut() else {
             return false;
         };
         stdin.write_all(bytes).and_then(|()| stdin.flush()).is_ok()
     }
 
-    pub fn send(&mut self, method: &str, args: Vec<(&str, Value)>) {
+    pub(crate) fn send(&mut self, method: &str, args: Vec<(&str, Value)>) {
         let bytes = self.encode(method, args);
         assert!(self.send_bytes(&bytes), "the engine is gone");
     }
 
     /// Reads one reply.
-    pub fn reply(&mut self) -> Reply {
+    pub(crate) fn reply(&mut self) -> Reply {
         let stdout = self.stdout.as_mut().expect("stdout is open");
         let message = rmpv::decode::read_value(stdout).expect("a reply");
         let field = |name: &str| {
@@ -123,7 +123,7 @@ impl RawSession {
     }
 
     /// Reads one reply; `None` once the engine has closed its output.
-    pub fn try_reply(&mut self) -> Option<Reply> {
+    pub(crate) fn try_reply(&mut self) -> Option<Reply> {
         let stdout = self.stdout.as_mut()?;
         let message = rmpv::decode::read_value(stdout).ok()?;
         let field = |name: &str| {
@@ -141,13 +141,13 @@ impl RawSession {
     }
 
     /// Our end of the engine's stdin, for a test that writes to it from another thread.
-    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+    pub(crate) fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.stdin.take()
     }
 
     /// Reads one reply if it arrives within `timeout`; `None` if it does not (the engine is
     /// still busy, or waiting for something).
-    pub fn reply_within(&mut self, timeout: Duration) -> Option<Reply> {
+    pub(crate) fn reply_within(&mut self, timeout: Duration) -> Option<Reply> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
         let stdout = self.stdout.as_mut().expect("stdout is open");
@@ -161,13 +161,19 @@ impl RawSession {
         Some(self.reply())
     }
 
-    pub fn call(&mut self, method: &str, args: Vec<(&str, Value)>) -> Reply {
+    pub(crate) fn call(&mut self, method: &str, args: Vec<(&str, Value)>) -> Reply {
         self.send(method, args);
         self.reply()
     }
 
     /// `open` as borg 1.4 sends it.
-    pub fn open(&mut self, repo: &Path, create: bool, exclusive: bool, lock_wait: u64) -> Reply {
+    pub(crate) fn open(
+        &mut self,
+        repo: &Path,
+        create: bool,
+        exclusive: bool,
+        lock_wait: u64,
+    ) -> Reply {
         self.call(
             "open",
             vec![
@@ -182,7 +188,7 @@ impl RawSession {
         )
     }
 
-    pub fn put(&mut self, id: [u8; 32], data: &[u8]) -> Reply {
+    pub(crate) fn put(&mut self, id: [u8; 32], data: &[u8]) -> Reply {
         self.call(
             "put",
             vec![
@@ -193,7 +199,7 @@ impl RawSession {
         )
     }
 
-    pub fn commit(&mut self) -> Reply {
+    pub(crate) fn commit(&mut self) -> Reply {
         self.call(
             "commit",
             vec![
@@ -204,32 +210,23 @@ impl RawSession {
     }
 
     /// Closes our end of stdin (the engine sees EOF).
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         self.stdin = None;
     }
 
     /// Closes both of our pipe ends, as a killed client's would be.
-    pub fn hang_up(&mut self) {
+    pub(crate) fn hang_up(&mut self) {
         self.stdin = None;
         self.stdout = None;
     }
 
     /// Waits for the engine to exit; `None` on timeout.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        crate::support::wait_exit(&mut self.child, timeout)
     }
 
     /// Drains whatever the engine still writes (so it is not blocked on a full pipe).
-    pub fn drain_stdout(&mut self) {
+    pub(crate) fn drain_stdout(&mut self) {
         let mut sink = Vec::new();
         if let Some(stdout) = self.stdout.as_mut() {
             let _ = stdout.read_to_end(&mut sink);
@@ -253,7 +250,7 @@ fn client_data() -> Value {
 }
 
 /// An object id that is not the manifest's.
-pub fn object_id(n: u8) -> [u8; 32] {
+pub(crate) fn object_id(n: u8) -> [u8; 32] {
     let mut id = [0x5a; 32];
     id[0] = n;
     id

@@ -19,13 +19,13 @@ const LOCK_ATTEMPTS: usize = 200;
 
 /// An account name that a test (or a script it runs) may create: a leftover of a killed run
 /// is removed first, and the account, if any, when the value is dropped.
-pub struct AccountGuard {
+pub(crate) struct AccountGuard {
     pub name: String,
 }
 
 impl AccountGuard {
     /// `bgt-<label>`, cut to the 32 characters useradd accepts.
-    pub fn new(label: &str) -> AccountGuard {
+    pub(crate) fn new(label: &str) -> AccountGuard {
         let name: String = format!("bgt-{label}").chars().take(32).collect();
         if nix::unistd::User::from_name(&name).ok().flatten().is_some() {
             userdel(&name);
@@ -49,14 +49,14 @@ impl Drop for AccountGuard {
 /// Runs `useradd` (or `usermod`, ...) with these arguments, waiting out a lock another
 /// process holds on the password files.
 #[track_caller]
-pub fn account_tool(tool: &str, args: &[&str]) -> CmdOutput {
+pub(crate) fn account_tool(tool: &str, args: &[&str]) -> CmdOutput {
     let mut command = Command::new(tool);
     command.args(args);
     retry_while_locked(command)
 }
 
 /// An account that exists for the life of the value.
-pub struct TestAccount {
+pub(crate) struct TestAccount {
     pub name: String,
     pub home: PathBuf,
     pub uid: u32,
@@ -70,7 +70,7 @@ impl TestAccount {
     /// `useradd --create-home --home-dir <home> --shell <shell> bgt-<label>`, after removing
     /// a leftover of a killed run. The caller checks for root first.
     #[track_caller]
-    pub fn create(label: &str, home: &Path, shell: &str) -> TestAccount {
+    pub(crate) fn create(label: &str, home: &Path, shell: &str) -> TestAccount {
         let guard = AccountGuard::new(label);
         let name = guard.name.clone();
         let mut useradd = Command::new("useradd");
@@ -97,7 +97,7 @@ impl TestAccount {
     /// (mode 0755, so the account can reach what tests put there). `None` after the skip
     /// note when not root or useradd is missing.
     #[track_caller]
-    pub fn provisioned(label: &str) -> Option<TestAccount> {
+    pub(crate) fn provisioned(label: &str) -> Option<TestAccount> {
         require_root()?;
         require_tool("/usr/sbin/useradd")?;
         require_tool("/usr/sbin/userdel")?;
@@ -131,14 +131,14 @@ impl TestAccount {
         })
     }
 
-    pub fn authorized_keys(&self) -> PathBuf {
+    pub(crate) fn authorized_keys(&self) -> PathBuf {
         self.home.join(".ssh/authorized_keys")
     }
 
     /// The temp dir that holds a [`TestAccount::provisioned`] account's home; tests put
     /// their other files there too.
     #[track_caller]
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir
             .as_ref()
             .map(tempfile::TempDir::path)

@@ -2,25 +2,20 @@
 //! empty and a private BORG_BASE_DIR, so no cache, key or security dir leaks between tests.
 
 use std::collections::HashMap;
-use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use super::borg_paths::Borg;
 use super::command::{CmdOutput, run_with_timeout};
-use super::{SAFE_PATH, find_tool, temp_dir, unavailable};
+use super::{SAFE_PATH, require_tool, temp_dir};
 
 /// How long one borg command may take before its process group is killed and the test fails.
-pub const BORG_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Where Debian's borgbackup package puts its client.
-const DEBIAN_BORG: &str = "/usr/bin/borg";
-/// The venv scripts/setup.sh creates; `$BORG14` overrides it.
-const DEFAULT_BORG14: &str = "/opt/borg145/bin/borg";
+pub(crate) const BORG_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One real borg executable, plus the private base dir its runs use.
-pub struct BorgClient {
+pub(crate) struct BorgClient {
     pub path: PathBuf,
     /// As `borg --version` prints it, e.g. "1.2.4".
     pub version: String,
@@ -31,7 +26,7 @@ pub struct BorgClient {
 
 impl BorgClient {
     /// Wraps the borg at `path`, asking it for its version. Panics if it does not answer like borg.
-    pub fn new(path: &Path, origin: &str) -> BorgClient {
+    pub(crate) fn new(path: &Path, origin: &str) -> BorgClient {
         let version = borg_version(path);
         let label = format!("{origin}-{version}");
         BorgClient {
@@ -43,12 +38,12 @@ impl BorgClient {
     }
 
     /// The BORG_BASE_DIR (and HOME) of this client's runs; it lives as long as the client.
-    pub fn base_dir(&self) -> &Path {
+    pub(crate) fn base_dir(&self) -> &Path {
         self.base_dir.path()
     }
 
     /// `(major, minor)` of the version, e.g. `(1, 4)`.
-    pub fn major_minor(&self) -> (u32, u32) {
+    pub(crate) fn major_minor(&self) -> (u32, u32) {
         let mut parts = self
             .version
             .split('.')
@@ -62,7 +57,7 @@ impl BorgClient {
     /// this client's private dir, LANG=C.UTF-8, the two "yes, I know" answers for relocated
     /// and unencrypted repositories, BORG_PASSPHRASE when given, then `env` (which may override
     /// any of these, and is where BORG_RSH and BORG_REMOTE_PATH go).
-    pub fn command(
+    pub(crate) fn command(
         &self,
         cwd: &Path,
         args: &[&str],
@@ -92,7 +87,7 @@ impl BorgClient {
     /// `/bin/sh -eux -c script` in `cwd` with the environment [`BorgClient::command`] gives
     /// borg, and this client's directory first in PATH: shell lines such as a README's
     /// `borg ...` lines run with this borg.
-    pub fn shell(
+    pub(crate) fn shell(
         &self,
         cwd: &Path,
         script: &str,
@@ -119,14 +114,19 @@ impl BorgClient {
     /// Runs borg with `args` in the client's base dir; see [`BorgClient::command`] for the
     /// environment. Kills it and fails the test after [`BORG_TIMEOUT`].
     #[track_caller]
-    pub fn run(&self, args: &[&str], env: &[(&str, &str)], passphrase: Option<&str>) -> CmdOutput {
+    pub(crate) fn run(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        passphrase: Option<&str>,
+    ) -> CmdOutput {
         self.run_in(self.base_dir(), args, env, passphrase)
     }
 
     /// Like [`BorgClient::run`], in `cwd` (what `borg create ... .` archives and where
     /// `borg extract` writes).
     #[track_caller]
-    pub fn run_in(
+    pub(crate) fn run_in(
         &self,
         cwd: &Path,
         args: &[&str],
@@ -171,32 +171,25 @@ fn borg_version(path: &Path) -> String {
     version
 }
 
-/// Debian's borg (/usr/bin/borg), or `None` after the skip note (a panic when CI=true).
+/// Debian's borg 1.2 (see [`Borg::executable`]), or `None` after the skip note (a panic when
+/// CI=true).
 #[track_caller]
-pub fn debian_borg() -> Option<BorgClient> {
-    match find_tool(DEBIAN_BORG) {
-        Some(path) => Some(BorgClient::new(&path, "debian")),
-        None => unavailable(&format!("{DEBIAN_BORG} not installed")),
-    }
+pub(crate) fn debian_borg() -> Option<BorgClient> {
+    let path = require_tool(&Borg::Debian12.executable().to_string_lossy())?;
+    Some(BorgClient::new(&path, "debian"))
 }
 
-/// Borg 1.4 from PyPI: `$BORG14`, else /opt/borg145/bin/borg; `None` after the skip note (a
-/// panic when CI=true).
+/// Borg 1.4 from PyPI (see [`Borg::executable`]), or `None` after the skip note (a panic when
+/// CI=true).
 #[track_caller]
-pub fn borg14() -> Option<BorgClient> {
-    let wanted = env::var("BORG14")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| DEFAULT_BORG14.to_string());
-    match find_tool(&wanted) {
-        Some(path) => Some(BorgClient::new(&path, "pypi")),
-        None => unavailable(&format!("{wanted} not installed")),
-    }
+pub(crate) fn borg14() -> Option<BorgClient> {
+    let path = require_tool(&Borg::Pypi14.executable().to_string_lossy())?;
+    Some(BorgClient::new(&path, "pypi"))
 }
 
 /// Every borg client we test against, Debian's first. Each missing one follows the rule of
 /// [`super::require_tool`]; on a developer machine the list can be short or empty.
 #[track_caller]
-pub fn borg_clients() -> Vec<BorgClient> {
+pub(crate) fn borg_clients() -> Vec<BorgClient> {
     [debian_borg(), borg14()].into_iter().flatten().collect()
 }

@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::wait::wait_exit;
+
 /// How long we wait for the pipes to close once the direct child has exited, before we kill
 /// the rest of its process group (a daemonised grandchild that inherited stdout, say).
 const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// What a finished (or killed) child left behind; its `Display` and `Debug` show everything an
 /// assertion message needs.
-pub struct CmdOutput {
+pub(crate) struct CmdOutput {
     /// The command line, for messages only.
     pub command: String,
     pub status: ExitStatus,
@@ -32,26 +34,26 @@ pub struct CmdOutput {
 }
 
 impl CmdOutput {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.success() && !self.timed_out
     }
 
     /// The exit code, or `None` when a signal ended the process.
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
     /// Panics with the whole output unless the command exited 0.
     #[track_caller]
-    pub fn assert_success(&self) -> &Self {
+    pub(crate) fn assert_success(&self) -> &Self {
         assert!(self.success(), "command failed:\n{self}");
         self
     }
@@ -59,7 +61,7 @@ impl CmdOutput {
     /// Panics with the whole output unless the command exited non-zero (a timeout is no failure
     /// here: it is a hang, and the test must say so).
     #[track_caller]
-    pub fn assert_failure(&self) -> &Self {
+    pub(crate) fn assert_failure(&self) -> &Self {
         assert!(!self.timed_out, "command hung:\n{self}");
         assert!(
             !self.status.success(),
@@ -70,7 +72,7 @@ impl CmdOutput {
 
     /// Panics unless stderr contains `needle`.
     #[track_caller]
-    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+    pub(crate) fn assert_stderr_contains(&self, needle: &str) -> &Self {
         assert!(
             self.stderr_text().contains(needle),
             "stderr does not contain {needle:?}:\n{self}"
@@ -80,7 +82,7 @@ impl CmdOutput {
 
     /// Panics unless stdout contains `needle`.
     #[track_caller]
-    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+    pub(crate) fn assert_stdout_contains(&self, needle: &str) -> &Self {
         assert!(
             self.stdout_text().contains(needle),
             "stdout does not contain {needle:?}:\n{self}"
@@ -132,7 +134,7 @@ fn write_stream(f: &mut fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> fmt::Re
 }
 
 /// Describes a command for messages: program and arguments, shell-quoted where needed.
-pub fn describe(command: &Command) -> String {
+pub(crate) fn describe(command: &Command) -> String {
     let mut words = vec![command.get_program().to_string_lossy().into_owned()];
     words.extend(
         command
@@ -148,7 +150,7 @@ pub fn describe(command: &Command) -> String {
 
 /// Runs `command` with stdin closed; panics with the captured output if `timeout` passes.
 #[track_caller]
-pub fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
+pub(crate) fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
     let output = spawn_and_wait(command, None, timeout);
     assert!(!output.timed_out, "command hung:\n{output}");
     output
@@ -156,7 +158,7 @@ pub fn run_with_timeout(command: Command, timeout: Duration) -> CmdOutput {
 
 /// Runs `command` with `input` on its stdin; panics with the captured output if `timeout` passes.
 #[track_caller]
-pub fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdOutput {
+pub(crate) fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdOutput {
     let output = spawn_and_wait(command, Some(input), timeout);
     assert!(!output.timed_out, "command hung:\n{output}");
     output
@@ -165,7 +167,11 @@ pub fn run_with_stdin(command: Command, input: &[u8], timeout: Duration) -> CmdO
 /// Runs `command` in a new process group, feeds `input` (or a closed stdin) and collects both
 /// output streams. When `timeout` passes, the whole group gets SIGKILL and the result says
 /// `timed_out`; this function never waits longer than `timeout` plus a few seconds.
-pub fn spawn_and_wait(mut command: Command, input: Option<&[u8]>, timeout: Duration) -> CmdOutput {
+pub(crate) fn spawn_and_wait(
+    mut command: Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> CmdOutput {
     let description = describe(&command);
     command
         .stdin(if input.is_some() {
@@ -195,8 +201,8 @@ pub fn spawn_and_wait(mut command: Command, input: Option<&[u8]>, timeout: Durat
     drain_in_thread(child.stdout.take().expect("stdout was piped"), stdout_done);
     drain_in_thread(child.stderr.take().expect("stderr was piped"), stderr_done);
 
-    let deadline = started + timeout;
-    let (status, mut timed_out) = wait_until(&mut child, group, deadline);
+    let left = timeout.saturating_sub(started.elapsed());
+    let (status, mut timed_out) = exit_or_kill(&mut child, group, left);
     let stdout = collect(&stdout_rx, group, &mut timed_out);
     let stderr = collect(&stderr_rx, group, &mut timed_out);
     if let Some(writer) = writer {
@@ -220,18 +226,15 @@ fn drain_in_thread(mut stream: impl Read + Send + 'static, done: mpsc::Sender<Ve
     });
 }
 
-fn wait_until(child: &mut Child, group: Pid, deadline: Instant) -> (ExitStatus, bool) {
-    loop {
-        if let Some(status) = child.try_wait().expect("waitpid on our own child") {
-            return (status, false);
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(group, Signal::SIGKILL);
-            let status = child.wait().expect("waitpid on our own child");
-            return (status, true);
-        }
-        thread::sleep(Duration::from_millis(5));
+/// The child's status once it exits within `timeout`; otherwise its process group is killed,
+/// and the status comes with `true` (it hung).
+fn exit_or_kill(child: &mut Child, group: Pid, timeout: Duration) -> (ExitStatus, bool) {
+    if let Some(status) = wait_exit(child, timeout) {
+        return (status, false);
     }
+    let _ = killpg(group, Signal::SIGKILL);
+    let status = child.wait().expect("waitpid on our own child");
+    (status, true)
 }
 
 /// Takes one stream's bytes; if a straggler in the group still holds the pipe open after the

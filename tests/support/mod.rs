@@ -8,30 +8,39 @@
 
 mod account;
 mod borg;
+mod borg_paths;
+mod cli;
 mod command;
 mod rest;
 mod sshd;
 mod tmpfs;
 mod tree;
+mod wait;
 
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
 #[allow(unused_imports)]
-pub use account::{AccountGuard, TestAccount, account_tool};
+pub(crate) use account::{AccountGuard, TestAccount, account_tool};
 #[allow(unused_imports)]
-pub use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
+pub(crate) use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]
-pub use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
+pub(crate) use borg_paths::Borg;
 #[allow(unused_imports)]
-pub use rest::{ACCEPT, Request, Response, RestServer, borg2_path};
+pub(crate) use cli::{borg_gate, explained_engine_argv, stderr, stdout, write_policy};
 #[allow(unused_imports)]
-pub use sshd::{AuthorizedKey, Sshd, SshdOptions};
+pub(crate) use command::{CmdOutput, describe, run_with_stdin, run_with_timeout, spawn_and_wait};
 #[allow(unused_imports)]
-pub use tmpfs::Tmpfs;
+pub(crate) use rest::{ACCEPT, Request, Response, RestServer, borg2_path};
 #[allow(unused_imports)]
-pub use tree::{
+pub(crate) use sshd::{AuthorizedKey, Sshd, SshdOptions};
+#[allow(unused_imports)]
+pub(crate) use tmpfs::Tmpfs;
+#[allow(unused_imports)]
+pub(crate) use tree::{
     Entry, XorShift64, assert_trees_equal, list_tree, make_tree, pseudo_random_bytes,
     tree_differences, write_file,
 };
+#[allow(unused_imports)]
+pub(crate) use wait::{wait_exit, wait_for, wait_until};
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -39,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::os::unix::fs::PermissionsExt;
 
 /// The PATH every child we start gets: fixed, so the developer's own PATH cannot change a test.
-pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Returns the value of an `Option`, or returns from the calling test (which has skipped or
 /// failed already, by the rule of [`require_tool`]) when it is `None`.
@@ -57,7 +66,7 @@ pub(crate) use require;
 
 /// What a test does when something it needs is missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// In CI a missing tool is a broken machine: the test must fail.
     Fail(String),
     /// On a developer machine the test skips, saying so on stderr.
@@ -65,7 +74,7 @@ pub enum Unavailable {
 }
 
 /// Decides, without side effects, what a missing `what` means given the value of `$CI`.
-pub fn unavailable_verdict(what: &str, ci: Option<&str>) -> Unavailable {
+pub(crate) fn unavailable_verdict(what: &str, ci: Option<&str>) -> Unavailable {
     if is_ci_value(ci) {
         Unavailable::Fail(format!(
             "{what}, and CI=true makes that a failure (scripts/setup.sh installs everything the tests need)"
@@ -76,18 +85,18 @@ pub fn unavailable_verdict(what: &str, ci: Option<&str>) -> Unavailable {
 }
 
 /// `CI=true` (any case) or `CI=1` turns skips into failures; anything else, or unset, does not.
-pub fn is_ci_value(value: Option<&str>) -> bool {
+pub(crate) fn is_ci_value(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// Whether this run is a CI run (`CI=true`).
-pub fn is_ci() -> bool {
+pub(crate) fn is_ci() -> bool {
     is_ci_value(env::var("CI").ok().as_deref())
 }
 
 /// Applies [`unavailable_verdict`]: panics in CI, prints the skip note otherwise.
 #[track_caller]
-pub fn unavailable<T>(what: &str) -> Option<T> {
+pub(crate) fn unavailable<T>(what: &str) -> Option<T> {
     match unavailable_verdict(what, env::var("CI").ok().as_deref()) {
         Unavailable::Fail(message) => panic!("{message}"),
         Unavailable::Skip(message) => {
@@ -99,7 +108,7 @@ pub fn unavailable<T>(what: &str) -> Option<T> {
 
 /// Finds an executable by name (searching `$PATH`, then the sbin directories, which a non-root
 /// PATH often lacks) or by path (anything containing `/`). No side effects.
-pub fn find_tool(name_or_path: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name_or_path: &str) -> Option<PathBuf> {
     if name_or_path.contains('/') {
         let path = PathBuf::from(name_or_path);
         return is_executable_file(&path).then_some(path);
@@ -121,7 +130,7 @@ fn is_executable_file(path: &Path) -> bool {
 /// Finds a tool; when it is missing, panics if `CI=true` and otherwise prints
 /// `skipping: <tool> not installed` and returns `None` (use with [`require!`]).
 #[track_caller]
-pub fn require_tool(name_or_path: &str) -> Option<PathBuf> {
+pub(crate) fn require_tool(name_or_path: &str) -> Option<PathBuf> {
     match find_tool(name_or_path) {
         Some(path) => Some(path),
         None => unavailable(&format!("{name_or_path} not installed")),
@@ -131,7 +140,7 @@ pub fn require_tool(name_or_path: &str) -> Option<PathBuf> {
 /// Some(()) when we are root, which a real sshd on loopback needs (it must switch users and
 /// read host keys); otherwise follows the rule of [`require_tool`].
 #[track_caller]
-pub fn require_root() -> Option<()> {
+pub(crate) fn require_root() -> Option<()> {
     if nix::unistd::geteuid().is_root() {
         Some(())
     } else {
@@ -141,7 +150,7 @@ pub fn require_root() -> Option<()> {
 
 /// A fresh directory under the system temp dir, removed when the value is dropped. The label
 /// shows up in the name, which helps when a failed run leaves one behind.
-pub fn temp_dir(label: &str) -> tempfile::TempDir {
+pub(crate) fn temp_dir(label: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("borg-gate-{label}-"))
         .tempdir()
@@ -151,7 +160,7 @@ pub fn temp_dir(label: &str) -> tempfile::TempDir {
 /// `borg-gate --policy POLICY` as sshd starts it for a key: an empty environment but PATH,
 /// the client's `command` in SSH_ORIGINAL_COMMAND, a documentation-range SSH_CONNECTION,
 /// and no stdin.
-pub fn gate_as_sshd(policy: &std::path::Path, command: &str) -> std::process::Command {
+pub(crate) fn gate_as_sshd(policy: &std::path::Path, command: &str) -> std::process::Command {
     let mut gate = std::process::Command::new(cargo_bin());
     gate.arg("--policy")
         .arg(policy)
@@ -164,6 +173,6 @@ pub fn gate_as_sshd(policy: &std::path::Path, command: &str) -> std::process::Co
 }
 
 /// The `borg-gate` binary that cargo built for this test run.
-pub fn cargo_bin() -> PathBuf {
+pub(crate) fn cargo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_borg-gate"))
 }

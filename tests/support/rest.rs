@@ -7,31 +7,24 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{SAFE_PATH, cargo_bin, find_tool, unavailable};
+use super::borg_paths::Borg;
+use super::wait::wait_exit;
+use super::{SAFE_PATH, cargo_bin, require_tool};
 
 /// borgstore's `Accept` value.
-pub const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
-/// Where scripts/setup.sh installs borg 2.0.0b23; `$BORG2` overrides it.
-const DEFAULT_BORG2: &str = "/opt/borg2b23/bin/borg";
-
-/// The borg 2 executable (b23), or `None` after the skip note (a panic when CI=true).
+pub(crate) const ACCEPT: &str = "application/vnd.x.borgstore.rest.v1";
+/// The borg 2 executable (b23, see [`Borg::executable`]), or `None` after the skip note (a
+/// panic when CI=true).
 #[track_caller]
-pub fn borg2_path() -> Option<PathBuf> {
-    let wanted = std::env::var("BORG2")
-        .ok()
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| DEFAULT_BORG2.to_string());
-    match find_tool(&wanted) {
-        Some(path) => Some(path),
-        None => unavailable(&format!("{wanted} not installed")),
-    }
+pub(crate) fn borg2_path() -> Option<PathBuf> {
+    require_tool(&Borg::Pypi2.executable().to_string_lossy())
 }
 
 /// One request, framed as borgstore's client frames it.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: &'static str,
     pub target: String,
     pub headers: Vec<(String, String)>,
@@ -41,7 +34,7 @@ pub struct Request {
 impl Request {
     /// `METHOD target` with `Accept`, `Connection: keep-alive`, and for POST and DELETE a
     /// `Content-Length` (0 without a body), as borgstore's client sends them.
-    pub fn new(method: &'static str, target: impl Into<String>) -> Request {
+    pub(crate) fn new(method: &'static str, target: impl Into<String>) -> Request {
         Request {
             method,
             target: target.into(),
@@ -50,24 +43,24 @@ impl Request {
         }
     }
 
-    pub fn get(target: impl Into<String>) -> Request {
+    pub(crate) fn get(target: impl Into<String>) -> Request {
         Request::new("GET", target)
     }
 
-    pub fn head(target: impl Into<String>) -> Request {
+    pub(crate) fn head(target: impl Into<String>) -> Request {
         Request::new("HEAD", target)
     }
 
-    pub fn post(target: impl Into<String>) -> Request {
+    pub(crate) fn post(target: impl Into<String>) -> Request {
         Request::new("POST", target)
     }
 
-    pub fn delete(target: impl Into<String>) -> Request {
+    pub(crate) fn delete(target: impl Into<String>) -> Request {
         Request::new("DELETE", target)
     }
 
     /// A store with the sha256 header.
-    pub fn store(name: &str, data: &[u8]) -> Request {
+    pub(crate) fn store(name: &str, data: &[u8]) -> Request {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(data);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -76,23 +69,23 @@ impl Request {
             .body(data)
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Request {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Request {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    pub fn without_header(mut self, name: &str) -> Request {
+    pub(crate) fn without_header(mut self, name: &str) -> Request {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self
     }
 
-    pub fn body(mut self, body: &[u8]) -> Request {
+    pub(crate) fn body(mut self, body: &[u8]) -> Request {
         self.body = body.to_vec();
         self
     }
 
     /// The bytes on the wire.
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target);
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -110,7 +103,7 @@ impl Request {
 
 /// One response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub reason: String,
     /// Header names lowercased.
@@ -119,19 +112,19 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A running server with a pipe on each side.
-pub struct RestServer {
+pub(crate) struct RestServer {
     child: Child,
     input: Option<ChildStdin>,
     output: BufReader<ChildStdout>,
@@ -140,18 +133,18 @@ pub struct RestServer {
 
 impl RestServer {
     /// `borg-gate serve --rest --backend FILE:<store> <extra...>`.
-    pub fn engine(store: &Path, extra: &[&str]) -> RestServer {
+    pub(crate) fn engine(store: &Path, extra: &[&str]) -> RestServer {
         RestServer::spawn(engine_command(store, extra), "borg-gate")
     }
 
     /// [`RestServer::engine`] with its stderr in the file `log`.
-    pub fn engine_logging_to(store: &Path, extra: &[&str], log: &Path) -> RestServer {
+    pub(crate) fn engine_logging_to(store: &Path, extra: &[&str], log: &Path) -> RestServer {
         let log = std::fs::File::create(log).expect("create the engine's log");
         RestServer::spawn_to(engine_command(store, extra), "borg-gate", log.into())
     }
 
     /// Python's `borg serve --rest --backend FILE:<store>` (borg 2.0.0b23).
-    pub fn python(borg2: &Path, store: &Path, extra: &[&str]) -> RestServer {
+    pub(crate) fn python(borg2: &Path, store: &Path, extra: &[&str]) -> RestServer {
         let mut command = Command::new(borg2);
         command
             .arg("serve")
@@ -164,7 +157,7 @@ impl RestServer {
 
     /// Starts `command` with piped stdin/stdout, stderr to `stderr.log` beside nothing (null),
     /// an environment built from empty.
-    pub fn spawn(command: Command, label: &str) -> RestServer {
+    pub(crate) fn spawn(command: Command, label: &str) -> RestServer {
         RestServer::spawn_to(command, label, Stdio::null())
     }
 
@@ -191,21 +184,21 @@ impl RestServer {
     }
 
     /// Writes raw bytes (a request, part of one, or garbage).
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         let input = self.input.as_mut().expect("stdin still open");
         input.write_all(bytes).expect("write to the server");
         input.flush().expect("flush");
     }
 
     /// Sends `request` and reads its response.
-    pub fn request(&mut self, request: &Request) -> Response {
+    pub(crate) fn request(&mut self, request: &Request) -> Response {
         self.send_raw(&request.bytes());
         self.read_response(request.method == "HEAD")
             .unwrap_or_else(|| panic!("{}: no response to {request:?}", self.label))
     }
 
     /// Sends `request` and reads its response; `None` once the server is gone.
-    pub fn try_request(&mut self, request: &Request) -> Option<Response> {
+    pub(crate) fn try_request(&mut self, request: &Request) -> Option<Response> {
         let input = self.input.as_mut()?;
         input.write_all(&request.bytes()).ok()?;
         input.flush().ok()?;
@@ -213,7 +206,7 @@ impl RestServer {
     }
 
     /// Reads one response; `None` at end of output.
-    pub fn read_response(&mut self, head: bool) -> Option<Response> {
+    pub(crate) fn read_response(&mut self, head: bool) -> Option<Response> {
         let mut line = String::new();
         if self.output.read_line(&mut line).ok()? == 0 {
             return None;
@@ -251,38 +244,29 @@ impl RestServer {
     }
 
     /// Closes stdin and waits (bounded) for the exit status.
-    pub fn finish(mut self) -> ExitStatus {
+    pub(crate) fn finish(mut self) -> ExitStatus {
         drop(self.input.take());
         self.wait(Duration::from_secs(60))
             .unwrap_or_else(|| panic!("{} did not exit after end of input", self.label))
     }
 
     /// Waits up to `timeout` for the process to exit.
-    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waitpid") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, timeout)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Takes stdin, for a writer thread; responses are still read with
     /// [`RestServer::read_response`].
-    pub fn take_input(&mut self) -> ChildStdin {
+    pub(crate) fn take_input(&mut self) -> ChildStdin {
         self.input.take().expect("stdin still open")
     }
 
     /// Closes only stdin (the server should then exit).
-    pub fn close_input(&mut self) {
+    pub(crate) fn close_input(&mut self) {
         drop(self.input.take());
     }
 }

@@ -7,14 +7,14 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
 
 use super::command::{CmdOutput, run_with_timeout, spawn_and_wait};
+use super::wait::{wait_exit, wait_for, wait_until};
 use super::{SAFE_PATH, cargo_bin, find_tool, temp_dir};
 
 /// sshd must be started by absolute path: it re-executes itself for every connection.
@@ -33,13 +33,13 @@ const SSHD_MAX_LIFETIME_SECS: u32 = 1800;
 /// One line of `authorized_keys`: its options, e.g.
 /// `command="/x/borg-gate --policy /p.toml",restrict`. The key itself is generated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthorizedKey {
+pub(crate) struct AuthorizedKey {
     pub options: String,
 }
 
 impl AuthorizedKey {
     /// A key with these options, verbatim (may be empty: an unrestricted key).
-    pub fn new(options: impl Into<String>) -> AuthorizedKey {
+    pub(crate) fn new(options: impl Into<String>) -> AuthorizedKey {
         AuthorizedKey {
             options: options.into(),
         }
@@ -47,7 +47,7 @@ impl AuthorizedKey {
 
     /// `command="<command>",restrict`, with `"` escaped as authorized_keys wants (`\"`).
     /// sshd runs the command through the user's shell, with SSH_ORIGINAL_COMMAND set.
-    pub fn forced_command(command: &str) -> AuthorizedKey {
+    pub(crate) fn forced_command(command: &str) -> AuthorizedKey {
         AuthorizedKey::new(format!(
             "command=\"{}\",restrict",
             command.replace('"', "\\\"")
@@ -55,7 +55,7 @@ impl AuthorizedKey {
     }
 
     /// The production line: our binary as the forced command, with `--policy <policy>`.
-    pub fn borg_gate(policy: &Path) -> AuthorizedKey {
+    pub(crate) fn borg_gate(policy: &Path) -> AuthorizedKey {
         let command = shlex::try_join([
             cargo_bin().to_str().expect("UTF-8 binary path"),
             "--policy",
@@ -68,7 +68,7 @@ impl AuthorizedKey {
 
 /// The sshd_config settings a test may choose.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshdOptions {
+pub(crate) struct SshdOptions {
     /// `PermitUserEnvironment`: "no" (the default), "yes" or a pattern list.
     pub permit_user_environment: String,
     /// `AcceptEnv` patterns; none by default, so the client cannot send any variable.
@@ -101,7 +101,7 @@ impl Default for SshdOptions {
 }
 
 /// A running sshd on 127.0.0.1; stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Sshd {
+pub(crate) struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     user: String,
@@ -116,13 +116,13 @@ impl Sshd {
     /// Starts sshd with the default [`SshdOptions`] and one client key per entry of `keys`.
     /// Callers should check [`super::require_root`] and `require_tool("/usr/sbin/sshd")` first.
     #[track_caller]
-    pub fn start(keys: &[AuthorizedKey]) -> Sshd {
+    pub(crate) fn start(keys: &[AuthorizedKey]) -> Sshd {
         Sshd::start_with(keys, &SshdOptions::default())
     }
 
     /// Starts sshd with `options`; panics with the sshd log if it does not listen in time.
     #[track_caller]
-    pub fn start_with(keys: &[AuthorizedKey], options: &SshdOptions) -> Sshd {
+    pub(crate) fn start_with(keys: &[AuthorizedKey], options: &SshdOptions) -> Sshd {
         ensure_privsep_dir();
         let dir = temp_dir("sshd");
         let host_key = dir.path().join("ssh_host_ed25519_key");
@@ -197,21 +197,21 @@ impl Sshd {
         panic!("sshd: no free loopback port after {PORT_ATTEMPTS} attempts");
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The temp dir holding config, keys, log and pid file.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn config_path(&self) -> &Path {
+    pub(crate) fn config_path(&self) -> &Path {
         &self.config_path
     }
 
     /// The private key of `authorized_keys` line `key_index`.
-    pub fn client_key(&self, key_index: usize) -> &Path {
+    pub(crate) fn client_key(&self, key_index: usize) -> &Path {
         self.client_keys.get(key_index).unwrap_or_else(|| {
             panic!(
                 "sshd has {} keys, not key {key_index}",
@@ -222,27 +222,27 @@ impl Sshd {
 
     /// The public half of key `key_index`, `ssh-ed25519 AAAA...`, for a test that writes
     /// the account's own authorized_keys ([`SshdOptions::account`]).
-    pub fn public_key(&self, key_index: usize) -> &str {
+    pub(crate) fn public_key(&self, key_index: usize) -> &str {
         &self.public_keys[key_index]
     }
 
     /// The HOME of every session when [`SshdOptions::isolated_home`] is on (the default).
-    pub fn session_home(&self) -> PathBuf {
+    pub(crate) fn session_home(&self) -> PathBuf {
         self.dir().join("home")
     }
 
     /// The user we log in as (the one running the tests; root in CI).
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         &self.user
     }
 
     /// The ssh options (without destination) that log in with key `key_index`.
-    pub fn ssh_options(&self, key_index: usize) -> Vec<String> {
+    pub(crate) fn ssh_options(&self, key_index: usize) -> Vec<String> {
         self.ssh_options_with(self.client_key(key_index))
     }
 
     /// The ssh options (without destination) that log in with the private key `key`.
-    pub fn ssh_options_with(&self, key: &Path) -> Vec<String> {
+    pub(crate) fn ssh_options_with(&self, key: &Path) -> Vec<String> {
         let key = key.to_str().expect("UTF-8 key path");
         [
             "-F",
@@ -270,12 +270,12 @@ impl Sshd {
     }
 
     /// A BORG_RSH value that logs in with key `key_index`.
-    pub fn rsh(&self, key_index: usize) -> String {
+    pub(crate) fn rsh(&self, key_index: usize) -> String {
         self.rsh_with(self.client_key(key_index))
     }
 
     /// A BORG_RSH value that logs in with the private key `key`.
-    pub fn rsh_with(&self, key: &Path) -> String {
+    pub(crate) fn rsh_with(&self, key: &Path) -> String {
         let mut words = vec!["ssh".to_string()];
         words.extend(self.ssh_options_with(key));
         shlex::try_join(words.iter().map(String::as_str)).expect("no NUL in ssh options")
@@ -283,42 +283,37 @@ impl Sshd {
 
     /// `ssh://USER@127.0.0.1:PORT/abs/path` (a relative path gets a `/` in front, so
     /// `url("~/x")` is `ssh://...:PORT/~/x`).
-    pub fn url(&self, path: impl AsRef<Path>) -> String {
+    pub(crate) fn url(&self, path: impl AsRef<Path>) -> String {
         let path = path.as_ref().to_str().expect("UTF-8 repository path");
         let slash = if path.starts_with('/') { "" } else { "/" };
         format!("ssh://{}@127.0.0.1:{}{slash}{path}", self.user, self.port)
     }
 
     /// Everything sshd logged so far (LogLevel DEBUG1).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         read_log(&self.log_path)
     }
 
     /// Waits (bounded) until the sshd log contains `needle`; sshd writes some lines after the
     /// client has gone. Panics with the log when it never shows up.
     #[track_caller]
-    pub fn assert_log_contains(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
+    pub(crate) fn assert_log_contains(&self, needle: &str) {
+        if !wait_until(Duration::from_secs(10), || self.log().contains(needle)) {
+            panic!("sshd log never contained {needle:?}:\n{}", self.log());
         }
-        panic!("sshd log never contained {needle:?}:\n{}", self.log());
     }
 
     /// Runs plain `ssh` with key `key_index` and `remote_command` (one string, sent verbatim,
     /// which is what SSH_ORIGINAL_COMMAND will hold), with stdin closed.
     #[track_caller]
-    pub fn ssh_command(&self, key_index: usize, remote_command: &str) -> CmdOutput {
+    pub(crate) fn ssh_command(&self, key_index: usize, remote_command: &str) -> CmdOutput {
         self.ssh(key_index, remote_command, &[], None)
     }
 
     /// Like [`Sshd::ssh_command`], with extra ssh options (e.g. `["-o", "SetEnv=X=1"]`)
     /// and optional bytes on stdin.
     #[track_caller]
-    pub fn ssh(
+    pub(crate) fn ssh(
         &self,
         key_index: usize,
         remote_command: &str,
@@ -378,33 +373,37 @@ fn wait_until_listening(
     config_path: &Path,
 ) -> Listening {
     let ready_line = format!("Server listening on 127.0.0.1 port {port}.");
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    let outcome = wait_for(START_TIMEOUT, || {
         if let Some(status) = child.try_wait().expect("waitpid on sshd") {
             let log = read_log(log_path);
             if log.contains("Address already in use") {
-                return Listening::PortTaken;
+                return Some(Listening::PortTaken);
             }
             panic!(
                 "sshd exited with {status} before listening (config {}):\n{log}",
                 config_path.display()
             );
         }
-        if read_log(log_path).contains(&ready_line) {
+        read_log(log_path)
+            .contains(&ready_line)
+            .then_some(Listening::Ready)
+    });
+    match outcome {
+        Some(Listening::Ready) => {
             if let Err(problem) = check_banner(port) {
                 stop(child);
                 panic!("{problem}\n{}", read_log(log_path));
             }
-            return Listening::Ready;
+            Listening::Ready
         }
-        if Instant::now() >= deadline {
+        Some(Listening::PortTaken) => Listening::PortTaken,
+        None => {
             stop(child);
             panic!(
                 "sshd did not listen within {START_TIMEOUT:?}:\n{}",
                 read_log(log_path)
             );
         }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -434,12 +433,8 @@ fn stop(child: &mut Child) {
     }
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
     let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
+    if wait_exit(child, Duration::from_secs(5)).is_some() {
+        return;
     }
     let _ = killpg(pid, Signal::SIGKILL);
     let _ = child.wait();

@@ -8,13 +8,13 @@ use std::time::Duration;
 use super::{require_root, require_tool, run_with_timeout, temp_dir};
 
 /// A tmpfs mounted on a fresh temp dir, unmounted when dropped.
-pub struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (mount's syntax: `20m`), mode 0700.
-    pub fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         require_root()?;
         let mount = require_tool("mount")?;
         let tmpfs = Tmpfs {
@@ -34,7 +34,7 @@ impl Tmpfs {
         Some(tmpfs)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }

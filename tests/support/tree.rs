@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 /// xorshift64 (Marsaglia): cheap, seeded, and good enough to defeat compression and dedup.
 #[derive(Debug, Clone)]
-pub struct XorShift64(u64);
+pub(crate) struct XorShift64(u64);
 
 impl XorShift64 {
     /// A generator for `seed`; seed 0 (a fixed point of xorshift) is replaced by a constant.
-    pub fn new(seed: u64) -> XorShift64 {
+    pub(crate) fn new(seed: u64) -> XorShift64 {
         XorShift64(if seed == 0 {
             0x9E37_79B9_7F4A_7C15
         } else {
@@ -21,7 +21,7 @@ impl XorShift64 {
         })
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -30,7 +30,7 @@ impl XorShift64 {
         x
     }
 
-    pub fn fill(&mut self, buffer: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buffer: &mut [u8]) {
         for chunk in buffer.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
@@ -39,14 +39,14 @@ impl XorShift64 {
 }
 
 /// `len` pseudo-random bytes from `seed`; the same arguments always give the same bytes.
-pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];
     XorShift64::new(seed).fill(&mut bytes);
     bytes
 }
 
 /// Writes `bytes` to `path` (creating parent dirs) and sets `mode` regardless of the umask.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).expect("create parent dirs");
     }
@@ -78,7 +78,7 @@ fn make_dir(path: &Path, mode: u32) {
 /// ünïcödé/                  0755
 /// ünïcödé/Grüße 日本語 ✓.txt 0644
 /// ```
-pub fn make_tree(dir: &Path) {
+pub(crate) fn make_tree(dir: &Path) {
     assert!(
         dir.is_dir(),
         "make_tree needs an existing dir: {}",
@@ -123,7 +123,7 @@ pub fn make_tree(dir: &Path) {
 
 /// One entry of a tree, as far as the comparison cares.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Dir { mode: u32 },
     File { mode: u32, bytes: Vec<u8> },
     Symlink { target: PathBuf },
@@ -143,7 +143,7 @@ impl fmt::Debug for Entry {
 
 /// Every entry under `root` (not `root` itself), keyed by path relative to `root`, without
 /// following symlinks.
-pub fn list_tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
+pub(crate) fn list_tree(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut entries = BTreeMap::new();
     walk(root, Path::new(""), &mut entries);
     entries
@@ -183,7 +183,7 @@ fn walk(root: &Path, relative: &Path, entries: &mut BTreeMap<PathBuf, Entry>) {
 }
 
 /// The differences between the trees at `a` and `b`, one readable line each; empty when equal.
-pub fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
+pub(crate) fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
     let left = list_tree(a);
     let right = list_tree(b);
     let mut differences = Vec::new();
@@ -243,7 +243,7 @@ fn describe_difference(a: &Entry, b: &Entry) -> Option<String> {
 /// Panics, listing every difference, unless the trees at `a` and `b` have the same names, file
 /// bytes, symlink targets and modes.
 #[track_caller]
-pub fn assert_trees_equal(a: &Path, b: &Path) {
+pub(crate) fn assert_trees_equal(a: &Path, b: &Path) {
     let differences = tree_differences(a, b);
     assert!(
         differences.is_empty(),

@@ -17,9 +17,9 @@ use super::{MAX_DISTINCT_NAMES, NO_POLICY, OTHER, cut};
 use crate::audit::session_end::{RefusedCalls, add_refusals};
 
 /// Decisions still waiting for their engine's record.
-pub const MAX_PENDING: usize = 50_000;
+pub(super) const MAX_PENDING: usize = 50_000;
 /// Sessions listed that deleted through an append-only key (the newest).
-pub const MAX_APPEND_ONLY_DELETES: usize = 100;
+pub(super) const MAX_APPEND_ONLY_DELETES: usize = 100;
 /// Distinct `end` values counted per key; others count as [`OTHER`].
 const MAX_ENDS: usize = 16;
 
@@ -33,7 +33,7 @@ struct Decided {
 
 /// The fields of a `session_end` record the summary needs.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EndFields<'a> {
+pub(super) struct EndFields<'a> {
     pub time: &'a str,
     pub session_id: Option<&'a str>,
     pub policy: Option<&'a str>,
@@ -118,7 +118,7 @@ pub struct SessionsSummary {
 
 /// Folds decisions and engine records into [`SessionsSummary`].
 #[derive(Debug, Default)]
-pub struct SessionFold {
+pub(super) struct SessionFold {
     pending: HashMap<String, Decided>,
     /// Insertion order of `pending` (ids already matched are skipped when evicting).
     order: VecDeque<String>,
@@ -132,7 +132,7 @@ pub struct SessionFold {
 impl SessionFold {
     /// An accepted decision whose engine will write a record of the session (the gate handed
     /// it `--session-id`).
-    pub fn decision(
+    pub(super) fn decision(
         &mut self,
         session_id: &str,
         policy: &str,
@@ -164,7 +164,7 @@ impl SessionFold {
     }
 
     /// An engine's record of a session.
-    pub fn session_end(&mut self, record: &EndFields<'_>) {
+    pub(super) fn session_end(&mut self, record: &EndFields<'_>) {
         self.records += 1;
         let decided = record
             .session_id
@@ -232,7 +232,7 @@ impl SessionFold {
         }
     }
 
-    pub fn finish(self) -> SessionsSummary {
+    pub(super) fn finish(self) -> SessionsSummary {
         let mut keys: Vec<KeySessions> = self.keys.into_values().collect();
         keys.sort_by(|a, b| (&a.policy, &a.name).cmp(&(&b.policy, &b.name)));
         SessionsSummary {

@@ -26,7 +26,7 @@ use super::KeysError;
 use crate::common::text::plain_io_error;
 
 /// Larger authorized_keys files are refused (the doctor reads no more either).
-pub const MAX_AUTHORIZED_KEYS: u64 = 16 << 20;
+pub(crate) const MAX_AUTHORIZED_KEYS: u64 = 16 << 20;
 /// How often a writer starts again after another writer replaced the file under it.
 const LOCK_ATTEMPTS: usize = 100;
 /// Where `--create-user` finds useradd.
@@ -34,7 +34,7 @@ const USERADD: &str = "/usr/sbin/useradd";
 
 /// Owner, group and mode of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     pub owner: u32,
     pub group: u32,
     pub mode: u32,
@@ -42,7 +42,7 @@ pub struct Ownership {
 
 /// An account by its uid and every group it is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub uid: u32,
     pub groups: Vec<u32>,
 }
@@ -50,7 +50,7 @@ pub struct Identity {
 /// Read (4), write (2) or search (1) permission for `identity` by the classic mode bits.
 /// Root may read and write anything. `keys add --create-user` judges access for an account
 /// that does not exist yet, so it cannot ask the kernel as that account (as `doctor` does).
-pub fn permits(file: Ownership, identity: &Identity, want: u32) -> bool {
+pub(crate) fn permits(file: Ownership, identity: &Identity, want: u32) -> bool {
     if identity.uid == 0 && want != 1 {
         return true;
     }
@@ -66,7 +66,7 @@ pub fn permits(file: Ownership, identity: &Identity, want: u32) -> bool {
 
 /// The account the keys log in to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
@@ -77,33 +77,33 @@ pub struct Account {
 }
 
 impl Account {
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         Identity {
             uid: self.uid,
             groups: self.groups.clone(),
         }
     }
 
-    pub fn authorized_keys(&self) -> PathBuf {
+    pub(crate) fn authorized_keys(&self) -> PathBuf {
         self.home.join(".ssh/authorized_keys")
     }
 }
 
 /// Owner, group and mode for a file or directory borg-gate creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
 }
 
 impl Owner {
-    pub const ROOT_DIR: Owner = Owner {
+    pub(crate) const ROOT_DIR: Owner = Owner {
         uid: 0,
         gid: 0,
         mode: 0o755,
     };
-    pub const ROOT_FILE: Owner = Owner {
+    pub(crate) const ROOT_FILE: Owner = Owner {
         uid: 0,
         gid: 0,
         mode: 0o644,
@@ -119,7 +119,7 @@ fn failed(what: &str, path: &Path, error: &io::Error) -> KeysError {
 }
 
 /// The account named `name`, if there is one.
-pub fn find_account(name: &str) -> Result<Option<Account>, KeysError> {
+pub(crate) fn find_account(name: &str) -> Result<Option<Account>, KeysError> {
     let user = nix::unistd::User::from_name(name)
         .map_err(|error| KeysError::Failed(format!("cannot read the account database: {error}")))?;
     Ok(user.map(|user| {
@@ -143,7 +143,7 @@ pub fn find_account(name: &str) -> Result<Option<Account>, KeysError> {
 /// with a home for `.ssh`, the minimal shell borg's documentation suggests, and no password
 /// (`*` rather than useradd's locked `!`, which sshd refuses outright when it runs without
 /// PAM).
-pub fn create_account(name: &str) -> Result<Account, KeysError> {
+pub(crate) fn create_account(name: &str) -> Result<Account, KeysError> {
     let output = Command::new(USERADD)
         .args([
             "--system",
@@ -176,7 +176,7 @@ pub fn create_account(name: &str) -> Result<Account, KeysError> {
 }
 
 /// Reads at most `limit` bytes of `path` (more is an error); `None` when it does not exist.
-pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, KeysError> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, KeysError> {
     let file = match File::options()
         .read(true)
         .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
@@ -205,7 +205,7 @@ fn read_all(file: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>, KeysErr
 
 /// The result of a locked change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changed<T> {
+pub(crate) struct Changed<T> {
     pub value: T,
     /// Where the old file was copied, when there was one.
     pub backup: Option<PathBuf>,
@@ -216,7 +216,7 @@ pub struct Changed<T> {
 /// `<path>.bak` (unless it was empty); the new one keeps the old owner and mode. When
 /// `create` is set, a missing file is created with its first owner (and a missing parent
 /// directory with its second).
-pub fn change_locked<T>(
+pub(crate) fn change_locked<T>(
     path: &Path,
     create: Option<(Owner, Owner)>,
     change: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), KeysError>,
@@ -295,7 +295,7 @@ pub fn change_locked<T>(
 }
 
 /// `<path>.bak`.
-pub fn backup_path(path: &Path) -> PathBuf {
+pub(crate) fn backup_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".bak");
     path.with_file_name(name)
@@ -417,7 +417,7 @@ impl Dir {
 
 /// Whether a new file may take the place of an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replace {
+pub(crate) enum Replace {
     Yes,
     /// Fail if the file exists.
     No,
@@ -425,7 +425,7 @@ pub enum Replace {
 
 /// Writes `bytes` to a temporary file beside `path` with `owner`, syncs it, moves it into
 /// place (replacing an old file or not) and syncs the directory.
-pub fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
     owner: Owner,
@@ -459,7 +459,7 @@ fn sync_dir(dir: &Path) -> Result<(), KeysError> {
 
 /// Creates one directory with `owner` (the mode regardless of the umask). One that a
 /// concurrent `keys add` created in the meantime is left as it is.
-pub fn make_dir(path: &Path, owner: Owner) -> Result<(), KeysError> {
+pub(crate) fn make_dir(path: &Path, owner: Owner) -> Result<(), KeysError> {
     match fs::create_dir(path) {
         Ok(()) => {}
         Err(error)
@@ -479,7 +479,7 @@ pub fn make_dir(path: &Path, owner: Owner) -> Result<(), KeysError> {
 }
 
 /// Creates every missing directory of `path` with `owner`; returns the ones it created.
-pub fn make_dirs(path: &Path, owner: Owner) -> Result<Vec<PathBuf>, KeysError> {
+pub(crate) fn make_dirs(path: &Path, owner: Owner) -> Result<Vec<PathBuf>, KeysError> {
     let mut created = Vec::new();
     let mut current = PathBuf::from("/");
     for component in path.components() {
@@ -505,7 +505,7 @@ pub fn make_dirs(path: &Path, owner: Owner) -> Result<Vec<PathBuf>, KeysError> {
 
 /// What `stat` says about the way to a repository directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DirectoryState {
+pub(crate) enum DirectoryState {
     /// It exists, owned as the engine requires.
     Ready { owner: u32 },
     /// These directories are missing, outermost first; the last is the repository directory.
@@ -515,7 +515,10 @@ pub enum DirectoryState {
 /// Checks the way to the repository directory before anything is created: no symlinks, no
 /// files in the way, and the engine's own rule (nothing on the way that another account
 /// could change).
-pub fn inspect_repository_dir(dir: &Path, account_uid: u32) -> Result<DirectoryState, KeysError> {
+pub(crate) fn inspect_repository_dir(
+    dir: &Path,
+    account_uid: u32,
+) -> Result<DirectoryState, KeysError> {
     let mut missing = Vec::new();
     let mut current = PathBuf::from("/");
     let mut owner = 0;
@@ -560,7 +563,10 @@ pub fn inspect_repository_dir(dir: &Path, account_uid: u32) -> Result<DirectoryS
 
 /// Creates what [`inspect_repository_dir`] found missing: parents root-owned 0755, the
 /// repository directory owned by the account, 0700.
-pub fn create_repository_dir(missing: &[PathBuf], account: &Account) -> Result<(), KeysError> {
+pub(crate) fn create_repository_dir(
+    missing: &[PathBuf],
+    account: &Account,
+) -> Result<(), KeysError> {
     let Some((last, parents)) = missing.split_last() else {
         return Ok(());
     };
@@ -581,7 +587,7 @@ pub fn create_repository_dir(missing: &[PathBuf], account: &Account) -> Result<(
 
 /// What the audit log needs before the account can append to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditLogState {
+pub(crate) enum AuditLogState {
     Writable,
     /// Create the file (and these missing directories first).
     Create {
@@ -590,7 +596,7 @@ pub enum AuditLogState {
 }
 
 /// Checks that the account will be able to append to `log`, as the gate opens it.
-pub fn inspect_audit_log(log: &Path, account: &Account) -> Result<AuditLogState, KeysError> {
+pub(crate) fn inspect_audit_log(log: &Path, account: &Account) -> Result<AuditLogState, KeysError> {
     match fs::symlink_metadata(log) {
         Ok(meta) if meta.file_type().is_symlink() => Err(KeysError::Refused(format!(
             "the audit log {} is a symlink, which the gate refuses to open; name the file itself",
@@ -632,7 +638,7 @@ pub fn inspect_audit_log(log: &Path, account: &Account) -> Result<AuditLogState,
 
 /// Creates the audit log for the account: 0640, owned by it (the gate appends as the
 /// account); missing directories root-owned 0755.
-pub fn create_audit_log(
+pub(crate) fn create_audit_log(
     log: &Path,
     missing_dirs: &[PathBuf],
     account: &Account,
@@ -653,7 +659,7 @@ pub fn create_audit_log(
 }
 
 /// Whether the account can create its metrics textfile in `dir`.
-pub fn metrics_dir_usable(dir: &Path, account: &Account) -> bool {
+pub(crate) fn metrics_dir_usable(dir: &Path, account: &Account) -> bool {
     fs::metadata(dir).is_ok_and(|meta| {
         meta.is_dir()
             && permits(
@@ -669,7 +675,7 @@ pub fn metrics_dir_usable(dir: &Path, account: &Account) -> bool {
 }
 
 /// Removes a file; `false` when it was not there.
-pub fn remove_file(path: &Path) -> Result<bool, KeysError> {
+pub(crate) fn remove_file(path: &Path) -> Result<bool, KeysError> {
     match fs::remove_file(path) {
         Ok(()) => {
             if let Some(dir) = path.parent() {

@@ -8,7 +8,7 @@
 
 /// The lines of `bytes`, each with its own `\n` (the last may have none). Numbering matches
 /// [`str::lines`], which the authorized_keys parser uses.
-pub fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
     bytes.split_inclusive(|&byte| byte == b'\n').collect()
 }
 
@@ -55,7 +55,7 @@ fn ops<'a>(old: &'a [u8], edit: &Edit) -> Vec<Op<'a>> {
 }
 
 /// The file after `edit`.
-pub fn apply(old: &[u8], edit: &Edit) -> Vec<u8> {
+pub(crate) fn apply(old: &[u8], edit: &Edit) -> Vec<u8> {
     let mut new = Vec::with_capacity(old.len() + 256);
     for op in ops(old, edit) {
         match op {
@@ -71,7 +71,7 @@ pub fn apply(old: &[u8], edit: &Edit) -> Vec<u8> {
 const CONTEXT: usize = 3;
 
 /// `edit` as a unified diff of `label`, empty when nothing changes.
-pub fn unified_diff(label: &str, old: &[u8], edit: &Edit) -> String {
+pub(crate) fn unified_diff(label: &str, old: &[u8], edit: &Edit) -> String {
     let ops = ops(old, edit);
     let changed: Vec<usize> = ops
         .iter()

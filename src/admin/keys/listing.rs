@@ -17,7 +17,7 @@ use crate::policy::{EngineProgram, Permissions, Policy, Protocol};
 
 /// One line of authorized_keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub line: usize,
     /// From `borg-gate:NAME` in the comment, else the policy's name.
     pub name: Option<String>,
@@ -46,7 +46,7 @@ pub struct Row {
 }
 
 /// borg's size notation (decimal units), as short as it is exact.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     if bytes == 0 {
         return "0".to_owned();
     }
@@ -66,7 +66,7 @@ pub fn format_size(bytes: u64) -> String {
 
 /// The rows for the file `text`. `policies` holds each gate key's policy as loaded (or why
 /// it could not be), `sessions` the last session per policy file.
-pub fn rows(
+pub(crate) fn rows(
     text: &str,
     policies: &BTreeMap<PathBuf, Result<Policy, String>>,
     sessions: &BTreeMap<PathBuf, String>,
@@ -196,7 +196,7 @@ fn describe_policy(
 }
 
 /// The rows as an aligned table, with each line's problem below it.
-pub fn render_table(rows: &[Row]) -> String {
+pub(crate) fn render_table(rows: &[Row]) -> String {
     let header = [
         "LINE",
         "NAME",

@@ -11,14 +11,14 @@
 //! directories, the account), [`sessions`] (last sessions from audit logs), and [`run`],
 //! which sequences them.
 
-pub mod files;
+pub(crate) mod files;
 pub mod fingerprint;
-pub mod lines;
-pub mod listing;
+pub(crate) mod lines;
+pub(crate) mod listing;
 pub mod plan;
-pub mod public_key;
-pub mod run;
-pub mod sessions;
+pub(crate) mod public_key;
+pub(crate) mod run;
+pub(crate) mod sessions;
 pub mod template;
 
 use std::fmt;

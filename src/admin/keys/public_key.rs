@@ -11,15 +11,15 @@
 
 use std::fmt;
 
-use super::fingerprint::{Wire, key_bits, keygen_line, mpint_bits, sha256_fingerprint};
+use super::fingerprint::{Wire, key_bits, keygen_line, mpint_bits};
 use crate::admin::authorized_keys::{Entry, LineProblem, parse_line};
 
 /// More than this is not a public key file.
-pub const MAX_KEY_TEXT: usize = 64 * 1024;
+pub(crate) const MAX_KEY_TEXT: usize = 64 * 1024;
 /// OpenSSH's `SSH_RSA_MINIMUM_MODULUS_SIZE`.
-pub const MIN_RSA_BITS: u32 = 1024;
+pub(crate) const MIN_RSA_BITS: u32 = 1024;
 /// OpenSSH's `SSHBUF_MAX_BIGNUM` in bits.
-pub const MAX_RSA_BITS: u32 = 16384;
+pub(crate) const MAX_RSA_BITS: u32 = 16384;
 
 /// A validated public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +35,6 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    pub fn fingerprint(&self) -> String {
-        sha256_fingerprint(&self.blob)
-    }
-
     /// As `ssh-keygen -l` prints it.
     pub fn keygen_line(&self) -> String {
         keygen_line(&self.key_type, &self.blob, &self.comment)
@@ -47,7 +43,7 @@ impl PublicKey {
 
 /// Why a key text is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyProblem {
+pub(crate) enum KeyProblem {
     TooLarge,
     Empty,
     SeveralKeys(usize),
@@ -95,7 +91,7 @@ impl std::error::Error for KeyProblem {}
 
 /// Reads exactly one public key from the text of a `.pub` file (comments and blank lines
 /// around it are fine).
-pub fn read_public_key(text: &[u8]) -> Result<PublicKey, KeyProblem> {
+pub(crate) fn read_public_key(text: &[u8]) -> Result<PublicKey, KeyProblem> {
     if text.len() > MAX_KEY_TEXT {
         return Err(KeyProblem::TooLarge);
     }
@@ -189,7 +185,7 @@ fn clean_comment(comment: &str) -> String {
 }
 
 /// Checks the blob as OpenSSH's `sshkey_from_blob` would for a user key, and returns its size.
-pub fn check_blob(key_type: &str, blob: &[u8]) -> Result<u32, KeyProblem> {
+pub(crate) fn check_blob(key_type: &str, blob: &[u8]) -> Result<u32, KeyProblem> {
     let rejected = |why| {
         Err(KeyProblem::RejectedType {
             key_type: key_type.to_owned(),

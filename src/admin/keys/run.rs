@@ -21,10 +21,8 @@ use crate::admin::authorized_keys::{Entry, ForcedCommand, classify_command, pars
 use crate::policy::validate::is_clean_absolute;
 use crate::policy::{Policy, load_policy};
 
-/// Where `keys add` writes policies unless told otherwise.
-pub const DEFAULT_POLICY_DIR: &str = "/etc/borg-gate/keys";
 /// The account keys log in to unless told otherwise.
-pub const DEFAULT_USER: &str = "borg";
+pub(crate) const DEFAULT_USER: &str = "borg";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddOptions {
@@ -567,7 +565,7 @@ pub fn remove(options: &RemoveOptions, out: &mut dyn Write) -> Result<(), KeysEr
 }
 
 /// The rows of `keys list` for the file.
-pub fn list_rows(options: &ListOptions) -> Result<(PathBuf, Vec<Row>), KeysError> {
+pub(crate) fn list_rows(options: &ListOptions) -> Result<(PathBuf, Vec<Row>), KeysError> {
     let (keys_file, home) = match &options.authorized_keys {
         Some(file) => (
             file.clone(),

@@ -26,7 +26,7 @@ struct Record<'a> {
 
 /// For each of `policies`, the time of its last accepted session in `log`, as the record
 /// wrote it (RFC 3339, UTC). Lines that are not records are skipped.
-pub fn last_sessions(
+pub(crate) fn last_sessions(
     log: &Path,
     policies: &BTreeSet<PathBuf>,
 ) -> io::Result<BTreeMap<PathBuf, String>> {

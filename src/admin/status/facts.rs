@@ -14,7 +14,7 @@ use crate::engine::borg1::repository::segment::parse_canonical_u32;
 
 /// What an entry of a repository is, by its place in the tree (borg's layout, section 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryRole<'a> {
+pub(crate) enum EntryRole<'a> {
     Config,
     /// `hints.N`, with N.
     Hints(u32),
@@ -32,7 +32,7 @@ pub enum EntryRole<'a> {
 
 /// The role of the entry at `components` below the repository directory. A file of `data/`
 /// is a segment only under canonical names, as in the engine's listing.
-pub fn entry_role<'a>(components: &[&'a str]) -> EntryRole<'a> {
+pub(crate) fn entry_role<'a>(components: &[&'a str]) -> EntryRole<'a> {
     match components {
         ["config"] => EntryRole::Config,
         ["lock.roster"] => EntryRole::Roster,
@@ -51,7 +51,7 @@ pub fn entry_role<'a>(components: &[&'a str]) -> EntryRole<'a> {
 
 /// A segment file as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListedSegment {
+pub(crate) struct ListedSegment {
     pub dir: u32,
     pub segment: u32,
     pub len: u64,
@@ -60,7 +60,7 @@ pub struct ListedSegment {
 /// The segments that count, newest first: in the directory `segments_per_dir` puts them in
 /// (borg opens no other). Zero-length files (logically deleted) are kept: they are skipped by
 /// the commit test, not by the listing, as in borg.
-pub fn segments_newest_first(
+pub(crate) fn segments_newest_first(
     listed: &[ListedSegment],
     segments_per_dir: u32,
 ) -> Vec<ListedSegment> {
@@ -74,13 +74,13 @@ pub fn segments_newest_first(
 }
 
 /// The number of segment files that hold anything.
-pub fn segment_count(segments: &[ListedSegment]) -> u64 {
+pub(crate) fn segment_count(segments: &[ListedSegment]) -> u64 {
     segments.iter().filter(|s| s.len > 0).count() as u64
 }
 
 /// What the commit test says about one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentCheck {
+pub(crate) enum SegmentCheck {
     /// It ends with a valid commit; the file's modification time is when that was written.
     Committed(SystemTime),
     NotCommitted,
@@ -97,7 +97,7 @@ pub struct Commit {
 
 /// The outcome of [`newest_commit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitScan {
+pub(crate) struct CommitScan {
     pub commit: Option<Commit>,
     /// A segment vanished on the way: the repository changed while we read it.
     pub raced: bool,
@@ -105,7 +105,7 @@ pub struct CommitScan {
 
 /// borg's transaction id discovery (`get_segments_transaction_id`, section 5.2): the first
 /// committed segment from the newest down. `check` runs borg's commit test on one segment.
-pub fn newest_commit<E>(
+pub(crate) fn newest_commit<E>(
     newest_first: &[ListedSegment],
     mut check: impl FnMut(&ListedSegment) -> Result<SegmentCheck, E>,
 ) -> Result<CommitScan, E> {
@@ -133,7 +133,7 @@ pub fn newest_commit<E>(
 
 /// The hints file that describes transaction `transaction_id`: `hints.<id>`, or while a
 /// commit is being written (its segment is there, its hints not yet), the newest older one.
-pub fn hints_for(available: &[u32], transaction_id: u32) -> Option<u32> {
+pub(crate) fn hints_for(available: &[u32], transaction_id: u32) -> Option<u32> {
     available
         .iter()
         .copied()
@@ -152,7 +152,7 @@ pub struct HintsFigures {
 
 /// Reads the figures from a hints file's bytes. borg 1.0's version 1 hints record neither
 /// (borg rebuilds them at the next write), so both are unknown then.
-pub fn hints_figures(bytes: &[u8]) -> Result<HintsFigures, hints::HintsError> {
+pub(crate) fn hints_figures(bytes: &[u8]) -> Result<HintsFigures, hints::HintsError> {
     Ok(match hints::decode(bytes)? {
         DecodedHints::Current(hints) => HintsFigures {
             quota_used_bytes: Some(hints.storage_quota_use),
@@ -218,7 +218,7 @@ impl LockState {
 /// The mutex holder is the exclusive holder (a shared locker holds it only for a moment, and
 /// is then also in `shared`). `alive` tells whether a holder runs, `None` when it cannot be
 /// told (another host).
-pub fn lock_state(
+pub(crate) fn lock_state(
     exclusive_names: &[&str],
     roster: Option<&RosterData>,
     alive: impl Fn(&LockIdentity) -> Option<bool>,

@@ -13,11 +13,11 @@
 //! them together: the walk reads repositories in parallel, and the report follows in path
 //! order.
 
-pub mod facts;
-pub mod read;
-pub mod report;
-pub mod scope;
-pub mod walk;
+pub(crate) mod facts;
+pub(crate) mod read;
+pub(crate) mod report;
+pub(crate) mod scope;
+pub(crate) mod walk;
 
 use std::fmt;
 use std::io::{self, Write};

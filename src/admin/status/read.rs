@@ -25,16 +25,16 @@ use crate::engine::borg1::repository::config::{ConfigFile, RepositoryConfig};
 use crate::engine::borg1::repository::segment::is_committed_file;
 
 /// Larger `config` files are not read (borg's are a few kilobytes, the key included).
-pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_SIZE: u64 = 1 << 20;
 /// Larger hints files are not read: their shadow index would cost several times this in
 /// memory. Only append-only repositories with millions of deleted objects get there.
-pub const MAX_HINTS_SIZE: u64 = 64 << 20;
+pub(crate) const MAX_HINTS_SIZE: u64 = 64 << 20;
 /// borg's roster holds a few holders; this is far beyond any real one.
 const MAX_ROSTER_SIZE: u64 = 1 << 20;
 /// borg's layout is three levels deep (`data/<dir>/<segment>`); deeper trees are not counted.
 const MAX_REPOSITORY_DEPTH: usize = 8;
 /// How often a repository that changed under us is read again.
-pub const ATTEMPTS: usize = 3;
+pub(crate) const ATTEMPTS: usize = 3;
 
 /// What the files of one repository say, before any policy is considered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct RepositoryFacts {
 
 /// Reads the repository whose directory is `dir` and whose `config` held `config` (or could
 /// not be parsed, with this message). `alive` says whether a lock holder runs.
-pub fn read_repository(
+pub(crate) fn read_repository(
     dir: &mut Dir,
     config: Result<&ConfigFile, &str>,
     alive: &dyn Fn(&LockIdentity) -> Option<bool>,
@@ -289,7 +289,7 @@ fn scan_commits(
 }
 
 /// borg's commit test on an open segment file; the time of a committed one is its mtime.
-pub fn check_segment(file: &File) -> io::Result<SegmentCheck> {
+pub(crate) fn check_segment(file: &File) -> io::Result<SegmentCheck> {
     if !is_committed_file(file)? {
         return Ok(SegmentCheck::NotCommitted);
     }
@@ -349,7 +349,7 @@ fn read_lock(
 
 /// Why a small file was not read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Vanished,
     NotAFile,
     TooLarge { limit: u64 },
@@ -371,7 +371,7 @@ impl std::fmt::Display for ReadError {
 
 /// Reads the regular file `name` below `dir`, at most `limit` bytes, without following a
 /// symlink and without blocking on a FIFO.
-pub fn read_file(dir: &impl AsFd, name: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_file(dir: &impl AsFd, name: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
     let name = CString::new(name).map_err(|_| ReadError::NotAFile)?;
     let file = match open_file(dir, &name) {
         Ok(Some(file)) => file,
@@ -390,7 +390,7 @@ pub fn read_file(dir: &impl AsFd, name: &str, limit: u64) -> Result<Vec<u8>, Rea
 }
 
 /// The entries of a directory (without `.` and `..`), with the type `readdir` reports.
-pub fn list(dir: &mut Dir) -> Result<Vec<(CString, Option<Type>)>, Errno> {
+pub(crate) fn list(dir: &mut Dir) -> Result<Vec<(CString, Option<Type>)>, Errno> {
     let mut entries = Vec::new();
     for entry in dir.iter() {
         let entry = entry?;
@@ -403,7 +403,7 @@ pub fn list(dir: &mut Dir) -> Result<Vec<(CString, Option<Type>)>, Errno> {
 }
 
 /// Opens the directory `name` below `parent`; a symlink is refused (`ELOOP`).
-pub fn open_dir(parent: &impl AsFd, name: &CStr) -> Result<Dir, Errno> {
+pub(crate) fn open_dir(parent: &impl AsFd, name: &CStr) -> Result<Dir, Errno> {
     Dir::openat(
         parent.as_fd(),
         name,
@@ -414,7 +414,7 @@ pub fn open_dir(parent: &impl AsFd, name: &CStr) -> Result<Dir, Errno> {
 
 /// Opens `name` below `parent` for reading if it is a regular file (`None` otherwise): a
 /// symlink is refused (`ELOOP`), and a FIFO does not block the open.
-pub fn open_file(parent: &impl AsFd, name: &CStr) -> Result<Option<File>, Errno> {
+pub(crate) fn open_file(parent: &impl AsFd, name: &CStr) -> Result<Option<File>, Errno> {
     let fd = nix::fcntl::openat(
         parent.as_fd(),
         name,
@@ -447,7 +447,7 @@ fn relative(components: &[String]) -> String {
 }
 
 /// An errno as the C library says it, without Rust's `(os error N)`.
-pub fn describe(errno: Errno) -> String {
+pub(crate) fn describe(errno: Errno) -> String {
     plain_io_error(&io::Error::from(errno))
 }
 

@@ -48,13 +48,13 @@ impl RepositoryStatus {
 }
 
 /// Whole seconds from `then` to `now`; 0 when `then` is in the future (a clock set back).
-pub fn age(now: SystemTime, then: SystemTime) -> Duration {
+pub(crate) fn age(now: SystemTime, then: SystemTime) -> Duration {
     let elapsed = now.duration_since(then).unwrap_or_default();
     Duration::from_secs(elapsed.as_secs())
 }
 
 /// The two largest units of a duration: `45s`, `12m 5s`, `7h 12m`, `3d`, `3d 4h`.
-pub fn short_duration(duration: Duration) -> String {
+pub(crate) fn short_duration(duration: Duration) -> String {
     const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
     let seconds = duration.as_secs();
     let (index, (size, unit)) = UNITS
@@ -87,7 +87,7 @@ fn size(bytes: u64) -> String {
 /// `<path>: last commit <time> (<age> ago), <size> on disk, quota <used> of <quota> (<n>%),
 /// <n> segments, <size> compactable, append-only, lock free, policies <names>`, then
 /// `; problems: ...` when something could not be read.
-pub fn line(status: &RepositoryStatus, now: SystemTime) -> String {
+pub(crate) fn line(status: &RepositoryStatus, now: SystemTime) -> String {
     let mut text = format!("{}: ", one_line(&status.path));
     match (status.last_commit, status.age(now)) {
         (Some(commit), Some(age)) => {
@@ -153,7 +153,7 @@ pub fn line(status: &RepositoryStatus, now: SystemTime) -> String {
 }
 
 /// `free`, `held (exclusive by host:pid, running)`, `stale (exclusive by host:pid, dead)`.
-pub fn lock_text(lock: &LockState) -> String {
+pub(crate) fn lock_text(lock: &LockState) -> String {
     let state = match lock.state {
         LockSummary::Free => return "free".to_owned(),
         LockSummary::Held => "held",
@@ -182,7 +182,7 @@ fn holder_text(holder: &LockHolder) -> String {
 
 /// The `--json` object of one repository (keys in this order).
 #[derive(Debug, Serialize)]
-pub struct JsonStatus<'a> {
+pub(crate) struct JsonStatus<'a> {
     pub path: String,
     pub last_commit: Option<String>,
     pub age_s: Option<u64>,
@@ -199,7 +199,7 @@ pub struct JsonStatus<'a> {
 }
 
 /// The repository as one JSON object, without a trailing newline.
-pub fn json(status: &RepositoryStatus, now: SystemTime) -> String {
+pub(crate) fn json(status: &RepositoryStatus, now: SystemTime) -> String {
     let view = JsonStatus {
         path: path_text(&status.path),
         last_commit: status
@@ -228,7 +228,7 @@ fn path_text(path: &Path) -> String {
 /// The gauge families `status --textfile` writes, with their help text (shared with the engine's
 /// textfile: `metrics::families`). Every family but the last two has one series per repository
 /// (label `repository`, its path).
-pub const GAUGES: [Family; 12] = [
+pub(crate) const GAUGES: [Family; 12] = [
     families::LAST_COMMIT,
     families::SIZE,
     families::QUOTA,
@@ -243,24 +243,24 @@ pub const GAUGES: [Family; 12] = [
     families::REPOSITORIES,
 ];
 
-pub const LAST_COMMIT: &str = families::LAST_COMMIT.name;
-pub const SIZE: &str = families::SIZE.name;
-pub const QUOTA: &str = families::QUOTA.name;
-pub const QUOTA_USED: &str = families::QUOTA_USED.name;
-pub const SEGMENTS: &str = families::SEGMENTS.name;
-pub const COMPACTABLE: &str = families::COMPACTABLE.name;
-pub const APPEND_ONLY: &str = families::APPEND_ONLY.name;
-pub const LOCK_HELD: &str = families::LOCK_HELD.name;
-pub const LOCK_STALE: &str = families::LOCK_STALE.name;
-pub const PROBLEMS: &str = families::PROBLEMS.name;
-pub const POLICY_REPOSITORIES: &str = families::POLICY_REPOSITORIES.name;
-pub const REPOSITORIES: &str = families::REPOSITORIES.name;
+pub(crate) const LAST_COMMIT: &str = families::LAST_COMMIT.name;
+pub(crate) const SIZE: &str = families::SIZE.name;
+pub(crate) const QUOTA: &str = families::QUOTA.name;
+pub(crate) const QUOTA_USED: &str = families::QUOTA_USED.name;
+pub(crate) const SEGMENTS: &str = families::SEGMENTS.name;
+pub(crate) const COMPACTABLE: &str = families::COMPACTABLE.name;
+pub(crate) const APPEND_ONLY: &str = families::APPEND_ONLY.name;
+pub(crate) const LOCK_HELD: &str = families::LOCK_HELD.name;
+pub(crate) const LOCK_STALE: &str = families::LOCK_STALE.name;
+pub(crate) const PROBLEMS: &str = families::PROBLEMS.name;
+pub(crate) const POLICY_REPOSITORIES: &str = families::POLICY_REPOSITORIES.name;
+pub(crate) const REPOSITORIES: &str = families::REPOSITORIES.name;
 /// When the textfile was written (no labels).
-pub const RUN_TIMESTAMP: &str = families::RUN_TIMESTAMP.name;
+pub(crate) const RUN_TIMESTAMP: &str = families::RUN_TIMESTAMP.name;
 
 /// The per-repository samples of one repository: (family, value), families absent where the
 /// value is unknown or, for the quota, where there is none.
-pub fn repository_samples(status: &RepositoryStatus) -> Vec<(&'static str, u64)> {
+pub(crate) fn repository_samples(status: &RepositoryStatus) -> Vec<(&'static str, u64)> {
     let mut samples = vec![
         (
             LAST_COMMIT,
@@ -295,7 +295,7 @@ pub fn repository_samples(status: &RepositoryStatus) -> Vec<(&'static str, u64)>
 
 /// Collects the gauges of a run, repository by repository, and renders the textfile.
 #[derive(Debug)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Per family (in [`GAUGES`] order), the rendered sample lines.
     families: Vec<String>,
     repositories: u64,
@@ -308,14 +308,14 @@ impl Default for Gauges {
 }
 
 impl Gauges {
-    pub fn new() -> Gauges {
+    pub(crate) fn new() -> Gauges {
         Gauges {
             families: vec![String::new(); GAUGES.len()],
             repositories: 0,
         }
     }
 
-    pub fn add_repository(&mut self, status: &RepositoryStatus) {
+    pub(crate) fn add_repository(&mut self, status: &RepositoryStatus) {
         self.repositories += 1;
         let label = escape_label_value(&path_text(&status.path));
         for (family, value) in repository_samples(status) {
@@ -324,7 +324,7 @@ impl Gauges {
     }
 
     /// How many repositories the policy named `policy` reaches.
-    pub fn add_policy(&mut self, policy: &str, repositories: u64) {
+    pub(crate) fn add_policy(&mut self, policy: &str, repositories: u64) {
         let label = escape_label_value(policy);
         self.push(POLICY_REPOSITORIES, "policy", &label, repositories);
     }
@@ -340,7 +340,7 @@ impl Gauges {
 
     /// The whole textfile: every family with HELP and TYPE, then the run's own gauges. Each
     /// family's samples are released as soon as they are copied.
-    pub fn render(self, now: SystemTime) -> String {
+    pub(crate) fn render(self, now: SystemTime) -> String {
         let mut text =
             String::with_capacity(self.families.iter().map(String::len).sum::<usize>() + 4096);
         for (family, samples) in GAUGES.iter().zip(self.families) {

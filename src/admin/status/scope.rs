@@ -87,7 +87,7 @@ impl PolicyScope {
 }
 
 /// `path` is `dir` or below it, compared as borg does: `path + "/"` starts with `dir + "/"`.
-pub fn is_within(path: &Path, dir: &Path) -> bool {
+pub(crate) fn is_within(path: &Path, dir: &Path) -> bool {
     with_trailing_slash(path).starts_with(&with_trailing_slash(dir))
 }
 
@@ -101,7 +101,7 @@ fn with_trailing_slash(path: &Path) -> Vec<u8> {
 
 /// The directories to walk: each one once, in byte order, leaving out those inside another
 /// (its repositories are found from the outer one).
-pub fn walk_roots(candidates: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+pub(crate) fn walk_roots(candidates: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = candidates.into_iter().collect();
     roots.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
     roots.dedup();
@@ -115,7 +115,7 @@ pub fn walk_roots(candidates: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf>
 }
 
 /// The names of the policies in `scopes` that reach `repository`, in the order given.
-pub fn reaching<'a>(scopes: &'a [PolicyScope], repository: &Path) -> Vec<&'a PolicyScope> {
+pub(crate) fn reaching<'a>(scopes: &'a [PolicyScope], repository: &Path) -> Vec<&'a PolicyScope> {
     scopes
         .iter()
         .filter(|scope| scope.reaches(repository))
@@ -124,7 +124,7 @@ pub fn reaching<'a>(scopes: &'a [PolicyScope], repository: &Path) -> Vec<&'a Pol
 
 /// What a repository's clients are held to, from its config and the policies that reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Effective {
+pub(crate) struct Effective {
     /// The smallest quota any reaching client works under (`None`: no quota for anyone).
     pub quota_bytes: Option<u64>,
     /// No client can delete: the repository says so, or every reaching policy forces it.
@@ -134,7 +134,7 @@ pub struct Effective {
 /// `config_quota` and `config_append_only` are the repository's own `storage_quota` (0 for
 /// none) and `append_only`. A policy's forced quota replaces the repository's for its clients,
 /// as `--storage-quota` does in borg; each client works under one, so the tightest counts.
-pub fn effective(
+pub(crate) fn effective(
     config_quota: u64,
     config_append_only: bool,
     reaching: &[&PolicyScope],
@@ -159,12 +159,12 @@ pub fn effective(
 
 /// Display form of a path on one line: control characters (a newline in a directory name)
 /// become `\n`, `\t` or `\u{..}` escapes; other bytes that are not UTF-8 become U+FFFD.
-pub fn one_line(path: &Path) -> String {
+pub(crate) fn one_line(path: &Path) -> String {
     one_line_text(&String::from_utf8_lossy(OsStr::as_bytes(path.as_os_str())))
 }
 
 /// [`one_line`] for any text.
-pub fn one_line_text(text: &str) -> String {
+pub(crate) fn one_line_text(text: &str) -> String {
     let mut line = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

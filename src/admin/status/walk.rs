@@ -28,25 +28,26 @@ use super::read::{self, MAX_CONFIG_SIZE, ReadError};
 use crate::engine::borg1::repository::config::{ConfigFile, REPOSITORY_SECTION};
 
 /// How many directory levels below a root are searched.
-pub const MAX_DEPTH: usize = 16;
+pub(crate) const MAX_DEPTH: usize = 16;
 /// Walkers reading at once: enough to keep an SSD or a RAID busy with a cold cache, few
 /// enough to cost nothing with a warm one.
-pub const THREADS: usize = 16;
+pub(crate) const THREADS: usize = 16;
 
 /// What [`discover`] calls for each repository, in whichever walker found it: its path, its
 /// open directory, and its parsed config (or why that could not be parsed).
-pub type OnRepository<'a, T> = dyn Fn(&Path, &mut Dir, Result<&ConfigFile, &str>) -> T + Sync + 'a;
+pub(crate) type OnRepository<'a, T> =
+    dyn Fn(&Path, &mut Dir, Result<&ConfigFile, &str>) -> T + Sync + 'a;
 
 /// A directory that could not be searched, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Unsearched {
+pub(crate) struct Unsearched {
     pub path: PathBuf,
     pub reason: String,
 }
 
 /// Everything a walk found, each list sorted by path.
 #[derive(Debug)]
-pub struct Discovery<T> {
+pub(crate) struct Discovery<T> {
     pub repositories: Vec<(PathBuf, T)>,
     pub unsearched: Vec<Unsearched>,
 }
@@ -54,7 +55,7 @@ pub struct Discovery<T> {
 /// Walks below every root (each one a repository itself, possibly) with `threads` walkers,
 /// calling `found` for every repository. A directory or file that vanishes during the walk is
 /// skipped; a root that does not exist is no error.
-pub fn discover<T: Send>(
+pub(crate) fn discover<T: Send>(
     roots: &[PathBuf],
     threads: usize,
     found: &OnRepository<'_, T>,

@@ -70,15 +70,15 @@ use super::repository::durable;
 use super::repository::io::blocks_for;
 
 /// The ledger format written and read.
-pub const LEDGER_VERSION: u32 = 1;
+pub(crate) const LEDGER_VERSION: u32 = 1;
 /// The most room a session reserves ahead of what it uses.
-pub const RESERVATION_AHEAD: u64 = 256 << 20;
+pub(crate) const RESERVATION_AHEAD: u64 = 256 << 20;
 /// How long a session waits for the ledger's lock before the write fails.
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// How deep under each `restrict_to_paths` entry the first count looks for repositories.
-pub const SEED_DEPTH: usize = 3;
+pub(crate) const SEED_DEPTH: usize = 3;
 /// How many directories the first count visits at most.
-pub const SEED_DIRECTORIES: usize = 10_000;
+pub(crate) const SEED_DIRECTORIES: usize = 10_000;
 
 /// The policy's key quota, as the engine gets it on its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +89,14 @@ pub struct KeyQuota {
 
 /// A process, told apart from a later one with the same pid by its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionId {
+pub(crate) struct SessionId {
     pub pid: u32,
     pub start: u64,
 }
 
 impl SessionId {
     /// This process.
-    pub fn current() -> SessionId {
+    pub(crate) fn current() -> SessionId {
         let pid = std::process::id();
         SessionId {
             pid,
@@ -105,7 +105,7 @@ impl SessionId {
     }
 
     /// Whether the process still runs (a pid reused by a newer process does not count).
-    pub fn is_alive(self) -> bool {
+    pub(crate) fn is_alive(self) -> bool {
         match process_start(self.pid) {
             Some(start) => start == self.start,
             None if Path::new("/proc/self/stat").exists() => false,
@@ -124,7 +124,7 @@ fn process_start(pid: u32) -> Option<u64> {
 
 /// The ledger file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     pub version: u32,
     #[serde(default)]
     pub limit: u64,
@@ -135,13 +135,13 @@ pub struct Ledger {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepositoryUse {
+pub(crate) struct RepositoryUse {
     pub committed: u64,
 }
 
 /// A live session's reservation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub pid: u32,
     pub start: u64,
     pub repository: String,
@@ -158,7 +158,7 @@ impl Claim {
 }
 
 impl Ledger {
-    pub fn new(limit: u64) -> Ledger {
+    pub(crate) fn new(limit: u64) -> Ledger {
         Ledger {
             version: LEDGER_VERSION,
             limit,
@@ -166,7 +166,7 @@ impl Ledger {
         }
     }
 
-    pub fn parse(bytes: &[u8]) -> Result<Ledger, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Ledger, String> {
         let ledger: Ledger = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if ledger.version != LEDGER_VERSION {
             return Err(format!(
@@ -177,14 +177,14 @@ impl Ledger {
         Ok(ledger)
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec(self).unwrap_or_default();
         bytes.push(b'\n');
         bytes
     }
 
     /// Drops the claims of processes that are gone.
-    pub fn drop_dead(&mut self, alive: impl Fn(SessionId) -> bool) {
+    pub(crate) fn drop_dead(&mut self, alive: impl Fn(SessionId) -> bool) {
         self.sessions.retain(|claim| alive(claim.session()));
     }
 
@@ -203,7 +203,7 @@ impl Ledger {
     }
 
     /// What every repository but `repository` uses.
-    pub fn total_except(&self, repository: &str, me: SessionId) -> u64 {
+    pub(crate) fn total_except(&self, repository: &str, me: SessionId) -> u64 {
         let mut names: Vec<&str> = self.repositories.keys().map(String::as_str).collect();
         names.extend(self.sessions.iter().map(|c| c.repository.as_str()));
         names.sort_unstable();
@@ -216,13 +216,14 @@ impl Ledger {
     }
 
     /// What the key uses in all.
-    pub fn total(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
         self.total_except("", SessionId { pid: 0, start: 0 })
     }
 
     /// `me` will use `charged` in `repository` (which used `committed` when its transaction
     /// started): claims that plus room ahead, or reports the key's total if it is over `limit`.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &mut self,
         me: SessionId,
         repository: &str,
@@ -254,7 +255,7 @@ impl Ledger {
 
     /// A commit of `repository` is about to become durable: its committed bytes are at least
     /// what the session claimed.
-    pub fn raise_committed(&mut self, me: SessionId, repository: &str, charged: u64) {
+    pub(crate) fn raise_committed(&mut self, me: SessionId, repository: &str, charged: u64) {
         let claimed = self
             .sessions
             .iter()
@@ -267,7 +268,7 @@ impl Ledger {
     }
 
     /// The commit is durable: the repository uses `charged`, and `me` claims nothing more.
-    pub fn record_commit(&mut self, me: SessionId, repository: &str, charged: u64) {
+    pub(crate) fn record_commit(&mut self, me: SessionId, repository: &str, charged: u64) {
         self.repositories
             .entry(repository.to_owned())
             .or_default()
@@ -275,11 +276,11 @@ impl Ledger {
         self.release(me);
     }
 
-    pub fn release(&mut self, me: SessionId) {
+    pub(crate) fn release(&mut self, me: SessionId) {
         self.sessions.retain(|claim| claim.session() != me);
     }
 
-    pub fn forget(&mut self, repository: &str) {
+    pub(crate) fn forget(&mut self, repository: &str) {
         self.repositories.remove(repository);
         self.sessions.retain(|claim| claim.repository != repository);
     }
@@ -518,7 +519,7 @@ fn seed(scope: &SeedScope, limit: u64) -> Ledger {
 
 /// What the segment files of the repository at `path` use on disk, as the repository quota
 /// counts them (whole blocks); `None` if it is no repository.
-pub fn measure_repository(path: &Path) -> Option<u64> {
+pub(crate) fn measure_repository(path: &Path) -> Option<u64> {
     let repo = Dir::open(path).ok()?;
     let block = match repo.free_space() {
         Ok((_, block)) if (512..=1 << 20).contains(&block) => block,

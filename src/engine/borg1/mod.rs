@@ -19,11 +19,11 @@
 //! | `remote_log` | borg's remote logging protocol: JSON log and progress records |
 
 pub mod args;
-pub mod key_quota;
+pub(crate) mod key_quota;
 pub mod lock;
 pub mod msgpack;
-pub mod permissions;
-pub mod remote_log;
+pub(crate) mod permissions;
+pub(crate) mod remote_log;
 pub mod repository;
 pub mod rpc;
 pub mod server;

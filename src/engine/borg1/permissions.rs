@@ -12,7 +12,7 @@ use crate::policy::Permissions;
 
 /// What an RPC call needs of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Reading, or nothing at all: every key may make the call.
     Read,
     /// Changes the repository as a whole (breaks its lock, deletes it), named as the refusal
@@ -31,7 +31,7 @@ pub enum Access {
 
 impl Access {
     /// The access of a [`Access::WhenAsked`] call whose flag is `asked`: a write when it is.
-    pub fn when_asked(self, asked: bool) -> Access {
+    pub(crate) fn when_asked(self, asked: bool) -> Access {
         match self {
             Access::WhenAsked(name) if asked => Access::Write(name),
             Access::WhenAsked(_) => Access::Read,
@@ -41,7 +41,7 @@ impl Access {
 }
 
 /// What each method needs.
-pub fn access(method: &Method) -> Access {
+pub(crate) fn access(method: &Method) -> Access {
     match method {
         Method::Len
         | Method::Get
@@ -66,7 +66,7 @@ pub fn access(method: &Method) -> Access {
 
 /// What a key gets for a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The call runs as the client asked.
     Allowed,
     /// The call is refused; the operation's name for the refusal.
@@ -78,7 +78,7 @@ pub enum Verdict {
 /// What a key with `permissions` gets for a call that needs `access`. A key that may not do
 /// everything may only read: borg 1's engine knows `all` and `read-only` (the gate maps
 /// borg's other modes before they reach it), and anything else is treated as the narrower.
-pub fn judge(permissions: Permissions, access: Access) -> Verdict {
+pub(crate) fn judge(permissions: Permissions, access: Access) -> Verdict {
     if permissions == Permissions::All {
         return Verdict::Allowed;
     }

@@ -16,7 +16,7 @@ use crate::engine::log::{Channel, LogHandle, LogLevel, installed, python_level_n
 
 /// Switches `handle` to borg 1's JSON records: call after a `negotiate` whose `client_data`
 /// is a map.
-pub fn open_json(handle: &LogHandle) {
+pub(crate) fn open_json(handle: &LogHandle) {
     handle.open(Channel::Protocol(json_line));
 }
 
@@ -77,7 +77,7 @@ fn progress_tail(
 
 /// borg's `ProgressIndicatorPercent` in JSON mode (`helpers/progress.py`): records of type
 /// `progress_percent` each time the percentage passes the next step.
-pub struct ProgressPercent {
+pub(crate) struct ProgressPercent {
     /// `None` when no logger is installed (the repository used outside `serve`).
     handle: Option<LogHandle>,
     operation: u64,
@@ -94,7 +94,7 @@ impl ProgressPercent {
     /// Progress for the client of this `serve` process (silent when no logger is installed).
     /// For example `("repository.check", "Checking segments", 1, 0.1, n)` shows
     /// "Checking segments 16.7%" like borg's `'Checking segments %3.1f%%'`.
-    pub fn new(
+    pub(crate) fn new(
         msgid: &'static str,
         label: &'static str,
         decimals: usize,
@@ -115,14 +115,15 @@ impl ProgressPercent {
     }
 
     /// Send the records to `handle` instead of the installed logger.
-    pub fn via(mut self, handle: &LogHandle) -> Self {
+    #[cfg(test)]
+    pub(crate) fn via(mut self, handle: &LogHandle) -> Self {
         self.handle = Some(handle.clone());
         self
     }
 
     /// Advance by one item (or set the position to `current` first), and emit a record when
     /// the percentage reached the next step.
-    pub fn show(&mut self, current: Option<u64>) {
+    pub(crate) fn show(&mut self, current: Option<u64>) {
         if let Some(current) = current {
             self.counter = current;
         }
@@ -159,7 +160,7 @@ impl ProgressPercent {
     }
 
     /// The final record (`"finished": true`, no message).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let Some(handle) = &self.handle else {
             return;
         };
@@ -172,49 +173,6 @@ impl ProgressPercent {
             true,
         );
         handle.write_protocol_line(&line);
-    }
-}
-
-/// borg's `ProgressIndicatorMessage` in JSON mode: free-text `progress_message` records.
-pub struct ProgressMessage {
-    handle: LogHandle,
-    operation: u64,
-    msgid: Option<&'static str>,
-}
-
-impl ProgressMessage {
-    pub fn new(handle: &LogHandle, msgid: Option<&'static str>) -> Self {
-        ProgressMessage {
-            handle: handle.clone(),
-            operation: next_operation_id(),
-            msgid,
-        }
-    }
-
-    pub fn output(&self, message: &str) {
-        let mut line = String::from("{\"message\": ");
-        push_json_string(&mut line, message);
-        line.push_str(", ");
-        progress_tail(
-            &mut line,
-            self.operation,
-            self.msgid,
-            "progress_message",
-            false,
-        );
-        self.handle.write_protocol_line(&line);
-    }
-
-    pub fn finish(&self) {
-        let mut line = String::from("{");
-        progress_tail(
-            &mut line,
-            self.operation,
-            self.msgid,
-            "progress_message",
-            true,
-        );
-        self.handle.write_protocol_line(&line);
     }
 }
 
@@ -233,7 +191,6 @@ mod tests {
         logger
             .handle()
             .log(LogLevel::Critical, "borg.remote", "early");
-        ProgressMessage::new(&logger.handle(), None).output("early");
         assert!(capture.writes().is_empty());
         assert!(!logger.enabled(&log::Metadata::builder().level(log::Level::Error).build()));
     }
@@ -393,23 +350,6 @@ mod tests {
         let mut empty = ProgressPercent::new("m", "Nothing", 0, 1.0, 0).via(&handle);
         empty.show(None);
         assert_eq!(capture.records().len(), 100);
-    }
-
-    #[test]
-    fn message_progress_has_borgs_keys() {
-        let (logger, capture) = logger(LogLevel::Warning, &[]);
-        let handle = logger.handle();
-        open_json(&handle);
-        let progress = ProgressMessage::new(&handle, Some("cache.commit"));
-        progress.output("Saving files cache");
-        progress.finish();
-        let records = capture.records();
-        assert_eq!(records[0]["type"], "progress_message");
-        assert_eq!(records[0]["message"], "Saving files cache");
-        assert_eq!(records[0]["msgid"], "cache.commit");
-        assert_eq!(records[1]["finished"], true);
-        ProgressMessage::new(&handle, None).output("x");
-        assert_eq!(capture.records()[2]["msgid"], Value::Null);
     }
 
     #[test]

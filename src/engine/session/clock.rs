@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A request that has started must have arrived completely this long after, unless the
 /// server says otherwise: enough for borg's largest object (20 MiB) at about 560 kbit/s.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Which limit ran out, with its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl SessionClock {
 }
 
 /// A duration such as `10m` or `90s`; zero (`0`, `0s`) means no limit. `None` if unreadable.
-pub fn parse_limit(value: &str) -> Option<Option<Duration>> {
+pub(crate) fn parse_limit(value: &str) -> Option<Option<Duration>> {
     let duration = if value == "0" {
         Duration::ZERO
     } else {

@@ -12,9 +12,9 @@
 //! before each one, and turns a failed read or write into a [`Stop`] with
 //! [`Watch::pipe_failed`]; its own ending adds only what its protocol can get wrong.
 
-pub mod clock;
-pub mod pipe;
-pub mod watch;
+pub(crate) mod clock;
+pub(crate) mod pipe;
+pub(crate) mod watch;
 
 use std::fs::File;
 use std::io::{self, Write};

@@ -43,9 +43,9 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 /// How long the canonical host name lookup may take before we fall back to the hostname.
-pub const CANONICAL_NAME_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CANONICAL_NAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable that overrides the computed hostid (borg's name).
-pub const HOST_ID_VARIABLE: &str = "BORG_HOST_ID";
+pub(crate) const HOST_ID_VARIABLE: &str = "BORG_HOST_ID";
 
 const SYS_CLASS_NET: &str = "/sys/class/net";
 const PROC_NET_ROUTE: &str = "/proc/net/route";
@@ -107,7 +107,7 @@ fn python_hex(value: i64) -> String {
 /// Python's `int(text, radix)` for ASCII input (radix 10 or 16): surrounding whitespace,
 /// a sign, a `0x` prefix in base 16, and single underscores between digits are allowed.
 /// Values beyond `i64` are rejected (no process id or thread id is that large).
-pub fn parse_python_int(text: &str, radix: u32) -> Option<i64> {
+pub(crate) fn parse_python_int(text: &str, radix: u32) -> Option<i64> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let (negative, unsigned) = match trimmed.as_bytes().first() {
         Some(b'-') => (true, &trimmed[1..]),
@@ -176,7 +176,7 @@ pub fn process_alive(holder: &LockIdentity, own_host_id: &str) -> bool {
 ///
 /// Python would also probe 0 and negative numbers (process groups). A real lock never names
 /// them, so we call them alive rather than signal a group: an odd entry is never removed.
-pub fn local_pid_alive(pid: i64) -> bool {
+pub(crate) fn local_pid_alive(pid: i64) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return true;
     };
@@ -193,7 +193,7 @@ pub fn host_id_from_environment() -> String {
 
 /// The hostid given the value of `BORG_HOST_ID` (`None` when unset): an empty value counts
 /// as unset, as in borg.
-pub fn host_id_with_override(borg_host_id: Option<&OsStr>) -> String {
+pub(crate) fn host_id_with_override(borg_host_id: Option<&OsStr>) -> String {
     match borg_host_id {
         Some(value) if !value.is_empty() => value.to_string_lossy().into_owned(),
         _ => computed_host_id(),
@@ -214,7 +214,7 @@ pub fn computed_host_id() -> String {
 }
 
 /// Python's patched `getfqdn(hostname)`: the canonical name, else the hostname itself.
-pub fn python_fqdn(hostname: &str) -> String {
+pub(crate) fn python_fqdn(hostname: &str) -> String {
     if hostname.is_empty() {
         // getaddrinfo("") fails, so Python keeps the empty name.
         return String::new();
@@ -243,7 +243,7 @@ fn canonical_name(hostname: &str, timeout: Duration) -> Option<String> {
 
 /// One network interface as sysfs shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkInterface {
+pub(crate) struct NetworkInterface {
     pub name: String,
     pub ifindex: u64,
     /// The first six bytes of the hardware address, zero-padded (what `SIOCGIFHWADDR` gives).
@@ -252,7 +252,7 @@ pub struct NetworkInterface {
 
 /// Python's `uuid.getnode()` on Linux with libuuid; random (multicast bit set) if no
 /// interface qualifies, exactly like libuuid.
-pub fn python_uuid_node() -> u64 {
+pub(crate) fn python_uuid_node() -> u64 {
     let interfaces = read_network_interfaces(Path::new(SYS_CLASS_NET));
     let routed = fs::read_to_string(PROC_NET_ROUTE)
         .ok()
@@ -272,7 +272,7 @@ pub fn python_uuid_node() -> u64 {
 
 /// libuuid's choice: in interface order, the first interface that has an IPv4 address
 /// (`ipv4_interfaces`; `None` = unknown, consider all) and a non-zero hardware address.
-pub fn select_libuuid_node(
+pub(crate) fn select_libuuid_node(
     interfaces: &[NetworkInterface],
     ipv4_interfaces: Option<&BTreeSet<String>>,
 ) -> Option<u64> {
@@ -291,7 +291,7 @@ pub fn select_libuuid_node(
 }
 
 /// The interfaces under `/sys/class/net` (unreadable entries are skipped).
-pub fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
+pub(crate) fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
     let Ok(entries) = fs::read_dir(sys_class_net) else {
         return Vec::new();
     };
@@ -315,7 +315,7 @@ pub fn read_network_interfaces(sys_class_net: &Path) -> Vec<NetworkInterface> {
 }
 
 /// `"02:fc:00:00:00:01\n"` to bytes; anything unparsable counts as no address (zeros).
-pub fn parse_hardware_address(text: &str) -> [u8; 6] {
+pub(crate) fn parse_hardware_address(text: &str) -> [u8; 6] {
     let mut bytes = [0u8; 6];
     let text = text.trim();
     if text.is_empty() {
@@ -333,7 +333,7 @@ pub fn parse_hardware_address(text: &str) -> [u8; 6] {
 }
 
 /// The interface names in `/proc/net/route` (first column, header line skipped).
-pub fn parse_route_interfaces(text: &str) -> BTreeSet<String> {
+pub(crate) fn parse_route_interfaces(text: &str) -> BTreeSet<String> {
     text.lines()
         .skip(1)
         .filter_map(|line| line.split_ascii_whitespace().next())
@@ -350,6 +350,7 @@ fn random_node() -> u64 {
 mod tests {
     use super::*;
     use crate::engine::borg1::lock::tests::dead_pid;
+    use crate::test_support::Borg;
 
     fn interface(name: &str, ifindex: u64, address: &str) -> NetworkInterface {
         NetworkInterface {
@@ -595,8 +596,9 @@ mod tests {
         assert_eq!(python_fqdn("no-such-host.invalid"), "no-such-host.invalid");
     }
 
-    fn python_value(python: &str, code: &str) -> Option<String> {
-        crate::test_support::require_tool(python)?;
+    /// What `code` prints when the Python of `borg` runs it.
+    fn python_value(borg: Borg, code: &str) -> Option<String> {
+        let python = crate::test_support::require_borg_python(borg)?;
         let output = std::process::Command::new(python)
             .args(["-c", code])
             .env_remove(HOST_ID_VARIABLE)
@@ -608,9 +610,9 @@ mod tests {
 
     #[test]
     fn uuid_node_matches_python_on_this_machine() {
-        for python in ["/opt/borg145/bin/python", "/usr/bin/python3"] {
-            if let Some(node) = python_value(python, "import uuid; print(uuid.getnode())") {
-                assert_eq!(python_uuid_node().to_string(), node, "{python}");
+        for borg in [Borg::Pypi14, Borg::Debian12] {
+            if let Some(node) = python_value(borg, "import uuid; print(uuid.getnode())") {
+                assert_eq!(python_uuid_node().to_string(), node, "{borg:?}");
             }
         }
     }
@@ -620,7 +622,7 @@ mod tests {
         let hostname = nix::unistd::gethostname().unwrap();
         let hostname = hostname.to_str().unwrap();
         if let Some(fqdn) = python_value(
-            "/opt/borg145/bin/python",
+            Borg::Pypi14,
             "from borg.platform.base import fqdn; print(fqdn)",
         ) {
             assert_eq!(python_fqdn(hostname), fqdn);
@@ -629,11 +631,11 @@ mod tests {
 
     #[test]
     fn computed_host_id_matches_borg_on_this_machine() {
-        for python in ["/opt/borg145/bin/python", "/usr/bin/python3"] {
+        for borg in [Borg::Pypi14, Borg::Debian12] {
             if let Some(host_id) =
-                python_value(python, "from borg.platform import hostid; print(hostid)")
+                python_value(borg, "from borg.platform import hostid; print(hostid)")
             {
-                assert_eq!(computed_host_id(), host_id, "{python}");
+                assert_eq!(computed_host_id(), host_id, "{borg:?}");
             }
         }
     }

@@ -56,10 +56,10 @@
 //! serve loop passes a hook that notices its client has disconnected, so a server blocked
 //! on a busy repository does not outlive its client.
 
-pub mod identity;
-pub mod mutex;
-pub mod roster;
-pub mod timer;
+pub(crate) mod identity;
+pub(crate) mod mutex;
+pub(crate) mod roster;
+pub(crate) mod timer;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -496,17 +496,17 @@ mod tests {
 
     #[test]
     fn python_reads_our_json_and_we_read_pythons() {
-        let python = "/opt/borg145/bin/python";
-        if crate::test_support::require_tool(python).is_none() {
+        use crate::test_support::{Borg, require_borg_python};
+        let Some(python) = require_borg_python(Borg::Pypi14) else {
             return;
-        }
+        };
         let data = RosterData {
             shared: Some(vec![holder("h\u{e9}@1", 1), holder("x@2", 2)]),
             exclusive: Some(vec![]),
             other: Map::new(),
         };
         let ours = data.to_json();
-        let output = std::process::Command::new(python)
+        let output = std::process::Command::new(&python)
             .args([
                 "-c",
                 "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps(dict(sorted(d.items()))))",

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::borg1::rpc::{ExcArg, RemoteException};
+use crate::test_support::{Borg, require_borg, require_borg_python};
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -592,10 +593,9 @@ fn normpath_matches_python_posixpath() {
 
 #[test]
 fn normpath_agrees_with_python_on_generated_paths() {
-    let python = "/opt/borg145/bin/python";
-    if crate::test_support::require_tool(python).is_none() {
+    let Some(python) = require_borg_python(Borg::Pypi14) else {
         return;
-    }
+    };
     let parts = ["", ".", "..", "a", "b"];
     let mut inputs = Vec::new();
     for first in parts {
@@ -607,7 +607,7 @@ fn normpath_agrees_with_python_on_generated_paths() {
             }
         }
     }
-    let output = Command::new(python)
+    let output = Command::new(&python)
         .args([
             "-c",
             "import posixpath,sys\nfor p in sys.argv[1:]: print(posixpath.normpath(p))",
@@ -630,21 +630,19 @@ fn normpath_agrees_with_python_on_generated_paths() {
 // Interoperability with real borg
 // ---------------------------------------------------------------------------------------
 
-const BORG_145: &str = "/opt/borg145/bin/borg";
-const BORG_12: &str = "/usr/bin/borg";
 /// How long to wait for a borg process to get its lock (Python start-up is slow).
 const BORG_START_LIMIT: Duration = Duration::from_secs(30);
 
 /// A borg binary with a private `BORG_BASE_DIR` and a fresh `borg init -e none` repository.
 struct BorgFixture {
-    borg: &'static str,
+    borg: PathBuf,
     dir: tempfile::TempDir,
     repo: PathBuf,
 }
 
 impl BorgFixture {
-    fn new(borg: &'static str) -> Option<BorgFixture> {
-        crate::test_support::require_tool(borg)?;
+    fn new(borg: Borg) -> Option<BorgFixture> {
+        let borg = require_borg(borg)?;
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let fixture = BorgFixture { borg, dir, repo };
@@ -658,7 +656,7 @@ impl BorgFixture {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.borg);
+        let mut command = Command::new(&self.borg);
         command
             .args(args)
             .env("BORG_BASE_DIR", self.dir.path().join("base"))
@@ -737,7 +735,7 @@ fn borg_identity(child: &Child) -> LockIdentity {
 
 /// (a) While `borg with-lock` holds the repository, our exclusive and shared requests
 /// time out with borg's mutex path; the lock file borg made carries our computed hostid.
-fn borg_holding_the_lock_times_us_out(borg: &'static str) {
+fn borg_holding_the_lock_times_us_out(borg: Borg) {
     let Some(fixture) = BorgFixture::new(borg) else {
         return;
     };
@@ -779,16 +777,16 @@ fn borg_holding_the_lock_times_us_out(borg: &'static str) {
 
 #[test]
 fn interop_borg145_holding_the_lock_times_us_out() {
-    borg_holding_the_lock_times_us_out(BORG_145);
+    borg_holding_the_lock_times_us_out(Borg::Pypi14);
 }
 
 #[test]
 fn interop_borg12_holding_the_lock_times_us_out() {
-    borg_holding_the_lock_times_us_out(BORG_12);
+    borg_holding_the_lock_times_us_out(Borg::Debian12);
 }
 
 /// (b) Our exclusive lock makes `borg list --lock-wait 1` fail with borg's lock timeout.
-fn our_exclusive_lock_times_borg_out(borg: &'static str) {
+fn our_exclusive_lock_times_borg_out(borg: Borg) {
     let Some(fixture) = BorgFixture::new(borg) else {
         return;
     };
@@ -819,17 +817,17 @@ fn our_exclusive_lock_times_borg_out(borg: &'static str) {
 
 #[test]
 fn interop_borg145_times_out_on_our_exclusive_lock() {
-    our_exclusive_lock_times_borg_out(BORG_145);
+    our_exclusive_lock_times_borg_out(Borg::Pypi14);
 }
 
 #[test]
 fn interop_borg12_times_out_on_our_exclusive_lock() {
-    our_exclusive_lock_times_borg_out(BORG_12);
+    our_exclusive_lock_times_borg_out(Borg::Debian12);
 }
 
 /// (c) Our shared lock admits `borg list` (shared) and blocks `borg with-lock` (exclusive),
 /// which times out on the roster level path `<repo>/lock`.
-fn our_shared_lock_admits_readers_and_blocks_writers(borg: &'static str) {
+fn our_shared_lock_admits_readers_and_blocks_writers(borg: Borg) {
     let Some(fixture) = BorgFixture::new(borg) else {
         return;
     };
@@ -872,17 +870,17 @@ fn our_shared_lock_admits_readers_and_blocks_writers(borg: &'static str) {
 
 #[test]
 fn interop_borg145_shares_with_us_but_cannot_write() {
-    our_shared_lock_admits_readers_and_blocks_writers(BORG_145);
+    our_shared_lock_admits_readers_and_blocks_writers(Borg::Pypi14);
 }
 
 #[test]
 fn interop_borg12_shares_with_us_but_cannot_write() {
-    our_shared_lock_admits_readers_and_blocks_writers(BORG_12);
+    our_shared_lock_admits_readers_and_blocks_writers(Borg::Debian12);
 }
 
 /// (d) A lock we left behind for a dead process (our computed hostid, no BORG_HOST_ID on
 /// either side) is recognised as stale and removed by real borg.
-fn borg_removes_our_stale_lock(borg: &'static str) {
+fn borg_removes_our_stale_lock(borg: Borg) {
     let Some(fixture) = BorgFixture::new(borg) else {
         return;
     };
@@ -916,16 +914,16 @@ fn borg_removes_our_stale_lock(borg: &'static str) {
 
 #[test]
 fn interop_borg145_removes_our_stale_lock() {
-    borg_removes_our_stale_lock(BORG_145);
+    borg_removes_our_stale_lock(Borg::Pypi14);
 }
 
 #[test]
 fn interop_borg12_removes_our_stale_lock() {
-    borg_removes_our_stale_lock(BORG_12);
+    borg_removes_our_stale_lock(Borg::Debian12);
 }
 
 /// (e) The lock of a `borg with-lock` killed with SIGKILL is removed by us.
-fn we_remove_the_stale_lock_of_a_killed_borg(borg: &'static str) {
+fn we_remove_the_stale_lock_of_a_killed_borg(borg: Borg) {
     let Some(fixture) = BorgFixture::new(borg) else {
         return;
     };
@@ -983,19 +981,19 @@ fn we_remove_the_stale_lock_of_a_killed_borg(borg: &'static str) {
 
 #[test]
 fn interop_borg145_killed_lock_is_removed_by_us() {
-    we_remove_the_stale_lock_of_a_killed_borg(BORG_145);
+    we_remove_the_stale_lock_of_a_killed_borg(Borg::Pypi14);
 }
 
 #[test]
 fn interop_borg12_killed_lock_is_removed_by_us() {
-    we_remove_the_stale_lock_of_a_killed_borg(BORG_12);
+    we_remove_the_stale_lock_of_a_killed_borg(Borg::Debian12);
 }
 
 /// The documented fallback: with the same `BORG_HOST_ID` on both sides, borg recognises
 /// our stale lock even though the hostid is not the computed one.
 #[test]
 fn interop_borg145_matches_us_through_borg_host_id() {
-    let Some(fixture) = BorgFixture::new(BORG_145) else {
+    let Some(fixture) = BorgFixture::new(Borg::Pypi14) else {
         return;
     };
     let host_id = identity::host_id_with_override(Some(OsStr::new("shared-backup-id")));

@@ -193,7 +193,7 @@ impl std::fmt::Debug for SessionLockWait {
 
 /// The automatic poll interval: like borg a tenth of the timeout, but never more than
 /// [`MAX_POLL_INTERVAL`] (which is also the interval when waiting forever).
-pub fn default_poll_interval(timeout: Option<Duration>) -> Duration {
+pub(crate) fn default_poll_interval(timeout: Option<Duration>) -> Duration {
     match timeout {
         None => MAX_POLL_INTERVAL,
         Some(timeout) => (timeout / 10).min(MAX_POLL_INTERVAL),

@@ -28,9 +28,9 @@
 //! | `write` | the writer functions with msgpack-python's encoding choices |
 //! | `typed` | typed reads and writes with byte offsets in errors, for the repository's files |
 
-pub mod read;
-pub mod typed;
-pub mod write;
+pub(crate) mod read;
+pub(crate) mod typed;
+pub(crate) mod write;
 
 pub use read::{
     Cursor, DecodeLimits, FrameError, MalformedValue, Scan, Scanner, Seq, SeqPairs, SeqValues,

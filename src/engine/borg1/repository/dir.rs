@@ -30,7 +30,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 /// What the error for a refused symlink says after its path.
-pub const SYMLINK_REFUSED: &str =
+pub(crate) const SYMLINK_REFUSED: &str =
     "is a symbolic link; borg-gate never follows symbolic links inside a repository";
 
 /// A directory opened without following symlinks. Cheap to clone (the descriptor is shared).
@@ -299,7 +299,7 @@ fn directory_flags() -> OFlag {
 
 /// A symlink where a repository file or directory should be.
 #[derive(Debug)]
-pub struct SymlinkRefused(pub PathBuf);
+pub(crate) struct SymlinkRefused(pub PathBuf);
 
 impl std::fmt::Display for SymlinkRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -321,7 +321,7 @@ fn refusal(errno: Errno, path: &Path) -> io::Error {
 }
 
 /// Whether `error` is the refusal of a symlink inside a repository.
-pub fn is_symlink_refusal(error: &io::Error) -> bool {
+pub(crate) fn is_symlink_refusal(error: &io::Error) -> bool {
     error
         .get_ref()
         .is_some_and(|inner| inner.downcast_ref::<SymlinkRefused>().is_some())

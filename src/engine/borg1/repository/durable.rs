@@ -7,42 +7,29 @@
 //! Files that must appear together in a fixed order (`write_index`: integrity, then hints and
 //! index) are written with [`AtomicWriter::finish`] and renamed by the caller.
 //!
-//! Everything works inside a [`Dir`] handle and never follows a symlink (see `dir.rs`); the
-//! functions taking a path open its directory first, for callers that hold only a path.
+//! Everything works inside a [`Dir`] handle and never follows a symlink (see `dir.rs`).
 
 use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::dir::{Access, Dir};
 
 /// Replaces `dir/name` with `bytes` atomically and durably: temporary file, write, fsync, close,
 /// fsync `dir`, rename over the target, fsync `dir`.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_in(&Dir::open(dir)?, name, bytes)
-}
-
-/// [`write_atomic`] in an open directory.
-pub fn write_atomic_in(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic_in(dir: &Dir, name: &str, bytes: &[u8]) -> io::Result<()> {
     let mut writer = AtomicWriter::create_in(dir, name)?;
     writer.write_all(bytes)?;
     writer.commit()
 }
 
-/// fsync a directory so that renames and unlinks in it are durable. EINVAL (file systems that cannot
-/// sync directories) is ignored, as borg does.
-pub fn fsync_dir(path: &Path) -> io::Result<()> {
-    Dir::open(path)?.sync()
-}
-
 /// A streaming atomic replacement of `dir/name`, for files too large to build in memory (index files).
 /// Write through [`Write`], then [`AtomicWriter::commit`]. Dropping it without committing removes the
 /// temporary file and leaves the target untouched.
-pub struct AtomicWriter {
+pub(crate) struct AtomicWriter {
     file: Option<BufWriter<File>>,
     names: Names,
 }
@@ -53,8 +40,6 @@ struct Names {
     dir: Dir,
     temp: String,
     target: String,
-    temp_path: PathBuf,
-    target_path: PathBuf,
 }
 
 const WRITE_BUFFER_SIZE: usize = 256 << 10;
@@ -62,12 +47,7 @@ const TEMP_NAME_ATTEMPTS: usize = 100;
 
 impl AtomicWriter {
     /// Creates `dir/<name>-<random>.tmp` exclusively. `name` must be a plain file name.
-    pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
-        Self::create_in(&Dir::open(dir)?, name)
-    }
-
-    /// [`AtomicWriter::create`] in an open directory.
-    pub fn create_in(dir: &Dir, name: &str) -> io::Result<Self> {
+    pub(crate) fn create_in(dir: &Dir, name: &str) -> io::Result<Self> {
         if name.is_empty()
             || name == "."
             || name == ".."
@@ -87,8 +67,6 @@ impl AtomicWriter {
                         file: Some(BufWriter::with_capacity(WRITE_BUFFER_SIZE, file)),
                         names: Names {
                             dir: dir.clone(),
-                            temp_path: dir.child_path(&temp),
-                            target_path: dir.child_path(name),
                             temp,
                             target: name.to_owned(),
                         },
@@ -104,25 +82,15 @@ impl AtomicWriter {
         ))
     }
 
-    pub fn temp_path(&self) -> &Path {
-        &self.names.temp_path
-    }
-
-    pub fn target_path(&self) -> &Path {
-        &self.names.target_path
-    }
-
     /// Flushes, fsyncs and closes the temporary file, without renaming it yet: for protocols that
     /// rename several files in a fixed order and fsync the directory themselves (`write_index`).
     /// (borg syncs only the data of its `SaveFile`s; the whole file costs nothing more here.)
-    pub fn finish(mut self) -> io::Result<PendingRename> {
+    pub(crate) fn finish(mut self) -> io::Result<PendingRename> {
         let pending = PendingRename {
             names: Names {
                 dir: self.names.dir.clone(),
                 temp: std::mem::take(&mut self.names.temp),
                 target: std::mem::take(&mut self.names.target),
-                temp_path: std::mem::take(&mut self.names.temp_path),
-                target_path: std::mem::take(&mut self.names.target_path),
             },
             renamed: false,
         };
@@ -140,7 +108,7 @@ impl AtomicWriter {
 
     /// [`AtomicWriter::finish`], fsync the directory, rename over the target, fsync the directory
     /// again: borg's `SaveFile`.
-    pub fn commit(self) -> io::Result<()> {
+    pub(crate) fn commit(self) -> io::Result<()> {
         let pending = self.finish()?;
         pending.names.dir.sync()?;
         pending.rename_and_sync()
@@ -182,18 +150,14 @@ impl Drop for AtomicWriter {
 
 /// A synced temporary file waiting to be renamed over its target. Dropped unrenamed, it is removed.
 #[derive(Debug)]
-pub struct PendingRename {
+pub(crate) struct PendingRename {
     names: Names,
     renamed: bool,
 }
 
 impl PendingRename {
-    pub fn target_path(&self) -> &Path {
-        &self.names.target_path
-    }
-
     /// Renames over the target; the caller fsyncs the directory (once for several renames).
-    pub fn rename(mut self) -> io::Result<()> {
+    pub(crate) fn rename(mut self) -> io::Result<()> {
         self.names
             .dir
             .rename(&self.names.temp, &self.names.target)?;
@@ -202,7 +166,7 @@ impl PendingRename {
     }
 
     /// Renames over the target and fsyncs the directory.
-    pub fn rename_and_sync(self) -> io::Result<()> {
+    pub(crate) fn rename_and_sync(self) -> io::Result<()> {
         let dir = self.names.dir.clone();
         let renamed = self.rename();
         let synced = dir.sync();
@@ -239,30 +203,10 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// The directory and name of a file path.
-fn split(path: &Path) -> io::Result<(Dir, &str)> {
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} has no file name", path.display()),
-        )
-    })?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    Ok((Dir::open(parent)?, name))
-}
-
-/// Unlinks `path` (borg's `safe_unlink`): if the file system is full (ENOSPC) and the file has no other
-/// hard link, truncates it to free space and retries. Errors, including NotFound, are returned.
-pub fn safe_unlink(path: &Path) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    safe_unlink_in(&dir, name)
-}
-
-/// [`safe_unlink`] of `name` in an open directory; a symlink is removed, never its target.
-pub fn safe_unlink_in(dir: &Dir, name: &str) -> io::Result<()> {
+/// Unlinks `name` (borg's `safe_unlink`): if the file system is full (ENOSPC) and the file has no
+/// other hard link, truncates it to free space and retries. Errors, including NotFound, are
+/// returned. A symlink is removed, never its target.
+pub(crate) fn safe_unlink_in(dir: &Dir, name: &str) -> io::Result<()> {
     let unlink_error = match dir.remove_file(name) {
         Ok(()) => return Ok(()),
         Err(err) if err.raw_os_error() == Some(nix::libc::ENOSPC) => err,
@@ -280,16 +224,10 @@ pub fn safe_unlink_in(dir: &Dir, name: &str) -> io::Result<()> {
     dir.remove_file(name)
 }
 
-/// Overwrites `path` with random bytes and fsyncs it, then unlinks it (borg's
+/// Overwrites `name` with random bytes and fsyncs it, then unlinks it (borg's
 /// `secure_erase(avoid_collateral_damage=True)`). A file with other hard links is only unlinked, so the
-/// other names keep their content.
-pub fn secure_erase(path: &Path) -> io::Result<()> {
-    let (dir, name) = split(path)?;
-    secure_erase_in(&dir, name)
-}
-
-/// [`secure_erase`] of `name` in an open directory. A symlink is refused (never erased through).
-pub fn secure_erase_in(dir: &Dir, name: &str) -> io::Result<()> {
+/// other names keep their content. A symlink is refused (never erased through).
+pub(crate) fn secure_erase_in(dir: &Dir, name: &str) -> io::Result<()> {
     {
         let mut file = dir.open_file(name, Access::ReadWrite)?;
         let meta = file.metadata()?;
@@ -315,6 +253,52 @@ mod tests {
     use super::*;
     use std::fs::OpenOptions;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    // The path-taking forms the tests use; the engine itself always holds a [`Dir`].
+
+    fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        write_atomic_in(&Dir::open(dir)?, name, bytes)
+    }
+
+    fn fsync_dir(path: &Path) -> io::Result<()> {
+        Dir::open(path)?.sync()
+    }
+
+    impl AtomicWriter {
+        fn create(dir: &Path, name: &str) -> io::Result<Self> {
+            Self::create_in(&Dir::open(dir)?, name)
+        }
+
+        fn temp_path(&self) -> PathBuf {
+            self.names.dir.child_path(&self.names.temp)
+        }
+    }
+
+    /// The directory and name of a file path.
+    fn split(path: &Path) -> io::Result<(Dir, &str)> {
+        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", path.display()),
+            )
+        })?;
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        Ok((Dir::open(parent)?, name))
+    }
+
+    fn safe_unlink(path: &Path) -> io::Result<()> {
+        let (dir, name) = split(path)?;
+        safe_unlink_in(&dir, name)
+    }
+
+    fn secure_erase(path: &Path) -> io::Result<()> {
+        let (dir, name) = split(path)?;
+        secure_erase_in(&dir, name)
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)

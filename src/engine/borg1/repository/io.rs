@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 
 use super::dir::{Access, Dir, Kind};
 use super::durable::{AtomicWriter, safe_unlink_in};
@@ -92,13 +91,13 @@ const ADVICE_WINDOW: u64 = 16 << 20;
 /// earning two more files than it takes, so it never comes near; a client that makes a
 /// segment file per request (a `put` of the manifest starts two) is stopped after this many.
 /// Clients cannot change the segment size (only a local `borg config` can).
-pub const SEGMENT_FILES_PER_SESSION: u64 = 4096;
+pub(crate) const SEGMENT_FILES_PER_SESSION: u64 = 4096;
 /// See [`SEGMENT_FILES_PER_SESSION`].
-pub const BYTES_PER_EXTRA_SEGMENT_FILE: u64 = 1 << 20;
+pub(crate) const BYTES_PER_EXTRA_SEGMENT_FILE: u64 = 1 << 20;
 
 /// What the segment files use on disk, in bytes, as [`SegmentIo`] counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DiskUse {
+pub(crate) struct DiskUse {
     /// The committed segments, measured when the transaction started.
     pub committed: u64,
     /// Segment files and directories created since then, as they will be on disk.
@@ -106,13 +105,13 @@ pub struct DiskUse {
 }
 
 impl DiskUse {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.committed.saturating_add(self.written)
     }
 }
 
 /// The bytes a file of `len` bytes occupies: whole blocks, at least one.
-pub fn blocks_for(len: u64, block: u64) -> u64 {
+pub(crate) fn blocks_for(len: u64, block: u64) -> u64 {
     len.max(1).div_ceil(block).saturating_mul(block)
 }
 
@@ -126,7 +125,7 @@ fn allocation_unit(repo: &Dir) -> u64 {
 
 /// Too many segment files for one session (see [`SEGMENT_FILES_PER_SESSION`]).
 #[derive(Debug)]
-pub struct SegmentFilesExhausted {
+pub(crate) struct SegmentFilesExhausted {
     pub created: u64,
     /// Written bytes that allow one more file.
     pub per: u64,
@@ -163,13 +162,13 @@ fn drop_from_cache(file: &File, start: u64, len: u64) {
 
 /// Where an entry was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     pub segment: u32,
     pub offset: u32,
     pub size: u32,
 }
 
-pub struct SegmentIo {
+pub(crate) struct SegmentIo {
     repo: Dir,
     segments_per_dir: NonZeroU32,
     max_segment_size: u64,
@@ -190,7 +189,7 @@ pub struct SegmentIo {
 }
 
 impl SegmentIo {
-    pub fn new(repo: Dir, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
+    pub(crate) fn new(repo: Dir, segments_per_dir: NonZeroU32, max_segment_size: u64) -> SegmentIo {
         SegmentIo {
             block: allocation_unit(&repo),
             disk_use: DiskUse::default(),
@@ -206,15 +205,6 @@ impl SegmentIo {
             read_clock: 0,
             read_buf: Vec::new(),
         }
-    }
-
-    pub fn segments_per_dir(&self) -> NonZeroU32 {
-        self.segments_per_dir
-    }
-
-    /// Where a segment is, for messages.
-    pub fn segment_path(&self, segment: u32) -> PathBuf {
-        segment::segment_path(self.repo.path(), segment, self.segments_per_dir)
     }
 
     /// `data/`, or `None` when the repository has none (yet).
@@ -248,14 +238,14 @@ impl SegmentIo {
     }
 
     /// Every segment file, ascending, zero-length (logically deleted) ones included.
-    pub fn list(&self) -> io::Result<Vec<SegmentFile>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<SegmentFile>> {
         match self.data()? {
             Some(data) => segment::list_segments_in(&data, self.segments_per_dir),
             None => Ok(Vec::new()),
         }
     }
 
-    pub fn latest_segment(&self) -> io::Result<Option<u32>> {
+    pub(crate) fn latest_segment(&self) -> io::Result<Option<u32>> {
         match self.data()? {
             Some(data) => {
                 Ok(segment::latest_segment_in(&data, self.segments_per_dir)?.map(|f| f.segment))
@@ -265,7 +255,7 @@ impl SegmentIo {
     }
 
     /// borg's `get_segments_transaction_id`: the highest committed segment.
-    pub fn segments_transaction_id(&mut self) -> io::Result<Option<u32>> {
+    pub(crate) fn segments_transaction_id(&mut self) -> io::Result<Option<u32>> {
         self.flush()?;
         for file in self.list()?.iter().rev() {
             if file.len > 0 && segment::is_committed_file(&self.open_segment_file(file.segment)?)? {
@@ -276,7 +266,7 @@ impl SegmentIo {
     }
 
     /// Whether a segment exists and is not logically deleted (zero length).
-    pub fn segment_exists(&self, segment: u32) -> bool {
+    pub(crate) fn segment_exists(&self, segment: u32) -> bool {
         self.stat_segment(segment)
             .is_ok_and(|stat| stat.is_some_and(|s| s.kind == Kind::File && s.len > 0))
     }
@@ -289,7 +279,7 @@ impl SegmentIo {
         }
     }
 
-    pub fn segment_size(&mut self, segment: u32) -> io::Result<u64> {
+    pub(crate) fn segment_size(&mut self, segment: u32) -> io::Result<u64> {
         if let Some(writer) = &self.writer {
             if writer.segment == segment {
                 return Ok(writer.offset);
@@ -303,7 +293,7 @@ impl SegmentIo {
 
     /// Deletes segments above `transaction_id` (all of them for `None`) and starts writing
     /// after it (borg's `cleanup`). Measures the disk use of the segments that stay, on the way.
-    pub fn cleanup(&mut self, transaction_id: Option<u32>) -> io::Result<usize> {
+    pub(crate) fn cleanup(&mut self, transaction_id: Option<u32>) -> io::Result<usize> {
         self.abandon_segment();
         self.next_segment = transaction_id.map_or(0, |t| t + 1);
         let files = self.list()?;
@@ -323,7 +313,7 @@ impl SegmentIo {
 
     /// Starts counting a transaction's disk use on top of the segments up to `transaction_id`
     /// (measured again unless [`SegmentIo::cleanup`] just did it for the same id).
-    pub fn start_counting(&mut self, transaction_id: Option<u32>) -> io::Result<()> {
+    pub(crate) fn start_counting(&mut self, transaction_id: Option<u32>) -> io::Result<()> {
         if self.measured_at != Some(transaction_id) {
             let files = self.list()?;
             let kept: Vec<SegmentFile> = files
@@ -338,12 +328,12 @@ impl SegmentIo {
     }
 
     /// What the segments use on disk: the committed ones, and what this transaction added.
-    pub fn disk_use(&self) -> DiskUse {
+    pub(crate) fn disk_use(&self) -> DiskUse {
         self.disk_use
     }
 
     /// Written bytes that allow one more segment file (see [`SEGMENT_FILES_PER_SESSION`]).
-    pub fn bytes_per_extra_file(&self) -> u64 {
+    pub(crate) fn bytes_per_extra_file(&self) -> u64 {
         (self.max_segment_size / 2).clamp(4096, BYTES_PER_EXTRA_SEGMENT_FILE)
     }
 
@@ -355,7 +345,7 @@ impl SegmentIo {
             .fold(0, u64::saturating_add)
     }
 
-    pub fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
+    pub(crate) fn delete_segment(&mut self, segment: u32) -> io::Result<()> {
         self.readers.remove(&segment);
         let removed = self
             .segment_dir(segment)
@@ -367,7 +357,7 @@ impl SegmentIo {
     }
 
     /// Removes `data/N` directories that hold no segment any more.
-    pub fn clear_empty_dirs(&self) -> io::Result<()> {
+    pub(crate) fn clear_empty_dirs(&self) -> io::Result<()> {
         let data = self
             .data()?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
@@ -387,7 +377,7 @@ impl SegmentIo {
     /// Appends a PUT. A new segment is started for the manifest and when the current one
     /// has passed the size limit (`full_ok = false` reports that as `Ok(None)` instead, for
     /// compaction's intermediate commits).
-    pub fn write_put(
+    pub(crate) fn write_put(
         &mut self,
         id: &ObjectId,
         data: &[u8],
@@ -402,7 +392,11 @@ impl SegmentIo {
     }
 
     /// Appends a DELETE, under the same rules as [`SegmentIo::write_put`].
-    pub fn write_delete(&mut self, id: &ObjectId, full_ok: bool) -> io::Result<Option<Written>> {
+    pub(crate) fn write_delete(
+        &mut self,
+        id: &ObjectId,
+        full_ok: bool,
+    ) -> io::Result<Option<Written>> {
         if !self.prepare_write(*id == MANIFEST_ID, full_ok)? {
             return Ok(None);
         }
@@ -412,7 +406,7 @@ impl SegmentIo {
     /// Writes a COMMIT and closes its segment (fsync of file and directory). A final
     /// commit gets a segment of its own; an intermediate one (compaction) goes into the
     /// current segment after an fsync. Returns the segment holding the commit.
-    pub fn write_commit(&mut self, intermediate: bool) -> io::Result<u32> {
+    pub(crate) fn write_commit(&mut self, intermediate: bool) -> io::Result<u32> {
         if intermediate {
             if self.writer.is_none() {
                 self.open_segment()?;
@@ -526,7 +520,7 @@ impl SegmentIo {
     }
 
     /// Writes pending bytes of the current segment to the file (no fsync).
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         match self.writer.as_mut() {
             Some(writer) => writer.write_pending(),
             None => Ok(()),
@@ -542,7 +536,7 @@ impl SegmentIo {
     }
 
     /// Flushes, fsyncs and closes the current segment, and fsyncs its directory.
-    pub fn close_segment(&mut self) -> io::Result<()> {
+    pub(crate) fn close_segment(&mut self) -> io::Result<()> {
         self.sync_current()?;
         if let Some(writer) = self.writer.take() {
             // Durable now: nothing of it needs to stay in the page cache.
@@ -554,14 +548,14 @@ impl SegmentIo {
     }
 
     /// Continues writing at `segment` (check --repair adds a commit after the last segment).
-    pub fn set_next_segment(&mut self, segment: u32) {
+    pub(crate) fn set_next_segment(&mut self, segment: u32) {
         self.abandon_segment();
         self.next_segment = segment;
     }
 
     /// Drops the current segment without syncing (rollback; the file is garbage that the
     /// next transaction deletes).
-    pub fn abandon_segment(&mut self) {
+    pub(crate) fn abandon_segment(&mut self) {
         if let Some(writer) = self.writer.take() {
             self.next_segment = writer.segment + 1;
         }
@@ -569,7 +563,7 @@ impl SegmentIo {
 
     /// Reads and verifies the PUT of `id` at (segment, offset); the data borrows an
     /// internal buffer.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         segment: u32,
         offset: u32,
@@ -584,7 +578,7 @@ impl SegmentIo {
     }
 
     /// The size of the PUT of `id` at (segment, offset), from its header only.
-    pub fn entry_size(
+    pub(crate) fn entry_size(
         &mut self,
         segment: u32,
         offset: u32,
@@ -599,7 +593,7 @@ impl SegmentIo {
     }
 
     /// An entry reader over one segment, from `offset`.
-    pub fn entries(
+    pub(crate) fn entries(
         &mut self,
         segment: u32,
         offset: u32,
@@ -610,7 +604,7 @@ impl SegmentIo {
         Ok(SegmentEntries::new(file, segment, offset, mode))
     }
 
-    pub fn segment_magic(&mut self, segment: u32) -> io::Result<Vec<u8>> {
+    pub(crate) fn segment_magic(&mut self, segment: u32) -> io::Result<Vec<u8>> {
         let (repo, per_dir) = (&self.repo, self.segments_per_dir);
         let file = cached_reader(&mut self.readers, &mut self.read_clock, segment, || {
             open_segment_in(repo, per_dir, segment)
@@ -620,7 +614,7 @@ impl SegmentIo {
 
     /// Rewrites a damaged segment with only its valid entries, atomically (borg's
     /// `recover_segment`).
-    pub fn recover_segment(&mut self, segment: u32) -> io::Result<()> {
+    pub(crate) fn recover_segment(&mut self, segment: u32) -> io::Result<()> {
         self.forget_readers();
         let dir = self.segment_dir(segment)?;
         let name = self.names(segment).1;
@@ -638,7 +632,7 @@ impl SegmentIo {
     }
 
     /// Forgets every cached read handle (after segments were rewritten in place).
-    pub fn forget_readers(&mut self) {
+    pub(crate) fn forget_readers(&mut self) {
         self.readers.clear();
     }
 }

@@ -24,7 +24,7 @@ use crate::engine::borg1::lock::{LockMode, RepositoryLock};
 
 /// When a session takes its lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockUse {
+pub(crate) enum LockUse {
     /// `lock=True`: at `open`, as borg does.
     AtOpen,
     /// `lock=False` without the policy's permission: the lock `lock=True` would have taken,
@@ -36,7 +36,7 @@ pub enum LockUse {
 }
 
 impl LockUse {
-    pub fn of(options: &OpenOptions) -> LockUse {
+    pub(crate) fn of(options: &OpenOptions) -> LockUse {
         match (options.lock, options.allow_lock_bypass) {
             (true, _) => LockUse::AtOpen,
             (false, false) => LockUse::Deferred,
@@ -47,7 +47,7 @@ impl LockUse {
 
 /// The lock `lock=True` takes for a client's `exclusive` argument: only `exclusive=True`
 /// locks exclusively at once (old clients send none and are upgraded when they write).
-pub fn client_mode(exclusive: Option<bool>) -> LockMode {
+pub(crate) fn client_mode(exclusive: Option<bool>) -> LockMode {
     if exclusive == Some(true) {
         LockMode::Exclusive
     } else {

@@ -5,20 +5,20 @@
 //! (segment files), and the [`repo::Repository`] that [`transaction`], [`compact`] and
 //! [`check`] extend; [`locking`] decides when it locks.
 
-pub mod check;
-pub mod compact;
+pub(crate) mod check;
+pub(crate) mod compact;
 pub mod config;
-pub mod dir;
-pub mod durable;
+pub(crate) mod dir;
+pub(crate) mod durable;
 pub mod error;
 pub mod hashindex;
 pub mod hints;
 pub mod integrity;
-pub mod io;
-pub mod locking;
+pub(crate) mod io;
+pub(crate) mod locking;
 pub mod repo;
 pub mod segment;
 #[cfg(test)]
 mod tests;
-pub mod transaction;
-pub mod units;
+pub(crate) mod transaction;
+pub(crate) mod units;

@@ -42,7 +42,7 @@ impl std::error::Error for FileSizeError {}
 ///
 /// Python returns an unbounded integer; results beyond the `i64` range saturate here. Every use borg makes
 /// of these values is a comparison against a far smaller limit, so saturation keeps each outcome.
-pub fn parse_file_size(text: &str) -> Result<i64, FileSizeError> {
+pub(crate) fn parse_file_size(text: &str) -> Result<i64, FileSizeError> {
     let Some(suffix) = text.chars().last() else {
         return Err(FileSizeError::Empty);
     };
@@ -74,7 +74,7 @@ pub fn parse_file_size(text: &str) -> Result<i64, FileSizeError> {
 }
 
 /// Formats a size like borg's `format_file_size(v)` (decimal units, precision 2): `"999 B"`, `"20.97 MB"`.
-pub fn format_file_size(value: i64) -> String {
+pub(crate) fn format_file_size(value: i64) -> String {
     const UNITS: [&str; 9] = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"];
     const PRECISION: usize = 2;
     // Python starts with the int itself: an int rounds to itself, so small values print without decimals.

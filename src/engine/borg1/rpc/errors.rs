@@ -18,7 +18,7 @@ use crate::engine::borg1::lock::LockError;
 use crate::engine::borg1::repository::error::RepoError;
 
 /// The text of the legacy (tuple format) exception reply.
-pub const TUPLE_EXCEPTION_TEXT: &str = "Remote Exception (see remote log for the traceback)";
+pub(crate) const TUPLE_EXCEPTION_TEXT: &str = "Remote Exception (see remote log for the traceback)";
 
 /// One element of `exception_args`. Strings and bytes are both sent as msgpack raw strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,7 +439,7 @@ impl From<&LockError> for RemoteException {
 /// otherwise 2 (`RPCError`). 1.4.0 does not rebuild `InvalidRepository`, `PathAlreadyExists`,
 /// `InsufficientFreeSpaceError`, `InvalidRepositoryConfig` and `StorageQuotaExceeded` (2 there).
 /// Under legacy codes (the default) and on every 1.2 client the exit code is always 2.
-pub fn modern_client_exit_code(class: &str) -> i32 {
+pub(crate) fn modern_client_exit_code(class: &str) -> i32 {
     match class {
         "AlreadyExists" => 10,
         "AtticRepository" => 11,
@@ -537,7 +537,7 @@ impl SysInfo {
 }
 
 /// borg's rule for `BORG_SHOW_SYSINFO`: only the value `no` (any case) switches it off.
-pub fn show_sysinfo(env_value: Option<&str>) -> bool {
+pub(crate) fn show_sysinfo(env_value: Option<&str>) -> bool {
     env_value.is_none_or(|value| !value.eq_ignore_ascii_case("no"))
 }
 

@@ -10,9 +10,9 @@
 //! [`ReplyWriter::flush`] whenever [`RequestReader::has_buffered_request`] is false, that is,
 //! just before it would block waiting for the client.
 
-pub mod errors;
-pub mod reply;
-pub mod request;
+pub(crate) mod errors;
+pub(crate) mod reply;
+pub(crate) mod request;
 
 use std::fs::File;
 use std::io;
@@ -44,45 +44,46 @@ pub fn raw_stdout() -> io::Result<File> {
 pub(crate) mod test_support {
     //! Running real borg's Python to check our bytes against borg's own code.
 
+    use crate::test_support::Borg;
     use std::path::PathBuf;
     use std::process::Command;
 
     /// A Python interpreter that can import a given borg version.
-    pub struct BorgPython {
+    pub(crate) struct BorgPython {
         pub python: PathBuf,
     }
 
     impl BorgPython {
-        fn find(python: &str, version_prefix: &str) -> Option<BorgPython> {
-            let output = Command::new(python)
+        fn find(borg: Borg, version_prefix: &str) -> Option<BorgPython> {
+            let python = borg.python();
+            let output = Command::new(&python)
                 .args(["-c", "import borg; print(borg.__version__)"])
                 .output();
             let found = matches!(&output, Ok(out) if out.status.success()
                 && String::from_utf8_lossy(&out.stdout).starts_with(version_prefix));
             if found {
-                return Some(BorgPython {
-                    python: PathBuf::from(python),
-                });
+                return Some(BorgPython { python });
             }
             crate::test_support::unavailable(&format!(
-                "a {python} that can import borg {version_prefix}.x"
+                "a {} that can import borg {version_prefix}.x",
+                python.display()
             ));
             None
         }
 
         /// borg 1.4.5 in its venv.
-        pub fn borg14() -> Option<BorgPython> {
-            Self::find("/opt/borg145/bin/python", "1.4")
+        pub(crate) fn borg14() -> Option<BorgPython> {
+            Self::find(Borg::Pypi14, "1.4")
         }
 
         /// Debian's borg 1.2.
-        pub fn borg12() -> Option<BorgPython> {
-            Self::find("/usr/bin/python3", "1.2")
+        pub(crate) fn borg12() -> Option<BorgPython> {
+            Self::find(Borg::Debian12, "1.2")
         }
     }
 
     /// Run `script` with `stdin`, require success, and return its stdout.
-    pub fn run_python(python: &BorgPython, script: &str, stdin: &[u8]) -> Vec<u8> {
+    pub(crate) fn run_python(python: &BorgPython, script: &str, stdin: &[u8]) -> Vec<u8> {
         crate::test_support::run_python(&python.python, script, stdin)
     }
 }
@@ -94,6 +95,7 @@ mod tests {
 
     use super::*;
     use crate::engine::log::{LogConfig, LogLevel, RemoteLogger};
+    use crate::test_support::Borg;
     use std::fs::OpenOptions;
     use std::io::Read;
     use std::path::{Path, PathBuf};
@@ -217,11 +219,11 @@ mod tests {
     }
 
     fn run_client(
-        borg: &str,
+        borg: Borg,
         open_reply: RemoteException,
         modern_exit_codes: bool,
     ) -> Option<ClientRun> {
-        crate::test_support::require_tool(borg)?;
+        let borg = crate::test_support::require_borg(borg)?;
         let dir = tempfile::tempdir().unwrap();
         for fifo in ["c2s", "s2c", "err"] {
             nix::unistd::mkfifo(&dir.path().join(fifo), nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -280,9 +282,6 @@ mod tests {
         })
     }
 
-    const BORG14: &str = "/opt/borg145/bin/borg";
-    const BORG12: &str = "/usr/bin/borg";
-
     fn assert_negotiated_then_opened(run: &ClientRun) {
         assert_eq!(
             run.seen[0],
@@ -295,8 +294,11 @@ mod tests {
 
     #[test]
     fn borg_1_4_client_rebuilds_does_not_exist_and_exits_13_with_modern_codes() {
-        let Some(run) = run_client(BORG14, RemoteException::does_not_exist("/srv/repo"), true)
-        else {
+        let Some(run) = run_client(
+            Borg::Pypi14,
+            RemoteException::does_not_exist("/srv/repo"),
+            true,
+        ) else {
             return;
         };
         assert_negotiated_then_opened(&run);
@@ -317,7 +319,7 @@ mod tests {
 
     #[test]
     fn borg_1_4_client_prints_the_read_only_refusal_cleanly() {
-        let Some(run) = run_client(BORG14, RemoteException::read_only("put"), true) else {
+        let Some(run) = run_client(Borg::Pypi14, RemoteException::read_only("put"), true) else {
             return;
         };
         assert_negotiated_then_opened(&run);
@@ -338,7 +340,7 @@ mod tests {
     #[test]
     fn borg_1_4_client_rebuilds_two_argument_classes() {
         let Some(run) = run_client(
-            BORG14,
+            Borg::Pypi14,
             RemoteException::invalid_repository_config("/srv/repo", "no repository id"),
             true,
         ) else {
@@ -351,7 +353,7 @@ mod tests {
             run.stderr
         );
         let Some(run) = run_client(
-            BORG14,
+            Borg::Pypi14,
             RemoteException::lock_timeout("/srv/repo/lock"),
             true,
         ) else {
@@ -380,7 +382,7 @@ mod tests {
                 "Failed to create/acquire the lock /srv/repo/lock (timeout).",
             ),
         ] {
-            let Some(run) = run_client(BORG12, exception, false) else {
+            let Some(run) = run_client(Borg::Debian12, exception, false) else {
                 return;
             };
             assert_negotiated_then_opened(&run);
@@ -396,8 +398,11 @@ mod tests {
 
     #[test]
     fn borg_1_2_client_rebuilds_does_not_exist() {
-        let Some(run) = run_client(BORG12, RemoteException::does_not_exist("/srv/repo"), false)
-        else {
+        let Some(run) = run_client(
+            Borg::Debian12,
+            RemoteException::does_not_exist("/srv/repo"),
+            false,
+        ) else {
             return;
         };
         assert_eq!(run.code, 2, "{}", run.stderr);
