@@ -170,15 +170,17 @@ fn open_service(config: &RestConfig) -> Result<Service, Refusal> {
     log.open(Channel::Text);
     let store = store_directory(config)?;
     log::debug!(target: LOG, "serving {} with permissions {}", store.display(), mode.name());
-    Ok(Service::new(
-        PosixFs::new(store, config.fsync),
+    let mut service = Service::new(
+        PosixFs::new(store.clone(), config.fsync),
         ServiceConfig {
             mode,
             quota_limit: config.storage_quota,
             release: config.lock_release,
             fence: config.lock_fence,
         },
-    ))
+    );
+    service.opened(&store);
+    Ok(service)
 }
 
 /// Writes the session's record and counts it in the metrics, when the policy asks for either.

@@ -115,7 +115,9 @@ type Outcome<T> = Result<T, Failure>;
 
 impl Service {
     pub fn new(fs: PosixFs, config: ServiceConfig) -> Service {
-        let tally = Tally::new(config.mode == Mode::NoDelete, config.mode.name());
+        let mut tally = Tally::new(config.mode == Mode::NoDelete, config.mode.name());
+        // Every borg 2 record has its REST counts, zeros included.
+        tally.rest();
         Service {
             fs,
             config,
@@ -123,6 +125,11 @@ impl Service {
             usage: None,
             tally,
         }
+    }
+
+    /// The store is the session's repository (for its record).
+    pub fn opened(&mut self, store: &std::path::Path) {
+        self.tally.opened(store);
     }
 
     /// What the session did so far.
