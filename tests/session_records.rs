@@ -802,3 +802,158 @@ fn the_engine_alone_makes_its_own_session_id_and_refuses_a_sink_it_cannot_use() 
     assert!(output.success(), "{output}");
     assert!(!missing.exists());
 }
+
+/// `borg-gate serve` run directly (no sshd), its stdin and stdout the test's, reporting to
+/// `audit` under the session id `id`.
+struct Engine {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::process::ChildStdout,
+}
+
+impl Engine {
+    fn start(dir: &Path, audit: &Path, id: &str, extra: &[&str]) -> Engine {
+        let mut child = Command::new(support::cargo_bin())
+            .arg("serve")
+            .arg(format!("--restrict-to-path={}", dir.display()))
+            .arg(format!("--audit-file={}", audit.display()))
+            .arg(format!("--session-id={id}"))
+            .args(extra)
+            .env_clear()
+            .env("PATH", support::SAFE_PATH)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        Engine {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one request and returns its reply.
+    fn call(&mut self, msgid: u64, method: &str, args: Vec<(&str, rmpv::Value)>) -> rmpv::Value {
+        let args = args
+            .into_iter()
+            .map(|(name, value)| (rmpv::Value::from(name), value))
+            .collect();
+        let message = rmpv::Value::Map(vec![
+            ("i".into(), msgid.into()),
+            ("m".into(), method.into()),
+            ("a".into(), rmpv::Value::Map(args)),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &message).unwrap();
+        self.stdin.as_mut().unwrap().write_all(&bytes).unwrap();
+        rmpv::decode::read_value(&mut self.stdout).unwrap()
+    }
+
+    fn open(&mut self, repository: &Path, lock_wait: f64) -> rmpv::Value {
+        let path = repository.to_str().unwrap().as_bytes().to_vec();
+        self.call(
+            1,
+            "open",
+            vec![
+                ("path", rmpv::Value::Binary(path)),
+                ("create", false.into()),
+                ("lock_wait", lock_wait.into()),
+                ("lock", true.into()),
+                ("exclusive", true.into()),
+                ("append_only", false.into()),
+            ],
+        )
+    }
+
+    /// Waits for the engine to exit (the test bounds it by the engine's own clocks, each a
+    /// second or so); its exit status.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+/// The record of session `id` in `audit` (the engine has exited, so it is there).
+#[track_caller]
+fn record_of(audit: &Path, id: &str) -> Value {
+    let text = fs::read_to_string(audit).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["session_id"] == id)
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    records[0].clone()
+}
+
+#[test]
+fn the_server_s_own_endings_are_recorded_as_such() {
+    let Some(borg) = support::debian_borg() else {
+        return;
+    };
+    let dir = support::temp_dir("records-server-ends");
+    let repository = dir.path().join("repo");
+    borg.run(
+        &["init", "-e", "none", repository.to_str().unwrap()],
+        &[],
+        None,
+    )
+    .assert_success();
+    let audit = dir.path().join("audit.jsonl");
+
+    // One session holds the lock; another gives up waiting for it and leaves.
+    let mut holder = Engine::start(dir.path(), &audit, "holder", &[]);
+    let opened = holder.open(&repository, 1.0);
+    assert!(matches!(
+        opened,
+        rmpv::Value::Binary(_) | rmpv::Value::Map(_)
+    ));
+    assert!(repository.join("lock.exclusive").exists(), "{opened}");
+    let mut waiter = Engine::start(dir.path(), &audit, "waiter", &[]);
+    let refused = waiter.open(&repository, 0.3);
+    assert!(refused.to_string().contains("LockTimeout"), "{refused}");
+    waiter.stdin = None;
+    assert!(waiter.wait().success());
+    let record = record_of(&audit, "waiter");
+    assert_eq!(record["end"], "lock_timeout", "{record:#}");
+    assert!(record["lock_wait_s"].as_f64().unwrap() >= 0.2, "{record:#}");
+    assert_eq!(
+        record["repository"],
+        repository.display().to_string(),
+        "the repository it waited for: {record:#}"
+    );
+
+    // SIGTERM ends the holder's session: rolled back, the lock released, recorded.
+    nix::sys::signal::kill(Pid::from_raw(holder.child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = holder.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        None,
+        "the engine ended the session itself"
+    );
+    assert_eq!(status.code(), Some(143));
+    assert!(!repository.join("lock.exclusive").exists());
+    let record = record_of(&audit, "holder");
+    assert_eq!(record["end"], "signal", "{record:#}");
+    assert_eq!(record["signal"], "SIGTERM", "{record:#}");
+    assert_eq!(
+        record["repository"],
+        repository.display().to_string(),
+        "{record:#}"
+    );
+
+    // A request that never completes, and a session that outlives its limit.
+    let mut slow = Engine::start(dir.path(), &audit, "slow", &["--request-timeout=1s"]);
+    slow.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\x83\xa1i")
+        .unwrap();
+    slow.wait();
+    assert_eq!(record_of(&audit, "slow")["end"], "request_timeout");
+    let long = Engine::start(dir.path(), &audit, "long", &["--session-limit=1s"]);
+    long.wait();
+    assert_eq!(record_of(&audit, "long")["end"], "session_limit");
+}

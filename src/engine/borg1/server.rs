@@ -311,6 +311,9 @@ impl Server {
             .until(clock.session_deadline())
             .abort_when(Box::new(move || probe.fired()));
         let identity = LockIdentity::for_current_process();
+        // The record names the repository the client asked for, also when its lock or the
+        // repository itself then fails the open.
+        self.tally.opened(&resolved);
         let mut repository =
             Repository::open(&resolved, &options, identity, wait).map_err(|e| {
                 self.session = Session::Ended(Ended::OpenFailed);
@@ -332,7 +335,6 @@ impl Server {
             repository.set_key_quota(KeyQuotaSession::new(quota, &resolved, scope));
         }
         let id = repository.id();
-        self.tally.opened(&resolved);
         self.session = Session::Open(Box::new(repository));
         Ok(Outcome::Id(id))
     }
