@@ -243,18 +243,23 @@ impl Site {
         command.spawn().unwrap()
     }
 
-    /// `borg-gate audit --json` over the site's log.
-    fn audit_report(&self) -> Value {
+    /// `borg-gate audit <args>` over the site's log: its standard output.
+    fn audit(&self, args: &[&str]) -> String {
         let mut command = Command::new(support::cargo_bin());
         command
             .arg("audit")
             .arg(self.audit_file())
-            .arg("--json")
+            .args(args)
             .env_clear()
             .env("PATH", support::SAFE_PATH);
         let output = run_with_timeout(command, PATIENCE);
         assert!(output.success(), "{output}");
-        serde_json::from_str(&output.stdout_text()).unwrap()
+        output.stdout_text()
+    }
+
+    /// `borg-gate audit --json` over the site's log.
+    fn audit_report(&self) -> Value {
+        serde_json::from_str(&self.audit(&["--json"])).unwrap()
     }
 
     /// The metrics textfile: series (name and labels as written) to value.
@@ -632,6 +637,39 @@ fn killed_idle_and_refused_sessions_are_recorded_with_how_they_ended() {
         "{report:#}"
     );
 
+    // The text report says the same, and how to undo the deletes.
+    let text = site.audit(&[]);
+    let delete_id = delete["session_id"].as_str().unwrap();
+    let delete_line = text
+        .lines()
+        .find(|line| line.ends_with(&format!("[session {delete_id}]")))
+        .unwrap_or_else(|| panic!("no line for the append-only delete:\n{text}"));
+    assert!(
+        delete_line.contains(&format!(
+            "append-only: {} objects deleted in {}",
+            count(&delete, "objects_deleted"),
+            shared.display()
+        )),
+        "{delete_line}"
+    );
+    assert!(delete_line.contains(" from 127.0.0.1"), "{delete_line}");
+    for needle in [
+        "sessions of the built-in engines per key:",
+        "calls the engines refused, per key:",
+        "deletes through append-only keys (newest last; recoverable, see below):",
+        "(borg-gate(1), RECOVERING DELETES).",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|line| line.trim_start().starts_with("append-only")
+                && line.contains("destroy")
+                && line.contains("append-only")
+                && line.trim_end().ends_with(" 1")),
+        "{text}"
+    );
+
     // The metrics count every end and the refusals by reason.
     let metrics = site.metrics();
     for (series, value) in [
@@ -956,4 +994,37 @@ fn the_server_s_own_endings_are_recorded_as_such() {
     let long = Engine::start(dir.path(), &audit, "long", &["--session-limit=1s"]);
     long.wait();
     assert_eq!(record_of(&audit, "long")["end"], "session_limit");
+}
+
+#[test]
+fn repositories_the_engine_refuses_are_counted_and_named_in_the_record() {
+    let dir = support::temp_dir("records-refused-paths");
+    let audit = dir.path().join("audit.jsonl");
+    let open_dir = dir.path().join("open");
+    fs::create_dir(&open_dir).unwrap();
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut engine = Engine::start(dir.path(), &audit, "paths", &[]);
+    for (repository, class) in [
+        (PathBuf::from("/etc/borg-gate-records"), "PathNotAllowed"),
+        (open_dir.join("repo"), "PathNotAllowed"),
+        (open_dir.join("repo"), "PathNotAllowed"),
+    ] {
+        let reply = engine.open(&repository, 0.0);
+        assert!(reply.to_string().contains(class), "{reply}");
+    }
+    engine.stdin = None;
+    engine.wait();
+    let record = record_of(&audit, "paths");
+    assert_eq!(record["end"], "error", "{record:#}");
+    assert_eq!(record["error"], "PathNotAllowed", "{record:#}");
+    assert_eq!(record["repository"], Value::Null, "{record:#}");
+    assert_eq!(record["refused_calls"], 3, "{record:#}");
+    assert_eq!(
+        record["refused"],
+        serde_json::json!([
+            {"call": "open", "reason": "path-not-allowed", "count": 1},
+            {"call": "open", "reason": "untrusted-path", "count": 2},
+        ]),
+        "{record:#}"
+    );
 }
