@@ -27,14 +27,13 @@ pub fn end_of(ending: &Ending, client_end: End) -> End {
 }
 
 /// The exception class a stream that is not borg's protocol ends the session with, or `None`
-/// when the client only closed the connection in the middle of a request (a killed client).
+/// when the client only went away: it closed the connection in the middle of a request (a
+/// killed client), or reading from it failed (a connection reset).
 pub fn decode_failure_class(error: &RpcDecodeError) -> Option<&'static str> {
     match error {
-        RpcDecodeError::TruncatedAtEof { .. } => None,
+        RpcDecodeError::TruncatedAtEof { .. } | RpcDecodeError::Read(_) => None,
         RpcDecodeError::UnexpectedFormat(_) => Some("UnexpectedRPCDataFormatFromClient"),
-        RpcDecodeError::Read(_) | RpcDecodeError::Frame(_) | RpcDecodeError::Malformed(_) => {
-            Some("ProtocolError")
-        }
+        RpcDecodeError::Frame(_) | RpcDecodeError::Malformed(_) => Some("ProtocolError"),
     }
 }
 
@@ -131,8 +130,8 @@ mod tests {
             Some("UnexpectedRPCDataFormatFromClient")
         );
         assert_eq!(
-            decode_failure_class(&RpcDecodeError::Read(io::ErrorKind::Other.into())),
-            Some("ProtocolError")
+            decode_failure_class(&RpcDecodeError::Read(io::ErrorKind::ConnectionReset.into())),
+            None
         );
     }
 
