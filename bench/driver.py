@@ -10,6 +10,8 @@ Workloads (bench/README.md explains each):
             built-in engine) and through `borg serve`; plus a real `borg list` end to end
   put       replay of the client-to-server stream of a real `borg create` (large and small
             objects) into a fresh copy of the repository as it was before the create
+  record    the engine with and without its session record (audit file, metrics textfile):
+            session latency and the put replay
   get       replay of the stream of a real `borg extract` of the same archive
   index     open (`__len__`) of repositories with 1M and 5M objects
   check     the `check` RPC that `borg check --repository-only` sends
@@ -672,6 +674,86 @@ class Bench:
         if outputs["borg-gate"] != outputs["borg"] or outputs["borg"] != "one\ntwo\n":
             raise BenchError(f"borg list output differs: {outputs}")
 
+    def workload_record(self, put_paths):
+        """The cost of the engine's session record (issue 11): `borg-gate serve` with the
+        reporting options the gate passes (--session-id, --policy-name, --audit-file,
+        --metrics-textfile) against the same engine without them, interleaved. Session
+        latency on the small repository, and the put replay of the `put` fixture."""
+        repo = self.small_repo_fixture()
+        record_dir = os.path.join(self.work, "record")
+        os.makedirs(record_dir, exist_ok=True)
+        audit = os.path.join(record_dir, "audit.jsonl")
+        textfile = os.path.join(record_dir, "borg-gate.prom")
+        plain = [self.gate_bin, "serve", f"--restrict-to-path={self.repos}"]
+        variants = [
+            ("without record", plain),
+            (
+                "with record",
+                plain + ["--session-id=bench", "--policy-name=bench", f"--audit-file={audit}", f"--metrics-textfile={textfile}"],
+            ),
+        ]
+
+        def interleaved(count, body):
+            for label, argv in variants:
+                body(label, argv, warmup=True)
+            for _ in range(count):
+                for label, argv in variants:
+                    body(label, argv, warmup=False)
+
+        def single(workload, name, unit):
+            return {label: self.results.figure(workload, f"{name}, {label}", unit) for label, _ in variants}
+
+        self.log("session record: session latency")
+        wall = single("record", "engine session wall (negotiate, open, __len__, list, close)", "ms")
+        cpu = single("record", "engine session CPU", "ms")
+        requests = [negotiate(), open_request(repo, exclusive=False), ("__len__", {}), ("list", {"limit": 100000, "marker": None})]
+
+        def one_session(label, argv, warmup):
+            run, _ = session(argv, self.env, requests, self.stderr_path("record-session"))
+            if not warmup:
+                wall[label].single.append(run.wall * 1e3)
+                cpu[label].single.append(run.cpu * 1e3)
+
+        interleaved(self.sizes.pairs_cheap * 3, one_session)
+        sessions = 1 + self.sizes.pairs_cheap * 3
+        with open(audit) as lines:
+            written = sum(1 for line in lines if '"event":"session_end"' in line)
+        if written != sessions:
+            raise BenchError(f"session record: {written} records for {sessions} sessions in {audit}")
+
+        if put_paths is None:
+            return
+        self.log("session record: put replay")
+        target = os.path.join(self.repos, "put")
+        stream_bytes = os.path.getsize(put_paths["stream"])
+        put_wall = single("record", "put replay: server wall", "s")
+        put_cpu = single("record", "put replay: server CPU", "s")
+        throughput = single("record", "put replay: stream throughput", "MiB/s")
+
+        def one_put(label, argv, warmup):
+            remove(target)
+            copy_tree(put_paths["before"], target)
+            os.sync()
+            run, collector = replay(argv, self.env, put_paths["stream"], self.stderr_path("record-put"), collect=warmup)
+            if warmup:
+                check_replies(collector.replies, label)
+                return
+            put_wall[label].single.append(run.wall)
+            put_cpu[label].single.append(run.cpu)
+            throughput[label].single.append(stream_bytes / MIB / run.wall)
+
+        interleaved(self.sizes.pairs_heavy * 2, one_put)
+        remove(target)
+        medians = {
+            name: {label: statistics.median(figure.single) for label, figure in figures.items()}
+            for name, figures in (("session wall", wall), ("session CPU", cpu), ("put wall", put_wall), ("put CPU", put_cpu))
+        }
+        self.results.notes.append(
+            "session record (with / without, ratio of medians): "
+            + "; ".join(f"{name} {m['with record'] / m['without record']:.3f}" for name, m in medians.items())
+            + f". The record's audit file held one session_end line per session ({sessions} sessions checked)."
+        )
+
     def workload_put(self, name, total, file_size, tag):
         paths = self.create_fixture(name, total, file_size)
         stream_bytes = os.path.getsize(paths["stream"])
@@ -964,6 +1046,11 @@ class Bench:
             size = self.sizes.put_bytes
             tag = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
             put_paths = self.workload_put("put", size, self.sizes.put_file_bytes, f"{tag} create replay")
+        if wanted("record"):
+            if put_paths is None:
+                size = self.sizes.put_bytes
+                put_paths = self.create_fixture("put", size, self.sizes.put_file_bytes)
+            self.workload_record(put_paths)
         if wanted("small"):
             count, size = self.sizes.small_files, self.sizes.small_file_bytes
             self.workload_put("small", count * size, size, f"{count // 1000}k × {size // KIB} KiB create replay")
@@ -1202,7 +1289,7 @@ def main():
     parser.add_argument("--measure", required=True, help="bench/tools' measure binary (process meter)")
     parser.add_argument("--workdir", required=True, help="scratch directory (repositories, captured streams)")
     parser.add_argument("--out", required=True, help="directory for results.md and results.json")
-    parser.add_argument("--only", help="comma-separated workloads: session,gate,put,small,get,check,index,limits")
+    parser.add_argument("--only", help="comma-separated workloads: session,gate,put,record,small,get,check,index,limits")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     bench = Bench(args, sizes)

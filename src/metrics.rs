@@ -588,18 +588,16 @@ pub fn record_session(policy: &Policy, judgement: &Judgement) {
     }
 }
 
-/// Counts one ended engine session in `textfile`. Failures are logged at debug level and
-/// otherwise dropped: metrics never delay the end of a session beyond [`MAX_LOCK_WAIT`].
+/// Counts one ended engine session in `textfile`. Metrics never delay the end of a session
+/// beyond [`MAX_LOCK_WAIT`]; the caller logs a failure (the session is over either way).
 pub fn record_session_end(
     textfile: &Path,
     policy: &str,
     record: &SessionEnd,
     change: &RepositoryChange,
-) {
+) -> Result<(), MetricsError> {
     let update = |counters: &mut Counters| count_session_end(counters, policy, record, change);
-    if let Err(error) = update_textfile(textfile, update, MAX_LOCK_WAIT) {
-        log::debug!("metrics skipped: {error}");
-    }
+    update_textfile(textfile, update, MAX_LOCK_WAIT)
 }
 
 /// Read-modify-write of a textfile under its lock, replaced atomically.
@@ -1062,7 +1060,8 @@ mod tests {
             "p",
             &ended(End::ClientClosed, 1, true),
             &RepositoryChange::None,
-        );
+        )
+        .unwrap();
         update_textfile(
             &path,
             |c| count_judgement(c, "p", &judgement(Decision::Probe, &[])),

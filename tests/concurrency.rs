@@ -246,11 +246,21 @@ fn thirty_two_clients_on_thirty_two_repositories_through_sshd() {
         });
     }
     let audit = fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    assert_eq!(
-        audit.lines().count(),
-        64,
-        "one intact audit line per session"
-    );
+    // The gate's decision and the engine's session_end, each one intact line.
+    let events: Vec<String> = audit
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            record["event"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for event in ["decision", "session_end"] {
+        assert_eq!(
+            events.iter().filter(|e| *e == event).count(),
+            64,
+            "one {event} line per session"
+        );
+    }
 }
 
 #[test]

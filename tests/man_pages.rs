@@ -263,3 +263,45 @@ fn borg_gate_policy_5_covers_every_key_and_renders_the_forced_command_whole() {
         "the pass_env example lost its space:\n{text}"
     );
 }
+
+/// The SESSION RECORDS section of borg-gate(1), as roff source (rendering may hyphenate).
+fn session_records_source() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man/borg-gate.1");
+    let source = std::fs::read_to_string(path).unwrap();
+    let start = source
+        .find(".SH SESSION RECORDS")
+        .expect("a SESSION RECORDS section");
+    let end = source[start + 1..]
+        .find("\n.SH ")
+        .map_or(source.len(), |end| start + 1 + end);
+    source[start..end].to_owned()
+}
+
+#[test]
+fn the_session_records_section_names_every_end_and_refusal_reason_the_engines_write() {
+    use borg_gate::audit::session_end::End;
+    use borg_gate::engine::reporting::Unaudited;
+    use borg_gate::engine::tally::reason;
+    let section = session_records_source();
+    let words = End::LABELS.iter().copied().chain([
+        reason::READ_ONLY,
+        reason::APPEND_ONLY,
+        reason::PATH_NOT_ALLOWED,
+        reason::UNTRUSTED_PATH,
+        reason::QUOTA,
+        reason::FENCED,
+        Unaudited::CLASS,
+        "ProtocolError",
+        "UnexpectedRPCDataFormatFromClient",
+        "lock_releases",
+        "rolled_back",
+        "lock_wait_s",
+    ]);
+    for word in words {
+        let roff = word.replace('-', "\\-");
+        assert!(
+            section.contains(&roff),
+            "SESSION RECORDS does not name {word:?}"
+        );
+    }
+}

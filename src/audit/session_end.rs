@@ -185,6 +185,20 @@ pub struct RestCounts {
     pub lock_releases: u64,
 }
 
+impl RestCounts {
+    /// One object of `bytes` stored.
+    pub fn stored(&mut self, bytes: u64) {
+        self.stores += 1;
+        self.bytes_stored = self.bytes_stored.saturating_add(bytes);
+    }
+
+    /// One object (or range) of `bytes` loaded.
+    pub fn loaded(&mut self, bytes: u64) {
+        self.loads += 1;
+        self.bytes_loaded = self.bytes_loaded.saturating_add(bytes);
+    }
+}
+
 /// The engine's record of one session. Counts are of what the engine did for the client in
 /// its request loop, never from re-reading the repository.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

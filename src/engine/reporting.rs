@@ -124,6 +124,11 @@ fn absolute(value: &str) -> Result<PathBuf, &'static str> {
 #[derive(Debug)]
 pub struct Unaudited(pub AuditError);
 
+impl Unaudited {
+    /// The record's `error` for a session refused because of it.
+    pub const CLASS: &'static str = "AuditUnavailable";
+}
+
 impl fmt::Display for Unaudited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "refused: this session cannot be audited ({})", self.0)
@@ -162,7 +167,11 @@ impl Reporter {
         }
         if let Some(textfile) = &self.metrics_textfile {
             let policy = self.policy.as_deref().unwrap_or_default();
-            crate::metrics::record_session_end(textfile, policy, &record, change);
+            if let Err(error) =
+                crate::metrics::record_session_end(textfile, policy, &record, change)
+            {
+                log::warn!(target: crate::engine::session::LOG, "the session was not counted in the metrics: {error}");
+            }
         }
     }
 }

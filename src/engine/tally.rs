@@ -16,7 +16,25 @@ use crate::audit::SessionId;
 use crate::audit::session_end::{
     End, RefusedCalls, RestCounts, SessionEnd, add_refusal, client_version_text, seconds,
 };
+use crate::engine::session::{Expiry, Stop};
 use crate::metrics::RepositoryChange;
+
+/// Why the engine refused a call (`reason` of a refusal), as both engines name them; borg 2
+/// adds the permission mode that refused a request.
+pub mod reason {
+    /// A read-only key's write.
+    pub const READ_ONLY: &str = "read-only";
+    /// What an append-only key may not do.
+    pub const APPEND_ONLY: &str = "append-only";
+    /// A repository outside the key's restrictions.
+    pub const PATH_NOT_ALLOWED: &str = "path-not-allowed";
+    /// A repository on a path another account could change.
+    pub const UNTRUSTED_PATH: &str = "untrusted-path";
+    /// A write past the repository's or the key's quota.
+    pub const QUOTA: &str = "quota";
+    /// borg 2: a write while another session's lock fence is in force (HTTP 423).
+    pub const FENCED: &str = "fenced";
+}
 
 /// The borg exception class of a lock wait that ran out (or was abandoned).
 const LOCK_TIMEOUT: &str = "LockTimeout";
@@ -120,6 +138,17 @@ impl Tally {
     pub fn deleted(&mut self) {
         self.objects_deleted += 1;
         self.uncommitted = true;
+    }
+
+    /// An object stored where nothing is transactional (borg 2): counted, never rolled back.
+    pub fn stored(&mut self, bytes: u64) {
+        self.objects_put += 1;
+        self.bytes_put = self.bytes_put.saturating_add(bytes);
+    }
+
+    /// An object deleted where nothing is transactional (borg 2).
+    pub fn removed(&mut self) {
+        self.objects_deleted += 1;
     }
 
     pub fn read(&mut self) {
@@ -227,6 +256,19 @@ impl Tally {
             (false, None) => RepositoryChange::None,
         };
         (record, change)
+    }
+}
+
+/// The record's `end` for a session the transport ended (any engine). `client_end` is how a
+/// session the client ended reads ([`Tally::client_end`]); the server's own reasons (a
+/// signal, a clock) win over it.
+pub fn stop_end(stop: &Stop, client_end: End) -> End {
+    match stop {
+        Stop::ClientGone(_) => client_end,
+        Stop::Signal(signal) => End::Signal(signal.as_str().to_owned()),
+        Stop::Expired(Expiry::Idle(_)) => End::IdleTimeout,
+        Stop::Expired(Expiry::Request(_)) => End::RequestTimeout,
+        Stop::Expired(Expiry::Session(_)) => End::SessionLimit,
     }
 }
 

@@ -9,7 +9,8 @@
 //! | module | owns |
 //! |---|---|
 //! | `args` | the command line and borg's forced-command rule (pure) |
-//! | `server` | the serve loop and the dispatch of each RPC call |
+//! | `server` | the serve loop and the dispatch of each RPC call, counted for the record |
+//! | `report` | how the session's ending and refusals read in its record (pure) |
 //! | `permissions` | which call needs which access, and what a read-only key gets (pure) |
 //! | `msgpack` | the msgpack codec the wire and the repository files share |
 //! | `rpc` | framing, requests, replies, borg's exception classes |
@@ -24,6 +25,7 @@ pub mod lock;
 pub mod msgpack;
 pub(crate) mod permissions;
 pub(crate) mod remote_log;
+pub(crate) mod report;
 pub mod repository;
 pub mod rpc;
 pub mod server;
@@ -35,12 +37,18 @@ use args::{apply_client_command, parse_serve_args};
 use rpc::{ReplyWriter, RequestReader, SysInfo};
 use server::{Ending, Server};
 
+use crate::audit::session_end::End;
 use crate::engine::log::{LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
+use crate::engine::reporting::{Reporter, Unaudited};
 use crate::engine::session;
+use crate::engine::tally::Tally;
 
 /// Exit status for bad command lines and unusable environments.
 const EXIT_ERROR: u8 = 2;
+
+/// The record's `error` for a session that could not start (borg's base exception class).
+const NOT_STARTED: &str = "Error";
 
 /// `borg-gate serve`: serves one session and returns the process exit status.
 pub fn serve_main(args: &[OsString]) -> u8 {
@@ -68,6 +76,44 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
         print!("{}", USAGE);
         return Ok(0);
     }
+    // The session begins: however it ends from here on, it is recorded once.
+    let (reporter, unaudited) = std::mem::take(&mut *config.reporting).begin();
+    let unstarted = Tally::new(config.append_only, config.permissions.name());
+    if let Some(unaudited) = unaudited {
+        record(
+            &reporter,
+            &unstarted,
+            &End::Error(Unaudited::CLASS.to_owned()),
+        );
+        return Err(unaudited.to_string());
+    }
+    let (ending, server) = match run_session(config) {
+        Ok(served) => served,
+        Err(message) => {
+            record(&reporter, &unstarted, &End::Error(NOT_STARTED.to_owned()));
+            return Err(message);
+        }
+    };
+    let end = report::end_of(&ending, server.tally().client_end());
+    record(&reporter, server.tally(), &end);
+    Ok(match ending {
+        Ending::ClientClosed => 0,
+        Ending::Stopped(stop) => {
+            stop.report();
+            stop.exit_code()
+        }
+        Ending::BadInput {
+            message, exit_code, ..
+        } => {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            u8::try_from(exit_code).unwrap_or(EXIT_ERROR)
+        }
+    })
+}
+
+/// The session on stdin and stdout, from the client's command to its end (the repository
+/// closed); the server keeps what the session did.
+fn run_session(mut config: args::ServeConfig) -> Result<(Ending, Server), String> {
     if let Some(command) = std::env::var_os("SSH_ORIGINAL_COMMAND") {
         use std::os::unix::ffi::OsStrExt;
         apply_client_command(&mut config, command.as_bytes()).map_err(|e| e.to_string())?;
@@ -95,17 +141,17 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
         .map_err(|e| format!("cannot use stdin and stdout: {e}"))?;
     let mut reader = RequestReader::new(input);
     let mut writer = ReplyWriter::with_sysinfo(output, sysinfo);
-    Ok(match server.run(&mut reader, &mut writer) {
-        Ending::ClientClosed => 0,
-        Ending::Stopped(stop) => {
-            stop.report();
-            stop.exit_code()
-        }
-        Ending::BadInput { message, exit_code } => {
-            let _ = writeln!(std::io::stderr(), "{message}");
-            u8::try_from(exit_code).unwrap_or(EXIT_ERROR)
-        }
-    })
+    let ending = server.run(&mut reader, &mut writer);
+    Ok((ending, server))
+}
+
+/// Writes the session's record and counts it in the metrics, when the policy asks for either.
+fn record(reporter: &Reporter, tally: &Tally, end: &End) {
+    if reporter.is_silent() {
+        return;
+    }
+    let (record, change) = tally.record(reporter.session_id(), "borg1", end);
+    reporter.finish(record, &change);
 }
 
 /// `borg-gate serve --help`.

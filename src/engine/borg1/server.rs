@@ -19,6 +19,7 @@ use super::args::ServeConfig;
 use super::key_quota::{KeyQuota, KeyQuotaSession, SeedScope};
 use super::lock::{LockIdentity, SessionLockWait};
 use super::permissions::{self, Access, Verdict, judge};
+use super::report::{self, refusal_reason};
 use super::repository::error::RepoError;
 use super::repository::repo::{KeyPermission, OpenOptions, Repository};
 use super::rpc::{
@@ -28,6 +29,8 @@ use super::rpc::{
 use crate::engine::log::LogHandle;
 use crate::engine::paths::{PathContext, check_no_foreign_writers, resolve_and_check};
 use crate::engine::session::{ClientPipe, Interruption, SessionClock, Stop, Watch, watch_signals};
+use crate::engine::tally::reason::{PATH_NOT_ALLOWED, READ_ONLY, UNTRUSTED_PATH};
+use crate::engine::tally::{Counted, Tally};
 use crate::policy::Permissions;
 
 pub const LOG: &str = crate::engine::session::LOG;
@@ -39,8 +42,13 @@ pub enum Ending {
     ClientClosed,
     /// A signal, a clock, or a client that is gone.
     Stopped(Stop),
-    /// The client sent something that is not a borg request.
-    BadInput { message: String, exit_code: i32 },
+    /// The client sent something that is not a borg request (`class`: the exception class
+    /// the session's record names), or closed the connection in the middle of one (`None`).
+    BadInput {
+        message: String,
+        exit_code: i32,
+        class: Option<&'static str>,
+    },
 }
 
 /// The repository side of the connection, as borg's `RepositoryServer.repository` is.
@@ -80,6 +88,8 @@ pub struct Server {
     path_context: PathContext<'static>,
     /// Signals, clocks, and stdin for noticing a vanished client while waiting for a lock.
     watch: Watch,
+    /// What the session did, for its record.
+    tally: Tally,
 }
 
 /// What one request produced.
@@ -110,13 +120,20 @@ impl Server {
             config.request_timeout,
             config.session_limit,
         );
+        let tally = Tally::new(config.append_only, config.permissions.name());
         Server {
             config,
             log,
             session: Session::Idle,
             path_context,
             watch: Watch::new(stdin, watch_signals(), clock),
+            tally,
         }
+    }
+
+    /// What the session did so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Serves until the client goes away; the repository is closed on every path.
@@ -159,15 +176,22 @@ impl Server {
                     return Ending::BadInput {
                         message,
                         exit_code: error.exit_code(modern_exit_codes()),
+                        class: report::decode_failure_class(&error),
                     };
                 }
             };
             let (format, msgid) = (request.format, request.msgid);
+            let is_rollback = request.method == Method::Rollback;
             let reply = self.handle(&request);
             let written = match reply {
-                Ok(outcome) => write_outcome(writer, format, msgid, outcome),
+                Ok(outcome) => {
+                    let written = write_outcome(writer, format, msgid, outcome);
+                    self.tally.answered(None, is_rollback);
+                    written
+                }
                 Err(exception) => {
                     log::debug!(target: LOG, "{}: {}", exception.class, exception.short.trim_end());
+                    self.tally.answered(Some(&exception.class), is_rollback);
                     writer.exception(format, msgid, &exception)
                 }
             };
@@ -178,9 +202,17 @@ impl Server {
     }
 
     /// stdin and stdout as non-blocking [`ClientPipe`]s that give up on this server's
-    /// signals and clocks.
-    pub fn client_pipes(&self, stdin: File, stdout: File) -> io::Result<(ClientPipe, ClientPipe)> {
-        self.watch.client_pipes(stdin, stdout)
+    /// signals and clocks, counting the protocol bytes they move for the session's record.
+    pub fn client_pipes(
+        &self,
+        stdin: File,
+        stdout: File,
+    ) -> io::Result<(Counted<ClientPipe>, Counted<ClientPipe>)> {
+        let (input, output) = self.watch.client_pipes(stdin, stdout)?;
+        Ok((
+            self.tally.count_input(input),
+            self.tally.count_output(output),
+        ))
     }
 
     fn handle<'a>(&'a mut self, request: &Request<'_>) -> Reply<'a> {
@@ -197,7 +229,10 @@ impl Server {
     fn negotiate(&mut self, args: &Args<'_>) -> Outcome<'static> {
         match args.client_data() {
             Some(ClientData::Int(2)) => Outcome::Negotiate(Some(2)),
-            Some(ClientData::Map { .. }) => {
+            Some(ClientData::Map { client_version }) => {
+                if let Some(parts) = client_version {
+                    self.tally.client_version(&parts);
+                }
                 super::remote_log::open_json(&self.log);
                 Outcome::Negotiate(None)
             }
@@ -221,6 +256,7 @@ impl Server {
         if let Some(character) = crate::engine::paths::unprintable_character(path) {
             let shown = crate::gate::command::visible(&String::from_utf8_lossy(path));
             log::warn!(target: LOG, "Refusing the repository path {shown}: it contains the character U+{:04X}, which a directory name must not hold", u32::from(character));
+            self.tally.refused("open", PATH_NOT_ALLOWED);
             return Err(RemoteException::path_not_allowed(&shown));
         }
         log::debug!(target: LOG, "Resolving repository path {:?}", String::from_utf8_lossy(path));
@@ -230,7 +266,10 @@ impl Server {
             &self.config.restrict_to_paths,
             &self.config.restrict_to_repositories,
         )
-        .map_err(|denied| RemoteException::path_not_allowed(&denied.0))?;
+        .map_err(|denied| {
+            self.tally.refused("open", PATH_NOT_ALLOWED);
+            RemoteException::path_not_allowed(&denied.0)
+        })?;
         log::debug!(target: LOG, "Resolved repository path to {:?}", resolved.display().to_string());
         let restricted = !self.config.restrict_to_paths.is_empty()
             || !self.config.restrict_to_repositories.is_empty();
@@ -239,6 +278,7 @@ impl Server {
             let euid = nix::unistd::geteuid().as_raw();
             if let Err(unsafe_path) = check_no_foreign_writers(&resolved, euid) {
                 log::warn!(target: LOG, "Refusing {}: {unsafe_path}", resolved.display());
+                self.tally.refused("open", UNTRUSTED_PATH);
                 return Err(RemoteException::path_not_allowed(
                     &resolved.display().to_string(),
                 ));
@@ -246,6 +286,7 @@ impl Server {
         }
         let needed = permissions::access(&Method::Open).when_asked(create);
         if let Verdict::Refused(what) = judge(self.config.permissions, needed) {
+            self.tally.refused("open", READ_ONLY);
             return Err(RemoteException::from(RepoError::ReadOnly(what)));
         }
         let options = OpenOptions {
@@ -266,9 +307,13 @@ impl Server {
             .map_err(|e| RemoteException::os_error(&format!("cannot watch the client: {e}")))?;
         let clock = self.watch.clock();
         let wait = SessionLockWait::new(clock.lock_wait(wait_for))
+            .counting_into(self.tally.lock_wait_counter())
             .until(clock.session_deadline())
             .abort_when(Box::new(move || probe.fired()));
         let identity = LockIdentity::for_current_process();
+        // The record names the repository the client asked for, also when its lock or the
+        // repository itself then fails the open.
+        self.tally.opened(&resolved);
         let mut repository =
             Repository::open(&resolved, &options, identity, wait).map_err(|e| {
                 self.session = Session::Ended(Ended::OpenFailed);
@@ -298,16 +343,14 @@ impl Server {
         let permissions = self.config.permissions;
         let needed = permissions::access(method);
         let verdict = judge(permissions, needed);
-        let refuse = |what: &'static str| -> Reply<'a> {
-            Err(RemoteException::from(RepoError::ReadOnly(what)))
-        };
         // A call on the repository as a whole is judged before anything else.
         if let (Access::Manage(_), Verdict::Refused(what)) = (needed, verdict) {
-            return refuse(what);
+            return Err(failed(&mut self.tally, method, RepoError::ReadOnly(what)));
         }
         if *method == Method::Destroy {
             return self.destroy();
         }
+        let tally = &mut self.tally;
         let repository = match &mut self.session {
             Session::Open(repository) => repository,
             // Python's `_rollback` works on the repository object it kept.
@@ -317,7 +360,7 @@ impl Server {
         };
         // A write to the open repository, once the call reaches one.
         if let Verdict::Refused(what) = verdict {
-            return refuse(what);
+            return Err(failed(tally, method, RepoError::ReadOnly(what)));
         }
         let acknowledged = verdict == Verdict::Acknowledged;
         let result: Result<Outcome<'a>, RepoError> = match method {
@@ -334,16 +377,25 @@ impl Server {
             }
             Method::Get => {
                 let id = object_id(args)?;
-                repository.get(&id).map(Outcome::Bytes)
+                repository.get(&id).map(|data| {
+                    tally.read();
+                    Outcome::Bytes(data)
+                })
             }
             Method::Put => {
                 let id = object_id(args)?;
                 let data = args.bytes("data")?.unwrap_or_default();
-                guard_disk(repository, |repo| repo.put(&id, data)).map(|()| Outcome::Nil)
+                guard_disk(repository, |repo| repo.put(&id, data)).map(|()| {
+                    tally.put(data.len());
+                    Outcome::Nil
+                })
             }
             Method::Delete => {
                 let id = object_id(args)?;
-                guard_disk(repository, |repo| repo.delete(&id)).map(|()| Outcome::Nil)
+                guard_disk(repository, |repo| repo.delete(&id)).map(|()| {
+                    tally.deleted();
+                    Outcome::Nil
+                })
             }
             Method::Commit if acknowledged => {
                 // Nothing can have changed; a commit would only clean up others' leftovers.
@@ -356,17 +408,27 @@ impl Server {
                 guard_disk(repository, |repo| {
                     repo.commit(compact, threshold, cleanup_commits)
                 })
-                .map(|()| Outcome::Nil)
+                .map(|()| {
+                    let facts = repository.commit_facts();
+                    tally.committed(
+                        facts.transaction_id.map(u64::from),
+                        facts.compacted_segments,
+                        facts.quota,
+                        Some(facts.quota_used),
+                    );
+                    Outcome::Nil
+                })
             }
             Method::Rollback => {
                 repository.rollback();
+                tally.rolled_back();
                 Ok(Outcome::Nil)
             }
             Method::Check => {
                 let repair = args.bool_or("repair", false)?;
                 let max_duration = args.opt_int("max_duration")?.unwrap_or(0).max(0) as u64;
                 if let Verdict::Refused(what) = judge(permissions, needed.when_asked(repair)) {
-                    return refuse(what);
+                    return Err(failed(tally, method, RepoError::ReadOnly(what)));
                 }
                 repository.check(repair, max_duration).map(Outcome::Bool)
             }
@@ -421,7 +483,7 @@ impl Server {
             | Method::Unknown(_)
             | Method::Destroy => Ok(Outcome::Nil),
         };
-        result.map_err(RemoteException::from)
+        result.map_err(|error| failed(tally, method, error))
     }
 
     /// borg's `destroy`: refused in append-only mode with the repository still open (the
@@ -433,13 +495,19 @@ impl Server {
             Session::Ended(ended) => return Err(ended_repository(*ended)),
             Session::Idle => return Err(no_repository()),
         };
-        repository.may_destroy().map_err(RemoteException::from)?;
-        let repository = self.session.take(Session::Ended(Ended::Destroyed));
-        match repository {
-            Some(repository) => repository.destroy().map(|()| Outcome::Nil),
-            None => Ok(Outcome::Nil),
+        if let Err(error) = repository.may_destroy() {
+            return Err(failed(&mut self.tally, &Method::Destroy, error));
         }
-        .map_err(RemoteException::from)
+        let destroyed = match self.session.take(Session::Ended(Ended::Destroyed)) {
+            Some(repository) => repository.destroy(),
+            None => Ok(()),
+        };
+        if destroyed.is_ok() {
+            self.tally.destroyed();
+        }
+        destroyed
+            .map(|()| Outcome::Nil)
+            .map_err(RemoteException::from)
     }
 
     /// Closes the repository: rolls back what was not committed and releases the lock.
@@ -452,6 +520,15 @@ impl Server {
             }
         }
     }
+}
+
+/// The exception for a call that failed with `error`; a refusal is counted and named in the
+/// session's record.
+fn failed(tally: &mut Tally, method: &Method, error: RepoError) -> RemoteException {
+    if let Some(reason) = refusal_reason(&error) {
+        tally.refused(method.name(), reason);
+    }
+    RemoteException::from(error)
 }
 
 /// A full disk ends the transaction with a cleanup that gives the space back, and the

@@ -13,11 +13,13 @@
 //! | `head`, `wire` | HTTP/1.1 framing: heads (httparse), bodies, batched responses |
 //! | `route` | which borgstore operation a request is (pure) |
 //! | `names`, `range`, `sources`, `permissions`, `quota`, `locks`, `hashing` | pure rules |
+//! | `accounting` | how a request reads in the session's record (pure) |
 //! | `response` | status lines, headers, listing and quota JSON |
 //! | `service` | borgstore's backend semantics: checks, then the store |
 //! | `posixfs` | the files: directory handles, temp files, rename, fsync |
 //! | `session` | the request loop over the shared transport of `engine/session/` |
 
+pub mod accounting;
 pub mod args;
 pub mod backend;
 pub mod hashing;
@@ -46,9 +48,13 @@ use service::{Service, ServiceConfig};
 use session::Ending;
 use wire::{RequestReader, ResponseWriter};
 
+use crate::audit::session_end::End;
 use crate::engine::log::{Channel, LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
+use crate::engine::reporting::{Reporter, Unaudited};
 use crate::engine::session::{self as transport, SessionClock, Watch, watch_signals};
+use crate::engine::tally::Tally;
+use crate::engine::tally::reason::{PATH_NOT_ALLOWED, UNTRUSTED_PATH};
 
 /// The logger name of the engine's own messages.
 pub const LOG: &str = transport::LOG;
@@ -66,7 +72,9 @@ pub fn wants_rest(args: &[OsString]) -> bool {
 pub fn serve_main(args: &[OsString]) -> u8 {
     match serve(args) {
         Ok(status) => status,
-        Err(Refusal { message, status }) => {
+        Err(Refusal {
+            message, status, ..
+        }) => {
             let _ = writeln!(std::io::stderr(), "{message}");
             transport::linger_for_client();
             status
@@ -74,10 +82,13 @@ pub fn serve_main(args: &[OsString]) -> u8 {
     }
 }
 
-/// A session that does not start: the line for stderr and the exit status.
+/// A session that does not start: the line for stderr, the exit status, and for its record
+/// the exception class and, when the engine refused the repository, why.
 struct Refusal {
     message: String,
     status: u8,
+    class: &'static str,
+    refused: Option<&'static str>,
 }
 
 impl Refusal {
@@ -85,24 +96,70 @@ impl Refusal {
         Refusal {
             message: format!("borg-gate: serve --rest: {message}"),
             status: EXIT_ERROR,
+            class: NOT_STARTED,
+            refused: None,
         }
     }
 }
 
+/// The record's `error` for a session that could not start (borg's base exception class).
+const NOT_STARTED: &str = "Error";
+
 fn serve(args: &[OsString]) -> Result<u8, Refusal> {
-    let config = command_line(args)?;
+    let mut config = command_line(args)?;
     if config.help {
         print!("{USAGE}");
         return Ok(0);
     }
+    // The session begins: however it ends from here on, it is recorded once.
+    let (reporter, unaudited) = std::mem::take(&mut config.reporting).begin();
+    let mut unstarted = Tally::new(false, "all");
+    if let Some(unaudited) = unaudited {
+        let end = End::Error(Unaudited::CLASS.to_owned());
+        record(&reporter, &unstarted, &end);
+        return Err(Refusal::error(unaudited));
+    }
+    let mut service = match open_service(&config) {
+        Ok(service) => service,
+        Err(refusal) => {
+            if let Some(reason) = refusal.refused {
+                unstarted.refused("open", reason);
+            }
+            record(&reporter, &unstarted, &End::Error(refusal.class.to_owned()));
+            return Err(refusal);
+        }
+    };
+    let ending = match run_session(&mut service, &config) {
+        Ok(ending) => ending,
+        Err(refusal) => {
+            service.finish();
+            record(
+                &reporter,
+                service.tally(),
+                &End::Error(refusal.class.to_owned()),
+            );
+            return Err(refusal);
+        }
+    };
+    let released = service.finish();
+    report(&ending, &released);
+    let end = session::end_of(&ending, service.tally().client_end());
+    record(&reporter, service.tally(), &end);
+    Ok(ending.exit_code())
+}
+
+/// The store the session serves, with the key's permissions, after borg's checks.
+fn open_service(config: &RestConfig) -> Result<Service, Refusal> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(config.umask));
     let mode = effective_permissions(
-        &config,
+        config,
         std::env::var("BORG_REPO_PERMISSIONS").ok().as_deref(),
     )
     .map_err(|message| Refusal {
         message,
         status: EXIT_ERROR,
+        class: NOT_STARTED,
+        refused: None,
     })?;
     let log = RemoteLogger::stderr(&LogConfig {
         level: config.log_level,
@@ -111,10 +168,10 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
     .install()
     .map_err(|e| Refusal::error(format!("cannot install the logger: {e}")))?;
     log.open(Channel::Text);
-    let store = store_directory(&config)?;
+    let store = store_directory(config)?;
     log::debug!(target: LOG, "serving {} with permissions {}", store.display(), mode.name());
     let mut service = Service::new(
-        PosixFs::new(store, config.fsync),
+        PosixFs::new(store.clone(), config.fsync),
         ServiceConfig {
             mode,
             quota_limit: config.storage_quota,
@@ -122,10 +179,17 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
             fence: config.lock_fence,
         },
     );
-    let ending = run_session(&mut service, &config)?;
-    let released = service.finish();
-    report(&ending, &released);
-    Ok(ending.exit_code())
+    service.opened(&store);
+    Ok(service)
+}
+
+/// Writes the session's record and counts it in the metrics, when the policy asks for either.
+fn record(reporter: &Reporter, tally: &Tally, end: &End) {
+    if reporter.is_silent() {
+        return;
+    }
+    let (record, change) = tally.record(reporter.session_id(), "borg2", end);
+    reporter.finish(record, &change);
 }
 
 /// The forced command's arguments, merged with the client's command as borg merges them.
@@ -150,9 +214,14 @@ fn command_line(args: &[OsString]) -> Result<RestConfig, Refusal> {
 /// The store's directory, after borg's restriction check.
 fn store_directory(config: &RestConfig) -> Result<PathBuf, Refusal> {
     let legacy = std::env::var("BORG_EXIT_CODES").is_ok_and(|v| v == "legacy");
-    let refuse = |refusal: BackendRefusal| Refusal {
+    let refuse = |refusal: BackendRefusal, reason: &'static str| Refusal {
         status: refusal.exit_code(legacy),
         message: refusal.to_string(),
+        class: match refusal {
+            BackendRefusal::NotAllowed(_) => "PathNotAllowed",
+            BackendRefusal::Missing | BackendRefusal::NotFile(_) => NOT_STARTED,
+        },
+        refused: matches!(refusal, BackendRefusal::NotAllowed(_)).then_some(reason),
     };
     let context = rest_path_context();
     let store = resolve_backend(
@@ -161,15 +230,16 @@ fn store_directory(config: &RestConfig) -> Result<PathBuf, Refusal> {
         &config.restrict_to_paths,
         &config.restrict_to_repositories,
     )
-    .map_err(refuse)?;
+    .map_err(|refusal| refuse(refusal, PATH_NOT_ALLOWED))?;
     let restricted =
         !config.restrict_to_paths.is_empty() || !config.restrict_to_repositories.is_empty();
     if restricted {
         if let Err(reason) = check_path_is_ours(&store, nix::unistd::geteuid().as_raw()) {
             log::warn!(target: LOG, "Refusing {}: {reason}", store.display());
-            return Err(refuse(BackendRefusal::NotAllowed(
-                store.display().to_string(),
-            )));
+            return Err(refuse(
+                BackendRefusal::NotAllowed(store.display().to_string()),
+                UNTRUSTED_PATH,
+            ));
         }
     }
     Ok(store)
@@ -199,8 +269,8 @@ fn run_session(service: &mut Service, config: &RestConfig) -> Result<Ending, Ref
     );
     let mut watch = Watch::new(stdin.try_clone().map_err(cannot)?, watch_signals(), clock);
     let (input, output) = watch.client_pipes(stdin, stdout).map_err(cannot)?;
-    let mut reader = RequestReader::new(input);
-    let mut writer = ResponseWriter::new(output);
+    let mut reader = RequestReader::new(service.tally().count_input(input));
+    let mut writer = ResponseWriter::new(service.tally().count_output(output));
     Ok(session::run(service, &mut watch, &mut reader, &mut writer))
 }
 

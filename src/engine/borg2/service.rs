@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::accounting::{self, call_of};
 use super::hashing::Hasher;
 use super::locks::{self, LockLedger, ReleasePolicy};
 use super::names::{components, nest, validate_name};
@@ -24,6 +25,7 @@ use super::response::{Body, FileRange, Response, listing_json, quota_json};
 use super::route::Operation;
 use super::sources::{Source, distinct_names, parse_sources};
 use super::wire::{BodyReader, ReadError};
+use crate::engine::tally::{Tally, reason};
 
 /// borgstore's quota tracking file in the store's root.
 pub const QUOTA_FILE: &str = "quota.hid";
@@ -52,6 +54,8 @@ pub struct Service {
     ledger: LockLedger,
     /// `None` until the first change; then `Some(None)` when no usage is tracked.
     usage: Option<Option<Usage>>,
+    /// What the session did, for its record.
+    tally: Tally,
 }
 
 /// A storage outcome that is not a success, before it becomes a response.
@@ -111,12 +115,38 @@ type Outcome<T> = Result<T, Failure>;
 
 impl Service {
     pub fn new(fs: PosixFs, config: ServiceConfig) -> Service {
+        let mut tally = Tally::new(config.mode == Mode::NoDelete, config.mode.name());
+        // Every borg 2 record has its REST counts, zeros included.
+        tally.rest();
         Service {
             fs,
             config,
             ledger: LockLedger::default(),
             usage: None,
+            tally,
         }
+    }
+
+    /// The store is the session's repository (for its record).
+    pub fn opened(&mut self, store: &std::path::Path) {
+        self.tally.opened(store);
+    }
+
+    /// What the session did so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// A refused request, counted and named in the session's record.
+    fn count_refusal(&mut self, (operation, namespace): (&str, &str), failure: &Failure) {
+        let reason = match failure {
+            Failure::Denied(_) => self.config.mode.name(),
+            Failure::Fenced => reason::FENCED,
+            Failure::Quota(_) => reason::QUOTA,
+            _ => return,
+        };
+        self.tally
+            .refused(&format!("{operation} {namespace}"), reason);
     }
 
     /// Executes one operation. `Err` only when the request body could not be read (the
@@ -126,6 +156,7 @@ impl Service {
         operation: Operation,
         body: &mut BodyReader<'_, R>,
     ) -> Result<Response, ReadError> {
+        let call = call_of(&operation);
         let outcome = match operation {
             Operation::Store { name, sha256 } => return self.store(&name, sha256.as_deref(), body),
             Operation::Gather => match read_sources(body)? {
@@ -154,7 +185,10 @@ impl Service {
                 self.simple(other)
             }
         };
-        Ok(outcome.unwrap_or_else(Failure::response))
+        Ok(outcome.unwrap_or_else(|failure| {
+            self.count_refusal(call, &failure);
+            failure.response()
+        }))
     }
 
     fn simple(&mut self, operation: Operation) -> Outcome<Response> {
@@ -204,6 +238,7 @@ impl Service {
         match self.fs.destroy() {
             Ok(()) => {
                 self.usage = None;
+                self.tally.destroyed();
                 Ok(Response::ok())
             }
             Err(FsError::NoRoot) => Ok(Response::error(
@@ -273,6 +308,10 @@ impl Service {
         let (offset, length) = span(request, size)
             .ok_or_else(|| Failure::Internal(format!("{name}: seek before the start")))?;
         let status = if range.is_some() { 206 } else { 200 };
+        self.tally.rest().loaded(length);
+        if accounting::is_data(name) {
+            self.tally.read();
+        }
         let mut response = Response::status(status);
         response.content_type = Some("application/octet-stream");
         response.length = length;
@@ -299,6 +338,10 @@ impl Service {
             .map_err(|error| Failure::fs(error, name))?;
         self.ledger.deleted(name);
         self.record_usage(&root, -i128::from(size));
+        self.tally.rest().deletes += 1;
+        if accounting::counts_as_deleted(name) {
+            self.tally.removed();
+        }
         Ok(Response::ok())
     }
 
@@ -320,6 +363,10 @@ impl Service {
             other => Failure::fs(other, current),
         })?;
         self.ledger.moved(current, new);
+        self.tally.rest().moves += 1;
+        if accounting::is_soft_delete(current, new) {
+            self.tally.removed();
+        }
         Ok(Response::ok())
     }
 
@@ -422,10 +469,26 @@ impl Service {
             Ok((root, old_size)) => {
                 self.ledger.stored(name);
                 self.record_usage(&root, i128::from(length) - i128::from(old_size));
+                self.count_store(name, length);
                 Response::ok()
             }
-            Err(failure) => failure.response(),
+            Err(failure) => {
+                self.count_refusal(("store", accounting::namespace(name)), &failure);
+                failure.response()
+            }
         })
+    }
+
+    /// A stored object, counted: every store in `rest`, data in `objects_put`, and an
+    /// archive as the end of a backup.
+    fn count_store(&mut self, name: &str, length: u64) {
+        self.tally.rest().stored(length);
+        if accounting::is_data(name) {
+            self.tally.stored(length);
+        }
+        if accounting::is_archive(name) {
+            self.tally.archive_stored();
+        }
     }
 
     /// The checks of a store before any byte is written; the size of what it replaces, and
@@ -451,6 +514,10 @@ impl Service {
         let root = self.open()?;
         let ranges = self.open_ranges(&root, sources)?;
         let length = ranges.iter().map(|range| range.length).sum();
+        for range in &ranges {
+            self.tally.rest().loaded(range.length);
+            self.tally.read();
+        }
         let mut response = Response::status(200);
         response.content_type = Some("application/octet-stream");
         response.length = length;
@@ -556,6 +623,7 @@ impl Service {
         };
         self.ledger.stored(&final_name);
         self.record_usage(&root, i128::from(length) - i128::from(old_size));
+        self.count_store(&final_name, length);
         Ok(Response::bytes(
             200,
             Some("text/plain"),
@@ -707,6 +775,7 @@ impl Service {
             match root.delete(&components(&name)) {
                 Ok(()) | Err(FsError::NotFound) => {
                     self.ledger.deleted(&name);
+                    self.tally.rest().lock_releases += 1;
                     released.push(name);
                 }
                 Err(error) => {

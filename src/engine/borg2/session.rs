@@ -14,7 +14,9 @@ use super::response::Response;
 use super::route::route;
 use super::service::Service;
 use super::wire::{ReadError, RequestReader, ResponseWriter};
+use crate::audit::session_end::End;
 use crate::engine::session::{Stop, Watch};
+use crate::engine::tally::stop_end;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -40,6 +42,19 @@ impl Ending {
         }
     }
 }
+
+/// The session record's `end` for `ending` (`client_end`: how a session the client ended
+/// reads).
+pub fn end_of(ending: &Ending, client_end: End) -> End {
+    match ending {
+        Ending::ClientClosed | Ending::Truncated => client_end,
+        Ending::Stopped(stop) => stop_end(stop, client_end),
+        Ending::BadFraming(_) => End::Error(PROTOCOL_ERROR.to_owned()),
+    }
+}
+
+/// The record's `error` for a stream that is not HTTP as borgstore speaks it.
+pub const PROTOCOL_ERROR: &str = "ProtocolError";
 
 /// Serves requests until the session ends.
 pub fn run<R: Read, W: Write>(
@@ -95,6 +110,43 @@ pub fn run<R: Read, W: Write>(
         );
         if let Err(error) = writer.send(response) {
             return Ending::Stopped(watch.pipe_failed(error));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+
+    use super::*;
+    use crate::engine::session::Expiry;
+
+    #[test]
+    fn every_ending_reads_as_the_end_the_record_names() {
+        let cases = [
+            (Ending::ClientClosed, End::ClientClosed),
+            (Ending::Truncated, End::ClientClosed),
+            (
+                Ending::Stopped(Stop::Signal(Signal::SIGHUP)),
+                End::Signal("SIGHUP".into()),
+            ),
+            (
+                Ending::Stopped(Stop::Expired(Expiry::Idle(Duration::ZERO))),
+                End::IdleTimeout,
+            ),
+            (
+                Ending::Stopped(Stop::Expired(Expiry::Session(Duration::ZERO))),
+                End::SessionLimit,
+            ),
+            (
+                Ending::BadFraming(HeadError::TooLarge),
+                End::Error(PROTOCOL_ERROR.into()),
+            ),
+        ];
+        for (ending, end) in cases {
+            assert_eq!(end_of(&ending, End::ClientClosed), end, "{ending:?}");
         }
     }
 }
