@@ -165,6 +165,8 @@ const USAGE: &str =
                        [--max-lock-wait SECONDS] [--allow-lock-bypass]
 
 A drop-in replacement for BorgBackup 1.x's `borg serve`: speaks borg's RPC protocol
-on stdin/stdout and reads and writes borg's repository format.
-See borg-gate(1).
+on stdin/stdout and reads and writes borg's repository format. borg 2's engine is
+`borg-gate serve --rest` (see `borg-gate serve --rest --help`). The gate also passes
+where the end of the session is reported (--session-id, --policy-name, --audit-file,
+--audit-syslog, --audit-on-failure, --metrics-textfile). See borg-gate(1).
 ";

@@ -305,5 +305,7 @@ const USAGE: &str = "usage: borg-gate serve --rest --backend FILE:<path>
 
 A drop-in replacement for borg 2's `borg serve --rest`: speaks borgstore's REST protocol
 (HTTP/1.1) on stdin/stdout and keeps the repository in borgstore's posixfs layout.
+The gate also passes where the end of the session is reported (--session-id,
+--policy-name, --audit-file, --audit-syslog, --audit-on-failure, --metrics-textfile).
 See borg-gate(1).
 ";
