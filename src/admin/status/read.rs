@@ -166,7 +166,13 @@ fn list_tree(dir: &mut Dir, components: &mut Vec<String>, listing: &mut Listing)
     for (name, _) in entries {
         let stat = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(stat) => stat,
-            Err(Errno::ENOENT) => continue,
+            // Gone since the directory was listed: a commit replaced it (hints, index,
+            // integrity) or compaction removed it. The listing may now lack the file that
+            // replaced it, so read again.
+            Err(Errno::ENOENT) => {
+                listing.raced = true;
+                continue;
+            }
             Err(errno) => {
                 components.push(name.to_string_lossy().into_owned());
                 listing.problem(format!(
@@ -218,7 +224,7 @@ fn list_tree(dir: &mut Dir, components: &mut Vec<String>, listing: &mut Listing)
             } else {
                 match open_dir(dir, &name) {
                     Ok(mut child) => list_tree(&mut child, components, listing),
-                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {}
+                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => listing.raced = true,
                     Err(errno) => listing.problem(format!(
                         "cannot open {}: {}",
                         relative(components),
