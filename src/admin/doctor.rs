@@ -350,48 +350,52 @@ impl KeyScan<'_> {
 
     /// `borg serve ...` or `borg-gate serve ...`, an engine without a gate.
     fn serve_key(&mut self, place: Place, program: &str, config: &ServeConfig) {
-        self.findings.extend(restricted_paths(
-            &place,
+        self.engine_key(
+            place,
+            format!("{} serve", program_basename(program)),
             &config.restrict_to_paths,
             &config.restrict_to_repositories,
-            self.account,
-        ));
-        self.scopes.push(KeyScope {
-            place,
-            policy_file: None,
-            label: format!("{} serve", program_basename(program)),
-            paths: config
-                .restrict_to_paths
-                .iter()
-                .chain(&config.restrict_to_repositories)
-                .cloned()
-                .collect(),
             // `borg-gate serve --permissions=read-only`; Python borg has no such option.
-            read_only: config.permissions == Permissions::ReadOnly,
-            policy_name: None,
-            shared_with: Vec::new(),
-        });
+            config.permissions == Permissions::ReadOnly,
+        );
     }
 
     /// `borg serve --rest ...` or `borg-gate serve --rest ...`, a borg 2 engine without a gate.
     fn serve_rest_key(&mut self, place: Place, program: &str, config: &RestConfig) {
-        self.findings.extend(restricted_paths(
-            &place,
+        self.engine_key(
+            place,
+            format!("{} serve --rest", program_basename(program)),
             &config.restrict_to_paths,
             &config.restrict_to_repositories,
+            config.permissions == Some(Mode::ReadOnly),
+        );
+    }
+
+    /// An engine run directly by a key: its restrictions checked, and what it reaches.
+    fn engine_key(
+        &mut self,
+        place: Place,
+        label: String,
+        restrict_to_paths: &[PathBuf],
+        restrict_to_repositories: &[PathBuf],
+        read_only: bool,
+    ) {
+        self.findings.extend(restricted_paths(
+            &place,
+            restrict_to_paths,
+            restrict_to_repositories,
             self.account,
         ));
         self.scopes.push(KeyScope {
             place,
             policy_file: None,
-            label: format!("{} serve --rest", program_basename(program)),
-            paths: config
-                .restrict_to_paths
+            label,
+            paths: restrict_to_paths
                 .iter()
-                .chain(&config.restrict_to_repositories)
+                .chain(restrict_to_repositories)
                 .cloned()
                 .collect(),
-            read_only: config.permissions == Some(Mode::ReadOnly),
+            read_only,
             policy_name: None,
             shared_with: Vec::new(),
         });
