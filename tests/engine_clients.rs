@@ -5,12 +5,16 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use support::{BorgClient, CmdOutput};
 
 const PASSPHRASE: &str = "correct horse battery staple";
+
+/// How long a borg client may take to start and take a lock on a saturated machine.
+const LOCK_PATIENCE: Duration = Duration::from_secs(120);
 
 /// A working directory with a source tree and an engine reachable as `ssh://engine/<path>`.
 struct Setup {
@@ -360,21 +364,43 @@ fn locks_exclude_other_clients_with_borgs_lock_timeout() {
         setup
             .borg(&client, &["init", "--encryption", "none", &url])
             .assert_success();
-        // with-lock holds the exclusive lock while `sleep` runs; a second client waits 1 s.
+        // with-lock holds the exclusive lock while `cat` waits for the end of a FIFO that
+        // this test writes only once the second client (waiting 1 s) has given up: the lock
+        // is held for exactly as long as the test needs, however slow the machine.
+        let release = setup.path("release");
+        nix::unistd::mkfifo(
+            &release,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
         let mut holder = client
             .command(
                 &setup.path("source"),
-                &["with-lock", &url, "sleep", "6"],
+                &["with-lock", &url, "cat", release.to_str().unwrap()],
                 &setup.env(),
                 Some(PASSPHRASE),
             )
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        let held = support::wait_until(LOCK_PATIENCE, || {
+            setup.repo("repo").join("lock.exclusive").is_dir()
+        });
+        assert!(held, "with-lock took no lock within {LOCK_PATIENCE:?}");
         let waiting = setup.borg(&client, &["list", "--lock-wait", "1", &url]);
         waiting
             .assert_failure()
             .assert_stderr_contains("Failed to create/acquire the lock");
+        // Opening the FIFO's write end without blocking succeeds once `cat` reads it;
+        // closing it again ends `cat`, and with it the holder's lock.
+        let writer = support::wait_for(LOCK_PATIENCE, || {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&release)
+                .ok()
+        })
+        .expect("with-lock never ran its command");
+        drop(writer);
         let status = holder.wait().unwrap();
         assert!(status.success());
         setup.borg(&client, &["list", &url]).assert_success();
