@@ -4,21 +4,26 @@
 //!
 //! [`Reporting`] is what the command line said. [`Reporting::begin`] applies the audit's
 //! `on_failure` rule when the session starts, as the gate does: sinks that cannot be used
-//! refuse the session unless the policy says `continue`. [`Reporter::finish`] writes the
-//! record and counts the session in the textfile when it ends; a failure then is logged,
-//! never fatal (the session is over).
+//! refuse the session unless the policy says `continue`. [`Reporter::report`] writes the
+//! record and counts the session in the textfile when it ends, for either engine; a failure
+//! then is logged, never fatal (the session is over).
 
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::audit::session_end::End;
 use crate::audit::sink::{check_sinks, write_session_end};
 use crate::audit::{AuditError, SessionEnd, SessionId};
+use crate::engine::tally::Tally;
 use crate::metrics::RepositoryChange;
-use crate::policy::{AuditSettings, OnAuditFailure};
+use crate::policy::{AuditSettings, OnAuditFailure, Protocol};
 
 /// The longest policy name accepted (the gate's names are 64 bytes at most; a policy without
 /// `name` is labelled with its file name).
 const MAX_POLICY_NAME: usize = 255;
+
+/// The record's `error` for a session that could not start (borg's base exception class).
+pub const NOT_STARTED: &str = "Error";
 
 /// The options that say where the engine reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,13 +159,23 @@ impl Reporter {
     }
 
     /// Whether the record goes anywhere (without sinks and textfile, nothing is built).
-    pub fn is_silent(&self) -> bool {
+    fn is_silent(&self) -> bool {
         self.audit.file.is_none() && !self.audit.syslog && self.metrics_textfile.is_none()
+    }
+
+    /// The session's record, built from what `tally` counted and ending with `end`: written
+    /// to the audit sinks and counted in the textfile, when the policy asks for either.
+    pub fn report(&self, tally: &Tally, protocol: Protocol, end: &End) {
+        if self.is_silent() {
+            return;
+        }
+        let (record, change) = tally.record(&self.session_id, protocol.name(), end);
+        self.finish(record, &change);
     }
 
     /// Writes the record to the audit sinks and counts the session in the textfile. Failures
     /// are logged; the session is over either way.
-    pub fn finish(&self, mut record: SessionEnd, change: &RepositoryChange) {
+    fn finish(&self, mut record: SessionEnd, change: &RepositoryChange) {
         record.policy.clone_from(&self.policy);
         for error in write_session_end(&self.audit, &record) {
             log::warn!(target: crate::engine::session::LOG, "the session's end was not recorded: {error}");

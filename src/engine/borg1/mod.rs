@@ -40,15 +40,13 @@ use server::{Ending, Server};
 use crate::audit::session_end::End;
 use crate::engine::log::{LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
-use crate::engine::reporting::{Reporter, Unaudited};
+use crate::engine::reporting::{NOT_STARTED, Unaudited};
 use crate::engine::session;
 use crate::engine::tally::Tally;
+use crate::policy::Protocol;
 
 /// Exit status for bad command lines and unusable environments.
 const EXIT_ERROR: u8 = 2;
-
-/// The record's `error` for a session that could not start (borg's base exception class).
-const NOT_STARTED: &str = "Error";
 
 /// `borg-gate serve`: serves one session and returns the process exit status.
 pub fn serve_main(args: &[OsString]) -> u8 {
@@ -80,22 +78,20 @@ fn serve(args: &[OsString]) -> Result<u8, String> {
     let (reporter, unaudited) = std::mem::take(&mut *config.reporting).begin();
     let unstarted = Tally::new(config.append_only, config.permissions.name());
     if let Some(unaudited) = unaudited {
-        record(
-            &reporter,
-            &unstarted,
-            &End::Error(Unaudited::CLASS.to_owned()),
-        );
+        let end = End::Error(Unaudited::CLASS.to_owned());
+        reporter.report(&unstarted, Protocol::Borg1, &end);
         return Err(unaudited.to_string());
     }
     let (ending, server) = match run_session(config) {
         Ok(served) => served,
         Err(message) => {
-            record(&reporter, &unstarted, &End::Error(NOT_STARTED.to_owned()));
+            let end = End::Error(NOT_STARTED.to_owned());
+            reporter.report(&unstarted, Protocol::Borg1, &end);
             return Err(message);
         }
     };
     let end = report::end_of(&ending, server.tally().client_end());
-    record(&reporter, server.tally(), &end);
+    reporter.report(server.tally(), Protocol::Borg1, &end);
     Ok(match ending {
         Ending::ClientClosed => 0,
         Ending::Stopped(stop) => {
@@ -143,15 +139,6 @@ fn run_session(mut config: args::ServeConfig) -> Result<(Ending, Server), String
     let mut writer = ReplyWriter::with_sysinfo(output, sysinfo);
     let ending = server.run(&mut reader, &mut writer);
     Ok((ending, server))
-}
-
-/// Writes the session's record and counts it in the metrics, when the policy asks for either.
-fn record(reporter: &Reporter, tally: &Tally, end: &End) {
-    if reporter.is_silent() {
-        return;
-    }
-    let (record, change) = tally.record(reporter.session_id(), "borg1", end);
-    reporter.finish(record, &change);
 }
 
 /// `borg-gate serve --help`.

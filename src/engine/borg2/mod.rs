@@ -51,10 +51,11 @@ use wire::{RequestReader, ResponseWriter};
 use crate::audit::session_end::End;
 use crate::engine::log::{Channel, LogConfig, RemoteLogger};
 use crate::engine::paths::PathContext;
-use crate::engine::reporting::{Reporter, Unaudited};
+use crate::engine::reporting::{NOT_STARTED, Unaudited};
 use crate::engine::session::{self as transport, SessionClock, Watch, watch_signals};
 use crate::engine::tally::Tally;
 use crate::engine::tally::reason::{PATH_NOT_ALLOWED, UNTRUSTED_PATH};
+use crate::policy::Protocol;
 
 /// The logger name of the engine's own messages.
 pub const LOG: &str = transport::LOG;
@@ -102,9 +103,6 @@ impl Refusal {
     }
 }
 
-/// The record's `error` for a session that could not start (borg's base exception class).
-const NOT_STARTED: &str = "Error";
-
 fn serve(args: &[OsString]) -> Result<u8, Refusal> {
     let mut config = command_line(args)?;
     if config.help {
@@ -116,7 +114,7 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
     let mut unstarted = Tally::new(false, "all");
     if let Some(unaudited) = unaudited {
         let end = End::Error(Unaudited::CLASS.to_owned());
-        record(&reporter, &unstarted, &end);
+        reporter.report(&unstarted, Protocol::Borg2, &end);
         return Err(Refusal::error(unaudited));
     }
     let mut service = match open_service(&config) {
@@ -125,7 +123,8 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
             if let Some(reason) = refusal.refused {
                 unstarted.refused("open", reason);
             }
-            record(&reporter, &unstarted, &End::Error(refusal.class.to_owned()));
+            let end = End::Error(refusal.class.to_owned());
+            reporter.report(&unstarted, Protocol::Borg2, &end);
             return Err(refusal);
         }
     };
@@ -133,18 +132,15 @@ fn serve(args: &[OsString]) -> Result<u8, Refusal> {
         Ok(ending) => ending,
         Err(refusal) => {
             service.finish();
-            record(
-                &reporter,
-                service.tally(),
-                &End::Error(refusal.class.to_owned()),
-            );
+            let end = End::Error(refusal.class.to_owned());
+            reporter.report(service.tally(), Protocol::Borg2, &end);
             return Err(refusal);
         }
     };
     let released = service.finish();
     report(&ending, &released);
     let end = session::end_of(&ending, service.tally().client_end());
-    record(&reporter, service.tally(), &end);
+    reporter.report(service.tally(), Protocol::Borg2, &end);
     Ok(ending.exit_code())
 }
 
@@ -181,15 +177,6 @@ fn open_service(config: &RestConfig) -> Result<Service, Refusal> {
     );
     service.opened(&store);
     Ok(service)
-}
-
-/// Writes the session's record and counts it in the metrics, when the policy asks for either.
-fn record(reporter: &Reporter, tally: &Tally, end: &End) {
-    if reporter.is_silent() {
-        return;
-    }
-    let (record, change) = tally.record(reporter.session_id(), "borg2", end);
-    reporter.finish(record, &change);
 }
 
 /// The forced command's arguments, merged with the client's command as borg merges them.
