@@ -543,12 +543,10 @@ mod tests {
 
     #[test]
     fn decodes_and_reencodes_real_borg_hints_byte_for_byte() {
-        let Some(borg) = real_borg::borg() else {
+        let Some(made) = real_borg::RealRepository::new("none") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let repo = real_borg::make_repository(&borg, dir.path(), "none");
-        let tid = real_borg::transaction_id(&repo);
+        let (repo, tid) = (&made.path, made.transaction_id());
         let bytes = std::fs::read(repo.join(format!("hints.{tid}"))).unwrap();
         let DecodedHints::Current(hints) = decode(&bytes).unwrap() else {
             panic!("borg 1.4 writes version 2")

@@ -745,12 +745,10 @@ mod tests {
 
     #[test]
     fn digests_equal_what_borg_wrote_in_a_real_repository() {
-        let Some(borg) = real_borg::borg() else {
+        let Some(made) = real_borg::RealRepository::new("repokey") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let repo = real_borg::make_repository(&borg, dir.path(), "repokey");
-        let tid = real_borg::transaction_id(&repo);
+        let (repo, tid) = (&made.path, made.transaction_id());
         let integrity_bytes = std::fs::read(repo.join(format!("integrity.{tid}"))).unwrap();
         let IntegrityFile::Version2 {
             hints: Some(hints_json),

@@ -1099,12 +1099,40 @@ pub(crate) mod real_borg {
         require_borg(Borg::Pypi14)
     }
 
+    /// A repository made by real borg ([`make_repository`]) in a temp dir of its own, which
+    /// lives as long as it does.
+    pub(crate) struct RealRepository {
+        pub(crate) path: PathBuf,
+        borg: PathBuf,
+        dir: tempfile::TempDir,
+    }
+
+    impl RealRepository {
+        /// A repository made with `encryption`; `None` (a failure under CI) without borg.
+        pub(crate) fn new(encryption: &str) -> Option<RealRepository> {
+            let borg = borg()?;
+            let dir = tempfile::tempdir().unwrap();
+            let path = make_repository(&borg, dir.path(), encryption);
+            Some(RealRepository { path, borg, dir })
+        }
+
+        /// The transaction id: the N of its (single) `index.N` file.
+        pub(crate) fn transaction_id(&self) -> u32 {
+            transaction_id(&self.path)
+        }
+
+        /// Runs borg on it with the base dir it was made with; borg's stdout.
+        pub(crate) fn borg(&self, args: &[&str]) -> String {
+            run_borg(&self.borg, &self.dir.path().join("base"), args)
+        }
+    }
+
     pub(crate) fn python() -> Option<PathBuf> {
         require_borg_python(Borg::Pypi14)
     }
 
     /// Runs borg with an isolated environment; panics with its output on failure.
-    pub(crate) fn run_borg(borg: &Path, base_dir: &Path, args: &[&str]) -> String {
+    fn run_borg(borg: &Path, base_dir: &Path, args: &[&str]) -> String {
         let output = Command::new(borg)
             .args(args)
             .env("BORG_BASE_DIR", base_dir)
@@ -1132,7 +1160,7 @@ pub(crate) mod real_borg {
     /// A repository made by real borg in `dir`: `init -e <encryption>`, then one archive of a few files
     /// (one of 300 kB random bytes), then a second archive and a delete of the first, so that segments
     /// contain PUTs, DELETEs and COMMITs, and the hints a non-empty shadow index.
-    pub(crate) fn make_repository(borg: &Path, dir: &Path, encryption: &str) -> PathBuf {
+    fn make_repository(borg: &Path, dir: &Path, encryption: &str) -> PathBuf {
         let repo = dir.join("repo");
         let base = dir.join("base");
         let source = dir.join("src");
@@ -1166,7 +1194,7 @@ pub(crate) mod real_borg {
     }
 
     /// The transaction id: the N of the (single) `index.N` file.
-    pub(crate) fn transaction_id(repo: &Path) -> u32 {
+    fn transaction_id(repo: &Path) -> u32 {
         std::fs::read_dir(repo)
             .unwrap()
             .filter_map(|entry| {

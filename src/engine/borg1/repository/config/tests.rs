@@ -437,11 +437,10 @@ fn dialect_agrees_with_python_configparser() {
 
 #[test]
 fn borg_written_config_round_trips_byte_for_byte() {
-    let Some(borg) = real_borg::borg() else {
+    let Some(made) = real_borg::RealRepository::new("repokey") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = real_borg::make_repository(&borg, dir.path(), "repokey");
+    let repo = &made.path;
     let bytes = std::fs::read(repo.join("config")).unwrap();
     let config = ConfigFile::parse_bytes(&bytes).unwrap();
     assert_eq!(config.to_text().as_bytes(), &bytes[..]);
@@ -463,12 +462,7 @@ fn borg_written_config_round_trips_byte_for_byte() {
     let mut ours = config.clone();
     ours.set("repository", "last_segment_checked", "0").unwrap();
     std::fs::write(repo.join("config"), ours.to_text()).unwrap();
-    let base = dir.path().join("base");
-    real_borg::run_borg(
-        &borg,
-        &base,
-        &["check", "--repository-only", repo.to_str().unwrap()],
-    );
+    made.borg(&["check", "--repository-only", repo.to_str().unwrap()]);
     let after = ConfigFile::parse_bytes(&std::fs::read(repo.join("config")).unwrap()).unwrap();
     assert_eq!(
         after, config,

@@ -619,14 +619,12 @@ fn canonical_names_only() {
 
 #[test]
 fn reads_every_segment_of_a_real_borg_repository() {
-    let Some(borg) = real_borg::borg() else {
+    let Some(made) = real_borg::RealRepository::new("none") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = real_borg::make_repository(&borg, dir.path(), "none");
-    let tid = real_borg::transaction_id(&repo);
+    let (repo, tid) = (&made.path, made.transaction_id());
     let spd = NonZeroU32::new(1000).unwrap();
-    let segments = list_segments(&repo, spd).unwrap();
+    let segments = list_segments(repo, spd).unwrap();
     assert!(!segments.is_empty());
     let (mut puts, mut deletes, mut commits) = (0, 0, 0);
     let mut buf = Vec::new();
@@ -673,7 +671,7 @@ fn reads_every_segment_of_a_real_borg_repository() {
         deletes > 0,
         "the archive delete must have written DELETE entries"
     );
-    let latest = latest_segment(&repo, spd).unwrap().unwrap();
+    let latest = latest_segment(repo, spd).unwrap().unwrap();
     assert_eq!(latest.segment, segments.last().unwrap().segment);
     assert_eq!(latest.segment, tid);
     let Some(python) = real_borg::python() else {
