@@ -65,11 +65,7 @@ impl Fixture {
     }
 
     fn records(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(self.audit_file())
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        support::audit_records(&self.audit_file())
     }
 
     fn engine_ran(&self) -> bool {

@@ -297,15 +297,9 @@ fn a_b23_client_does_everything_through_sshd_and_the_engine() {
     whole_life(&world, Key::Engine, "r");
 }
 
-/// The audit records the gate wrote, one JSON value per line.
 /// The gate's decision records (the engines' session_end records are tests/session_records.rs's).
 fn audit(world: &World) -> Vec<serde_json::Value> {
-    fs::read_to_string(world.path("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["event"] == "decision")
-        .collect()
+    support::audit_events(&world.path("audit.jsonl"), "decision")
 }
 
 #[test]

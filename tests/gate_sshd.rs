@@ -53,12 +53,7 @@ impl Site {
     /// The gate's decision records (the engine's session_end records are
     /// tests/session_records.rs's).
     fn audit_records(&self) -> Vec<serde_json::Value> {
-        fs::read_to_string(self.audit())
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .filter(|record| record["event"] == "decision")
-            .collect()
+        support::audit_events(&self.audit(), "decision")
     }
 }
 

@@ -126,45 +126,37 @@ impl Site {
     }
 
     fn records(&self) -> Vec<Value> {
-        fs::read_to_string(self.audit_file())
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        support::audit_records(&self.audit_file())
     }
 
     fn session_ends(&self) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|record| record["event"] == "session_end")
-            .collect()
+        support::audit_events(&self.audit_file(), "session_end")
     }
 
     /// Waits until there are `count` session_end records; returns the newest.
     #[track_caller]
     fn wait_for_session_ends(&self, count: usize) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let ends = support::wait_for(PATIENCE, || {
             let ends = self.session_ends();
-            if ends.len() >= count {
-                assert_eq!(ends.len(), count, "more records than sessions: {ends:#?}");
-                return ends[count - 1].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
+            (ends.len() >= count).then_some(ends)
+        })
+        .unwrap_or_else(|| {
+            let ends = self.session_ends();
+            panic!(
                 "{count} session_end records expected, {} written:\n{ends:#?}\n--- sshd log ---\n{}",
                 ends.len(),
                 self.sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        });
+        assert_eq!(ends.len(), count, "more records than sessions: {ends:#?}");
+        ends[count - 1].clone()
     }
 
     /// Waits until every session the gate accepted has its engine's record; returns them.
     #[track_caller]
     fn wait_for_every_end(&self) -> Vec<Value> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        // How many sessions the gate accepted, and the engines' records so far.
+        let count = || {
             let records = self.records();
             let accepted = records
                 .iter()
@@ -174,16 +166,16 @@ impl Site {
                 .into_iter()
                 .filter(|r| r["event"] == "session_end")
                 .collect();
-            if ends.len() >= accepted {
-                return ends;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{accepted} sessions, {} records:\n{ends:#?}",
-                ends.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            (accepted, ends)
+        };
+        support::wait_for(PATIENCE, || {
+            let (accepted, ends) = count();
+            (ends.len() >= accepted).then_some(ends)
+        })
+        .unwrap_or_else(|| {
+            let (accepted, ends) = count();
+            panic!("{accepted} sessions, {} records:\n{ends:#?}", ends.len())
+        })
     }
 
     /// `borg <args>` through `key`, in the source directory, with borg 1's `ssh://` URL syntax

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod account;
+mod audit;
 mod borg;
 mod borg_paths;
 mod cli;
@@ -20,6 +21,8 @@ mod wait;
 // The flat API; each test crate uses part of it, and an unused re-export would warn.
 #[allow(unused_imports)]
 pub(crate) use account::{AccountGuard, TestAccount, account_tool};
+#[allow(unused_imports)]
+pub(crate) use audit::{audit_events, audit_records};
 #[allow(unused_imports)]
 pub(crate) use borg::{BORG_TIMEOUT, BorgClient, borg_clients, borg14, debian_borg};
 #[allow(unused_imports)]
