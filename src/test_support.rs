@@ -71,3 +71,24 @@ pub(crate) fn run_python(python: &Path, script: &str, stdin: &[u8]) -> Vec<u8> {
     );
     output.stdout
 }
+
+/// Runs `script` with `python` and `args` as its `sys.argv[1:]`; requires success; returns
+/// stdout.
+pub(crate) fn run_python_args<A: AsRef<std::ffi::OsStr>>(
+    python: &Path,
+    script: &str,
+    args: impl IntoIterator<Item = A>,
+) -> String {
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}

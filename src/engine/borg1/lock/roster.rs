@@ -506,16 +506,11 @@ mod tests {
             other: Map::new(),
         };
         let ours = data.to_json();
-        let output = std::process::Command::new(&python)
-            .args([
-                "-c",
-                "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps(dict(sorted(d.items()))))",
-                &ours,
-            ])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        let pythons = String::from_utf8(output.stdout).unwrap();
+        let pythons = crate::test_support::run_python_args(
+            &python,
+            "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps(dict(sorted(d.items()))))",
+            [&ours],
+        );
         assert_eq!(pythons.trim_end(), ours);
         assert_eq!(RosterData::parse(pythons.trim_end()), Some(data));
     }

@@ -607,16 +607,11 @@ fn normpath_agrees_with_python_on_generated_paths() {
             }
         }
     }
-    let output = Command::new(&python)
-        .args([
-            "-c",
-            "import posixpath,sys\nfor p in sys.argv[1:]: print(posixpath.normpath(p))",
-        ])
-        .args(&inputs)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let expected = String::from_utf8(output.stdout).unwrap();
+    let expected = crate::test_support::run_python_args(
+        &python,
+        "import posixpath,sys\nfor p in sys.argv[1:]: print(posixpath.normpath(p))",
+        &inputs,
+    );
     for (input, expected) in inputs.iter().zip(expected.lines()) {
         assert_eq!(
             python_normpath(OsStr::new(input)),

@@ -529,6 +529,7 @@ fn describe_value(value: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::engine::borg1::repository::segment::real_borg;
+    use crate::test_support::run_python_args;
 
     #[test]
     fn sha512_matches_known_vectors() {
@@ -819,16 +820,8 @@ with IntegrityCheckedFile(path, write=False, integrity_data=json) as fd:
 print('verified')
 "#;
         let path = dir.path().join("index.12");
-        let output = std::process::Command::new(&python)
-            .args(["-c", script, path.to_str().unwrap(), &json])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(String::from_utf8(output.stdout).unwrap(), "verified\n");
+        let output = run_python_args(&python, script, [path.as_os_str(), json.as_ref()]);
+        assert_eq!(output, "verified\n");
     }
 
     #[test]

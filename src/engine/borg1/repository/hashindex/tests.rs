@@ -5,7 +5,8 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Command;
+
+use crate::test_support::run_python_args;
 
 /// Deterministic id source for tests.
 struct SplitMix(u64);
@@ -1014,21 +1015,6 @@ fn borg_python() -> Option<PathBuf> {
     crate::test_support::require_borg_python(crate::test_support::Borg::Pypi14)
 }
 
-fn run_python(python: &Path, script: &str, args: &[&Path]) -> String {
-    let output = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "borg python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Reads an index with borg and prints `len size`, then `hex segment offset` per entry in
 /// borg's iteration order.
 const DUMP_SCRIPT: &str = r#"
@@ -1119,7 +1105,7 @@ fn borg_reads_our_file_with_the_same_entries_in_the_same_bucket_order() {
     assert!(census(&index).1 > 0, "the file should carry tombstones");
     let path = dir.path().join("index.1");
     write_file(&index, &path);
-    let dump = parse_dump(&run_python(&python, DUMP_SCRIPT, &[&path]));
+    let dump = parse_dump(&run_python_args(&python, DUMP_SCRIPT, [&path]));
     assert_eq!(dump.len, index.len());
     assert_eq!(dump.size, index.size_on_disk());
     assert_eq!(dump.entries, our_entries(&index));
@@ -1146,7 +1132,7 @@ print(len(idx), idx.size())
 for key, (segment, offset) in idx.iteritems():
     print(key.hex(), segment, offset)
 "#;
-    let dump = parse_dump(&run_python(&python, script, &[&path]));
+    let dump = parse_dump(&run_python_args(&python, script, [&path]));
     let index = NsIndex::read_file(&path).unwrap();
     assert!(census(&index).1 > 0, "borg's file should carry tombstones");
     assert_eq!(index.len(), dump.len);
@@ -1243,7 +1229,7 @@ fn the_same_operations_give_a_byte_identical_file_to_borg() {
     let ops_path = dir.path().join("ops");
     let borg_path = dir.path().join("index.borg");
     std::fs::write(&ops_path, encoded).unwrap();
-    let borg_len: usize = run_python(&python, APPLY_SCRIPT, &[&ops_path, &borg_path])
+    let borg_len: usize = run_python_args(&python, APPLY_SCRIPT, [&ops_path, &borg_path])
         .trim()
         .parse()
         .unwrap();
@@ -1271,7 +1257,7 @@ fn borg_and_we_rebuild_a_file_with_too_few_empty_buckets_identically() {
         let input = dir.path().join(name);
         let output = dir.path().join(format!("{name}.borg"));
         std::fs::write(&input, &bytes).unwrap();
-        let dump = parse_dump(&run_python(&python, DUMP_SCRIPT, &[&input, &output]));
+        let dump = parse_dump(&run_python_args(&python, DUMP_SCRIPT, [&input, &output]));
         let index = load(&bytes).unwrap();
         assert_eq!(dump.size, index.size_on_disk(), "{name}");
         assert_eq!(dump.entries, our_entries(&index), "{name}");
@@ -1307,7 +1293,7 @@ while True:
     print(' '.join(key.hex() for key in page))
     marker = page[-1]
 "#;
-    let borg_pages: Vec<String> = run_python(&python, script, &[&path])
+    let borg_pages: Vec<String> = run_python_args(&python, script, [&path])
         .lines()
         .map(str::to_owned)
         .collect();
@@ -1342,7 +1328,7 @@ fn borg_reads_our_compacted_file() {
     let compact = index.compacted().unwrap();
     let path = dir.path().join("index.4");
     write_file(&compact, &path);
-    let dump = parse_dump(&run_python(&python, DUMP_SCRIPT, &[&path]));
+    let dump = parse_dump(&run_python_args(&python, DUMP_SCRIPT, [&path]));
     assert_eq!(dump.len, 1500);
     assert_eq!(dump.size, compact.size_on_disk());
     assert_eq!(dump.entries, our_entries(&compact));

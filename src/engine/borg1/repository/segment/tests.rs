@@ -2,6 +2,7 @@
 //! reading of what we write.
 
 use super::*;
+use crate::test_support::run_python_args;
 use proptest::prelude::*;
 
 fn id(byte: u8) -> ObjectId {
@@ -684,17 +685,7 @@ io = LoggedIO(sys.argv[1], 1000, 1000)
 for segment, _ in io.segment_iterator():
     print(segment, io.is_committed_segment(segment))
 "#;
-    let output = std::process::Command::new(&python)
-        .args(["-c", script, repo.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let expected = String::from_utf8(output.stdout)
-        .unwrap()
+    let expected = run_python_args(&python, script, [repo])
         .replace("True", "true")
         .replace("False", "false");
     assert_eq!(committed.join("\n") + "\n", expected);
@@ -729,16 +720,7 @@ print(io.is_committed_segment(0))
 for tag, key, offset, data in io.iter_objects(0, include_data=True):
     print(tag, key.hex() if key else None, offset, len(data))
 "#;
-    let output = std::process::Command::new(&python)
-        .args(["-c", script, dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
+    let text = run_python_args(&python, script, [dir.path()]);
     let expected = format!(
         "True\n0 {} 8 3\n0 {} 52 100000\n1 {} 100093 0\n2 None 100134 0\n",
         "01".repeat(32),
